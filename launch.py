@@ -1,0 +1,96 @@
+"""Command-line entry: build the configuration and run ``call`` (train | evaluate).
+
+    python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=128
+    mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
+    python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
+    python3 launch.py --resume runs/RUN [--config training.iterations=N]
+
+Bad input exits with status 2 and one line naming the problem, before any
+data is loaded or anything is compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+USAGE_ERROR = 2
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Meta-train or evaluate learned learning algorithms (VSML).")
+    parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE",
+                        help="YAML files layered in order on configs/default.yaml")
+    parser.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="overrides, values parsed as YAML (e.g. training.population_size=128)")
+    parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
+    parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue RUN_DIR from its latest checkpoint with its saved config")
+    return parser.parse_args(argv)
+
+
+def default_run_dir(config: dict) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    training = config["training"]
+    dataset = training["dataset"] if isinstance(training["dataset"], str) else "mixed"
+    return Path(config["logging"]["dir"]) / f"{stamp}-{config['call']}-{dataset}"
+
+
+def prepare(args, comm):
+    """Returns ``(config, run_dir, resume)`` or raises ValueError / ConfigError with one line."""
+    from vsml import checkpoint, config as cfg  # noqa: PLC0415 — after argparse, so --help is instant
+    from vsml.experiment import check_config  # noqa: PLC0415
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ValueError(f"--resume {run_dir}: no config.yaml there; give a run directory written by launch.py")
+        checkpoint.resolve_path(run_dir)
+        config = cfg.build_config(args.config_files, args.config, args.array, args.task,
+                                  base=cfg.load_yaml_file(saved))
+        config["checkpoint"]["restore"]["path"] = str(run_dir)
+        resume = True
+    else:
+        config = cfg.build_config(args.config_files, args.config, args.array, args.task)
+        resume = False
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        if run_dir is None and comm.is_root:
+            run_dir = default_run_dir(cfg.resolve_for_rank(config, 0))
+        run_dir = Path(comm.bcast_object(str(run_dir) if run_dir else None))
+        if (run_dir / checkpoint.LATEST).exists() and config["call"] == "train":
+            raise ValueError(f"--run_dir {run_dir} already holds a run; continue it with "
+                             f"--resume {run_dir} or choose another --run_dir")
+    check_config(config, comm)
+    return config, run_dir, resume
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vsml.comm import world  # noqa: PLC0415
+
+    comm = world()
+    try:
+        config, run_dir, resume = prepare(args, comm)
+    except ValueError as err:  # ConfigError and CheckpointError are ValueErrors
+        if comm.is_root:
+            print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+    from vsml import experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+
+    if config["call"] == "evaluate":
+        experiment.evaluate(config, comm, run_dir)
+    else:
+        state = experiment.train(config, comm, run_dir, resume=resume)
+        if comm.is_root:
+            print(f"done: {state.generation} generations; outputs in {run_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,524 @@
+"""Configuration: YAML layering, dotted keys, CLI overrides, array/grid tasks, mpi_split.
+
+A configuration is a plain nested dict. It is built from layers applied in order
+(DESIGN §8):
+
+    base (configs/default.yaml)  <  each --config_files file  <  the --array task
+                                 <  each ``--config key=value`` override
+
+Every layer is a mapping whose keys may be dotted (``training.population_size``)
+or nested (``training: {population_size: ...}``); both mean the same thing and
+may be mixed. Every key a layer sets must exist in the base config, except
+below the open sub-trees in ``OPEN_SUBTREES``.
+
+A base value that is a dict is a *section*: a dict given for it merges
+recursively. Any other base value is a *leaf*: it is replaced wholesale (lists
+included).
+
+Any value may be ``{mpi_split: [opt0, opt1, ...], mpi_repeat: k}``; rank ``r``
+then uses ``mpi_split[(r // k) % len(mpi_split)]``. ``build_config`` keeps these
+nodes (always written with both keys) so a built config can be saved and
+resolved later for any number of ranks with ``resolve_for_rank``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import os
+import pathlib
+import re
+from typing import Any, Iterable, Mapping, Optional
+
+import yaml
+
+DEFAULT_CONFIG_PATH = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'default.yaml'
+
+# Sections whose children are free-form: new keys may appear anywhere below them
+# (extra optimizer arguments, statistics of user datasets).
+OPEN_SUBTREES = ('optimizer.kwargs', 'data.preprocess.dataset_stats')
+
+SPLIT_KEY = 'mpi_split'
+REPEAT_KEY = 'mpi_repeat'
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration; the message is one line naming the key or file."""
+
+    def __init__(self, message: str):
+        # Callers print this as a single line next to the command they ran.
+        super().__init__(re.sub(r'\s*\n\s*', ' ', str(message)).strip())
+
+
+# ---------------------------------------------------------------- YAML reading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float.
+
+    YAML 1.1 (PyYAML) needs a dot and a signed exponent, so ``lr=1e-3`` would
+    otherwise silently become the string '1e-3'.
+    """
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'),
+    list('-+0123456789.'),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Describe a YAML error with its 1-based line number when PyYAML knows it."""
+    mark = getattr(err, 'problem_mark', None) or getattr(err, 'context_mark', None)
+    problem = getattr(err, 'problem', None) or str(err)
+    if mark is not None:
+        return f'line {mark.line + 1}, column {mark.column + 1}: {problem}'
+    return problem
+
+
+def load_yaml_file(path) -> dict:
+    """Read one YAML mapping from ``path``; an empty file is ``{}``."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' not found") from None
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read: {err.strerror or err}") from None
+    try:
+        doc = _yaml_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"config file '{path}' is not valid YAML ({_yaml_problem(err)}); fix the syntax there"
+        ) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"config file '{path}' must hold a mapping of keys to values, not a {type(doc).__name__}"
+        )
+    return doc
+
+
+def load_default() -> dict:
+    """The default configuration (every key) as a fresh nested dict."""
+    return load_yaml_file(DEFAULT_CONFIG_PATH)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+_MISSING = object()
+
+# What a key of the base config allows (see _kind).
+_LEAF = 'leaf'          # replaced wholesale
+_SECTION = 'section'    # dict of known keys, merged
+_OPEN = 'open'          # dict that accepts new keys (an OPEN_SUBTREES root)
+_ANY = 'any'            # below an open root: dicts merge, anything else replaces
+
+
+def _join(prefix: str, key: str) -> str:
+    return f'{prefix}.{key}' if prefix and key else prefix or key
+
+
+def is_split(node: Any) -> bool:
+    """Whether ``node`` is an ``{mpi_split: ..., mpi_repeat: ...}`` spec."""
+    return isinstance(node, dict) and (SPLIT_KEY in node or REPEAT_KEY in node)
+
+
+def _check_split(node: dict, key: str, source: str) -> tuple[list, int]:
+    """Validate an mpi_split spec and return (options, repeat)."""
+    where = f"'{key or '<root>'}' in {source}"
+    extra = sorted(str(k) for k in node if k not in (SPLIT_KEY, REPEAT_KEY))
+    if extra:
+        raise ConfigError(
+            f'{where} mixes {SPLIT_KEY} with other keys {extra}; put those keys inside each option'
+        )
+    options = node.get(SPLIT_KEY)
+    if not isinstance(options, list) or not options:
+        raise ConfigError(f'{SPLIT_KEY} of {where} must be a non-empty list of options, got {options!r}')
+    repeat = node.get(REPEAT_KEY, 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ConfigError(f'{REPEAT_KEY} of {where} must be an integer >= 1, got {repeat!r}')
+    return options, repeat
+
+
+def _make_split(options: list, repeat: int) -> dict:
+    return {SPLIT_KEY: options, REPEAT_KEY: repeat}
+
+
+def _first_option(node: Any) -> Any:
+    """The shape of a possibly-split node: its first option, recursively."""
+    while is_split(node) and isinstance(node.get(SPLIT_KEY), list) and node[SPLIT_KEY]:
+        node = node[SPLIT_KEY][0]
+    return node
+
+
+def _deep_update(dst: dict, src: dict, atomic_splits: bool) -> None:
+    """Merge ``src`` into ``dst`` in place (dst is always a dict built by this module)."""
+    for key, value in src.items():
+        old = dst.get(key)
+        mergeable = isinstance(old, dict) and isinstance(value, dict)
+        if mergeable and atomic_splits and (is_split(old) or is_split(value)):
+            # Two array options that split the same key: the later one wins.
+            mergeable = False
+        if mergeable:
+            merged = dict(old)
+            _deep_update(merged, value, atomic_splits)
+            dst[key] = merged
+        else:
+            dst[key] = value
+
+
+def _nest(mapping: Mapping, source: str, prefix: str = '') -> dict:
+    """Turn dotted keys into nested dicts (recursively, not into lists).
+
+    Keys naming the same section are merged, so ``{a.b: 1, a: {c: 2}}`` becomes
+    ``{a: {b: 1, c: 2}}`` and ``{x.mpi_split: [...], x.mpi_repeat: 2}`` one spec.
+    """
+    out: dict = {}
+    for raw_key, value in mapping.items():
+        key = str(raw_key)
+        parts = key.split('.')
+        if any(not part.strip() for part in parts):
+            raise ConfigError(f"bad config key '{_join(prefix, key)}' in {source}: empty part between dots")
+        if isinstance(value, dict):
+            value = _nest(value, source, _join(prefix, key))
+        for part in reversed(parts[1:]):
+            value = {part: value}
+        _deep_update(out, {parts[0]: value}, atomic_splits=False)
+    return out
+
+
+def _known_keys(root: Any, prefix: str = '') -> list[str]:
+    """Every dotted key of ``root`` (sections and leaves), splits seen through."""
+    node = _first_option(root)
+    keys = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dotted = _join(prefix, str(key))
+            keys.append(dotted)
+            keys.extend(_known_keys(value, dotted))
+    return keys
+
+
+def _closest_key(key: str, root: dict) -> Optional[str]:
+    """The known key a user most likely meant by the unknown dotted ``key``."""
+    known = _known_keys(root)
+    known_set = set(known)
+    parts = key.split('.')
+
+    # 1. A typo in one component: fix it among its siblings, keep the rest.
+    node, depth = _first_option(root), 0
+    while depth < len(parts) and isinstance(node, dict) and parts[depth] in node:
+        node = _first_option(node[parts[depth]])
+        depth += 1
+    if depth < len(parts) and isinstance(node, dict):
+        match = difflib.get_close_matches(parts[depth], [str(k) for k in node], n=1, cutoff=0.6)
+        if match:
+            fixed = '.'.join(parts[:depth] + match)
+            whole = '.'.join(parts[:depth] + match + parts[depth + 1:])
+            return whole if whole in known_set else fixed
+
+    def similarity(candidate: str) -> float:
+        return difflib.SequenceMatcher(None, key, candidate).ratio()
+
+    # 2. The right name in the wrong section (e.g. 'model.msg_size').
+    same_name = [k for k in known if k.split('.')[-1] == parts[-1]]
+    if same_name:
+        return max(same_name, key=similarity)
+
+    # 3. Anything that looks like the whole key.
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _single_path(value: Any) -> str:
+    """The dotted path below a chain of one-key dicts, so errors name the key as written."""
+    parts = []
+    while isinstance(value, dict) and len(value) == 1 and not is_split(value):
+        key, value = next(iter(value.items()))
+        parts.append(str(key))
+    return '.'.join(parts)
+
+
+def _unknown_key_error(key: str, root: dict, source: str) -> ConfigError:
+    best = _closest_key(key, root)
+    hint = f"did you mean '{best}'?" if best else f"see {DEFAULT_CONFIG_PATH.name} for the known keys"
+    return ConfigError(f"unknown config key '{key}' in {source} ({hint})")
+
+
+# ---------------------------------------------------------------- layering
+
+
+def _kind(default: Any, key: str, in_open: bool) -> str:
+    if in_open:
+        return _ANY
+    if key in OPEN_SUBTREES:
+        return _OPEN
+    return _SECTION if isinstance(_first_option(default), dict) else _LEAF
+
+
+def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source: str,
+           in_open: bool) -> Any:
+    """Apply layer ``value`` at ``key`` onto ``current``; return the new value (no mutation).
+
+    ``default`` is the base config's value at ``key`` (``_MISSING`` below open
+    roots); it decides whether ``key`` is a leaf or a section.
+    """
+    kind = _kind(default, key, in_open)
+
+    if is_split(value) and SPLIT_KEY not in value:
+        # `--config x.mpi_repeat=k` after `--config x.mpi_split=[...]` adjusts that split.
+        if not is_split(current):
+            raise ConfigError(f"{REPEAT_KEY} for '{key}' in {source} has no {SPLIT_KEY} to repeat; "
+                              f"give both, e.g. '{key}={{{SPLIT_KEY}: [a, b], {REPEAT_KEY}: 2}}'")
+        options, _ = _check_split(current, key, source)
+        _, repeat = _check_split({SPLIT_KEY: options, **value}, key, source)
+        return _make_split(copy.deepcopy(options), repeat)
+
+    if is_split(value):
+        options, repeat = _check_split(value, key, source)
+        start = current
+        if is_split(current) and kind != _LEAF:
+            # The earlier split leaves no single current value to merge the
+            # new options onto, so they start from the base value.
+            shape = _first_option(default)
+            start = copy.deepcopy(shape) if shape is not _MISSING else {}
+        return _make_split(
+            [_merge(start, opt, default, key, root, source, in_open) for opt in options], repeat)
+
+    if is_split(current) and kind != _LEAF and (kind != _ANY or isinstance(value, dict)):
+        # A later layer setting keys inside a split section applies to every option.
+        options, repeat = _check_split(current, key, source)
+        return _make_split(
+            [_merge(opt, value, default, key, root, source, in_open) for opt in options], repeat)
+
+    if kind == _LEAF:
+        if isinstance(value, dict):
+            if not value:
+                raise ConfigError(f"config key '{key}' in {source} takes a single value, not a mapping")
+            first, below = next(iter(value.items()))
+            raise _unknown_key_error(_join(_join(key, str(first)), _single_path(below)), root, source)
+        return copy.deepcopy(value)
+
+    if kind == _ANY and not isinstance(value, dict):
+        return copy.deepcopy(value)
+
+    if not isinstance(value, dict):
+        if not key:
+            raise ConfigError(f'{source} must be a mapping of config keys to values, got {value!r}')
+        raise ConfigError(
+            f"config key '{key}' in {source} is a section, not a value; "
+            f"set keys inside it instead (e.g. '{key}.<name>=...')")
+
+    shape = _first_option(default)
+    shape = shape if isinstance(shape, dict) else {}
+    out = dict(current) if isinstance(current, dict) and not is_split(current) else {}
+    for child, child_value in _nest(value, source, key).items():
+        child_key = _join(key, child)
+        if kind == _SECTION and child not in shape:
+            raise _unknown_key_error(_join(child_key, _single_path(child_value)), root, source)
+        out[child] = _merge(out.get(child, _MISSING), child_value, shape.get(child, _MISSING),
+                            child_key, root, source, in_open or kind == _OPEN)
+    return out
+
+
+def apply_layer(config: dict, layer: Any, base: dict, source: str) -> dict:
+    """Return ``config`` with one layer applied; keys are checked against ``base``.
+
+    ``source`` names the layer in error messages (e.g. "--config").
+    """
+    return _merge(config, layer, base, '', base, source, in_open=False)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split a ``key=value`` override; the value is YAML (``key=`` gives None)."""
+    if '=' not in text:
+        raise ConfigError(f"--config '{text}' must look like key=value (e.g. training.population_size=128)")
+    key, raw = text.split('=', 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--config '{text}' has no key before '='")
+    try:
+        value = _yaml_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"--config '{text}': value is not valid YAML ({_yaml_problem(err)}); quote it") from None
+    return key, value
+
+
+# ---------------------------------------------------------------- array files
+
+
+def _grid_axis(axis: Any, number: int, source: str) -> list[dict]:
+    """The options of one grid axis (a list of dicts, or the {key: [values]} shorthand)."""
+    where = f'axis {number} of the grid in {source}'
+    if isinstance(axis, list):
+        options = [{} if opt is None else opt for opt in axis]
+        if not all(isinstance(opt, dict) for opt in options):
+            raise ConfigError(f'{where} must list mappings of overrides (or be a {{key: [values]}} mapping)')
+    elif isinstance(axis, dict):
+        if not all(isinstance(values, list) for values in axis.values()):
+            raise ConfigError(f'{where}: every key of the shorthand {{key: [values]}} needs a list of values')
+        lengths = {len(values) for values in axis.values()}
+        if len(lengths) > 1:
+            sizes = ', '.join(f'{k}: {len(v)}' for k, v in axis.items())
+            raise ConfigError(f'{where} zips keys whose value lists differ in length ({sizes}); make them equal')
+        options = [dict(zip(axis.keys(), values)) for values in zip(*axis.values())]
+    else:
+        raise ConfigError(f'{where} must be a list of mappings or a {{key: [values]}} mapping')
+    if not options:
+        raise ConfigError(f'{where} has no options')
+    return options
+
+
+def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
+    """The tasks of an --array file, each a nested dict of overrides (task N is index N-1).
+
+    ``array: [task, ...]`` lists tasks; ``grid: [axis, ...]`` makes one task per
+    combination of axis options, first axis slowest, options merged in axis order.
+    """
+    if not isinstance(array_doc, dict):
+        raise ConfigError(f"{source} must be a mapping with an 'array:' or a 'grid:' list")
+    extra = sorted(str(k) for k in array_doc if k not in ('array', 'grid', 'base'))
+    if extra:
+        raise ConfigError(f"{source} has unknown top-level keys {extra}; allowed are array, grid, base")
+    if ('array' in array_doc) == ('grid' in array_doc):
+        raise ConfigError(f"{source} must have exactly one of 'array:' (a list of tasks) or 'grid:' (a list of axes)")
+
+    if 'array' in array_doc:
+        tasks = array_doc['array']
+        if not isinstance(tasks, list) or not tasks:
+            raise ConfigError(f"'array:' in {source} must be a non-empty list of tasks")
+        out = []
+        for number, task in enumerate(tasks, start=1):
+            task = {} if task is None else task
+            if not isinstance(task, dict):
+                raise ConfigError(f"task {number} of 'array:' in {source} must be a mapping of overrides")
+            out.append(_nest(task, f'{source} task {number}'))
+        return out
+
+    axes = array_doc['grid']
+    if not isinstance(axes, list) or not axes:
+        raise ConfigError(f"'grid:' in {source} must be a non-empty list of axes")
+    options = [_grid_axis(axis, number, source) for number, axis in enumerate(axes, start=1)]
+    out = []
+    for combination in itertools.product(*options):
+        task: dict = {}
+        for option in combination:
+            _deep_update(task, _nest(option, source), atomic_splits=True)
+        out.append(copy.deepcopy(task))
+    return out
+
+
+def _task_number(task: Any, environ: Mapping[str, str], count: int, path) -> int:
+    """The 1-based task to run: --task, else SLURM_ARRAY_TASK_ID."""
+    if task is None:
+        task = environ.get('SLURM_ARRAY_TASK_ID')
+        if task is None or str(task).strip() == '':
+            raise ConfigError(
+                f"array file '{path}' has {count} tasks: pick one with --task N or SLURM_ARRAY_TASK_ID (1..{count})")
+    try:
+        number = int(str(task).strip())
+    except ValueError:
+        raise ConfigError(f"task '{task}' for array file '{path}' is not an integer (1..{count})") from None
+    if not 1 <= number <= count:
+        raise ConfigError(
+            f"task {number} is out of range: array file '{path}' has {count} tasks (1..{count}, 1-based)")
+    return number
+
+
+# ---------------------------------------------------------------- public API
+
+
+def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), array_file=None,
+                 task: Optional[int] = None, base: Optional[dict] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> dict:
+    """Layer base < config files < array task < ``key=value`` overrides.
+
+    Keys are checked against ``base`` (default: configs/default.yaml). mpi_split
+    nodes are kept; use ``resolve_for_rank`` for one rank's values. Neither
+    ``base`` nor any input is mutated.
+    """
+    # A lone path or override string means one item, not a sequence of characters.
+    if isinstance(config_files, (str, os.PathLike)):
+        config_files = (config_files,)
+    if isinstance(overrides, str):
+        overrides = (overrides,)
+    base = load_default() if base is None else copy.deepcopy(base)
+    environ = os.environ if environ is None else environ
+    config = copy.deepcopy(base)
+
+    for path in config_files:
+        config = apply_layer(config, load_yaml_file(path), base, f"config file '{path}'")
+
+    if array_file is not None:
+        doc = load_yaml_file(array_file)
+        tasks = array_tasks(doc, f"array file '{array_file}'")
+        number = _task_number(task, environ, len(tasks), array_file)
+        if doc.get('base') is not None:
+            config = apply_layer(config, doc['base'], base, f"array file '{array_file}' (base:)")
+        config = apply_layer(config, tasks[number - 1], base, f"array file '{array_file}' task {number}")
+    elif task is not None:
+        raise ConfigError(f'--task {task} needs an --array file to pick the task from')
+
+    for text in overrides:
+        key, value = parse_override(text)
+        config = apply_layer(config, {key: value}, base, '--config')
+    return config
+
+
+def resolve_for_rank(config: dict, rank: int) -> dict:
+    """A new config with every mpi_split replaced by rank ``rank``'s option."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ConfigError(f'rank must be an integer >= 0, got {rank!r}')
+
+    def resolve(node: Any, key: str) -> Any:
+        while is_split(node):
+            options, repeat = _check_split(node, key, 'the config')
+            node = options[(rank // repeat) % len(options)]
+        if isinstance(node, dict):
+            return {k: resolve(v, _join(key, str(k))) for k, v in node.items()}
+        return copy.deepcopy(node)
+
+    return resolve(config, '')
+
+
+def get(config: dict, dotted_key: str) -> Any:
+    """The value at ``dotted_key`` (e.g. 'training.population_size')."""
+    node = config
+    for part in dotted_key.split('.'):
+        if not isinstance(node, dict) or part not in node:
+            best = _closest_key(dotted_key, config)
+            hint = f" (did you mean '{best}'?)" if best else ''
+            raise ConfigError(f"config has no key '{dotted_key}'{hint}")
+        node = node[part]
+    return node
+
+
+def flatten(config: dict) -> dict:
+    """``{'a.b': leaf, ...}`` for every non-dict value; empty dicts are kept as leaves."""
+    flat: dict = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = _join(prefix, str(key))
+            if isinstance(value, dict) and value:
+                walk(value, dotted)
+            else:
+                flat[dotted] = value
+
+    walk(config, '')
+    return flat
+
+
+def to_yaml(config: dict) -> str:
+    """YAML text of ``config`` in key order; ``yaml.safe_load`` reads it back equal."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

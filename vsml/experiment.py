@@ -1,0 +1,238 @@
+"""Train and evaluate loops: wiring of config, data, learner, ES, checkpoints and logs.
+
+``config`` is the layered configuration (``mpi_split`` unresolved, the same on
+every rank); each rank resolves its own view with
+:func:`vsml.config.resolve_for_rank`, so ranks may meta-train on different
+datasets while sharing one set of meta-parameters.
+
+Generation ``g`` (0-based) evaluates the meta-parameters theta_g when
+``g % evaluation.frequency == 0``, runs ES on theta_g, and writes a metrics row
+for step ``g`` when ``g % summary.frequency == 0``. A checkpoint written after
+generation g holds ``step = g + 1`` and theta_{g+1}; resuming from it continues
+with generation g + 1, exactly as if the run had not stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vsml import checkpoint, data
+from vsml.comm import Comm
+from vsml.config import resolve_for_rank, to_yaml
+from vsml.learners import build_learner
+from vsml.logging import Stopwatch, open_run_log
+from vsml.meta import es, objective
+
+EVAL_METRICS = ("loss", "accuracy", "final_loss", "final_accuracy")
+
+
+@dataclasses.dataclass
+class Task:
+    """A dataset ready for episodes: static spec, device arrays and a sampler."""
+
+    name: str
+    spec: data.DataSpec
+    arrays: dict
+    episode_length: int
+    batch_size: int
+
+    def sampler(self):
+        spec, length, batch = self.spec, self.episode_length, self.batch_size
+        return lambda arrays, key: data.sample_episode(spec, arrays, key, length, batch)
+
+
+def load_task(name: str, subset: str, rank_config: dict, episode_length: int, batch_size: int) -> Task:
+    spec, arrays = data.load_dataset(name, subset, rank_config)
+    return Task(name, spec, arrays, episode_length, batch_size)
+
+
+def check_config(config: dict, comm: Comm) -> None:
+    """Refuses configs this version cannot run, before any data loading or compilation."""
+    for rank in range(comm.size):
+        rank_config = resolve_for_rank(config, rank)
+        training, optimizer = rank_config["training"], rank_config["optimizer"]
+        if rank_config["call"] not in ("train", "evaluate"):
+            raise ValueError(f"call: '{rank_config['call']}' is not one of train, evaluate")
+        if optimizer["type"] != "es":
+            raise ValueError(f"optimizer.type: '{optimizer['type']}' is not available; valid: es")
+        if optimizer["fitness_shaping"] not in es.FITNESS_SHAPINGS:
+            raise ValueError(f"optimizer.fitness_shaping: '{optimizer['fitness_shaping']}' is not one of "
+                             f"{', '.join(es.FITNESS_SHAPINGS)}")
+        if training["loss_type"] not in objective.LOSS_TYPES:
+            raise ValueError(f"training.loss_type: '{training['loss_type']}' is not one of "
+                             f"{', '.join(objective.LOSS_TYPES)}")
+        es.pair_slice(training["population_size"], 0, comm.size)
+        if rank_config["evaluation"]["frequency"] % rank_config["summary"]["frequency"]:
+            raise ValueError("evaluation.frequency must be a multiple of summary.frequency")
+        if rank_config["call"] == "train":
+            data.check_dataset_name(training["dataset"], "training.dataset")
+        for name in rank_config["evaluation"]["datasets"]:
+            data.check_dataset_name(name, "evaluation.datasets")
+        build_learner(rank_config["model"])
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def make_evaluator(learner, task: Task, count: int, seed: int, rank: int):
+    """``evaluate(params) -> {'loss' [count, T], 'accuracy' [count, T]}`` on fixed episodes.
+
+    The episodes depend only on (evaluation.seed, rank, index), so every
+    evaluation of a run sees the same ones and the curves are comparable.
+    """
+    curves = objective.make_curves(objective.make_episode(learner.run, task.sampler()))
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), rank), i))(
+        jnp.arange(count))
+
+    @jax.jit
+    def evaluate(params, arrays):
+        loss, accuracy = jax.vmap(lambda key: curves(params, key, arrays))(keys)
+        return {"loss": loss, "accuracy": accuracy}
+
+    return lambda params: evaluate(params, task.arrays)
+
+
+def summarize_curves(curves: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+    """Episode-mean and last-step loss/accuracy over every gathered episode."""
+    return {
+        f"{prefix}/loss": float(np.mean(curves["loss"])),
+        f"{prefix}/accuracy": float(np.mean(curves["accuracy"])),
+        f"{prefix}/final_loss": float(np.mean(curves["loss"][:, -1])),
+        f"{prefix}/final_accuracy": float(np.mean(curves["accuracy"][:, -1])),
+    }
+
+
+def run_evaluations(evaluators: dict, params, comm: Comm) -> dict[str, float]:
+    """Evaluates on every dataset; rank 0 receives the summary over all ranks' episodes."""
+    row = {}
+    for name, evaluate in evaluators.items():
+        local = {key: np.asarray(value) for key, value in evaluate(params).items()}
+        gathered = comm.gather_objects(local)
+        if comm.is_root:
+            row.update(summarize_curves({key: np.concatenate([g[key] for g in gathered]) for key in local},
+                                        f"eval/{name}"))
+    return row
+
+
+def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
+    cfg = rank_config["evaluation"]
+    return {
+        name: make_evaluator(learner, load_task(name, cfg["subset"], rank_config, cfg["episode_length"],
+                                                cfg["batch_size"]),
+                             cfg["count"], cfg["seed"], rank)
+        for name in cfg["datasets"]
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm) -> es.EvolutionStrategy:
+    fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
+                                     rank_config["training"]["loss_type"])
+    opt = rank_config["optimizer"]
+    return es.EvolutionStrategy(
+        fitness,
+        params_template,
+        es.ESConfig(population_size=rank_config["training"]["population_size"],
+                    noise_std=float(opt["noise_std"]), fitness_shaping=opt["fitness_shaping"]),
+        es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"])),
+        comm,
+    )
+
+
+def initial_state(strategy: es.EvolutionStrategy, learner, rank_config: dict, resume: bool):
+    """A fresh state, or one restored from ``checkpoint.restore.path``.
+
+    ``resume`` continues the checkpoint's run exactly (optimiser state,
+    generation, RNG); otherwise a restored checkpoint only provides the initial
+    meta-parameters of a new run.
+    """
+    seed = rank_config["seed"]
+    params = learner.init(jax.random.PRNGKey(seed))
+    state = strategy.init_state(params, seed)
+    restore_path = rank_config["checkpoint"]["restore"]["path"]
+    if restore_path is None:
+        return state, 0.0
+    saved = checkpoint.restore(restore_path, state.params, state.opt_state)
+    params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
+    if not resume:
+        return strategy.init_state(params, seed), 0.0
+    restored = es.ESState(
+        params=params,
+        opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
+        generation=saved["step"],
+        rng={name: jnp.asarray(key) for name, key in saved["rng"].items()},
+    )
+    return restored, saved["wall_time"]
+
+
+def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False) -> es.ESState:
+    """Meta-trains by ES for ``training.iterations`` generations; returns the final state."""
+    rank_config = resolve_for_rank(config, comm.rank)
+    training = rank_config["training"]
+    learner = build_learner(rank_config["model"])
+    task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
+                     training["batch_size"])
+    evaluators = build_evaluators(learner, rank_config, comm.rank)
+    template = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+    strategy = make_strategy(learner, task, rank_config, template, comm)
+    state, wall_offset = initial_state(strategy, learner, rank_config, resume)
+
+    iterations = training["iterations"]
+    summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
+    ckpt = rank_config["checkpoint"]
+    config_yaml = to_yaml(config)
+    log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
+                       wandb_mode=rank_config["logging"]["wandb"], start_step=state.generation,
+                       total_steps=iterations, truncate_from=state.generation)
+    clock = Stopwatch(wall_offset)
+    save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
+                   with_step=ckpt["with_step"])
+    log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
+                f"{len(strategy.pair_indices)} | meta-parameters: {strategy.dim}")
+    try:
+        while state.generation < iterations:
+            generation = state.generation
+            row = run_evaluations(evaluators, state.params, comm) if generation % eval_every == 0 else {}
+            state, stats = strategy.step(state, task.arrays)
+            log.progress(stats["meta_loss"])
+            if generation % summary_every == 0:
+                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
+            if state.generation % ckpt["frequency"] == 0 or state.generation == iterations:
+                save(state)
+    finally:
+        log.close()
+    return state
+
+
+def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
+          with_step: bool) -> None:
+    if comm.is_root:
+        checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
+                        rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml, with_step=with_step)
+
+
+def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
+    """Evaluates restored meta-parameters on ``evaluation.datasets``; rank 0 returns the row."""
+    rank_config = resolve_for_rank(config, comm.rank)
+    restore_path = rank_config["checkpoint"]["restore"]["path"]
+    if restore_path is None:
+        raise ValueError("call: evaluate needs checkpoint.restore.path (a run directory or checkpoint file)")
+    learner = build_learner(rank_config["model"])
+    saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(0)))
+    evaluators = build_evaluators(learner, rank_config, comm.rank)
+    log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
+                       wandb_mode=rank_config["logging"]["wandb"])
+    try:
+        row = {"step": saved["step"], **run_evaluations(evaluators, saved["params"], comm)}
+        log.log(row)
+    finally:
+        log.close()
+    return row

@@ -1,0 +1,41 @@
+"""VSML as the paper states it, for tests and as the benchmark baseline.
+
+Every synapse concatenates its incoming forward and backward messages, runs
+the full LSTM on ``[messages, hidden]``, applies both heads (and layer norm)
+on every tick, and the messages are then averaged. No algebraic shortcut:
+this is what :func:`vsml.learners.vsml.dense_layer` must equal.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from vsml.learners import vsml
+
+
+def literal_dense_layer(p, state, fwd_in, bwd_in, spec: vsml.VSMLSpec):
+    """Same contract as :func:`vsml.learners.vsml.dense_layer`, computed per synapse."""
+    hidden, cell = state
+    batch, num_in, num_out, _ = hidden.shape
+    w_full = jnp.concatenate([p["w_fwd_in"], p["w_bwd_in"], p["w_hidden"]], axis=0)  # [2M+S, 4S]
+    fwd_b = jnp.broadcast_to(fwd_in[:, :, None, :], (batch, num_in, num_out, spec.msg_size))
+    bwd_b = jnp.broadcast_to(bwd_in[:, None, :, :], (batch, num_in, num_out, spec.msg_size))
+    fwd_out = bwd_out = None
+    for _ in range(spec.num_micro_ticks):
+        hidden, cell = vsml.merge_batch(hidden), vsml.merge_batch(cell)
+        synapse_input = jnp.concatenate([fwd_b, bwd_b, hidden], axis=-1)  # [Bt, A, B, 2M+S]
+        gates = synapse_input @ w_full + p["b_gates"]
+        hidden, cell = vsml.lstm_update(gates, cell)
+        fwd_msg = hidden @ p["w_fwd_out"] + p["b_fwd_out"]  # [Bt, A, B, M]
+        bwd_msg = hidden @ p["w_bwd_out"] + p["b_bwd_out"]
+        if spec.layer_norm:
+            fwd_msg = vsml.layer_norm(fwd_msg, p["ln_fwd_scale"], p["ln_fwd_offset"])
+            bwd_msg = vsml.layer_norm(bwd_msg, p["ln_bwd_scale"], p["ln_bwd_offset"])
+        fwd_out = jnp.mean(fwd_msg, axis=1)  # over inputs a -> [Bt, B, M]
+        bwd_out = jnp.mean(bwd_msg, axis=2)  # over outputs b -> [Bt, A, M]
+    return (hidden, cell), fwd_out, bwd_out
+
+
+def run(meta_params, key, inputs, labels, spec: vsml.VSMLSpec):
+    """The whole episode with the literal layer (same contract as :func:`vsml.learners.vsml.run`)."""
+    return vsml.run(meta_params, key, inputs, labels, spec, layer_fn=literal_dense_layer)

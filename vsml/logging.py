@@ -1,0 +1,161 @@
+"""What a run shows and leaves behind: stdout progress, run-directory files, wandb.
+
+Only rank 0 writes: :func:`open_run_log` gives every other rank a log that
+does nothing, so callers never branch on the rank.
+
+Run directory:
+  ``config.yaml``    the layered configuration (before per-rank ``mpi_split``)
+  ``metrics.jsonl``  one JSON object per summary step
+  ``wandb/``         the wandb run (offline unless ``logging.wandb: online``)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+WANDB_MODES = ("offline", "online", "disabled")
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """All rows of a run's ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _jsonable(value):
+    value = float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; null marks a non-finite value
+    return value
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"step {row['step']}"]
+    for key, value in row.items():
+        if key == "step" or value is None:
+            continue
+        parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return " | ".join(parts)
+
+
+class RunLog:
+    """Rank 0's log of a run in ``run_dir``.
+
+    Args:
+      config_yaml: text written to ``config.yaml``.
+      wandb_mode: 'offline' | 'online' | 'disabled'.
+      start_step, total_steps: for the progress bar (no bar when total_steps is 0).
+      truncate_from: drop existing rows with ``step >= truncate_from`` (rows an
+        interrupted run wrote after its last checkpoint), so a resumed run
+        writes each step once; None keeps every row.
+    """
+
+    def __init__(self, run_dir, config: dict, config_yaml: str, wandb_mode: str,
+                 start_step: int = 0, total_steps: int = 0, truncate_from: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / CONFIG, config_yaml)
+        if truncate_from is not None:
+            kept = [row for row in read_metrics(self.run_dir) if row.get("step", -1) < truncate_from]
+            atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
+        self._metrics = open(self.run_dir / METRICS, "a")
+        self._wandb = self._start_wandb(config, wandb_mode)
+        self._bar = None
+        if total_steps:
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="gen", dynamic_ncols=True,
+                             file=sys.stdout, mininterval=1.0, disable=None)
+
+    def _start_wandb(self, config: dict, mode: str):
+        if mode == "disabled":
+            return None
+        import wandb  # noqa: PLC0415 — slow import, only when used
+
+        # A stable id per run directory, so a resumed run continues the same wandb run.
+        run_id = "".join(ch if ch.isalnum() else "-" for ch in self.run_dir.resolve().name)[-64:]
+        return wandb.init(project="vsml", dir=str(self.run_dir), mode=mode, config=config,
+                          id=run_id, resume="allow", settings=wandb.Settings(silent=True))
+
+    def log(self, row: dict) -> None:
+        """Appends one row (must hold ``step``) to metrics.jsonl, wandb and stdout."""
+        row = {key: _jsonable(value) for key, value in row.items()}
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
+        self.message(_format_row(row))
+
+    def progress(self, meta_loss: float | None = None) -> None:
+        """Advances the progress bar by one generation."""
+        if self._bar is not None:
+            if meta_loss is not None:
+                self._bar.set_postfix(meta_loss=f"{meta_loss:.4f}", refresh=False)
+            self._bar.update(1)
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._metrics.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+class NullLog:
+    """The log of a rank other than 0: accepts everything, writes nothing."""
+
+    def log(self, row: dict) -> None:
+        return None
+
+    def progress(self, meta_loss: float | None = None) -> None:
+        return None
+
+    def message(self, text: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def open_run_log(is_root: bool, **kwargs) -> RunLog | NullLog:
+    return RunLog(**kwargs) if is_root else NullLog()
+
+
+class Stopwatch:
+    """Wall time of a run, continued across resumes."""
+
+    def __init__(self, offset: float = 0.0):
+        self._start = time.perf_counter() - offset
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start

@@ -1,0 +1,1 @@
+"""Outer loops: evolution strategies (es) and the shared episode objective."""

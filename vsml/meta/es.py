@@ -1,0 +1,207 @@
+"""Evolution strategies with antithetic pairs, spread over MPI ranks (DESIGN §6).
+
+ES knows nothing of learners: it sees ``fitness(params, key, data) -> scalar``
+(lower is better) and an opaque ``data`` pytree passed through to it.
+
+Per generation g, pair i (global index 0..P-1):
+
+* noise ``eps_i ~ N(0, I)`` from ``key(noise, g, i)``, episode key from
+  ``key(data, g, i)``; both members ``theta ± sigma * eps_i`` share the episode;
+* rank r evaluates pairs ``[r P/N, (r+1) P/N)`` in one jitted call;
+* fitness (2P floats) is all-gathered and shaped into one weight per pair;
+* each rank regenerates its own ``eps_i``, forms ``sum_i w_i eps_i`` and the
+  partial sums (D floats) are all-reduced; every rank applies the same optax
+  update. No rank holds more noise than its own slice.
+
+The partial sums are accumulated in float64 on the host, so the float32
+gradient, and hence the meta-parameters, do not depend on the rank count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from vsml.comm import Comm
+
+FITNESS_SHAPINGS = ("raw", "centered_rank")
+# Streams derived from the run seed: one for perturbations, one for episodes.
+NOISE_STREAM, DATA_STREAM = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    population_size: int  # antithetic pairs P
+    noise_std: float  # sigma
+    fitness_shaping: str = "raw"
+
+
+@chex.dataclass
+class ESState:
+    """Everything that determines the rest of a run.
+
+    params: meta-parameter pytree. opt_state: optax state. generation: number
+    of completed generations. rng: ``{'noise': key, 'data': key}`` base keys
+    (raw uint32 ``[2]``) from which every generation's randomness is derived.
+    """
+
+    params: Any
+    opt_state: Any
+    generation: int
+    rng: dict
+
+
+def base_keys(seed: int) -> dict:
+    root = jax.random.PRNGKey(seed)
+    return {"noise": jax.random.fold_in(root, NOISE_STREAM), "data": jax.random.fold_in(root, DATA_STREAM)}
+
+
+def pair_key(base_key, generation, pair_index):
+    """``key(base, g, i)``: the same for a pair whatever rank evaluates it."""
+    return jax.random.fold_in(jax.random.fold_in(base_key, generation), pair_index)
+
+
+def pair_noise(noise_key, generation, pair_indices, dim: int) -> jax.Array:
+    """``eps_i`` for each global pair index: ``[n] -> [n, D]``."""
+    return jax.vmap(lambda i: jax.random.normal(pair_key(noise_key, generation, i), (dim,)))(pair_indices)
+
+
+def pair_slice(population_size: int, rank: int, num_ranks: int) -> np.ndarray:
+    """Global indices of the pairs that rank ``rank`` of ``num_ranks`` evaluates."""
+    if population_size % num_ranks:
+        raise ValueError(
+            f"training.population_size={population_size} is not divisible by the {num_ranks} "
+            f"MPI ranks; use a multiple of {num_ranks}"
+        )
+    per_rank = population_size // num_ranks
+    return np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int32)
+
+
+def shape_fitness(fitness: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
+    """Utilities (lower is better) from fitness ``[P, 2]`` (columns: +eps, -eps).
+
+    Non-finite fitness is ranked worst: under ``raw`` it becomes the worst
+    finite value (the pair then pushes away from it), under ``centered_rank``
+    it takes the last ranks. Returns ``(utilities [P, 2] float64, non-finite count)``.
+    """
+    fitness = np.asarray(fitness, dtype=np.float64)
+    finite = np.isfinite(fitness)
+    nonfinite = int(fitness.size - finite.sum())
+    if mode == "raw":
+        if not finite.any():
+            return np.zeros_like(fitness), nonfinite
+        return np.where(finite, fitness, fitness[finite].max()), nonfinite
+    if mode == "centered_rank":
+        ranks = _average_ranks(np.where(finite, fitness, np.inf).ravel())
+        return (ranks / max(fitness.size - 1, 1) - 0.5).reshape(fitness.shape), nonfinite
+    raise ValueError(f"optimizer.fitness_shaping: '{mode}' is not one of {', '.join(FITNESS_SHAPINGS)}")
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks; tied values share their mean rank (so order never matters)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    start = 0
+    while start < len(values):
+        stop = start + 1
+        while stop < len(values) and sorted_values[stop] == sorted_values[start]:
+            stop += 1
+        ranks[order[start:stop]] = 0.5 * (start + stop - 1)
+        start = stop
+    return ranks
+
+
+def pair_weights(utilities: np.ndarray, noise_std: float) -> np.ndarray:
+    """``w_i = (u+_i - u-_i) / (2 sigma)``: the gradient estimate is ``mean_i w_i eps_i``."""
+    return (utilities[:, 0] - utilities[:, 1]) / (2.0 * noise_std)
+
+
+def make_optimizer(lr: float, kwargs: dict, clip_gradnorm: float) -> optax.GradientTransformation:
+    """Adam (``optimizer.kwargs`` passed through), after global-norm clipping when > 0."""
+    adam = optax.adam(learning_rate=lr, **kwargs)
+    if clip_gradnorm and clip_gradnorm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_gradnorm), adam)
+    return adam
+
+
+class EvolutionStrategy:
+    """Antithetic ES over the ranks of ``comm``.
+
+    Args:
+      fitness: ``fitness(params, key, data) -> scalar``, lower is better.
+      params_template: a meta-parameter pytree (fixes the flat layout).
+      config: population size, noise std, shaping.
+      optimizer: an optax transformation applied to the ES gradient.
+      comm: the communicator; rank r evaluates its slice of the pairs.
+    """
+
+    def __init__(self, fitness: Callable, params_template, config: ESConfig,
+                 optimizer: optax.GradientTransformation, comm: Comm):
+        self.config, self.optimizer, self.comm = config, optimizer, comm
+        flat, self.unravel = ravel_pytree(params_template)
+        self.dim = flat.shape[0]
+        self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
+        self._evaluate = jax.jit(self._make_evaluate(fitness))
+        self._noise = jax.jit(lambda key, g, idx: pair_noise(key, g, idx, self.dim))
+        self._apply = jax.jit(self._make_apply())
+
+    def _make_evaluate(self, fitness):
+        sigma, unravel = self.config.noise_std, self.unravel
+
+        def evaluate_slice(flat_params, rng, generation, pair_indices, data):
+            """Fitness ``[n, 2]`` of this rank's pairs, in one call (vmap over members)."""
+            eps = pair_noise(rng["noise"], generation, pair_indices, flat_params.shape[0])
+            members = jnp.concatenate([flat_params + sigma * eps, flat_params - sigma * eps])  # [2n, D]
+            keys = jax.vmap(lambda i: pair_key(rng["data"], generation, i))(pair_indices)
+            member_keys = jnp.concatenate([keys, keys])
+            values = jax.vmap(lambda flat, key: fitness(unravel(flat), key, data))(members, member_keys)
+            return values.reshape(2, -1).T
+
+        return evaluate_slice
+
+    def _make_apply(self):
+        optimizer = self.optimizer
+
+        def apply(params, opt_state, grad):
+            updates, opt_state = optimizer.update(grad, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        return apply
+
+    def init_state(self, params, seed: int) -> ESState:
+        return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def evaluate(self, state: ESState, data) -> np.ndarray:
+        """This rank's fitness ``[n, 2]`` at the state's generation."""
+        flat, _ = ravel_pytree(state.params)
+        return np.asarray(self._evaluate(flat, state.rng, state.generation, self.pair_indices, data))
+
+    def gradient(self, state: ESState, weights: np.ndarray) -> jax.Array:
+        """ES gradient ``mean_i w_i eps_i`` from all ``P`` pair weights, as a flat float32 ``[D]``."""
+        mine = weights[self.pair_indices].astype(np.float64)
+        eps = np.asarray(self._noise(state.rng["noise"], state.generation, self.pair_indices), dtype=np.float64)
+        total = self.comm.allreduce_sum(mine @ eps)
+        return jnp.asarray((total / self.config.population_size).astype(np.float32))
+
+    def step(self, state: ESState, data) -> tuple[ESState, dict]:
+        """One generation: evaluate, share fitness, update. Returns the new state and statistics."""
+        fitness = self.comm.allgather(self.evaluate(state, data))  # [P, 2], pair order
+        utilities, nonfinite = shape_fitness(fitness, self.config.fitness_shaping)
+        grad = self.unravel(self.gradient(state, pair_weights(utilities, self.config.noise_std)))
+        params, opt_state = self._apply(state.params, state.opt_state, grad)
+        finite = fitness[np.isfinite(fitness)]
+        stats = {
+            "meta_loss": float(finite.mean()) if finite.size else float("nan"),
+            "meta_loss_std": float(finite.std()) if finite.size else float("nan"),
+            "es/nonfinite": nonfinite,
+        }
+        new_state = ESState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
+        return new_state, stats
