@@ -1,0 +1,50 @@
+"""Shared test helpers: tiny configs and launching ``launch.py`` (optionally under mpiexec)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+# A config small enough that a generation takes milliseconds: 8x8 digits,
+# short episodes, a small population and a small sub-RNN.
+TINY = [
+    "training.dataset=digits",
+    "training.episode_length=12",
+    "training.population_size=4",
+    "evaluation.datasets=[digits]",
+    "evaluation.episode_length=12",
+    "evaluation.count=2",
+    "evaluation.frequency=2",
+    "summary.frequency=1",
+    "checkpoint.frequency=2",
+    "model.sub_rnn.msg_size=4",
+    "model.sub_rnn.slow_size=4",
+    "logging.wandb=disabled",
+]
+
+
+def launch(*args, ranks: int | None = None, timeout: float = 300, env: dict | None = None):
+    """Runs ``python launch.py ARGS`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
+    command = [sys.executable, str(ROOT / "launch.py"), *map(str, args)]
+    if ranks:
+        command = [str(MPIEXEC), "-n", str(ranks), *command]
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def checkpoint_arrays(run_dir, prefix="params/"):
+    with np.load(Path(run_dir) / "checkpoint.npz", allow_pickle=False) as data:
+        return {name: data[name] for name in data.files if name.startswith(prefix)}
+
+
+@pytest.fixture
+def tiny():
+    return list(TINY)
