@@ -111,6 +111,7 @@ def test_array_task_from_slurm_environment(tmp_path):
     (["--config", *TINY, "evaluation.frequency=3", "summary.frequency=2"], "multiple of summary.frequency"),
     (["--config", *TINY, "optimizer.fitness_shaping=rank"], "fitness_shaping: 'rank' is not one of"),
     (["--config", "training.dataset=mnist"], "'mnist' is a TFDS dataset"),
+    (["--config", *TINY, "data.preprocess.rand_proj=true"], "data.preprocess.rand_proj: this version supports only False"),
     (["--config_files", "configs/missing.yaml"], "missing.yaml"),
 ])
 def test_bad_input_is_refused_with_one_line(args, message):

@@ -24,12 +24,23 @@ import numpy as np
 
 from vsml import checkpoint, data
 from vsml.comm import Comm
-from vsml.config import resolve_for_rank, to_yaml
+from vsml.config import get, resolve_for_rank, to_yaml
 from vsml.learners import build_learner
 from vsml.logging import Stopwatch, open_run_log
 from vsml.meta import es, objective
 
-EVAL_METRICS = ("loss", "accuracy", "final_loss", "final_accuracy")
+# Keys this version reads but cannot act on yet: anything but the default is
+# refused up front rather than silently ignored.
+NOT_YET_SUPPORTED = {
+    "data.filter_classes": None,
+    "data.preprocess.pad.input": None,
+    "data.preprocess.pad.output": None,
+    "data.preprocess.resize": None,
+    "data.preprocess.rand_proj": False,
+    "data.preprocess.shuffle": False,
+    "checkpoint.restore.run_path": None,
+    "checkpoint.restore.file_name": None,
+}
 
 
 @dataclasses.dataclass
@@ -75,6 +86,9 @@ def check_config(config: dict, comm: Comm) -> None:
         for name in rank_config["evaluation"]["datasets"]:
             data.check_dataset_name(name, "evaluation.datasets")
         build_learner(rank_config["model"])
+        for key, default in NOT_YET_SUPPORTED.items():
+            if get(rank_config, key) != default:
+                raise ValueError(f"{key}: this version supports only {default!r} here")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -147,15 +161,14 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
     )
 
 
-def initial_state(strategy: es.EvolutionStrategy, learner, rank_config: dict, resume: bool):
-    """A fresh state, or one restored from ``checkpoint.restore.path``.
+def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, resume: bool):
+    """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
     generation, RNG); otherwise a restored checkpoint only provides the initial
     meta-parameters of a new run.
     """
     seed = rank_config["seed"]
-    params = learner.init(jax.random.PRNGKey(seed))
     state = strategy.init_state(params, seed)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
@@ -181,9 +194,9 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False) -> es.E
     task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
                      training["batch_size"])
     evaluators = build_evaluators(learner, rank_config, comm.rank)
-    template = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    strategy = make_strategy(learner, task, rank_config, template, comm)
-    state, wall_offset = initial_state(strategy, learner, rank_config, resume)
+    params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+    strategy = make_strategy(learner, task, rank_config, params, comm)
+    state, wall_offset = initial_state(strategy, params, rank_config, resume)
 
     iterations = training["iterations"]
     summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
