@@ -1,4 +1,4 @@
-"""The README's main job: the quick start meta-learns (about 6 minutes; `pytest -m slow`)."""
+"""The README's main job: the quick start meta-learns (about 4 minutes; `pytest -m slow`)."""
 
 from __future__ import annotations
 
