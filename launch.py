@@ -69,10 +69,29 @@ def prepare(args, comm):
     return config, run_dir, resume
 
 
+def run(config, run_dir, resume, comm, stop) -> int:
+    from vsml import experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+
+    if config["call"] == "evaluate":
+        experiment.evaluate(config, comm, run_dir)
+        return 0
+    result = experiment.train(config, comm, run_dir, resume=resume, stop=stop)
+    if comm.is_root:
+        if result.stopped_by:
+            print(f"stopped after generation {result.state.generation} ({result.stopped_by}); "
+                  f"resume with: python3 launch.py --resume {run_dir}", flush=True)
+        else:
+            print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from vsml.comm import world  # noqa: PLC0415
+    from vsml.preemption import StopRequest  # noqa: PLC0415
 
+    # Signals that arrive while jax loads and compiles must not kill the run either.
+    stop = StopRequest().install()
     comm = world()
     try:
         config, run_dir, resume = prepare(args, comm)
@@ -80,16 +99,32 @@ def main(argv=None) -> int:
         if comm.is_root:
             print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    try:
+        return run(config, run_dir, resume, comm, stop)
+    except Exception as err:  # noqa: BLE001 — every failure must end all ranks, not hang them
+        return fail(err, comm)
 
-    from vsml import experiment  # noqa: PLC0415 — imports jax; only once the input is known good
 
-    if config["call"] == "evaluate":
-        experiment.evaluate(config, comm, run_dir)
-    else:
-        state = experiment.train(config, comm, run_dir, resume=resume)
+def fail(err: Exception, comm) -> int:
+    """Reports a failure once and makes sure no rank is left waiting in a collective.
+
+    Failures every rank detects together (RunError, non-finite meta-parameters)
+    are one line from rank 0; anything else is this rank's traceback, after
+    which MPI_Abort ends the other ranks.
+    """
+    import traceback  # noqa: PLC0415
+
+    from vsml.experiment import RunError  # noqa: PLC0415
+    from vsml.meta.es import NonFiniteError  # noqa: PLC0415
+
+    if isinstance(err, (RunError, NonFiniteError)):
         if comm.is_root:
-            print(f"done: {state.generation} generations; outputs in {run_dir}", flush=True)
-    return 0
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    print(f"rank {comm.rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    if comm.size > 1:
+        comm.abort(1)
+    return 1
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def test_with_step_keeps_a_numbered_copy(tmp_path):
     params, opt_state = _state()
     _save(tmp_path, params, opt_state, step=3, with_step=True)
     _save(tmp_path, params, opt_state, step=5, with_step=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3.npz", "checkpoint-5.npz", "checkpoint.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-3.npz", "checkpoint-5.npz", "checkpoint.npz", "checkpoint.prev.npz"]
     assert checkpoint.restore(tmp_path / "checkpoint-3.npz", params)["step"] == 3
 
 
@@ -70,7 +71,7 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
         _save(tmp_path, params, opt_state, step=2)
     monkeypatch.undo()
     assert checkpoint.restore(tmp_path, params)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "checkpoint.prev.npz"]  # no temp file
 
 
 def test_mismatched_template_and_bad_files_give_clear_errors(tmp_path):
@@ -85,3 +86,41 @@ def test_mismatched_template_and_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(checkpoint.CheckpointError, match="cannot read"):
         checkpoint.restore(tmp_path / "junk.npz", params)
+
+
+def test_keep_prunes_old_step_checkpoints(tmp_path):
+    params, opt_state = _state()
+    for step in (2, 4, 6, 8):
+        _save(tmp_path, params, opt_state, step=step, with_step=True, keep=2)
+    assert [step for step, _ in checkpoint.step_checkpoints(tmp_path)] == [8, 6]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_unreadable_latest_falls_back_to_previous(tmp_path, damage):
+    params, opt_state = _state()
+    _save(tmp_path, params, opt_state, step=4)
+    _save(tmp_path, params, opt_state, step=6)
+    latest = tmp_path / "checkpoint.npz"
+    if damage == "truncate":
+        latest.write_bytes(latest.read_bytes()[:200])
+    else:
+        np.savez(latest, something=np.zeros(3))
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.restore(latest, params)
+    restored, path, problems = checkpoint.restore_latest(tmp_path, params)
+    assert path.name == "checkpoint.prev.npz" and restored["step"] == 4
+    assert len(problems) == 1 and "checkpoint.npz" in problems[0]
+
+
+def test_no_readable_checkpoint_names_every_problem(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"junk")
+    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint.*cannot read"):
+        checkpoint.restore_latest(tmp_path, {"w": jnp.zeros(2)})
+
+
+def test_digest_tells_parameters_apart():
+    params, _ = _state()
+    same = jax.tree_util.tree_map(lambda x: x + 0, params)
+    other = jax.tree_util.tree_map(lambda x: x.at[0].add(1e-7) if x.ndim == 1 else x, params)
+    assert checkpoint.digest(params) == checkpoint.digest(same)
+    assert checkpoint.digest(params) != checkpoint.digest(other)

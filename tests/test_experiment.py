@@ -20,8 +20,8 @@ def test_short_es_meta_training_on_sum_lowers_meta_loss(tmp_path):
         "summary.frequency=1", "checkpoint.frequency=400",
         "model.sub_rnn.msg_size=4", "model.sub_rnn.slow_size=4", "logging.wandb=disabled",
     ])
-    state = experiment.train(config, SingleProcessComm(), tmp_path)
-    assert state.generation == 400
+    result = experiment.train(config, SingleProcessComm(), tmp_path)
+    assert result.state.generation == 400 and result.stopped_by is None
     losses = np.array([row["meta_loss"] for row in read_metrics(tmp_path)])
     assert len(losses) == 400
     # Without inner learning VSML's outputs are symmetric, so it starts at chance (ln 2 ~ 0.693)

@@ -42,7 +42,14 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path):
         assert (EVAL_KEYS <= set(row)) == (row["step"] % 2 == 0)
     assert 0.0 <= rows[0]["eval/digits/accuracy"] <= 1.0
     assert sorted(p.name for p in run_dir.glob("checkpoint*.npz")) == [
-        "checkpoint-2.npz", "checkpoint-4.npz", "checkpoint.npz"]
+        "checkpoint-2.npz", "checkpoint-4.npz", "checkpoint.npz", "checkpoint.prev.npz"]
+    table = (run_dir / "evaluation.csv").read_text().splitlines()
+    assert table[0] == "train_step,dataset,episode,step,loss,accuracy"
+    # the mean curve over evaluation episodes, 12 inner steps, at generations 0 and 2
+    assert [line.split(",")[:4] for line in table[1:]] == [
+        [str(g), "digits", "mean", str(t)] for g in (0, 2) for t in range(12)]
+    mean_accuracy = np.mean([float(line.split(",")[5]) for line in table[1:13]])
+    assert mean_accuracy == pytest.approx(rows[0]["eval/digits/accuracy"], abs=1e-5)
     with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ckpt:
         assert int(ckpt["step"]) == 4
         assert yaml.safe_load(str(ckpt["config"])) == saved
@@ -92,6 +99,11 @@ def test_evaluate_restores_and_reports(tmp_path):
                f"checkpoint.restore.path={tmp_path / 'train'}"))
     (row,) = _rows(tmp_path / "eval")
     assert row["step"] == 2 and EVAL_KEYS <= set(row)
+    table = [line.split(",") for line in (tmp_path / "eval" / "evaluation.csv").read_text().splitlines()[1:]]
+    episodes = sorted({cells[2] for cells in table})
+    assert episodes == ["0", "1", "mean"] and len(table) == 3 * 12
+    last_step = [float(cells[5]) for cells in table if cells[3] == "11" and cells[2] != "mean"]
+    assert np.mean(last_step) == pytest.approx(row["eval/digits/final_accuracy"])
 
 
 def test_array_task_from_slurm_environment(tmp_path):

@@ -11,11 +11,17 @@ A checkpoint opens with ``numpy.load`` alone (no pickle, no project code):
 
 Files are written to a temporary name in the same directory, fsynced and
 renamed over the target, so a crash mid-write leaves the previous checkpoint.
+Before ``checkpoint.npz`` is replaced, the old one is kept as
+``checkpoint.prev.npz``: if the latest file is ever unreadable (a truncated
+copy, a foreign file), :func:`restore_latest` falls back to it, then to the
+newest readable ``checkpoint-<step>.npz``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ import jax
 import numpy as np
 
 LATEST = "checkpoint.npz"
+PREVIOUS = "checkpoint.prev.npz"
+_STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
 
 
 class CheckpointError(ValueError):
@@ -96,9 +104,44 @@ def atomic_write_npz(path: Path, arrays: dict[str, Any]) -> None:
     _fsync_dir(path.parent)
 
 
+def _replace_keeping_previous(run_dir: Path) -> None:
+    """Keeps the current latest checkpoint as ``checkpoint.prev.npz`` (a hard link, atomic rename)."""
+    latest, previous = run_dir / LATEST, run_dir / PREVIOUS
+    if not latest.exists():
+        return
+    tmp = previous.with_name(f".{previous.name}.tmp-{os.getpid()}")
+    try:
+        os.link(latest, tmp)
+    except OSError:  # filesystems without hard links: copy instead
+        shutil.copyfile(latest, tmp)
+    os.replace(tmp, previous)
+
+
+def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint-<step>.npz`` in ``run_dir``, newest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.npz"):
+        match = _STEP_FILE.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def prune(run_dir: Path, keep: int | None) -> None:
+    """Deletes all but the newest ``keep`` step checkpoints (None keeps all)."""
+    if keep is None:
+        return
+    for _, path in step_checkpoints(run_dir)[keep:]:
+        path.unlink(missing_ok=True)
+
+
 def save(run_dir: Path, *, params, opt_state, step: int, rng: dict, wall_time: float,
-         config_yaml: str, with_step: bool = False) -> Path:
-    """Writes ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``)."""
+         config_yaml: str, with_step: bool = False, keep: int | None = None) -> Path:
+    """Writes ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
+
+    The replaced latest checkpoint survives as ``checkpoint.prev.npz``; of the
+    step checkpoints only the newest ``keep`` remain (all when ``keep`` is None).
+    """
     run_dir = Path(run_dir)
     arrays = {
         **flatten_tree("params", params),
@@ -110,12 +153,14 @@ def save(run_dir: Path, *, params, opt_state, step: int, rng: dict, wall_time: f
         "config": np.asarray(config_yaml),
     }
     latest = run_dir / LATEST
+    _replace_keeping_previous(run_dir)
     atomic_write_npz(latest, arrays)
     if with_step:
         stepped = run_dir / step_file_name(step)
         tmp = stepped.with_name(f".{stepped.name}.tmp-{os.getpid()}")
         shutil.copyfile(latest, tmp)
         os.replace(tmp, stepped)
+        prune(run_dir, keep)
     return latest
 
 
@@ -135,8 +180,8 @@ def load_arrays(path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise CheckpointError(f"cannot read checkpoint '{path}': {err}") from err
+    except Exception as err:  # zipfile, numpy and OS errors alike mean "not a readable checkpoint"
+        raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
 
 
 def restore(path, params_template, opt_state_template=None) -> dict:
@@ -159,3 +204,35 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "wall_time": float(arrays.get("wall_time", 0.0)),
         "config": str(arrays["config"]),
     }
+
+
+def restore_latest(run_dir, params_template, opt_state_template=None) -> tuple[dict, Path, list[str]]:
+    """Restores the newest readable checkpoint of a run directory.
+
+    Tries ``checkpoint.npz``, then ``checkpoint.prev.npz``, then the step
+    checkpoints newest first. Returns ``(restored, path, problems)`` where
+    ``problems`` describes each unreadable file skipped; raises
+    CheckpointError naming them all when none is readable.
+    """
+    run_dir = Path(run_dir)
+    candidates = [run_dir / LATEST, run_dir / PREVIOUS] + [path for _, path in step_checkpoints(run_dir)]
+    problems = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            return restore(path, params_template, opt_state_template), path, problems
+        except CheckpointError as err:
+            problems.append(str(err))
+    detail = "; ".join(problems) if problems else f"no {LATEST} there"
+    raise CheckpointError(f"no readable checkpoint in '{run_dir}': {detail}")
+
+
+def digest(tree) -> int:
+    """A 63-bit fingerprint of every leaf's bytes (to compare meta-parameters across ranks)."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        hasher.update(str((array.dtype.str, array.shape)).encode())
+        hasher.update(array.tobytes())
+    return int.from_bytes(hasher.digest(), "little") >> 1

@@ -57,6 +57,14 @@ class Comm(abc.ABC):
     def barrier(self) -> None:
         """Waits until every rank arrives."""
 
+    @abc.abstractmethod
+    def abort(self, code: int) -> None:
+        """Ends every rank now (a failing rank calls this so no other rank hangs)."""
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on at least one rank."""
+        return bool(self.allreduce_sum(np.asarray([int(flag)], dtype=np.int64))[0] > 0)
+
 
 class SingleProcessComm(Comm):
     """The one-rank communicator: every collective is the identity."""
@@ -75,6 +83,9 @@ class SingleProcessComm(Comm):
 
     def barrier(self) -> None:
         return None
+
+    def abort(self, code: int) -> None:
+        raise SystemExit(code)
 
 
 class MPIComm(Comm):
@@ -106,6 +117,9 @@ class MPIComm(Comm):
 
     def barrier(self) -> None:
         self._comm.Barrier()
+
+    def abort(self, code: int) -> None:
+        self._comm.Abort(code)
 
 
 def launched_by_mpi(environ: dict | None = None) -> bool:

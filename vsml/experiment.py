@@ -27,6 +27,7 @@ from vsml.comm import Comm
 from vsml.config import get, resolve_for_rank, to_yaml
 from vsml.learners import build_learner
 from vsml.logging import Stopwatch, open_run_log
+from vsml.preemption import StopRequest
 from vsml.meta import es, objective
 
 # Keys this version reads but cannot act on yet: anything but the default is
@@ -122,16 +123,21 @@ def summarize_curves(curves: dict[str, np.ndarray], prefix: str) -> dict[str, fl
     }
 
 
-def run_evaluations(evaluators: dict, params, comm: Comm) -> dict[str, float]:
-    """Evaluates on every dataset; rank 0 receives the summary over all ranks' episodes."""
-    row = {}
+def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, float], dict]:
+    """Evaluates on every dataset; rank 0 receives every rank's episodes.
+
+    Returns ``(row, curves)``: the summary metrics and, per dataset, the
+    gathered per-step curves ``{'loss', 'accuracy'}: [episodes, T]`` (both
+    empty on other ranks).
+    """
+    row, curves = {}, {}
     for name, evaluate in evaluators.items():
         local = {key: np.asarray(value) for key, value in evaluate(params).items()}
         gathered = comm.gather_objects(local)
         if comm.is_root:
-            row.update(summarize_curves({key: np.concatenate([g[key] for g in gathered]) for key in local},
-                                        f"eval/{name}"))
-    return row
+            curves[name] = {key: np.concatenate([g[key] for g in gathered]) for key in local}
+            row.update(summarize_curves(curves[name], f"eval/{name}"))
+    return row, curves
 
 
 def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
@@ -161,19 +167,30 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
     )
 
 
-def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, resume: bool):
+class RunError(RuntimeError):
+    """A failure every rank detects together (so one line on rank 0 says it all)."""
+
+
+def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
-    generation, RNG); otherwise a restored checkpoint only provides the initial
-    meta-parameters of a new run.
+    generation, RNG) from the newest readable checkpoint of the run directory;
+    otherwise a restored checkpoint only provides the initial meta-parameters
+    of a new run. Returns ``(state, wall_time_so_far)``.
     """
     seed = rank_config["seed"]
     state = strategy.init_state(params, seed)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         return state, 0.0
-    saved = checkpoint.restore(restore_path, state.params, state.opt_state)
+    if resume and Path(restore_path).is_dir():
+        saved, path, problems = checkpoint.restore_latest(restore_path, state.params, state.opt_state)
+        for problem in problems:
+            log.message(f"warning: skipped unreadable checkpoint: {problem}")
+        log.message(f"resuming from {path} (generation {saved['step']})")
+    else:
+        saved = checkpoint.restore(restore_path, state.params, state.opt_state)
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
         return strategy.init_state(params, seed), 0.0
@@ -186,8 +203,28 @@ def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, res
     return restored, saved["wall_time"]
 
 
-def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False) -> es.ESState:
-    """Meta-trains by ES for ``training.iterations`` generations; returns the final state."""
+def check_ranks_agree(params, comm: Comm, generation: int) -> None:
+    """Raises RunError naming the ranks whose meta-parameters differ from rank 0's."""
+    digests = comm.allgather(np.asarray([checkpoint.digest(params)], dtype=np.int64))
+    differing = [rank for rank, value in enumerate(digests) if value != digests[0]]
+    if differing:
+        raise RunError(f"meta-parameters of ranks {differing} differ from rank 0's at generation {generation}; "
+                       "ranks must run the same code, jax version and optimizer config")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: es.ESState
+    stopped_by: str | None  # the signal that stopped the run early, or None
+
+
+def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
+          ) -> TrainResult:
+    """Meta-trains by ES for ``training.iterations`` generations.
+
+    A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
+    the current generation with a checkpoint, on every rank.
+    """
     rank_config = resolve_for_rank(config, comm.rank)
     training = rank_config["training"]
     learner = build_learner(rank_config["model"])
@@ -196,44 +233,60 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False) -> es.E
     evaluators = build_evaluators(learner, rank_config, comm.rank)
     params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
     strategy = make_strategy(learner, task, rank_config, params, comm)
-    state, wall_offset = initial_state(strategy, params, rank_config, resume)
+    stop = stop or StopRequest()
 
     iterations = training["iterations"]
     summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
     ckpt = rank_config["checkpoint"]
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
-                       wandb_mode=rank_config["logging"]["wandb"], start_step=state.generation,
-                       total_steps=iterations, truncate_from=state.generation)
-    clock = Stopwatch(wall_offset)
-    save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                   with_step=ckpt["with_step"])
-    log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
-                f"{len(strategy.pair_indices)} | meta-parameters: {strategy.dim}")
+                       wandb_mode=rank_config["logging"]["wandb"])
     try:
+        state, wall_offset = initial_state(strategy, params, rank_config, resume, log)
+        log.start(start_step=state.generation, total_steps=iterations)
+        clock = Stopwatch(wall_offset)
+        save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
+                       with_step=ckpt["with_step"], keep=ckpt["keep"])
+        log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
+                    f"{len(strategy.pair_indices)} | meta-parameters: {strategy.dim}")
+        stopped_by = None
         while state.generation < iterations:
             generation = state.generation
-            row = run_evaluations(evaluators, state.params, comm) if generation % eval_every == 0 else {}
+            row = {}
+            if generation % eval_every == 0:
+                row, curves = run_evaluations(evaluators, state.params, comm)
+                log.write_evaluation(generation, curves, per_episode=False)
             state, stats = strategy.step(state, task.arrays)
             log.progress(stats["meta_loss"])
             if generation % summary_every == 0:
                 log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
-            if state.generation % ckpt["frequency"] == 0 or state.generation == iterations:
+            if comm.any(stop.requested):
+                stopped_by = stop.signal_name or "a stop signal on another rank"
+            if state.generation % ckpt["frequency"] == 0 or state.generation == iterations or stopped_by:
+                check_ranks_agree(state.params, comm, state.generation)
                 save(state)
+            if stopped_by:
+                log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
+                break
     finally:
         log.close()
-    return state
+    return TrainResult(state=state, stopped_by=stopped_by)
 
 
 def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
-          with_step: bool) -> None:
+          with_step: bool, keep: int | None) -> None:
     if comm.is_root:
         checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
-                        rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml, with_step=with_step)
+                        rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml, with_step=with_step,
+                        keep=keep)
 
 
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
-    """Evaluates restored meta-parameters on ``evaluation.datasets``; rank 0 returns the row."""
+    """Evaluates restored meta-parameters on ``evaluation.datasets``; rank 0 returns the row.
+
+    Writes the summary row to metrics.jsonl and every episode's per-step
+    curve (plus their mean) to evaluation.csv.
+    """
     rank_config = resolve_for_rank(config, comm.rank)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
@@ -244,8 +297,10 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
                        wandb_mode=rank_config["logging"]["wandb"])
     try:
-        row = {"step": saved["step"], **run_evaluations(evaluators, saved["params"], comm)}
+        summary, curves = run_evaluations(evaluators, saved["params"], comm)
+        row = {"step": saved["step"], **summary}
         log.log(row)
+        log.write_evaluation(saved["step"], curves, per_episode=True)
     finally:
         log.close()
     return row

@@ -6,6 +6,7 @@ does nothing, so callers never branch on the rank.
 Run directory:
   ``config.yaml``    the layered configuration (before per-rank ``mpi_split``)
   ``metrics.jsonl``  one JSON object per summary step
+  ``evaluation.csv`` per-step meta-test learning curves
   ``wandb/``         the wandb run (offline unless ``logging.wandb: online``)
 """
 
@@ -18,11 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 WANDB_MODES = ("offline", "online", "disabled")
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
+EVALUATION = "evaluation.csv"
+EVALUATION_COLUMNS = ("train_step", "dataset", "episode", "step", "loss", "accuracy")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -48,6 +52,13 @@ def read_metrics(run_dir) -> list[dict]:
     return rows
 
 
+def _train_step(csv_line: str) -> int:
+    try:
+        return int(csv_line.split(",", 1)[0])
+    except ValueError:
+        return -1
+
+
 def _jsonable(value):
     value = float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
     if isinstance(value, float) and not math.isfinite(value):
@@ -70,26 +81,32 @@ class RunLog:
     Args:
       config_yaml: text written to ``config.yaml``.
       wandb_mode: 'offline' | 'online' | 'disabled'.
-      start_step, total_steps: for the progress bar (no bar when total_steps is 0).
-      truncate_from: drop existing rows with ``step >= truncate_from`` (rows an
-        interrupted run wrote after its last checkpoint), so a resumed run
-        writes each step once; None keeps every row.
     """
 
-    def __init__(self, run_dir, config: dict, config_yaml: str, wandb_mode: str,
-                 start_step: int = 0, total_steps: int = 0, truncate_from: int | None = None):
+    def __init__(self, run_dir, config: dict, config_yaml: str, wandb_mode: str):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / CONFIG, config_yaml)
-        if truncate_from is not None:
-            kept = [row for row in read_metrics(self.run_dir) if row.get("step", -1) < truncate_from]
-            atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
-        self._metrics = open(self.run_dir / METRICS, "a")
+        self._metrics = None
         self._wandb = self._start_wandb(config, wandb_mode)
         self._bar = None
-        if total_steps:
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="gen", dynamic_ncols=True,
-                             file=sys.stdout, mininterval=1.0, disable=None)
+
+    def start(self, start_step: int, total_steps: int) -> None:
+        """Begins (or continues) training at ``start_step``: shows progress to ``total_steps``.
+
+        Rows an interrupted run wrote after its last checkpoint (``step >=
+        start_step``) are dropped from metrics.jsonl and evaluation.csv, so a
+        resumed run writes each step once.
+        """
+        kept = [row for row in read_metrics(self.run_dir) if row.get("step", -1) < start_step]
+        atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in kept))
+        table = self.run_dir / EVALUATION
+        if table.exists():
+            lines = table.read_text().splitlines(keepends=True)
+            kept_lines = lines[:1] + [line for line in lines[1:] if _train_step(line) < start_step]
+            atomic_write_text(table, "".join(kept_lines))
+        self._bar = tqdm(total=total_steps, initial=start_step, unit="gen", dynamic_ncols=True,
+                         file=sys.stdout, mininterval=1.0, disable=None)
 
     def _start_wandb(self, config: dict, mode: str):
         if mode == "disabled":
@@ -104,11 +121,33 @@ class RunLog:
     def log(self, row: dict) -> None:
         """Appends one row (must hold ``step``) to metrics.jsonl, wandb and stdout."""
         row = {key: _jsonable(value) for key, value in row.items()}
+        if self._metrics is None:
+            self._metrics = open(self.run_dir / METRICS, "a")
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
         self.message(_format_row(row))
+
+    def write_evaluation(self, train_step: int, curves: dict, per_episode: bool) -> None:
+        """Appends per-step learning curves to ``evaluation.csv``.
+
+        ``curves``: ``{dataset: {'loss', 'accuracy'}: [episodes, T]}``. Rows:
+        ``train_step,dataset,episode,step,loss,accuracy`` with ``episode`` an
+        index (only when ``per_episode``) or ``mean`` (always).
+        """
+        path = self.run_dir / EVALUATION
+        lines = [] if path.exists() else [",".join(EVALUATION_COLUMNS) + "\n"]
+        for dataset, curve in curves.items():
+            loss, accuracy = np.asarray(curve["loss"]), np.asarray(curve["accuracy"])
+            series = [("mean", loss.mean(0), accuracy.mean(0))]
+            if per_episode:
+                series += [(str(index), loss[index], accuracy[index]) for index in range(loss.shape[0])]
+            for episode, episode_loss, episode_accuracy in series:
+                lines += [f"{train_step},{dataset},{episode},{step},{episode_loss[step]:.6g},"
+                          f"{episode_accuracy[step]:.6g}\n" for step in range(loss.shape[1])]
+        with open(path, "a") as handle:
+            handle.writelines(lines)
 
     def progress(self, meta_loss: float | None = None) -> None:
         """Advances the progress bar by one generation."""
@@ -126,13 +165,20 @@ class RunLog:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        self._metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self._wandb is not None:
             self._wandb.finish()
 
 
 class NullLog:
     """The log of a rank other than 0: accepts everything, writes nothing."""
+
+    def start(self, start_step: int, total_steps: int) -> None:
+        return None
+
+    def write_evaluation(self, train_step: int, curves: dict, per_episode: bool) -> None:
+        return None
 
     def log(self, row: dict) -> None:
         return None

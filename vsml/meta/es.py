@@ -32,6 +32,11 @@ from jax.flatten_util import ravel_pytree
 from vsml.comm import Comm
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
+
+
+class NonFiniteError(FloatingPointError):
+    """The update produced NaN or infinite meta-parameters (the same on every rank)."""
+
 # Streams derived from the run seed: one for perturbations, one for episodes.
 NOISE_STREAM, DATA_STREAM = 0, 1
 
@@ -172,7 +177,9 @@ class EvolutionStrategy:
 
         def apply(params, opt_state, grad):
             updates, opt_state = optimizer.update(grad, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
+            params = optax.apply_updates(params, updates)
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+            return params, opt_state, finite
 
         return apply
 
@@ -196,12 +203,18 @@ class EvolutionStrategy:
         fitness = self.comm.allgather(self.evaluate(state, data))  # [P, 2], pair order
         utilities, nonfinite = shape_fitness(fitness, self.config.fitness_shaping)
         grad = self.unravel(self.gradient(state, pair_weights(utilities, self.config.noise_std)))
-        params, opt_state = self._apply(state.params, state.opt_state, grad)
+        params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
         finite = fitness[np.isfinite(fitness)]
         stats = {
             "meta_loss": float(finite.mean()) if finite.size else float("nan"),
             "meta_loss_std": float(finite.std()) if finite.size else float("nan"),
             "es/nonfinite": nonfinite,
         }
+        if not bool(params_finite):
+            raise NonFiniteError(
+                f"meta-parameters became non-finite in generation {state.generation} "
+                f"({nonfinite} of {fitness.size} fitness values were non-finite); "
+                "lower optimizer.lr or optimizer.noise_std, or set optimizer.clip_gradnorm"
+            )
         new_state = ESState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
         return new_state, stats
