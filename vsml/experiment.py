@@ -29,6 +29,7 @@ from vsml.learners import build_learner
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
 from vsml.meta import es, objective
+from vsml.validation import validate
 
 # Keys this version reads but cannot act on yet: anything but the default is
 # refused up front rather than silently ignored.
@@ -68,20 +69,11 @@ def check_config(config: dict, comm: Comm) -> None:
     """Refuses configs this version cannot run, before any data loading or compilation."""
     for rank in range(comm.size):
         rank_config = resolve_for_rank(config, rank)
+        validate(rank_config)
         training, optimizer = rank_config["training"], rank_config["optimizer"]
-        if rank_config["call"] not in ("train", "evaluate"):
-            raise ValueError(f"call: '{rank_config['call']}' is not one of train, evaluate")
         if optimizer["type"] != "es":
             raise ValueError(f"optimizer.type: '{optimizer['type']}' is not available; valid: es")
-        if optimizer["fitness_shaping"] not in es.FITNESS_SHAPINGS:
-            raise ValueError(f"optimizer.fitness_shaping: '{optimizer['fitness_shaping']}' is not one of "
-                             f"{', '.join(es.FITNESS_SHAPINGS)}")
-        if training["loss_type"] not in objective.LOSS_TYPES:
-            raise ValueError(f"training.loss_type: '{training['loss_type']}' is not one of "
-                             f"{', '.join(objective.LOSS_TYPES)}")
         es.pair_slice(training["population_size"], 0, comm.size)
-        if rank_config["evaluation"]["frequency"] % rank_config["summary"]["frequency"]:
-            raise ValueError("evaluation.frequency must be a multiple of summary.frequency")
         if rank_config["call"] == "train":
             data.check_dataset_name(training["dataset"], "training.dataset")
         for name in rank_config["evaluation"]["datasets"]:

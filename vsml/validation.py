@@ -1,0 +1,214 @@
+"""Types and ranges of configuration values, checked before anything expensive starts.
+
+Types come from ``configs/default.yaml`` itself (a key whose default is an
+integer takes integers, a boolean takes booleans, …), so a new key is
+type-checked without touching this file; :data:`RULES` adds ranges and
+choices. Every problem is one line naming the key, what it must be and what
+it got.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from vsml.config import ConfigError, flatten, load_default
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def positive_int(value) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def non_negative_int(value) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def positive_number(value) -> bool:
+    return _is_number(value) and value > 0
+
+
+def non_negative_number(value) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def unit_interval(value) -> bool:
+    return _is_number(value) and 0 <= value <= 1
+
+
+def below_one(value) -> bool:
+    return _is_number(value) and 0 <= value < 1
+
+
+def one_of(*choices) -> Check:
+    check = lambda value: value in choices  # noqa: E731
+    check.description = f"one of {', '.join(map(str, choices))}"
+    return check
+
+
+def optional(check: Check) -> Check:
+    wrapped = lambda value: value is None or check(value)  # noqa: E731
+    wrapped.description = f"null or {_describe(check)}"
+    return wrapped
+
+
+def shape(value) -> bool:
+    return isinstance(value, list) and len(value) >= 1 and all(positive_int(v) for v in value)
+
+
+def name_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def non_empty_str(value) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+_DESCRIPTIONS = {
+    positive_int: "a positive integer",
+    non_negative_int: "a non-negative integer",
+    positive_number: "a positive finite number",
+    non_negative_number: "a non-negative finite number",
+    unit_interval: "a number in [0, 1]",
+    below_one: "a number in [0, 1)",
+    shape: "a list of positive integers, e.g. [28, 28, 1]",
+    name_list: "a list of names",
+    non_empty_str: "a non-empty string",
+}
+
+
+def _describe(check: Check) -> str:
+    return getattr(check, "description", None) or _DESCRIPTIONS.get(check, check.__name__)
+
+
+RULES: dict[str, Check] = {
+    "seed": non_negative_int,
+    "call": one_of("train", "evaluate"),
+    "summary.frequency": positive_int,
+    "evaluation.frequency": positive_int,
+    "evaluation.datasets": name_list,
+    "evaluation.batch_size": positive_int,
+    "evaluation.episode_length": positive_int,
+    "evaluation.seed": non_negative_int,
+    "evaluation.subset": one_of("train", "test"),
+    "evaluation.count": positive_int,
+    "checkpoint.frequency": positive_int,
+    "checkpoint.keep": optional(positive_int),
+    "checkpoint.restore.path": optional(non_empty_str),
+    "training.iterations": non_negative_int,
+    "training.dataset": non_empty_str,
+    "training.batch_size": positive_int,
+    "training.episode_length": positive_int,
+    "training.population_size": positive_int,
+    "training.loss_type": one_of("mean", "last"),
+    "data.dir": optional(non_empty_str),
+    "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
+    "optimizer.type": one_of("es", "sgd"),
+    "optimizer.noise_std": positive_number,
+    "optimizer.lr": positive_number,
+    "optimizer.kwargs.b1": below_one,
+    "optimizer.kwargs.b2": below_one,
+    "optimizer.clip_gradnorm": non_negative_number,
+    "optimizer.fitness_shaping": one_of("raw", "centered_rank"),
+    "model.sub_rnn.msg_size": lambda v: _is_int(v) and v >= 2,
+    "model.sub_rnn.slow_size": positive_int,
+    "model.sub_rnn.init_rand_proportion": unit_interval,
+    "model.vsml_rnn.num_micro_ticks": positive_int,
+    "model.vsml_rnn.tanh_bound": positive_number,
+    "model.vsml_rnn.output_idx": non_negative_int,
+    "random_dataset.size": positive_int,
+    "random_dataset.target_count": lambda v: _is_int(v) and v >= 2,
+    "random_dataset.img_size": shape,
+    "sum_dataset.input_size": shape,
+    "logging.wandb": one_of("offline", "online", "disabled"),
+    "logging.dir": non_empty_str,
+}
+_DESCRIPTIONS[RULES["model.sub_rnn.msg_size"]] = "an integer >= 2 (error and label slots)"
+_DESCRIPTIONS[RULES["random_dataset.target_count"]] = "an integer >= 2"
+
+
+def _type_matches(default, value) -> bool:
+    """Whether ``value`` has the type the default value of its key implies."""
+    if default is None or value is None:
+        return True  # optional keys: their RULES entry (if any) decides
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return _is_int(value)
+    if isinstance(default, float):
+        return _is_number(value) or (isinstance(value, float) and not math.isfinite(value))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    return True
+
+
+def _type_name(default) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    return "a list"
+
+
+def validate(rank_config: dict, defaults: dict | None = None) -> None:
+    """Raises ConfigError (one line) for the first ill-typed or out-of-range value.
+
+    ``rank_config`` is one rank's resolved configuration (no ``mpi_split``).
+    """
+    flat_defaults = flatten(defaults if defaults is not None else load_default())
+    values = flatten(rank_config)
+    for key, value in values.items():
+        default = flat_defaults.get(key)
+        if key in flat_defaults and not _type_matches(default, value):
+            raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
+        rule = RULES.get(key)
+        if rule is not None and not rule(value):
+            raise ConfigError(f"{key}: must be {_describe(rule)}, got {value!r}")
+    _check_cross_keys(rank_config)
+    _check_layer_specs(rank_config["model"]["vsml_rnn"]["layer_specs"])
+    for name, stats in rank_config["data"]["preprocess"]["dataset_stats"].items():
+        if not (isinstance(stats, dict) and _is_number(stats.get("mean")) and positive_number(stats.get("std"))):
+            raise ConfigError(f"data.preprocess.dataset_stats.{name}: must be {{mean: number, std: positive number}}, "
+                              f"got {stats!r}")
+
+
+def _check_cross_keys(config: dict) -> None:
+    if config["evaluation"]["frequency"] % config["summary"]["frequency"]:
+        raise ConfigError(f"evaluation.frequency ({config['evaluation']['frequency']}) must be a multiple of "
+                          f"summary.frequency ({config['summary']['frequency']})")
+    msg_size = config["model"]["sub_rnn"]["msg_size"]
+    if config["model"]["vsml_rnn"]["output_idx"] >= msg_size:
+        raise ConfigError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
+                          f"got {config['model']['vsml_rnn']['output_idx']}")
+
+
+def _check_layer_specs(specs) -> None:
+    key = "model.vsml_rnn.layer_specs"
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"{key}: must be a non-empty list of layers, e.g. [{{type: dense}}], got {specs!r}")
+    for index, layer in enumerate(specs):
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{key}[{index}]: must be a mapping such as {{type: dense, size: 32}}, got {layer!r}")
+        if layer.get("type", "dense") != "dense":
+            continue  # other layer types check their own keys when the learner is built
+        last = index == len(specs) - 1
+        if last and "size" in layer:
+            raise ConfigError(f"{key}[{index}]: the last layer's size is the number of classes; remove 'size'")
+        if not last and not positive_int(layer.get("size")):
+            raise ConfigError(f"{key}[{index}]: a hidden layer needs 'size', a positive integer, "
+                              f"got {layer.get('size')!r}")
