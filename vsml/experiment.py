@@ -28,18 +28,12 @@ from vsml.config import get, resolve_for_rank, to_yaml
 from vsml.learners import build_learner
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
-from vsml.meta import es, objective
+from vsml.meta import backprop, es, objective
 from vsml.validation import validate
 
 # Keys this version reads but cannot act on yet: anything but the default is
 # refused up front rather than silently ignored.
 NOT_YET_SUPPORTED = {
-    "data.filter_classes": None,
-    "data.preprocess.pad.input": None,
-    "data.preprocess.pad.output": None,
-    "data.preprocess.resize": None,
-    "data.preprocess.rand_proj": False,
-    "data.preprocess.shuffle": False,
     "checkpoint.restore.run_path": None,
     "checkpoint.restore.file_name": None,
 }
@@ -70,14 +64,12 @@ def check_config(config: dict, comm: Comm) -> None:
     for rank in range(comm.size):
         rank_config = resolve_for_rank(config, rank)
         validate(rank_config)
-        training, optimizer = rank_config["training"], rank_config["optimizer"]
-        if optimizer["type"] != "es":
-            raise ValueError(f"optimizer.type: '{optimizer['type']}' is not available; valid: es")
+        training = rank_config["training"]
         es.pair_slice(training["population_size"], 0, comm.size)
         if rank_config["call"] == "train":
-            data.check_dataset_name(training["dataset"], "training.dataset")
+            data.check_dataset_available(training["dataset"], rank_config, "training.dataset")
         for name in rank_config["evaluation"]["datasets"]:
-            data.check_dataset_name(name, "evaluation.datasets")
+            data.check_dataset_available(name, rank_config, "evaluation.datasets")
         build_learner(rank_config["model"])
         for key, default in NOT_YET_SUPPORTED.items():
             if get(rank_config, key) != default:
@@ -145,18 +137,21 @@ def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm) -> es.EvolutionStrategy:
+def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm):
+    """The outer loop named by ``optimizer.type``: ES (``es``) or meta-gradients (``sgd``).
+
+    Both see the same fitness and the same per-(generation, pair) episodes and
+    share the state layout, so checkpoints and resume work alike.
+    """
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
                                      rank_config["training"]["loss_type"])
-    opt = rank_config["optimizer"]
-    return es.EvolutionStrategy(
-        fitness,
-        params_template,
-        es.ESConfig(population_size=rank_config["training"]["population_size"],
-                    noise_std=float(opt["noise_std"]), fitness_shaping=opt["fitness_shaping"]),
-        es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"])),
-        comm,
-    )
+    opt, population = rank_config["optimizer"], rank_config["training"]["population_size"]
+    optimizer = es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"]))
+    if opt["type"] == "sgd":
+        return backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population), optimizer, comm)
+    config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
+                         fitness_shaping=opt["fitness_shaping"])
+    return es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
 class RunError(RuntimeError):
@@ -219,9 +214,9 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     """
     rank_config = resolve_for_rank(config, comm.rank)
     training = rank_config["training"]
-    learner = build_learner(rank_config["model"])
     task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
                      training["batch_size"])
+    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
     evaluators = build_evaluators(learner, rank_config, comm.rank)
     params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
     strategy = make_strategy(learner, task, rank_config, params, comm)
@@ -283,7 +278,11 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         raise ValueError("call: evaluate needs checkpoint.restore.path (a run directory or checkpoint file)")
-    learner = build_learner(rank_config["model"])
+    if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
+        learner = build_learner(rank_config["model"])
+    else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
+        train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+        learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
     saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(0)))
     evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),

@@ -1,0 +1,130 @@
+"""Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (DESIGN §6, ``optimizer.type: sgd``).
+
+The drop-in alternative to :class:`vsml.meta.es.EvolutionStrategy`, with the
+same constructor, state and ``step`` contract. Per step g and global pair index
+i (0..P-1) it runs the episode of ``key(data, g, i)`` — the very episode (data
+and inner key) that both members of ES pair i would see — and differentiates
+its meta-loss through the whole episode with ``jax.grad``. Rank r handles the
+indices ``[r P/N, (r+1) P/N)``; each rank sums its per-episode gradients on the
+host in float64, the sums (and the count of finite episodes) are all-reduced,
+and every rank applies the same optax update (``es.make_optimizer``: Adam after
+global-norm clipping at ``optimizer.clip_gradnorm``) to the mean gradient.
+As for ES, the result does not depend on the rank count (up to float64
+summation order).
+
+An episode whose loss or gradient is not finite is left out of the mean and
+counted in ``es/nonfinite`` (same key as ES, so logs and dashboards keep one
+column); the optimiser then steps on the mean of the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from vsml.comm import Comm
+from vsml.meta.es import ESState, NonFiniteError, base_keys, pair_key, pair_slice
+
+
+@dataclasses.dataclass(frozen=True)
+class BackpropConfig:
+    population_size: int  # episodes per step P (one per pair index, as ES's antithetic pairs)
+    pairs_per_call: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
+
+
+class MetaGradient:
+    """Meta-gradient descent over the ranks of ``comm``; mirrors :class:`vsml.meta.es.EvolutionStrategy`.
+
+    Args:
+      fitness: ``fitness(params, key, data) -> scalar``, differentiable, lower is better.
+      params_template: a meta-parameter pytree (fixes the flat layout).
+      config: :class:`BackpropConfig` (an ``ESConfig`` works too: only
+        ``population_size`` is read).
+      optimizer: an optax transformation applied to the mean gradient.
+      comm: the communicator; rank r evaluates its slice of the episodes.
+    """
+
+    def __init__(self, fitness: Callable, params_template, config, optimizer: optax.GradientTransformation,
+                 comm: Comm):
+        self.config, self.optimizer, self.comm = config, optimizer, comm
+        flat, self.unravel = ravel_pytree(params_template)
+        self.dim = flat.shape[0]
+        self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
+        self._evaluate = jax.jit(self._make_evaluate(fitness))
+        self._apply = jax.jit(self._make_apply())
+
+    def _make_evaluate(self, fitness):
+        unravel = self.unravel
+
+        def evaluate_slice(flat_params, rng, generation, pair_indices, data):
+            """Meta-loss ``[n]`` and its gradient ``[n, D]`` for the episodes of ``pair_indices``."""
+            def one(index):
+                key = pair_key(rng["data"], generation, index)
+                return jax.value_and_grad(lambda flat: fitness(unravel(flat), key, data))(flat_params)
+
+            return jax.vmap(one)(pair_indices)
+
+        return evaluate_slice
+
+    def _make_apply(self):
+        optimizer = self.optimizer
+
+        def apply(params, opt_state, grad):
+            updates, opt_state = optimizer.update(grad, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+            return params, opt_state, finite
+
+        return apply
+
+    def init_state(self, params, seed: int) -> ESState:
+        """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""
+        return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def _chunks(self):
+        size = self.config.pairs_per_call or len(self.pair_indices)
+        return [self.pair_indices[start:start + size] for start in range(0, len(self.pair_indices), size)]
+
+    def partial_sums(self, state: ESState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This rank's ``(sum of finite gradients [D] float64, finite flags [n], losses [n])``."""
+        flat, _ = ravel_pytree(state.params)
+        total = np.zeros(self.dim, dtype=np.float64)
+        losses, finite = [], []
+        for indices in self._chunks():
+            loss, grads = self._evaluate(flat, state.rng, state.generation, indices, data)
+            loss, grads = np.asarray(loss, dtype=np.float64), np.asarray(grads, dtype=np.float64)
+            ok = np.isfinite(loss) & np.all(np.isfinite(grads), axis=1)
+            total += grads[ok].sum(axis=0)
+            losses.append(loss)
+            finite.append(ok)
+        return total, np.concatenate(finite), np.concatenate(losses)
+
+    def step(self, state: ESState, data) -> tuple[ESState, dict]:
+        """One meta-gradient step. Returns the new state and statistics."""
+        grad_sum, finite, losses = self.partial_sums(state, data)
+        reduced = self.comm.allreduce_sum(np.concatenate([grad_sum, [float(finite.sum())]]))
+        count = reduced[-1]
+        mean = (reduced[:-1] / max(count, 1.0)).astype(np.float32)
+        grad = self.unravel(jnp.asarray(mean))
+        params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
+        if not bool(params_finite):
+            raise NonFiniteError(
+                f"meta-parameters became non-finite in step {state.generation}; "
+                "lower optimizer.lr or set optimizer.clip_gradnorm"
+            )
+        all_losses = self.comm.allgather(losses)
+        kept = all_losses[np.isfinite(all_losses)]
+        stats = {
+            "meta_loss": float(kept.mean()) if kept.size else float("nan"),
+            "meta_loss_std": float(kept.std()) if kept.size else float("nan"),
+            "es/nonfinite": int(self.config.population_size - count),
+            "grad/norm": float(np.linalg.norm(mean)),
+        }
+        new_state = ESState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
+        return new_state, stats
