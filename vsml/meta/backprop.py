@@ -29,7 +29,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.es import ESState, NonFiniteError, base_keys, pair_key, pair_slice
+from vsml.meta.es import ESState, NonFiniteError, base_keys, make_apply, pair_key, pair_slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class MetaGradient:
         self.dim = flat.shape[0]
         self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
         self._evaluate = jax.jit(self._make_evaluate(fitness))
-        self._apply = jax.jit(self._make_apply())
+        self._apply = make_apply(optimizer)
 
     def _make_evaluate(self, fitness):
         unravel = self.unravel
@@ -71,17 +71,6 @@ class MetaGradient:
             return jax.vmap(one)(pair_indices)
 
         return evaluate_slice
-
-    def _make_apply(self):
-        optimizer = self.optimizer
-
-        def apply(params, opt_state, grad):
-            updates, opt_state = optimizer.update(grad, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
-            return params, opt_state, finite
-
-        return apply
 
     def init_state(self, params, seed: int) -> ESState:
         """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""

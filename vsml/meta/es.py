@@ -137,6 +137,21 @@ def make_optimizer(lr: float, kwargs: dict, clip_gradnorm: float) -> optax.Gradi
     return adam
 
 
+def make_apply(optimizer: optax.GradientTransformation):
+    """Jitted ``apply(params, opt_state, grad) -> (params, opt_state, all_finite)``.
+
+    The finiteness flag lets the caller stop before a NaN reaches a checkpoint.
+    """
+
+    def apply(params, opt_state, grad):
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+        return params, opt_state, finite
+
+    return jax.jit(apply)
+
+
 class EvolutionStrategy:
     """Antithetic ES over the ranks of ``comm``.
 
@@ -156,7 +171,7 @@ class EvolutionStrategy:
         self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
         self._evaluate = jax.jit(self._make_evaluate(fitness))
         self._noise = jax.jit(lambda key, g, idx: pair_noise(key, g, idx, self.dim))
-        self._apply = jax.jit(self._make_apply())
+        self._apply = make_apply(optimizer)
 
     def _make_evaluate(self, fitness):
         sigma, unravel = self.config.noise_std, self.unravel
@@ -171,17 +186,6 @@ class EvolutionStrategy:
             return values.reshape(2, -1).T
 
         return evaluate_slice
-
-    def _make_apply(self):
-        optimizer = self.optimizer
-
-        def apply(params, opt_state, grad):
-            updates, opt_state = optimizer.update(grad, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
-            return params, opt_state, finite
-
-        return apply
 
     def init_state(self, params, seed: int) -> ESState:
         return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
