@@ -346,16 +346,19 @@ def test_free_gpus_skips_gpus_with_processes_or_memory_in_use():
 
 
 def test_ssh_job_runs_ranks_under_mpiexec_pinned_to_the_picked_gpus(tmp_path):
-    probe = "import os, sys; print('RANK', os.environ['MPI_LOCALRANKID'], os.environ['CUDA_VISIBLE_DEVICES'], sys.argv[1:])"
+    # Each rank writes its own file: lines that several ranks print at once can interleave.
+    probe = ("import os, sys; rank = os.environ['MPI_LOCALRANKID']; "
+             f"open(os.path.join({str(tmp_path)!r}, 'rank' + rank), 'w').write("
+             "repr([rank, os.environ['CUDA_VISIBLE_DEVICES'], sys.argv[1:]])); print('RANK', rank)")
     result = subprocess.run(["bash", str(SSH_JOB), "--ranks", "2", "--gpus", "3,5", "--mpirun", str(MPIEXEC),
                              "--venv", "none", "--task", "2", "--run-dir", str(tmp_path / "run"), "--",
                              sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
-    ranks = sorted(line for line in result.stdout.splitlines() if line.startswith("RANK"))
-    tail = str(["--task", "2", "--run_dir", str(tmp_path / "run")])
-    assert ranks == [f"RANK 0 3 {tail}", f"RANK 1 5 {tail}"]
-    assert "RANK 0 3" in (tmp_path / "run" / "output.log").read_text()
+    tail = ["--task", "2", "--run_dir", str(tmp_path / "run")]
+    assert (tmp_path / "rank0").read_text() == repr(["0", "3", tail])
+    assert (tmp_path / "rank1").read_text() == repr(["1", "5", tail])
+    assert "RANK" in (tmp_path / "run" / "output.log").read_text()
 
 
 def test_ssh_job_exits_with_the_commands_status(tmp_path):
