@@ -61,15 +61,18 @@ def load_task(name: str, subset: str, rank_config: dict, episode_length: int, ba
 
 def check_config(config: dict, comm: Comm) -> None:
     """Refuses configs this version cannot run, before any data loading or compilation."""
+    checked = set()  # (dataset, data dir): a missing dataset may cost a network probe, so once each
     for rank in range(comm.size):
         rank_config = resolve_for_rank(config, rank)
         validate(rank_config)
         training = rank_config["training"]
         es.pair_slice(training["population_size"], 0, comm.size)
-        if rank_config["call"] == "train":
-            data.check_dataset_available(training["dataset"], rank_config, "training.dataset")
-        for name in rank_config["evaluation"]["datasets"]:
-            data.check_dataset_available(name, rank_config, "evaluation.datasets")
+        needed = [(training["dataset"], "training.dataset")] if rank_config["call"] == "train" else []
+        needed += [(name, "evaluation.datasets") for name in rank_config["evaluation"]["datasets"]]
+        for name, key in needed:
+            if (name, rank_config["data"]["dir"]) not in checked:
+                data.check_dataset_available(name, rank_config, key)
+                checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
         for key, default in NOT_YET_SUPPORTED.items():
             if get(rank_config, key) != default:
