@@ -132,6 +132,12 @@ RULES: dict[str, Check] = {
     "logging.wandb": one_of("offline", "online", "disabled"),
     "logging.dir": non_empty_str,
 }
+for _section in ("vsml_rnn", "meta_rnn", "hebbian_fw", "sgd", "fwp", "fw_memory", "nodepert"):
+    RULES[f"model.{_section}.tanh_bound"] = positive_number
+RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_number,
+              "model.nodepert.noise_std": positive_number})
+# Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).
+NUMBER_RULES = (positive_number, non_negative_number, unit_interval, below_one)
 _DESCRIPTIONS[RULES["model.sub_rnn.msg_size"]] = "an integer >= 2 (error and label slots)"
 _DESCRIPTIONS[RULES["random_dataset.target_count"]] = "an integer >= 2"
 
@@ -174,9 +180,9 @@ def validate(rank_config: dict, defaults: dict | None = None) -> None:
     values = flatten(rank_config)
     for key, value in values.items():
         default = flat_defaults.get(key)
-        if key in flat_defaults and not _type_matches(default, value):
-            raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
         rule = RULES.get(key)
+        if key in flat_defaults and rule not in NUMBER_RULES and not _type_matches(default, value):
+            raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
         if rule is not None and not rule(value):
             raise ConfigError(f"{key}: must be {_describe(rule)}, got {value!r}")
     _check_cross_keys(rank_config)
