@@ -188,9 +188,12 @@ RANK_SCRIPT = textwrap.dedent("""
     spec, arrays = data.load_dataset(name, "train", cfg)
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(0), 5, 1)
     proj = np.asarray(arrays["projection"]) if "projection" in arrays else None
-    print(json.dumps({"rank": comm.rank, "size": comm.size, "dataset": name, "shape": list(inputs.shape),
-                      "classes": labels.shape[-1], "rand_proj": cfg["data"]["preprocess"]["rand_proj"],
-                      "proj_sum": None if proj is None else float(proj.astype(np.float64).sum())}), flush=True)
+    row = {"rank": comm.rank, "size": comm.size, "dataset": name, "shape": list(inputs.shape),
+           "classes": labels.shape[-1], "rand_proj": cfg["data"]["preprocess"]["rand_proj"],
+           "proj_sum": None if proj is None else float(proj.astype(np.float64).sum())}
+    rows = comm.gather_objects(row)  # one printer: lines from several ranks can interleave
+    if comm.is_root:
+        print(json.dumps(rows), flush=True)
 """)
 
 
@@ -201,7 +204,7 @@ def test_mpi_split_over_datasets_and_rand_proj_gives_each_rank_its_data(tfds_dir
     result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", RANK_SCRIPT, *overrides], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = {row["rank"]: row for row in map(json.loads, result.stdout.strip().splitlines())}
+    ranks = {row["rank"]: row for row in json.loads(result.stdout.strip().splitlines()[-1])}
     assert set(ranks) == {0, 1} and ranks[0]["size"] == 2
     assert ranks[0] == {**ranks[0], "dataset": "mnist", "shape": [5, 1, 28, 28, 1], "classes": 10, "proj_sum": None}
     assert ranks[1]["dataset"] == "digits" and ranks[1]["shape"] == [5, 1, 8, 8, 1] and ranks[1]["rand_proj"] == 7
