@@ -92,9 +92,11 @@ def _check_learner(model_json, input_shape, num_classes, episode_shapes):
 
 def _build(case):
     kind, path, number = case
-    if kind == "file":
-        return build_config([path])
-    return build_config(array_file=path, task=number)
+    config = build_config([path]) if kind == "file" else build_config(array_file=path, task=number)
+    if config["call"] == "evaluate" and config["checkpoint"]["restore"]["path"] is None:
+        # evaluation configs take the checkpoint on the command line, as their headers show
+        config = build_config(base=config, overrides=["checkpoint.restore.path=runs/RUN"])
+    return config
 
 
 @pytest.mark.parametrize("case", _cases())

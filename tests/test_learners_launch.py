@@ -43,3 +43,20 @@ def test_meta_gradient_step_with_padding(tmp_path, model_type, capsys):
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_learner_optimizer_and_padding(tmp_path, model_type, optimizer, pad, capsys):
     _one_generation(tmp_path, model_type, optimizer, pad=pad, capsys=capsys)
+
+
+@pytest.mark.parametrize("model_type", ["SGD", "NodePert"])
+def test_hand_designed_rules_evaluate_without_a_checkpoint(tmp_path, model_type, capsys):
+    status = launch.main(["--run_dir", str(tmp_path), "--config", *TINY, *SMALL_BASELINES, "call=evaluate",
+                          f"model.type={model_type}", "evaluation.episode_length=300"])
+    assert status == 0, capsys.readouterr().err[-3000:]
+    (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 0 and 0.0 <= row["eval/digits/accuracy"] <= 1.0
+    curve = [line.split(",") for line in (tmp_path / "evaluation.csv").read_text().splitlines()[1:]]
+    assert len([cells for cells in curve if cells[2] == "mean"]) == 300
+
+
+def test_meta_learned_evaluate_without_a_checkpoint_is_refused(tmp_path, capsys):
+    status = launch.main(["--run_dir", str(tmp_path), "--config", *TINY, "call=evaluate"])
+    err = capsys.readouterr().err
+    assert status == 2 and "call: evaluate of a meta-learned VSMLRNN needs checkpoint.restore.path" in err

@@ -25,7 +25,7 @@ import numpy as np
 from vsml import checkpoint, data
 from vsml.comm import Comm
 from vsml.config import get, resolve_for_rank, to_yaml
-from vsml.learners import build_learner
+from vsml.learners import HAND_DESIGNED, build_learner
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
 from vsml.meta import backprop, es, objective
@@ -74,6 +74,10 @@ def check_config(config: dict, comm: Comm) -> None:
                 data.check_dataset_available(name, rank_config, key)
                 checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
+        if (rank_config["call"] == "evaluate" and rank_config["checkpoint"]["restore"]["path"] is None
+                and rank_config["model"]["type"] not in HAND_DESIGNED):
+            raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
+                             "checkpoint.restore.path (a run directory or checkpoint file)")
         for key, default in NOT_YET_SUPPORTED.items():
             if get(rank_config, key) != default:
                 raise ValueError(f"{key}: this version supports only {default!r} here")
@@ -272,21 +276,24 @@ def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clo
 
 
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
-    """Evaluates restored meta-parameters on ``evaluation.datasets``; rank 0 returns the row.
+    """Evaluates restored meta-parameters (or a hand-designed rule's initial weights) on
+    ``evaluation.datasets``; rank 0 returns the row.
 
     Writes the summary row to metrics.jsonl and every episode's per-step
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
-    if restore_path is None:
-        raise ValueError("call: evaluate needs checkpoint.restore.path (a run directory or checkpoint file)")
     if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
         learner = build_learner(rank_config["model"])
     else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
         train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
         learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
-    saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(0)))
+    initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+    # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint it
+    # runs from its initial weights (check_config refuses this for meta-learned learners).
+    saved = ({"params": initial, "step": 0} if restore_path is None
+             else checkpoint.restore(restore_path, initial))
     evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
                        wandb_mode=rank_config["logging"]["wandb"])

@@ -23,6 +23,10 @@ def _fixed_size(module):
     return build
 
 
+# Fixed learning rules whose meta-parameters are only initial weights: they can be
+# evaluated without meta-training.
+HAND_DESIGNED = ("SGD", "NodePert")
+
 BUILDERS = {
     "VSMLRNN": lambda model_cfg, input_shape=None, num_classes=None: vsml.learner(vsml.spec_from_config(model_cfg)),
     "MetaRNN": _fixed_size(meta_rnn),
