@@ -1,7 +1,6 @@
 """Tests for vsml.config: layering, dotted keys, overrides, array/grid tasks, mpi_split."""
 
 import copy
-import pathlib
 
 import pytest
 import yaml

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import types
-from pathlib import Path
 
 import jax
 import numpy as np

@@ -101,8 +101,7 @@ def test_learning_curve_averages_episodes_without_mean_rows(run_copy):
 
 def test_learning_curves_of_the_training_runs_own_table(trained):
     table = trained / "evaluation.csv"
-    if not table.exists():
-        pytest.skip("this version of the training loop writes no evaluation.csv")
+    assert table.exists(), "training writes evaluation.csv at every evaluation"
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     latest = max(int(row["train_step"]) for row in rows)
