@@ -45,32 +45,8 @@ set -euo pipefail
 readonly SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 readonly PROG="slurm/schedule.sh"
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-die() {
-    echo "$PROG: error: $*" >&2
-    echo "run 'bash $PROG --help' for usage" >&2
-    exit 2
-}
-
-require_uint() {  # NAME VALUE [MIN]
-    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= ${3:-1})) || die "$1 must be an integer >= ${3:-1}, got '$2'"
-}
-
-# Shell-quoted words, for printing commands that can be pasted.
-quote() {
-    local out="" word
-    for word in "$@"; do
-        if [[ $word =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-            out+="$word "
-        else
-            out+="'${word//\'/\'\\\'\'}' "
-        fi
-    done
-    printf '%s' "${out% }"
-}
+# shellcheck source=../schedule_common.sh
+source "$SCRIPT_DIR/../schedule_common.sh"
 
 nodes=1
 ntasks_per_node=1

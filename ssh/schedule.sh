@@ -44,32 +44,8 @@ readonly REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 readonly PROG="ssh/schedule.sh"
 readonly RSYNC_EXCLUDES=(.git .venv runs wandb __pycache__ .pytest_cache)
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-die() {
-    echo "$PROG: error: $*" >&2
-    echo "run 'bash $PROG --help' for usage" >&2
-    exit 2
-}
-
-require_uint() {  # NAME VALUE
-    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= 1)) || die "$1 must be a positive integer, got '$2'"
-}
-
-# Shell-quoted words (safe to paste, and to pass through ssh and tmux).
-quote() {
-    local out="" word
-    for word in "$@"; do
-        if [[ $word =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-            out+="$word "
-        else
-            out+="'${word//\'/\'\\\'\'}' "
-        fi
-    done
-    printf '%s' "${out% }"
-}
+# shellcheck source=../schedule_common.sh
+source "$SCRIPT_DIR/../schedule_common.sh"
 
 # Runs (or, with --dry-run, prints) one local command.
 run() {
