@@ -8,6 +8,11 @@ silently corrupt every fitness value.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,3 +41,16 @@ def test_jit_vmap_equals_row_by_row_float64(f, rows):
     else:
         expected = np.tanh(x64 @ np.ones((13, 4))).sum(1) + (scales * x64[:, :12]).sum(1)
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif("xla_cpu_prefer_vector_width" in os.environ.get("XLA_FLAGS", ""),
+                    reason="already running under the flag")
+def test_the_same_holds_with_the_512_bit_vectors_launch_py_asks_for():
+    # launch.py adds this flag on AVX-512 CPUs (vsml/runtime.py): the check must hold under it too.
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_prefer_vector_width=512",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{__file__}::test_jit_vmap_equals_row_by_row_float64"],
+                          cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]

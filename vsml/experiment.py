@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml import checkpoint, data
+from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import get, resolve_for_rank, to_yaml
 from vsml.learners import HAND_DESIGNED, build_learner
@@ -152,12 +152,14 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
     """
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
                                      rank_config["training"]["loss_type"])
-    opt, population = rank_config["optimizer"], rank_config["training"]["population_size"]
+    opt, training = rank_config["optimizer"], rank_config["training"]
+    population, chunk = training["population_size"], training["pairs_per_chunk"]
     optimizer = es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"]))
     if opt["type"] == "sgd":
-        return backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population), optimizer, comm)
+        return backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population, chunk),
+                                     optimizer, comm)
     config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
-                         fitness_shaping=opt["fitness_shaping"])
+                         fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=chunk)
     return es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
@@ -220,6 +222,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
+    runtime.setup(rank_config)
     training = rank_config["training"]
     task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
                      training["batch_size"])
@@ -283,6 +286,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
+    runtime.setup(rank_config)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
         learner = build_learner(rank_config["model"])

@@ -110,6 +110,7 @@ RULES: dict[str, Check] = {
     "training.episode_length": positive_int,
     "training.population_size": positive_int,
     "training.loss_type": one_of("mean", "last"),
+    "training.pairs_per_chunk": optional(positive_int),
     "data.dir": optional(non_empty_str),
     "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
     "optimizer.type": one_of("es", "sgd"),
@@ -129,6 +130,7 @@ RULES: dict[str, Check] = {
     "random_dataset.target_count": lambda v: _is_int(v) and v >= 2,
     "random_dataset.img_size": shape,
     "sum_dataset.input_size": shape,
+    "runtime.compilation_cache": non_empty_str,
     "logging.wandb": one_of("offline", "online", "disabled"),
     "logging.dir": non_empty_str,
 }

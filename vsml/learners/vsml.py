@@ -555,10 +555,12 @@ def initial_carry(key, spec: VSMLSpec, num_inputs, num_classes: int, batch: int)
 
 
 def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec, layer_fn=dense_layer,
-        conv_layer_fn=conv_layer):
+        conv_layer_fn=conv_layer, unroll: int = 1):
     """Runs the VSML learner online over an episode.
 
     Args:
+      unroll: time steps per iteration of the scan's loop (``lax.scan(unroll=)``);
+        changes speed only (``bench/throughput.py`` measures it).
       inputs: ``[T, Bt, *input_shape]`` (flattened to ``A0`` inputs; with conv layers
         an image ``[T, Bt, H, W, C]`` or ``[T, Bt, H, W]``, kept spatial).
       labels: ``[T, Bt, C]`` one-hot; ``C`` sets the output layer size.
@@ -575,11 +577,12 @@ def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VS
         images = images.astype(jnp.float32)
         carry = initial_carry(key, spec, images.shape[2:], labels.shape[-1], batch)
         step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
-        _, logits = jax.lax.scan(step, carry, (images, labels))
+        _, logits = jax.lax.scan(step, carry, (images, labels), unroll=unroll)
         return logits
     flat = inputs.reshape(steps, batch, -1).astype(jnp.float32)
     carry = initial_carry(key, spec, flat.shape[-1], labels.shape[-1], batch)
-    _, logits = jax.lax.scan(make_time_step(meta_params, spec, layer_fn, conv_layer_fn), carry, (flat, labels))
+    _, logits = jax.lax.scan(make_time_step(meta_params, spec, layer_fn, conv_layer_fn), carry, (flat, labels),
+                             unroll=unroll)
     return logits
 
 

@@ -20,6 +20,7 @@ column); the optimiser then steps on the mean of the others.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable
 
 import jax
@@ -95,9 +96,12 @@ class MetaGradient:
         return total, np.concatenate(finite), np.concatenate(losses)
 
     def step(self, state: ESState, data) -> tuple[ESState, dict]:
-        """One meta-gradient step. Returns the new state and statistics."""
+        """One meta-gradient step. Returns the new state and statistics (timings as for ES)."""
+        start = time.perf_counter()
         grad_sum, finite, losses = self.partial_sums(state, data)
+        evaluated = time.perf_counter()
         reduced = self.comm.allreduce_sum(np.concatenate([grad_sum, [float(finite.sum())]]))
+        communicated = time.perf_counter() - evaluated
         count = reduced[-1]
         mean = (reduced[:-1] / max(count, 1.0)).astype(np.float32)
         grad = self.unravel(jnp.asarray(mean))
@@ -107,13 +111,18 @@ class MetaGradient:
                 f"meta-parameters became non-finite in step {state.generation}; "
                 "lower optimizer.lr or set optimizer.clip_gradnorm"
             )
+        gather_start = time.perf_counter()
         all_losses = self.comm.allgather(losses)
+        communicated += time.perf_counter() - gather_start
         kept = all_losses[np.isfinite(all_losses)]
         stats = {
             "meta_loss": float(kept.mean()) if kept.size else float("nan"),
             "meta_loss_std": float(kept.std()) if kept.size else float("nan"),
             "es/nonfinite": int(self.config.population_size - count),
             "grad/norm": float(np.linalg.norm(mean)),
+            "time/evaluate": evaluated - start,
+            "time/communicate": communicated,
+            "time/update": time.perf_counter() - evaluated - communicated,
         }
         new_state = ESState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
         return new_state, stats

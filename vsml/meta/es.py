@@ -7,7 +7,9 @@ Per generation g, pair i (global index 0..P-1):
 
 * noise ``eps_i ~ N(0, I)`` from ``key(noise, g, i)``, episode key from
   ``key(data, g, i)``; both members ``theta ± sigma * eps_i`` share the episode;
-* rank r evaluates pairs ``[r P/N, (r+1) P/N)`` in one jitted call;
+* rank r evaluates pairs ``[r P/N, (r+1) P/N)`` in one jitted call (with
+  ``pairs_per_chunk``, a ``lax.map`` over chunks of that many pairs inside the
+  call, so memory grows with the chunk's learner states, not the slice's);
 * fitness (2P floats) is all-gathered and shaped into one weight per pair;
 * each rank regenerates its own ``eps_i``, forms ``sum_i w_i eps_i`` and the
   partial sums (D floats) are all-reduced; every rank applies the same optax
@@ -20,6 +22,7 @@ gradient, and hence the meta-parameters, do not depend on the rank count.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import chex
@@ -46,6 +49,7 @@ class ESConfig:
     population_size: int  # antithetic pairs P
     noise_std: float  # sigma
     fitness_shaping: str = "raw"
+    pairs_per_chunk: int | None = None  # pairs evaluated at once inside the jitted call (None: the whole slice)
 
 
 @chex.dataclass
@@ -73,9 +77,14 @@ def pair_key(base_key, generation, pair_index):
     return jax.random.fold_in(jax.random.fold_in(base_key, generation), pair_index)
 
 
+def pair_epsilon(noise_key, generation, pair_index, dim: int) -> jax.Array:
+    """``eps_i`` of one global pair index: ``[D]``."""
+    return jax.random.normal(pair_key(noise_key, generation, pair_index), (dim,))
+
+
 def pair_noise(noise_key, generation, pair_indices, dim: int) -> jax.Array:
     """``eps_i`` for each global pair index: ``[n] -> [n, D]``."""
-    return jax.vmap(lambda i: jax.random.normal(pair_key(noise_key, generation, i), (dim,)))(pair_indices)
+    return jax.vmap(lambda i: pair_epsilon(noise_key, generation, i, dim))(pair_indices)
 
 
 def pair_slice(population_size: int, rank: int, num_ranks: int) -> np.ndarray:
@@ -174,16 +183,25 @@ class EvolutionStrategy:
         self._apply = make_apply(optimizer)
 
     def _make_evaluate(self, fitness):
-        sigma, unravel = self.config.noise_std, self.unravel
+        sigma, unravel, chunk = self.config.noise_std, self.unravel, self.config.pairs_per_chunk
 
         def evaluate_slice(flat_params, rng, generation, pair_indices, data):
-            """Fitness ``[n, 2]`` of this rank's pairs, in one call (vmap over members)."""
-            eps = pair_noise(rng["noise"], generation, pair_indices, flat_params.shape[0])
-            members = jnp.concatenate([flat_params + sigma * eps, flat_params - sigma * eps])  # [2n, D]
-            keys = jax.vmap(lambda i: pair_key(rng["data"], generation, i))(pair_indices)
-            member_keys = jnp.concatenate([keys, keys])
-            values = jax.vmap(lambda flat, key: fitness(unravel(flat), key, data))(members, member_keys)
-            return values.reshape(2, -1).T
+            """Fitness ``[n, 2]`` of this rank's pairs, in one call.
+
+            Pairs are vmapped (and both members of a pair); with ``pairs_per_chunk``
+            a ``lax.map`` runs ``chunk`` pairs at a time, so only one chunk's
+            perturbations and learner states are alive at once.
+            """
+
+            def pair_fitness(index):
+                eps = pair_epsilon(rng["noise"], generation, index, flat_params.shape[0])
+                members = jnp.stack([flat_params + sigma * eps, flat_params - sigma * eps])  # [2, D]
+                key = pair_key(rng["data"], generation, index)
+                return jax.vmap(lambda flat: fitness(unravel(flat), key, data))(members)  # [2]
+
+            if chunk is None or chunk >= pair_indices.shape[0]:
+                return jax.vmap(pair_fitness)(pair_indices)
+            return jax.lax.map(pair_fitness, pair_indices, batch_size=chunk)
 
         return evaluate_slice
 
@@ -195,26 +213,59 @@ class EvolutionStrategy:
         flat, _ = ravel_pytree(state.params)
         return np.asarray(self._evaluate(flat, state.rng, state.generation, self.pair_indices, data))
 
-    def gradient(self, state: ESState, weights: np.ndarray) -> jax.Array:
-        """ES gradient ``mean_i w_i eps_i`` from all ``P`` pair weights, as a flat float32 ``[D]``."""
+    def memory_analysis(self, state: ESState, data):
+        """XLA's buffer plan of the slice evaluation (compiles it once more, ahead of time).
+
+        ``temp_size_in_bytes`` is the working memory of one evaluation: it grows with
+        ``pairs_per_chunk`` (the learner states alive at once), not with the slice.
+        """
+        flat, _ = ravel_pytree(state.params)
+        lowered = self._evaluate.lower(flat, state.rng, state.generation, self.pair_indices, data)
+        return lowered.compile().memory_analysis()
+
+    def partial_sum(self, state: ESState, weights: np.ndarray) -> np.ndarray:
+        """This rank's ``sum_i w_i eps_i`` over its own pairs, float64 ``[D]`` (weights: all ``P``)."""
         mine = weights[self.pair_indices].astype(np.float64)
         eps = np.asarray(self._noise(state.rng["noise"], state.generation, self.pair_indices), dtype=np.float64)
-        total = self.comm.allreduce_sum(mine @ eps)
+        return mine @ eps
+
+    def gradient(self, state: ESState, weights: np.ndarray) -> jax.Array:
+        """ES gradient ``mean_i w_i eps_i`` from all ``P`` pair weights, as a flat float32 ``[D]``."""
+        total = self.comm.allreduce_sum(self.partial_sum(state, weights))
         return jnp.asarray((total / self.config.population_size).astype(np.float32))
 
     def step(self, state: ESState, data) -> tuple[ESState, dict]:
-        """One generation: evaluate, share fitness, update. Returns the new state and statistics."""
-        fitness = self.comm.allgather(self.evaluate(state, data))  # [P, 2], pair order
+        """One generation: evaluate, share fitness, update. Returns the new state and statistics.
+
+        Besides the meta-loss, the statistics hold the generation's wall time split into
+        ``time/evaluate`` (this rank's slice), ``time/communicate`` (the fitness all-gather
+        and the gradient all-reduce, waiting for slower ranks included) and ``time/update``
+        (noise regeneration, shaping, optimiser), in seconds.
+        """
+        start = time.perf_counter()
+        local = self.evaluate(state, data)
+        evaluated = time.perf_counter()
+        fitness = self.comm.allgather(local)  # [P, 2], pair order
+        gathered = time.perf_counter()
         utilities, nonfinite = shape_fitness(fitness, self.config.fitness_shaping)
-        grad = self.unravel(self.gradient(state, pair_weights(utilities, self.config.noise_std)))
+        mine = self.partial_sum(state, pair_weights(utilities, self.config.noise_std))
+        reduce_start = time.perf_counter()
+        total = self.comm.allreduce_sum(mine)
+        reduced = time.perf_counter()
+        grad = self.unravel(jnp.asarray((total / self.config.population_size).astype(np.float32)))
         params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
+        params_finite = bool(params_finite)  # waits for the update
+        end = time.perf_counter()
         finite = fitness[np.isfinite(fitness)]
         stats = {
             "meta_loss": float(finite.mean()) if finite.size else float("nan"),
             "meta_loss_std": float(finite.std()) if finite.size else float("nan"),
             "es/nonfinite": nonfinite,
+            "time/evaluate": evaluated - start,
+            "time/communicate": (gathered - evaluated) + (reduced - reduce_start),
+            "time/update": (reduce_start - gathered) + (end - reduced),
         }
-        if not bool(params_finite):
+        if not params_finite:
             raise NonFiniteError(
                 f"meta-parameters became non-finite in generation {state.generation} "
                 f"({nonfinite} of {fitness.size} fitness values were non-finite); "

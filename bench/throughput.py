@@ -1,0 +1,321 @@
+"""Throughput of one ES generation's slice evaluation, fast path against the literal paper version.
+
+    python3 bench/throughput.py                  # full table (~10 min on a 2-core CPU)
+    python3 bench/throughput.py --quick          # seconds; checks the benchmark itself
+    python3 bench/throughput.py --json out.json  # also write every figure as JSON
+
+Each case runs in a fresh subprocess (so XLA flags, compile time and peak
+memory belong to that case alone) and times exactly what a run times:
+``EvolutionStrategy.evaluate`` built by ``experiment.make_strategy`` from a
+config — noise, episode sampling on the device, the learner and the loss in
+one jitted call — on the offline 28×28 ``mnist_offline`` data, so the VSML
+model is the paper's: dense 784→10, message 8, state 16, 2 micro ticks.
+
+The unit is the *synapse update*: one sub-LSTM step of one synapse of one
+population member, so a generation does ``2 · pairs · T · batch · 784·10 · 2``.
+The literal version (:mod:`vsml.learners.vsml_reference`: concatenated
+messages, full LSTM and both heads per synapse and tick, then the mean) runs
+the same population and episodes, and the fitness values of the two are
+compared. Figures are medians over ``--repeats`` timed calls after a warm-up
+call (the warm-up minus the median is the compile time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTOR_512 = "--xla_cpu_prefer_vector_width=512"
+
+
+# --------------------------------------------------------------------------- one case (subprocess)
+
+
+def case_config(case: dict) -> dict:
+    from vsml.config import build_config  # noqa: PLC0415
+
+    overrides = [
+        f"training.dataset={case.get('dataset', 'mnist_offline')}",
+        f"training.population_size={case['pairs']}",
+        f"training.episode_length={case['length']}",
+        f"training.batch_size={case.get('batch', 1)}",
+        f"training.pairs_per_chunk={json.dumps(case.get('chunk'))}",
+        f"model.type={case.get('model', 'VSMLRNN')}",
+        "logging.wandb=disabled",
+    ]
+    return build_config([], overrides + list(case.get("config", [])))
+
+
+def build_learner_for(case: dict, rank_config: dict, task):
+    from vsml.learners import Learner, build_learner, vsml, vsml_reference  # noqa: PLC0415
+
+    model = rank_config["model"]
+    if model["type"] != "VSMLRNN":
+        return build_learner(model, task.spec.input_shape, task.spec.num_classes), None
+    spec = vsml.spec_from_config(model)
+    run = vsml_reference.run if case.get("impl") == "literal" else vsml.run
+    unroll = int(case.get("unroll", 1))
+    learner = Learner(init=lambda key: vsml.init(key, spec),
+                      run=lambda params, key, x, y: run(params, key, x, y, spec, unroll=unroll))
+    return learner, spec
+
+
+def run_case(case: dict) -> dict:
+    """Times ``repeats`` slice evaluations of one configuration; returns the figures as a dict."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from bench import machine  # noqa: PLC0415
+    from vsml.comm import SingleProcessComm  # noqa: PLC0415
+    from vsml.config import resolve_for_rank  # noqa: PLC0415
+    from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
+
+    if case.get("cache_dir"):
+        jax.config.update("jax_compilation_cache_dir", case["cache_dir"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    rank_config = resolve_for_rank(case_config(case), 0)
+    training = rank_config["training"]
+    task = load_task(training["dataset"], "train", rank_config, training["episode_length"], training["batch_size"])
+    learner, spec = build_learner_for(case, rank_config, task)
+    params = learner.init(jax.random.PRNGKey(0))
+    strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
+    state = strategy.init_state(params, seed=0)
+    rss_before = machine.cpu_peak_rss_bytes()
+
+    start = time.perf_counter()
+    fitness = strategy.evaluate(state, task.arrays)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(case.get("repeats", 3)):
+        start = time.perf_counter()
+        strategy.evaluate(state, task.arrays)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+
+    result = {**case, "generation_s": seconds, "min_s": min(times), "compile_s": max(first - seconds, 0.0),
+              "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
+              "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
+              "device_peak_bytes": machine.device_peak_bytes(),
+              "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
+    if case.get("memory_analysis"):
+        result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
+    if spec is not None:
+        inputs = int(np.prod(task.spec.input_shape))
+        sizes = [inputs, *spec.hidden_sizes, task.spec.num_classes]
+        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
+        result.update(synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds,
+                      slow_size=spec.slow_size)
+    return result
+
+
+# --------------------------------------------------------------------------- the table (parent)
+
+
+def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
+    """Runs one case in a fresh interpreter with ``XLA_FLAGS`` set; returns its figures."""
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(Path(__file__)), "--case", json.dumps(case)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"case {case} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {**json.loads(lines[-1]), "xla_flags": xla_flags}
+
+
+def spawn_peaks(scale: float, xla_flags: str) -> dict:
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(Path(__file__)), "--peaks", str(scale)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fmt_rate(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def fmt_mib(value) -> str:
+    return "-" if not value else f"{value / 2**20:.0f}"
+
+
+def max_abs_diff(a, b) -> float:
+    return max(abs(x - y) for x, y in zip(a["fitness"], b["fitness"]))
+
+
+def table(rows, columns) -> str:
+    widths = [max(len(name), *(len(str(r[i])) for r in rows)) for i, name in enumerate(columns)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def plan(args, vector_flags: str) -> dict:
+    """The cases of each section, as ``{section: [(case, xla_flags), ...]}``."""
+    r = args.repeats
+    if args.quick:
+        small = {"repeats": 1, "config": ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=4"]}
+        return {
+            "ladder": [({"impl": "literal", "pairs": 2, "length": 5, **small}, ""),
+                       ({"impl": "fast", "pairs": 2, "length": 5, **small}, ""),
+                       ({"impl": "fast", "pairs": 2, "length": 5, "chunk": 1, **small}, vector_flags)],
+            "grid": [({"impl": impl, "pairs": p, "length": 5, **small}, vector_flags)
+                     for p in (1, 2) for impl in ("fast", "literal")],
+            "baselines": [({"model": "SGD", "pairs": 2, "length": 5, "repeats": 1}, vector_flags)],
+            "memory": [({"impl": "fast", "pairs": 4, "length": 5, "chunk": c, "memory_analysis": True, **small},
+                        vector_flags) for c in (None, 1)],
+            "cache": [],
+        }
+    chunk = args.chunk or None
+    best = {"impl": "fast", "chunk": chunk, "unroll": args.unroll}
+    return {
+        # What each step buys at the target point (16 pairs, T = 100).
+        "ladder": [
+            ({"impl": "literal", "pairs": 16, "length": 100, "repeats": r}, ""),
+            ({"impl": "literal", "pairs": 16, "length": 100, "repeats": r}, vector_flags),
+            ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r}, ""),
+            ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "unroll": 2}, ""),
+            *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, "") for c in (1, 2, 4)],
+            *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, vector_flags)
+              for c in (None, 1, 2, 4)],
+            ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": chunk, "unroll": 2},
+             vector_flags),
+        ],
+        # Pair slices and episode lengths, best settings against the literal version.
+        "grid": [({**best, "impl": impl, "pairs": p, "length": t, "repeats": r}, flags)
+                 for p, t in ((1, 100), (4, 100), (16, 100), (64, 100), (4, 500), (4, 2000))
+                 for impl, flags in (("fast", vector_flags), ("literal", vector_flags))
+                 if not (impl == "literal" and t > 500)],
+        "baselines": [({"model": m, "pairs": 16, "length": 100, "repeats": r, "chunk": chunk}, vector_flags)
+                      for m in ("MetaRNN", "HebbianFW", "FWP", "FWMemory", "SGD", "NodePert")],
+        # Peak memory against the chunk size at a 64-pair slice.
+        "memory": [({**best, "pairs": p, "length": 100, "repeats": 1, "chunk": c, "memory_analysis": True},
+                    vector_flags) for p, c in ((16, None), (64, None), (64, 16), (64, 4), (64, 1), (16, 1))],
+        "cache": [{**best, "pairs": 16, "length": 100, "repeats": 1}],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--peaks", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs (seconds)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
+    parser.add_argument("--chunk", type=int, default=2,
+                        help="training.pairs_per_chunk of the best settings (0: null, the whole slice; use on a GPU)")
+    parser.add_argument("--unroll", type=int, default=1, help="scan unroll of the best settings")
+    parser.add_argument("--json", help="write all figures to this file")
+    parser.add_argument("--sections", nargs="+", default=["ladder", "grid", "baselines", "memory", "cache"])
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
+    if args.peaks:
+        from bench import machine  # noqa: PLC0415
+
+        print(json.dumps(machine.measure_peaks(scale=args.peaks)))
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from bench import machine  # noqa: PLC0415
+
+    info = machine.describe()
+    vector_flags = VECTOR_512 if info["backend"] == "cpu" and info["cpu_vector_isa"] == "avx512" else ""
+    peaks = spawn_peaks(0.01 if args.quick else 1.0, vector_flags)  # with the flags of the best settings
+    floor = machine.floor_updates_per_s(peaks, 4 if args.quick else 16)
+    print(f"machine: {machine.summary_line(info)}")
+    print(f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
+          f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s")
+    print(f"XLA flags of the best settings: {vector_flags or '(none)'}")
+    print(f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
+          f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n")
+    report = {"machine": info, "peaks": peaks, "floor": floor, "sections": {}}
+    sections = plan(args, vector_flags)
+
+    def run_section(name, cases):
+        results = []
+        for case, flags in cases:
+            result = spawn(case, flags)
+            results.append(result)
+            print(f"  [{name}] {describe_case(result)}: {result['generation_s']:.3f} s/gen"
+                  + (f", {result['updates_per_s']:.3g} updates/s" if "updates_per_s" in result else ""),
+                  flush=True)
+        report["sections"][name] = results
+        return results
+
+    if "ladder" in args.sections:
+        ladder = run_section("ladder", sections["ladder"])
+        base = ladder[0]
+        rows = [[describe_case(r), f"{r['generation_s']:.3f}", fmt_rate(r.get("updates_per_s")),
+                 f"{r['updates_per_s'] / base['updates_per_s']:.2f}x",
+                 f"{r['updates_per_s'] / floor['compute_bound']:.0%}", f"{r['compile_s']:.1f}",
+                 f"{max_abs_diff(r, base):.1e}"] for r in ladder]
+        print("\nWhat each step buys (16 pairs, episode 100, batch 1):")
+        print(table(rows, ["variant", "s/gen", "updates/s", "vs literal", "of compute floor", "compile s",
+                           "max |fitness - literal|"]))
+    if "grid" in args.sections:
+        grid = run_section("grid", sections["grid"])
+        literal = {(r["pairs"], r["length"]): r for r in grid if r.get("impl") == "literal"}
+        rows = []
+        for r in grid:
+            if r.get("impl") != "fast":
+                continue
+            ref = literal.get((r["pairs"], r["length"]))
+            rows.append([r["pairs"], r["length"], f"{r['generation_s']:.3f}", fmt_rate(r["updates_per_s"]),
+                         f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
+                         f"{r['updates_per_s'] / ref['updates_per_s']:.2f}x" if ref else "-",
+                         f"{max_abs_diff(r, ref):.1e}" if ref else "-", f"{r['compile_s']:.1f}",
+                         fmt_mib(r["peak_rss_bytes"]), fmt_mib(r["device_peak_bytes"])])
+        print("\nFast path (best settings) by slice and episode length:")
+        print(table(rows, ["pairs", "T", "s/gen", "updates/s", "of compute floor", "vs literal",
+                           "max |fitness diff|", "compile s", "peak RSS MiB", "device peak MiB"]))
+    if "baselines" in args.sections:
+        baselines = run_section("baselines", sections["baselines"])
+        rows = [[r["model"], f"{r['generation_s']:.3f}", f"{r['member_steps_per_s']:.3g}", f"{r['compile_s']:.1f}",
+                 fmt_mib(r["peak_rss_bytes"])] for r in baselines]
+        print("\nBaselines (16 pairs, episode 100, batch 1, 28x28x1 -> 10 classes):")
+        print(table(rows, ["model", "s/gen", "member-steps/s", "compile s", "peak RSS MiB"]))
+    if "memory" in args.sections:
+        memory = run_section("memory", sections["memory"])
+        rows = [[r["pairs"], r.get("chunk") or "whole slice", fmt_mib(r["xla_temp_bytes"]),
+                 fmt_mib(r["peak_rss_bytes"] - r["rss_before_bytes"]), fmt_mib(r["device_peak_bytes"]),
+                 f"{r['generation_s']:.3f}"] for r in memory]
+        print("\nMemory of a slice by pairs_per_chunk (XLA's working buffers of the evaluation; RSS growth "
+              "during compile + evaluation):")
+        print(table(rows, ["pairs", "pairs_per_chunk", "XLA temp MiB", "extra RSS MiB", "device peak MiB",
+                           "s/gen"]))
+    if "cache" in args.sections and sections["cache"]:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            case = {**sections["cache"][0], "cache_dir": cache_dir}
+            cold = spawn(case, vector_flags)
+            warm = spawn(case, vector_flags)
+        report["sections"]["cache"] = [cold, warm]
+        print(f"\nPersistent compilation cache: compile {cold['compile_s']:.2f} s cold, "
+              f"{warm['compile_s']:.2f} s from the cache")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def describe_case(r: dict) -> str:
+    parts = [r.get("model", "VSMLRNN") if r.get("model") else r.get("impl", "fast")]
+    if r.get("impl") == "literal":
+        parts = ["literal"]
+    parts.append(f"{r['pairs']}p T{r['length']}")
+    if r.get("chunk"):
+        parts.append(f"chunk {r['chunk']}")
+    if r.get("unroll", 1) != 1:
+        parts.append(f"unroll {r['unroll']}")
+    if r.get("xla_flags"):
+        parts.append("vec512")
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

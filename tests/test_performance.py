@@ -1,0 +1,149 @@
+"""Speed machinery must not change results: chunked ES evaluation, its memory bound,
+the per-generation timings, the runtime settings, and the benchmark's own check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from tests.conftest import ROOT, TINY, launch
+from vsml import runtime
+from vsml.comm import SingleProcessComm
+from vsml.config import build_config, resolve_for_rank
+from vsml.experiment import load_task, make_strategy
+from vsml.learners import build_learner
+from vsml.meta import es, objective
+
+
+def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
+    config = build_config([], [
+        "training.dataset=digits", f"training.population_size={pairs}", f"training.episode_length={length}",
+        f"training.pairs_per_chunk={json.dumps(chunk)}", f"model.sub_rnn.msg_size={msg}",
+        f"model.sub_rnn.slow_size={slow}", f"optimizer.type={optimizer}", "logging.wandb=disabled"])
+    rank_config = resolve_for_rank(config, 0)
+    task = load_task("digits", "train", rank_config, length, 1)
+    learner = build_learner(rank_config["model"])
+    params = learner.init(jax.random.PRNGKey(0))
+    strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
+    return strategy, strategy.init_state(params, seed=5), task, learner
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3, 8])
+def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
+    strategy, state, task, learner = _strategy(pairs=5, chunk=chunk)  # 5 pairs: chunks 2 and 3 leave a remainder
+    fitness = strategy.evaluate(state, task.arrays)
+
+    # Reference: every member on its own, from the documented noise and episode keys.
+    flat, unravel = ravel_pytree(state.params)
+    member_loss = jax.jit(objective.make_fitness(objective.make_episode(learner.run, task.sampler()), "mean"))
+    sigma = strategy.config.noise_std
+    for pair in range(5):
+        eps = es.pair_epsilon(state.rng["noise"], 0, pair, flat.shape[0])
+        key = es.pair_key(state.rng["data"], 0, pair)
+        expected = [member_loss(unravel(flat + sign * sigma * eps), key, task.arrays) for sign in (1.0, -1.0)]
+        np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["es", "sgd"])
+def test_chunking_does_not_change_the_run(optimizer):
+    results = []
+    for chunk in (None, 2):
+        strategy, state, task, _ = _strategy(pairs=4, chunk=chunk, optimizer=optimizer)
+        for _ in range(2):
+            state, _ = strategy.step(state, task.arrays)
+        results.append(ravel_pytree(state.params)[0])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-7)
+
+
+def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
+    def temp_bytes(pairs, chunk):
+        strategy, state, task, _ = _strategy(pairs=pairs, chunk=chunk, msg=8, slow=16, length=4)
+        return strategy.memory_analysis(state, task.arrays).temp_size_in_bytes
+
+    # One member's learner state (h and c of 64x10 synapses x 16) is 80 KiB: big enough to dominate.
+    chunked_small, chunked_large = temp_bytes(2, 1), temp_bytes(16, 1)
+    whole_small, whole_large = temp_bytes(2, None), temp_bytes(16, None)
+    assert chunked_large < 1.25 * chunked_small  # 8x the pairs, the same working memory
+    assert whole_large > 4 * whole_small  # without chunks it follows the slice
+    assert whole_large > 4 * chunked_large
+
+
+def test_a_generation_reports_where_its_time_went():
+    strategy, state, task, _ = _strategy(pairs=2, chunk=None)
+    strategy.step(state, task.arrays)  # compiles
+    start = time.perf_counter()
+    _, stats = strategy.step(state, task.arrays)
+    wall = time.perf_counter() - start
+    parts = [stats["time/evaluate"], stats["time/communicate"], stats["time/update"]]
+    assert all(part >= 0 for part in parts)
+    assert sum(parts) <= wall
+
+
+# --------------------------------------------------------------------------- runtime settings
+
+
+@pytest.mark.parametrize("xla_flags,cpu,expected", [
+    ("", {"avx2", "avx512f"}, "--xla_cpu_prefer_vector_width=512"),
+    ("--xla_dump_to=/tmp/x", {"avx512f"}, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
+    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, "--xla_cpu_prefer_vector_width=256"),  # the user's choice
+    ("", {"avx2", "fma"}, ""),  # no AVX-512: XLA's default is right
+    ("--xla_dump_to=/tmp/x", set(), "--xla_dump_to=/tmp/x"),
+])
+def test_cpu_vector_width_is_only_raised_on_avx512_and_never_overrides_the_user(xla_flags, cpu, expected):
+    assert runtime.cpu_xla_flags(xla_flags, cpu) == expected
+
+
+def test_cpu_flags_come_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu sse\n")
+    assert runtime.cpu_flags(str(info)) == {"fpu", "sse", "avx2", "avx512f"}
+    assert runtime.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize("setting,backend,expected", [
+    ("auto", "cpu", None),
+    ("auto", "gpu", "XDG/vsml/jax"),
+    ("off", "gpu", None),
+    ("some/dir", "cpu", "some/dir"),
+])
+def test_compilation_cache_setting(setting, backend, expected):
+    directory = runtime.compilation_cache_dir(setting, backend, environ={"XDG_CACHE_HOME": "XDG"})
+    assert (None if directory is None else directory.as_posix()) == expected
+
+
+def test_second_run_loads_every_program_from_the_compilation_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # cache even the tiny programs of this run
+    entries = []
+    for attempt in range(2):
+        proc = launch("--config", *TINY, "training.iterations=2", f"runtime.compilation_cache={cache}",
+                      "--run_dir", tmp_path / f"run{attempt}", env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        entries.append(sorted(path.name for path in cache.glob("*-cache")))
+    assert entries[0], "nothing was cached"
+    assert entries[1] == entries[0]  # the second run compiled nothing new
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick", "--sections", "grid",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_cores"] >= 1 and report["floor"]["floor"] > 0
+    grid = report["sections"]["grid"]
+    for fast in (r for r in grid if r["impl"] == "fast"):
+        literal = next(r for r in grid if r["impl"] == "literal" and r["pairs"] == fast["pairs"])
+        np.testing.assert_allclose(fast["fitness"], literal["fitness"], rtol=1e-5)
+        assert fast["synapse_updates"] == 2 * fast["pairs"] * fast["length"] * 784 * 10 * 2
+    assert "Fast path" in proc.stdout
