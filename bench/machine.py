@@ -74,7 +74,7 @@ def _jaxlib_version() -> str:
     return jaxlib.__version__
 
 
-def _best_time(fn, *args, repeats: int = 5) -> float:
+def _best_time(fn, *args, repeats: int = 15) -> float:
     jax.block_until_ready(fn(*args))
     best = float("inf")
     for _ in range(repeats):

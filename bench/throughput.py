@@ -104,6 +104,7 @@ def run_case(case: dict) -> dict:
               "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
               "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
               "device_peak_bytes": machine.device_peak_bytes(),
+              "chosen_chunk": getattr(strategy.config, "pairs_per_chunk", None),
               "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
@@ -183,7 +184,7 @@ def plan(args, vector_flags: str) -> dict:
             ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "unroll": 2}, ""),
             *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, "") for c in (1, 2, 4)],
             *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, vector_flags)
-              for c in (None, 1, 2, 4)],
+              for c in (None, 1, 2, 4, "auto")],
             ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": chunk, "unroll": 2},
              vector_flags),
         ],
@@ -308,7 +309,9 @@ def describe_case(r: dict) -> str:
     if r.get("impl") == "literal":
         parts = ["literal"]
     parts.append(f"{r['pairs']}p T{r['length']}")
-    if r.get("chunk"):
+    if r.get("chunk") == "auto":
+        parts.append(f"chunk auto (= {r.get('chosen_chunk') or 'whole slice'})")
+    elif r.get("chunk"):
         parts.append(f"chunk {r['chunk']}")
     if r.get("unroll", 1) != 1:
         parts.append(f"unroll {r['unroll']}")

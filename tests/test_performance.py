@@ -75,6 +75,43 @@ def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
     assert whole_large > 4 * chunked_large
 
 
+@pytest.mark.parametrize("optimizer", ["es", "sgd"])
+def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
+    strategy, state, task, _ = _strategy(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
+
+    def outputs():  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
+        if optimizer == "es":
+            return [strategy.evaluate(state, task.arrays)]
+        return list(strategy.partial_sums(state, task.arrays))
+
+    whole = outputs()
+    per_pair = es.working_bytes_per_pair(strategy._evaluate, ravel_pytree(state.params)[0], state.rng, task.arrays)
+    chunk, measured = strategy.fit_chunk(state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
+    assert (chunk, measured) == (2, per_pair)
+    for a, b in zip(whole, outputs()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert strategy.fit_chunk(state.params, task.arrays, budget_bytes=100 * per_pair)[0] is None  # all fits
+
+
+@pytest.mark.parametrize("per_pair,budget,pairs,expected", [
+    (10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)])
+def test_chunk_for_budget(per_pair, budget, pairs, expected):
+    assert es.chunk_for_budget(per_pair, budget, pairs) == expected
+
+
+def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):
+    for index, (level, size) in enumerate([("1", "48K"), ("2", "1024K"), ("3", "32768K")]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert runtime.l3_cache_bytes(str(tmp_path)) == 32 * 2**20
+    assert runtime.l3_cache_bytes(str(tmp_path / "nowhere")) is None
+    assert runtime.chunk_budget_bytes("cpu", l3_bytes=32 * 2**20) == 16 * 2**20
+    assert runtime.chunk_budget_bytes("cpu") == runtime.CPU_CHUNK_BUDGET_FALLBACK // 2
+    assert runtime.chunk_budget_bytes("gpu", device_bytes_limit=80 * 2**30) == 40 * 2**30
+    assert runtime.chunk_budget_bytes("gpu") is None
+
+
 def test_a_generation_reports_where_its_time_went():
     strategy, state, task, _ = _strategy(pairs=2, chunk=None)
     strategy.step(state, task.arrays)  # compiles

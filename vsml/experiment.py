@@ -147,20 +147,33 @@ def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
 def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm):
     """The outer loop named by ``optimizer.type``: ES (``es``) or meta-gradients (``sgd``).
 
-    Both see the same fitness and the same per-(generation, pair) episodes and
+    ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
+    one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. Both see the same fitness and the same per-(generation, pair) episodes and
     share the state layout, so checkpoints and resume work alike.
     """
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
                                      rank_config["training"]["loss_type"])
     opt, training = rank_config["optimizer"], rank_config["training"]
     population, chunk = training["population_size"], training["pairs_per_chunk"]
+    fixed_chunk = None if chunk == "auto" else chunk
     optimizer = es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"]))
     if opt["type"] == "sgd":
-        return backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population, chunk),
-                                     optimizer, comm)
-    config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
-                         fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=chunk)
-    return es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
+        strategy = backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population, fixed_chunk),
+                                         optimizer, comm)
+    else:
+        config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
+                             fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=fixed_chunk)
+        strategy = es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
+    if chunk == "auto":
+        budget = runtime.device_chunk_budget_bytes()
+        if budget is not None:
+            strategy.fit_chunk(params_template, task.arrays, budget)
+    return strategy
+
+
+def chunk_text(strategy) -> str:
+    chunk = getattr(strategy.config, "pairs_per_chunk", getattr(strategy.config, "pairs_per_call", None))
+    return "all at once" if chunk is None else f"{chunk} at a time"
 
 
 class RunError(RuntimeError):
@@ -245,7 +258,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
         save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
                        with_step=ckpt["with_step"], keep=ckpt["keep"])
         log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
-                    f"{len(strategy.pair_indices)} | meta-parameters: {strategy.dim}")
+                    f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
         stopped_by = None
         while state.generation < iterations:
             generation = state.generation

@@ -54,6 +54,49 @@ def apply_cpu_defaults(environ=os.environ) -> None:
     environ["XLA_FLAGS"] = cpu_xla_flags(environ.get("XLA_FLAGS", ""), cpu_flags())
 
 
+CPU_CHUNK_BUDGET_FALLBACK = 16 * 2**20  # where the L3 size is unknown
+
+
+def l3_cache_bytes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """Size of the L3 cache shared by CPU 0 (None where sysfs does not say)."""
+    for index in sorted(Path(sysfs).glob("index*")):
+        try:
+            if (index / "level").read_text().strip() != "3":
+                continue
+            size = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        digits = size.rstrip("KMG")
+        if digits.isdigit():
+            return int(digits) * scale
+    return None
+
+
+def chunk_budget_bytes(backend: str, device_bytes_limit: int | None = None, l3_bytes: int | None = None) -> int | None:
+    """Working memory one chunk of pairs may use under ``training.pairs_per_chunk: auto``.
+
+    CPU: half the L3 cache — ``bench/RESULTS.md`` measures the fast path fastest when a
+    chunk's LSTM gates stay in cache (chunks of 2 paper-sized pairs on a 32 MiB L3).
+    GPU/TPU: half the memory the allocator may use, so a large slice never runs out of
+    memory while the device still gets wide batches. None: no bound known (whole slice).
+    """
+    if backend == "cpu":
+        return (l3_bytes or CPU_CHUNK_BUDGET_FALLBACK) // 2
+    return None if device_bytes_limit is None else device_bytes_limit // 2
+
+
+def device_chunk_budget_bytes() -> int | None:
+    """:func:`chunk_budget_bytes` for this process's default jax device."""
+    import jax  # noqa: PLC0415
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return chunk_budget_bytes(backend, l3_bytes=l3_cache_bytes())
+    stats = jax.devices()[0].memory_stats() or {}
+    return chunk_budget_bytes(backend, device_bytes_limit=stats.get("bytes_limit"))
+
+
 def default_cache_dir(environ=os.environ) -> Path:
     base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "vsml" / "jax"

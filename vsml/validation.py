@@ -61,6 +61,10 @@ def optional(check: Check) -> Check:
     return wrapped
 
 
+def auto_null_or_positive_int(value) -> bool:
+    return value is None or value == "auto" or positive_int(value)
+
+
 def shape(value) -> bool:
     return isinstance(value, list) and len(value) >= 1 and all(positive_int(v) for v in value)
 
@@ -80,6 +84,7 @@ _DESCRIPTIONS = {
     non_negative_number: "a non-negative finite number",
     unit_interval: "a number in [0, 1]",
     below_one: "a number in [0, 1)",
+    auto_null_or_positive_int: "auto, null or a positive integer",
     shape: "a list of positive integers, e.g. [28, 28, 1]",
     name_list: "a list of names",
     non_empty_str: "a non-empty string",
@@ -110,7 +115,7 @@ RULES: dict[str, Check] = {
     "training.episode_length": positive_int,
     "training.population_size": positive_int,
     "training.loss_type": one_of("mean", "last"),
-    "training.pairs_per_chunk": optional(positive_int),
+    "training.pairs_per_chunk": auto_null_or_positive_int,
     "data.dir": optional(non_empty_str),
     "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
     "optimizer.type": one_of("es", "sgd"),
@@ -140,6 +145,8 @@ RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_num
               "model.nodepert.noise_std": positive_number})
 # Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).
 NUMBER_RULES = (positive_number, non_negative_number, unit_interval, below_one)
+# Rules that accept several types decide the type themselves.
+TYPE_FREE_RULES = (*NUMBER_RULES, auto_null_or_positive_int)
 _DESCRIPTIONS[RULES["model.sub_rnn.msg_size"]] = "an integer >= 2 (error and label slots)"
 _DESCRIPTIONS[RULES["random_dataset.target_count"]] = "an integer >= 2"
 
@@ -183,7 +190,7 @@ def validate(rank_config: dict, defaults: dict | None = None) -> None:
     for key, value in values.items():
         default = flat_defaults.get(key)
         rule = RULES.get(key)
-        if key in flat_defaults and rule not in NUMBER_RULES and not _type_matches(default, value):
+        if key in flat_defaults and rule not in TYPE_FREE_RULES and not _type_matches(default, value):
             raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
         if rule is not None and not rule(value):
             raise ConfigError(f"{key}: must be {_describe(rule)}, got {value!r}")

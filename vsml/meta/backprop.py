@@ -30,7 +30,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.es import ESState, NonFiniteError, base_keys, make_apply, pair_key, pair_slice
+from vsml.meta.es import (ESState, NonFiniteError, base_keys, chunk_for_budget, make_apply, pair_key, pair_slice,
+                          working_bytes_per_pair)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,14 @@ class MetaGradient:
     def init_state(self, params, seed: int) -> ESState:
         """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""
         return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def fit_chunk(self, params, data, budget_bytes: int) -> tuple[int | None, int]:
+        """As :meth:`vsml.meta.es.EvolutionStrategy.fit_chunk`: episodes per jitted call within ``budget_bytes``."""
+        flat, _ = ravel_pytree(params)
+        per_pair = working_bytes_per_pair(self._evaluate, flat, base_keys(0), data)
+        chunk = chunk_for_budget(per_pair, budget_bytes, len(self.pair_indices))
+        self.config = dataclasses.replace(self.config, pairs_per_call=chunk)
+        return chunk, per_pair
 
     def _chunks(self):
         size = self.config.pairs_per_call or len(self.pair_indices)

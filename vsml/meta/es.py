@@ -161,6 +161,25 @@ def make_apply(optimizer: optax.GradientTransformation):
     return jax.jit(apply)
 
 
+def working_bytes_per_pair(evaluate, flat_params, rng, data) -> int:
+    """XLA's working memory (temp buffers) of ``evaluate`` on a one-pair slice, in bytes.
+
+    ``evaluate(flat_params, rng, generation, pair_indices, data)`` is a jitted slice
+    evaluation; compiling it for one pair (ahead of time, nothing runs) gives what each
+    pair of a chunk adds.
+    """
+    lowered = evaluate.lower(flat_params, rng, 0, np.zeros(1, np.int32), data)
+    return int(lowered.compile().memory_analysis().temp_size_in_bytes)
+
+
+def chunk_for_budget(bytes_per_pair: int, budget_bytes: int, slice_pairs: int) -> int | None:
+    """Pairs per chunk so a chunk's working memory fits ``budget_bytes`` (None: the whole slice fits)."""
+    if bytes_per_pair <= 0:
+        return None
+    chunk = max(1, budget_bytes // bytes_per_pair)
+    return None if chunk >= slice_pairs else int(chunk)
+
+
 class EvolutionStrategy:
     """Antithetic ES over the ranks of ``comm``.
 
@@ -178,6 +197,7 @@ class EvolutionStrategy:
         flat, self.unravel = ravel_pytree(params_template)
         self.dim = flat.shape[0]
         self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
+        self._fitness = fitness
         self._evaluate = jax.jit(self._make_evaluate(fitness))
         self._noise = jax.jit(lambda key, g, idx: pair_noise(key, g, idx, self.dim))
         self._apply = make_apply(optimizer)
@@ -207,6 +227,19 @@ class EvolutionStrategy:
 
     def init_state(self, params, seed: int) -> ESState:
         return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def fit_chunk(self, params, data, budget_bytes: int) -> tuple[int | None, int]:
+        """Sets ``pairs_per_chunk`` to the most pairs whose working memory fits ``budget_bytes``.
+
+        Returns ``(pairs_per_chunk or None for the whole slice, bytes per pair)``. The
+        result depends only on the model and data shapes, so every rank picks the same.
+        """
+        flat, _ = ravel_pytree(params)
+        per_pair = working_bytes_per_pair(self._evaluate, flat, base_keys(0), data)
+        chunk = chunk_for_budget(per_pair, budget_bytes, len(self.pair_indices))
+        self.config = dataclasses.replace(self.config, pairs_per_chunk=chunk)
+        self._evaluate = jax.jit(self._make_evaluate(self._fitness))
+        return chunk, per_pair
 
     def evaluate(self, state: ESState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
