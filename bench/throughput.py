@@ -1,6 +1,6 @@
 """Throughput of one ES generation's slice evaluation, fast path against the literal paper version.
 
-    python3 bench/throughput.py                  # full table (~10 min on a 2-core CPU)
+    python3 bench/throughput.py                  # every section (~25 min on a 2-core CPU)
     python3 bench/throughput.py --quick          # seconds; checks the benchmark itself
     python3 bench/throughput.py --json out.json  # also write every figure as JSON
 
