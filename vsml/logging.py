@@ -66,12 +66,21 @@ def _jsonable(value):
     return value
 
 
+TIMING_KEYS = ("time/evaluate", "time/communicate", "time/update")
+
+
 def _format_row(row: dict) -> str:
+    """The console line of a metrics row; the generation's timings shrink to one part."""
     parts = [f"step {row['step']}"]
     for key, value in row.items():
-        if key == "step" or value is None:
+        if key == "step" or key in TIMING_KEYS or value is None:
             continue
         parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    timings = [row.get(key) for key in TIMING_KEYS]
+    if all(isinstance(t, (int, float)) for t in timings) and sum(timings) > 0:
+        total = sum(timings)
+        parts.append(f"generation {total:.3g} s (evaluate {timings[0] / total:.0%}, "
+                     f"communicate {timings[1] / total:.1%})")
     return " | ".join(parts)
 
 
