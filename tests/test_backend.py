@@ -43,8 +43,6 @@ def test_jit_vmap_equals_row_by_row_float64(f, rows):
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif("xla_cpu_prefer_vector_width" in os.environ.get("XLA_FLAGS", ""),
-                    reason="already running under the flag")
 def test_the_same_holds_with_the_512_bit_vectors_launch_py_asks_for():
     # launch.py adds this flag on AVX-512 CPUs (vsml/runtime.py): the check must hold under it too.
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_prefer_vector_width=512",
