@@ -28,3 +28,30 @@ quote() {
     done
     printf '%s' "${out% }"
 }
+
+# Reads the launch.py command in the array `command`: removes its --run_dir (the scheduler
+# adds one per task) into `run_dir`, and records `resume_dir`, `array_file`, `first_config`
+# (the first --config_files file), and 0/1 flags `has_launcher` (a *launch.py word),
+# `resume_given` (--resume, with or without a value) and `task_given` (--task).
+scan_command() {
+    resume_dir="" array_file="" first_config="" has_launcher=0 resume_given=0 task_given=0
+    local kept=() i=0 word next
+    while ((i < ${#command[@]})); do
+        word=${command[i]}
+        next=${command[i + 1]:-}
+        case $word in
+            *launch.py) has_launcher=1 ;;
+            --run_dir=*) run_dir=${word#*=}; ((i += 1)); continue ;;
+            --run_dir) [[ -n $next ]] || die "--run_dir in the command needs a value"; run_dir=$next; ((i += 2)); continue ;;
+            --resume=*) resume_dir=${word#*=}; resume_given=1 ;;
+            --resume) resume_dir=$next; resume_given=1 ;;
+            --array=*) array_file=${word#*=} ;;
+            --array) array_file=$next ;;
+            --config_files) first_config=$next ;;
+            --task | --task=*) task_given=1 ;;
+        esac
+        kept+=("$word")
+        ((i += 1))
+    done
+    command=("${kept[@]}")
+}

@@ -104,30 +104,8 @@ require_uint --chain "$chain"
 [[ -z $cpus_per_task ]] || require_uint --cpus-per-task "$cpus_per_task"
 [[ -z $array || $array =~ ^[0-9][0-9,:%-]*$ ]] || die "--array must look like 1-11, 1,3,5 or 1-11%4, got '$array'"
 
-# Look at the command: its --run_dir / --resume / --array / --config_files.
-resume_dir=""
-array_file=""
-first_config=""
-has_launcher=0
-kept=()
-i=0
-while ((i < ${#command[@]})); do
-    word=${command[i]}
-    next=${command[i + 1]:-}
-    case $word in
-        *launch.py) has_launcher=1 ;;
-        --run_dir=*) run_dir=${word#*=}; ((i += 1)); continue ;;
-        --run_dir) [[ -n $next ]] || die "--run_dir in the command needs a value"; run_dir=$next; ((i += 2)); continue ;;
-        --resume=*) resume_dir=${word#*=} ;;
-        --resume) resume_dir=$next ;;
-        --array=*) array_file=${word#*=} ;;
-        --array) array_file=$next ;;
-        --config_files) first_config=$next ;;
-    esac
-    kept+=("$word")
-    ((i += 1))
-done
-command=("${kept[@]}")  # a --run_dir in the command becomes RUN (job.sh adds it back, per task)
+# A --run_dir in the command becomes RUN (job.sh adds it back, per task).
+scan_command
 
 if [[ -n $array && -z $array_file ]]; then
     die "--array=$array needs a command with '--array FILE' (launch.py picks task SLURM_ARRAY_TASK_ID of FILE)"

@@ -135,27 +135,10 @@ require_uint --ntasks-per-node "$ntasks_per_node"
 remote_dir=${remote_dir#\~/}  # ssh starts in the home directory
 [[ -n $remote_dir ]] || die "--remote-dir must not be empty"
 
-# Look at the command: take its --run_dir, find its --array / --config_files.
-array_file=""
-first_config=""
-kept=()
-i=0
-while ((i < ${#command[@]})); do
-    word=${command[i]}
-    next=${command[i + 1]:-}
-    case $word in
-        --run_dir=*) run_dir=${word#*=}; ((i += 1)); continue ;;
-        --run_dir) [[ -n $next ]] || die "--run_dir in the command needs a value"; run_dir=$next; ((i += 2)); continue ;;
-        --resume | --resume=*) die "resuming over ssh: run the '--resume' command by hand on $host (see README)" ;;
-        --array=*) array_file=${word#*=} ;;
-        --array) array_file=$next ;;
-        --config_files) first_config=$next ;;
-        --task | --task=*) [[ -z $array ]] || die "the command has --task but --array=$array picks the tasks" ;;
-    esac
-    kept+=("$word")
-    ((i += 1))
-done
-command=("${kept[@]}")
+# Take the command's --run_dir, find its --array / --config_files.
+scan_command
+((resume_given == 0)) || die "resuming over ssh: run the '--resume' command by hand on $host (see README)"
+((task_given == 0)) || [[ -z $array ]] || die "the command has --task but --array=$array picks the tasks"
 if [[ -n $array && -z $array_file ]]; then
     die "--array=$array needs a command with '--array FILE' (task i runs 'launch.py ... --task i')"
 fi
