@@ -329,6 +329,10 @@ def test_ssh_dry_run_prints_every_remote_command_and_runs_none(fakes):
     (["--host", "h", "--array=1-2", "--", "python3", "launch.py"], "--array FILE"),
     (["--host", "h", "--array=x", "--", "python3", "launch.py", "--array", "a.yaml"], "--array must"),
     (["--host", "h"], "no command"),
+    (["--host", "h", "--", "python3", "launch.py", "--resume", "runs/x"], "resuming over ssh"),
+    (["--host", "h", "--array=1-2", "--", "python3", "launch.py", "--array", "a.yaml", "--task", "1"],
+     "--task but --array=1-2"),
+    (["--host", "h", "--", "python3", "launch.py", "--run_dir"], "--run_dir in the command needs a value"),
 ])
 def test_ssh_bad_usage_exits_2_with_a_clear_message(fakes, args, message):
     result = fakes.run(SSH, *args)
