@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from vsml import runtime  # noqa: PLC0415
 
-    runtime.apply_cpu_defaults()  # XLA flags are read when jax creates its CPU client: before any jax use
+    runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
     from vsml.comm import world  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
