@@ -3,6 +3,7 @@
     python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=128
     mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
     python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
+    python3 launch.py --array configs/array/sgd.yaml --subset 1 3 --task 2 --tags sgd  # entry 3 (0-based)
     python3 launch.py --resume runs/RUN [--config training.iterations=N]
 
 Bad input exits with status 2 and one line naming the problem, before any
@@ -27,6 +28,11 @@ def parse_args(argv):
                         help="overrides, values parsed as YAML (e.g. training.population_size=128)")
     parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
     parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--subset", type=int, nargs="+", metavar="I",
+                        help="0-based entries of --array: task N runs entry subset[N-1] (as the original release)")
+    parser.add_argument("--tags", nargs="+", action="extend", default=[], metavar="TAG",
+                        help="wandb tags (added to logging.tags and the --array task's tags)")
+    parser.add_argument("--job_type", metavar="NAME", help="wandb job type (logging.job_type)")
     parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue RUN_DIR from its latest checkpoint with its saved config")
@@ -38,6 +44,10 @@ def default_run_dir(config: dict) -> Path:
     training = config["training"]
     dataset = training["dataset"] if isinstance(training["dataset"], str) else "mixed"
     return Path(config["logging"]["dir"]) / f"{stamp}-{config['call']}-{dataset}"
+
+
+def _sweep_args(args) -> dict:
+    return {"subset": args.subset, "tags": args.tags, "job_type": args.job_type}
 
 
 def prepare(args, comm):
@@ -52,11 +62,11 @@ def prepare(args, comm):
             raise ValueError(f"--resume {run_dir}: no config.yaml there; give a run directory written by launch.py")
         checkpoint.resolve_path(run_dir)
         config = cfg.build_config(args.config_files, args.config, args.array, args.task,
-                                  base=cfg.load_yaml_file(saved))
+                                  base=cfg.load_yaml_file(saved), **_sweep_args(args))
         config["checkpoint"]["restore"]["path"] = str(run_dir)
         resume = True
     else:
-        config = cfg.build_config(args.config_files, args.config, args.array, args.task)
+        config = cfg.build_config(args.config_files, args.config, args.array, args.task, **_sweep_args(args))
         resume = False
         run_dir = Path(args.run_dir) if args.run_dir else None
         if run_dir is None and comm.is_root:
@@ -89,7 +99,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from vsml import runtime  # noqa: PLC0415
 
-    runtime.apply_cpu_defaults()  # XLA flags are read when jax creates its CPU client: before any jax use
+    runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
     from vsml.comm import world  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 

@@ -121,9 +121,20 @@ def run_case(case: dict) -> dict:
 # --------------------------------------------------------------------------- the table (parent)
 
 
+def case_environ(xla_flags: str) -> dict:
+    """The environment of a case: ``XLA_FLAGS`` = the user's + the project's correctness flags + ``xla_flags``.
+
+    The vector width is the case's choice (the ladder compares XLA's default with 512 bits).
+    """
+    from vsml.runtime import project_xla_flags  # noqa: PLC0415 — after main() put ROOT on sys.path
+
+    base = project_xla_flags(os.environ.get("XLA_FLAGS", ""), wide_vectors=False)
+    return {**os.environ, "XLA_FLAGS": f"{base} {xla_flags}".strip(), "PYTHONPATH": str(ROOT)}
+
+
 def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
     """Runs one case in a fresh interpreter with ``XLA_FLAGS`` set; returns its figures."""
-    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    env = case_environ(xla_flags)
     proc = subprocess.run([sys.executable, str(Path(__file__)), "--case", json.dumps(case)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -133,7 +144,7 @@ def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
 
 
 def spawn_peaks(scale: float, xla_flags: str) -> dict:
-    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    env = case_environ(xla_flags)
     proc = subprocess.run([sys.executable, str(Path(__file__)), "--peaks", str(scale)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -233,7 +244,7 @@ def main(argv=None) -> int:
     print(f"machine: {machine.summary_line(info)}")
     print(f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
           f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s")
-    print(f"XLA flags of the best settings: {vector_flags or '(none)'}")
+    print(f"XLA flags of the best settings: {case_environ(vector_flags)['XLA_FLAGS'] or '(none)'}")
     print(f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
           f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n")
     report = {"machine": info, "peaks": peaks, "floor": floor, "sections": {}}

@@ -124,8 +124,10 @@ class RunLog:
 
         # A stable id per run directory, so a resumed run continues the same wandb run.
         run_id = "".join(ch if ch.isalnum() else "-" for ch in self.run_dir.resolve().name)[-64:]
+        settings = config.get("logging", {})
         return wandb.init(project="vsml", dir=str(self.run_dir), mode=mode, config=config,
-                          id=run_id, resume="allow", settings=wandb.Settings(silent=True))
+                          id=run_id, resume="allow", settings=wandb.Settings(silent=True),
+                          tags=settings.get("tags") or None, job_type=settings.get("job_type"))
 
     def log(self, row: dict) -> None:
         """Appends one row (must hold ``step``) to metrics.jsonl, wandb and stdout."""

@@ -6,8 +6,8 @@ shuffle) to pass into jitted functions together with :func:`sample_episode`.
 
 Sources: offline arrays shipped inside installed packages (``digits``,
 ``mnist_offline``), the paper's TFDS datasets (:mod:`vsml.data.tfds_source`),
-procedural ``random`` / ``sum``, and ``omniglot_fewshot`` (N-way episodes of
-TFDS Omniglot). Where each preprocessing step runs: :mod:`vsml.data.preprocess`.
+procedural ``random`` / ``sum``, ``omniglot_fewshot`` (N-way episodes of
+TFDS Omniglot), and a user's own ``npz:PATH`` (:mod:`vsml.data.npz_source`). Where each preprocessing step runs: :mod:`vsml.data.preprocess`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from vsml.data import preprocess, tfds_source
+from vsml.data import npz_source, preprocess, tfds_source
 from vsml.data.episodes import DataSpec, normalize, sample_episode
 from vsml.data.sources import ARRAY_SOURCES, load_array_source
 from vsml.data.tfds_source import TFDS_SOURCES, DatasetUnavailable
@@ -36,8 +36,11 @@ def available_datasets() -> tuple[str, ...]:
 
 def check_dataset_name(name: str, key: str) -> None:
     """Raises ValueError naming config key ``key`` when ``name`` is not a dataset."""
+    if npz_source.is_npz(name):
+        return
     if not isinstance(name, str) or name not in available_datasets():
-        raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}")
+        raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}, "
+                         f"or npz:PATH for your own data")
 
 
 def check_dataset_available(name: str, config: dict, key: str = "dataset") -> None:
@@ -48,6 +51,12 @@ def check_dataset_available(name: str, config: dict, key: str = "dataset") -> No
     """
     check_dataset_name(name, key)
     _preprocess_options(name, config)
+    if npz_source.is_npz(name):
+        data = npz_source.check(name, key)
+        if config["data"]["preprocess"].get("resize") is not None and len(data.train_images.shape) != 4:
+            raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                             f"vectors of shape {list(data.train_images.shape[1:])}")
+        return
     source = FEWSHOT.get(name, name)
     if source in TFDS_SOURCES:
         tfds_source.check_available(source, config, key)
@@ -78,6 +87,9 @@ def _preprocess_options(name: str, config: dict) -> dict:
 
 
 def _stats(name: str, config: dict) -> tuple[float, float]:
+    if npz_source.is_npz(name):  # from the file's training split
+        data = npz_source.check(name)
+        return data.mean, data.std
     table = config["data"]["preprocess"]["dataset_stats"]
     stats = table.get(name) or table.get(FEWSHOT.get(name, ""), {"mean": 0.0, "std": 1.0})
     return float(stats["mean"]), float(stats["std"])
@@ -133,7 +145,10 @@ def load_dataset(name: str, subset: str, config: dict):
         arrays = {"images": jnp.asarray(images), "by_class": jnp.asarray(by_class)}
         extra = dict(scale=scale, rotate=rotate, test_last=test_last)
     else:
-        if name in TFDS_SOURCES:
+        if npz_source.is_npz(name):
+            images, labels, stored = npz_source.load(name, subset)
+            classes, scale = stored.num_classes, stored.scale
+        elif name in TFDS_SOURCES:
             images, labels, classes = tfds_source.load(name, subset, config)
             scale = 1.0 / 255.0   # stored as uint8 on the device too: 4x less memory; scaled per episode
         else:
@@ -143,6 +158,9 @@ def load_dataset(name: str, subset: str, config: dict):
             images, labels = preprocess.filter_classes(images, labels, opts["keep"], classes)
             classes = len(opts["keep"])
         if opts["resize"] is not None:
+            if images.ndim != 4:
+                raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                                 f"vectors of shape {list(images.shape[1:])}")
             images, scale = preprocess.resize_images(images, opts["resize"], scale), 1.0
         kind, base = "array", tuple(images.shape[1:])
         arrays = {"images": jnp.asarray(images), "labels": jnp.asarray(labels)}
