@@ -55,17 +55,13 @@ def case_config(case: dict) -> dict:
 
 
 def build_learner_for(case: dict, rank_config: dict, task):
-    from vsml.learners import Learner, build_learner, vsml, vsml_reference  # noqa: PLC0415
+    """The case's learner from the registry (with its run options) and its spec."""
+    from vsml.learners import learner_type  # noqa: PLC0415
 
-    model = rank_config["model"]
-    if model["type"] != "VSMLRNN":
-        return build_learner(model, task.spec.input_shape, task.spec.num_classes), None
-    spec = vsml.spec_from_config(model)
-    run = vsml_reference.run if case.get("impl") == "literal" else vsml.run
-    unroll = int(case.get("unroll", 1))
-    learner = Learner(init=lambda key: vsml.init(key, spec),
-                      run=lambda params, key, x, y: run(params, key, x, y, spec, unroll=unroll))
-    return learner, spec
+    kind = learner_type(rank_config["model"]["type"])
+    spec = kind.spec_from_config(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+    options = {"unroll": int(case.get("unroll", 1)), "implementation": case.get("impl", "fast")}
+    return kind.bind(spec, **{name: value for name, value in options.items() if name in kind.run_options}), spec
 
 
 def run_case(case: dict) -> dict:
@@ -77,6 +73,7 @@ def run_case(case: dict) -> dict:
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
     from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
+    from vsml.learners import vsml  # noqa: PLC0415 — synapse counts of VSML cases
 
     if case.get("cache_dir"):
         jax.config.update("jax_compilation_cache_dir", case["cache_dir"])
@@ -108,10 +105,9 @@ def run_case(case: dict) -> dict:
               "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
-    if spec is not None:
-        inputs = int(np.prod(task.spec.input_shape))
-        sizes = [inputs, *spec.hidden_sizes, task.spec.num_classes]
-        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if isinstance(spec, vsml.VSMLSpec) and not spec.conv_layers:
+        sizes = vsml.layer_sizes(spec, int(np.prod(task.spec.input_shape)), task.spec.num_classes)
+        synapses = sum(a * b for a, b in sizes)
         updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
         result.update(synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds,
                       slow_size=spec.slow_size)

@@ -25,7 +25,7 @@ import numpy as np
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import get, resolve_for_rank, to_yaml
-from vsml.learners import HAND_DESIGNED, build_learner
+from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
 from vsml.meta import backprop, es, objective
@@ -75,7 +75,7 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
         if (rank_config["call"] == "evaluate" and rank_config["checkpoint"]["restore"]["path"] is None
-                and rank_config["model"]["type"] not in HAND_DESIGNED):
+                and not learner_type(rank_config["model"]["type"]).hand_designed):
             raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
                              "checkpoint.restore.path (a run directory or checkpoint file)")
         for key, default in NOT_YET_SUPPORTED.items():
@@ -301,7 +301,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     rank_config = resolve_for_rank(config, comm.rank)
     runtime.setup(rank_config)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
-    if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
+    if learner_type(rank_config["model"]["type"]).any_size:
         learner = build_learner(rank_config["model"])
     else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
         train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
