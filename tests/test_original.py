@@ -37,8 +37,11 @@ ORIGINAL_COMMANDS = [
     "python3 launch.py --config_files configs/{rand_proj,backprop}.yaml",
 ]
 # What each command's run must be: (model.type, tags in config.yaml, SLURM_ARRAY_TASK_ID or None).
-EXPECTED = [("VSMLRNN", [], "8"), ("MetaRNN", ["metarnn"], "6"), ("FWMemory", ["fwmemory"], "1"),
-            ("SGD", ["sgd"], "2"), ("HebbianFW", ["hebbian"], "11"), ("VSMLRNN", [], None), ("VSMLRNN", [], None)]
+# datasets.yaml tags its tasks as the original did: datasets, mnist-family, then the task's own.
+FAMILY = ["datasets", "mnist-family"]
+EXPECTED = [("VSMLRNN", [*FAMILY, "no-fashion-mnist"], "8"), ("MetaRNN", [*FAMILY, "all", "metarnn"], "6"),
+            ("FWMemory", [*FAMILY, "mnist", "fwmemory"], "1"), ("SGD", ["sgd"], "2"),
+            ("HebbianFW", [*FAMILY, "no-kmnist", "hebbian"], "11"), ("VSMLRNN", [], None), ("VSMLRNN", [], None)]
 # Appended to every command: offline data, tiny sizes, no wandb.
 OFFLINE = [*TINY, "training.iterations=1", "training.population_size=2", "evaluation.count=1",
            "model.meta_rnn.slow_size=8", "model.fw_memory.slow_size=8", "model.fw_memory.memory_size=4",
