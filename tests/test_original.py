@@ -434,3 +434,18 @@ def test_train_and_evaluate_start_from_a_wandb_run(tmp_path, monkeypatch, capsys
         np.testing.assert_allclose(continued[name], trained[name], rtol=0, atol=1e-6)
     saved = yaml.safe_load((second / "config.yaml").read_text())
     assert saved["checkpoint"]["restore"]["path"] == str(wandb_run / "files" / "checkpoint.npz")
+
+
+@pytest.mark.parametrize("entries, args, message", [
+    ([{"config": {"seed": 1}, "tag": ["x"]}], ["--task", "1"],
+     "has unknown entry key 'tag'; an entry holds only config, tags, config_files"),
+    ([{"seed": 1}, {"seed": 2}], ["--task", "1", "--subset", "2"],
+     "--subset index 2 is out of range: array file"),
+    ([{"seed": 1}, {"seed": 2}], ["--task", "2", "--subset", "1"], "task 2 is out of range: --subset"),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, capsys, entries, args, message):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"array": entries}))
+    status = launch.main(["--array", str(sweep), *args, "--run_dir", str(tmp_path / "run"), "--config", *TINY])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
