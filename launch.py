@@ -53,7 +53,7 @@ def _sweep_args(args) -> dict:
 def prepare(args, comm):
     """Returns ``(config, run_dir, resume)`` or raises ValueError / ConfigError with one line."""
     from vsml import checkpoint, config as cfg  # noqa: PLC0415 — after argparse, so --help is instant
-    from vsml.experiment import check_config  # noqa: PLC0415
+    from vsml.experiment import check_config, resolve_restore  # noqa: PLC0415
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -75,6 +75,7 @@ def prepare(args, comm):
         if (run_dir / checkpoint.LATEST).exists() and config["call"] == "train":
             raise ValueError(f"--run_dir {run_dir} already holds a run; continue it with "
                              f"--resume {run_dir} or choose another --run_dir")
+        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
     check_config(config, comm)
     return config, run_dir, resume
 

@@ -173,6 +173,11 @@ class RunLog:
         else:
             print(text, flush=True)
 
+    def attach(self, path) -> None:
+        """Adds ``path`` (a file in the run directory) to the wandb run's files, kept current as it changes."""
+        if self._wandb is not None:
+            self._wandb.save(str(Path(path).resolve()), base_path=str(self.run_dir.resolve()), policy="live")
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -198,6 +203,9 @@ class NullLog:
         return None
 
     def message(self, text: str) -> None:
+        return None
+
+    def attach(self, path) -> None:
         return None
 
     def close(self) -> None:

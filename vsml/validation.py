@@ -110,6 +110,8 @@ RULES: dict[str, Check] = {
     "checkpoint.frequency": positive_int,
     "checkpoint.keep": optional(positive_int),
     "checkpoint.restore.path": optional(non_empty_str),
+    "checkpoint.restore.run_path": optional(non_empty_str),
+    "checkpoint.restore.file_name": optional(non_empty_str),
     "training.iterations": non_negative_int,
     "training.dataset": non_empty_str,
     "training.batch_size": positive_int,
