@@ -291,6 +291,18 @@ def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clo
                         keep=keep)
 
 
+def trained_sizes(rank_config: dict) -> tuple:
+    """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
+
+    The fixed-size learners are built for the training data's (padded) sizes,
+    as during meta-training, which loads that dataset.
+    """
+    if rank_config["model"]["type"] == "VSMLRNN":
+        return None, None
+    train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+    return train_spec.input_shape, train_spec.num_classes
+
+
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     """Evaluates restored meta-parameters (or a hand-designed rule's initial weights) on
     ``evaluation.datasets``; rank 0 returns the row.
@@ -301,11 +313,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     rank_config = resolve_for_rank(config, comm.rank)
     runtime.setup(rank_config)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
-    if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
-        learner = build_learner(rank_config["model"])
-    else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
-        train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
-        learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
+    learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
     initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
     # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint it
     # runs from its initial weights (check_config refuses this for meta-learned learners).
