@@ -327,6 +327,18 @@ def _fresh_evaluators(rank_config: dict, rank: int) -> dict:
     return evaluators
 
 
+def trained_sizes(rank_config: dict) -> tuple:
+    """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
+
+    The fixed-size learners are built for the training data's (padded) sizes,
+    as during meta-training, which loads that dataset.
+    """
+    if learner_type(rank_config["model"]["type"]).any_size:
+        return None, None
+    train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+    return train_spec.input_shape, train_spec.num_classes
+
+
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     """Evaluates restored meta-parameters (or a hand-designed rule's initial weights) on
     ``evaluation.datasets``; rank 0 returns the row.
@@ -344,11 +356,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         evaluators = _fresh_evaluators(rank_config, comm.rank)
         saved = {"params": None, "step": 0}
     else:
-        if learner_type(rank_config["model"]["type"]).any_size:
-            learner = build_learner(rank_config["model"])
-        else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
-            train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
-            learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
+        learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
         saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(rank_config["seed"])))
         evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),

@@ -26,7 +26,7 @@ TFDS_NAMES = tuple(TFDS_SOURCES)
 NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
 SUBSETS = ("train", "test")
 
-__all__ = ["DataSpec", "DatasetUnavailable", "available_datasets", "check_dataset_available",
+__all__ = ["DataSpec", "DatasetUnavailable", "available_datasets", "check_dataset_available", "class_count",
            "check_dataset_name", "load_dataset", "normalize", "sample_episode"]
 
 
@@ -41,6 +41,32 @@ def check_dataset_name(name: str, key: str) -> None:
     if not isinstance(name, str) or name not in available_datasets():
         raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}, "
                          f"or npz:PATH for your own data")
+
+
+def class_count(name: str, config: dict) -> int | None:
+    """How many classes an episode of ``name`` draws from (chance accuracy is 1 / this); None if unknown.
+
+    ``config`` is one rank's resolved config: ``data.filter_classes``, the
+    procedural and few-shot sections decide; ``pad.output`` does not (padded
+    classes never occur).
+    """
+    if name == "sum":
+        return 2
+    if name == "random":
+        return int(config["random_dataset"]["target_count"])
+    if name in FEWSHOT:
+        return int(config[f"{name}_dataset"]["num_classes"])
+    keep = config["data"].get("filter_classes")
+    if keep:
+        return len(keep)
+    if npz_source.is_npz(name):
+        try:
+            return npz_source.check(name).num_classes
+        except ValueError:
+            return None
+    if name in ARRAY_SOURCES:
+        return ARRAY_SOURCES[name][1]
+    return TFDS_SOURCES[name].num_classes if name in TFDS_SOURCES else None
 
 
 def check_dataset_available(name: str, config: dict, key: str = "dataset") -> None:
