@@ -138,6 +138,7 @@ RULES: dict[str, Check] = {
     "runtime.compilation_cache": non_empty_str,
     "logging.wandb": one_of("offline", "online", "disabled"),
     "logging.dir": non_empty_str,
+    "logging.progress_seconds": non_negative_number,
 }
 for _section in ("vsml_rnn", "meta_rnn", "hebbian_fw", "sgd", "fwp", "fw_memory", "nodepert"):
     RULES[f"model.{_section}.tanh_bound"] = positive_number
