@@ -119,6 +119,7 @@ def print_config(args, comm) -> int:
 
 def run(config, run_dir, resume, comm, stop) -> int:
     from vsml import experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+    from vsml.environment import python_command  # noqa: PLC0415
 
     if config["call"] == "evaluate":
         experiment.evaluate(config, comm, run_dir)
@@ -127,7 +128,7 @@ def run(config, run_dir, resume, comm, stop) -> int:
     if comm.is_root:
         if result.stopped_by:
             print(f"stopped after generation {result.state.generation} ({result.stopped_by}); "
-                  f"resume with: python3 launch.py --resume {run_dir}", flush=True)
+                  f"resume with: {python_command()} launch.py --resume {run_dir}", flush=True)
         else:
             print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
     return 0
@@ -135,6 +136,9 @@ def run(config, run_dir, resume, comm, stop) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vsml import environment  # noqa: PLC0415 — standard library only
+
+    environment.exit_if_missing("launch.py")  # one line naming the install command, not a traceback
     from vsml import runtime  # noqa: PLC0415
 
     runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
@@ -147,6 +151,8 @@ def main(argv=None) -> int:
     # Signals that arrive while jax loads and compiles must not kill the run either.
     stop = StopRequest().install()
     comm = world()
+    if not comm.is_root:
+        stop.announce = lambda text: None  # rank 0 acknowledges a stop signal for every rank
     try:
         config, run_dir, resume = prepare(args, comm)
     except ValueError as err:  # ConfigError and CheckpointError are ValueErrors

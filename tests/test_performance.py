@@ -218,11 +218,3 @@ def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
         np.testing.assert_allclose(fast["fitness"], literal["fitness"], rtol=1e-5)
         assert fast["synapse_updates"] == 2 * fast["pairs"] * fast["length"] * 784 * 10 * 2
     assert "Fast path" in proc.stdout
-
-
-def test_console_line_folds_the_timings_into_one_part():
-    from vsml.logging import _format_row
-
-    line = _format_row({"step": 3, "meta_loss": 2.5, "time/evaluate": 0.75, "time/communicate": 0.05,
-                        "time/update": 0.2, "time": 12.0})
-    assert line == "step 3 | meta_loss 2.5 | time 12 | generation 1 s (evaluate 75%, communicate 5.0%)"

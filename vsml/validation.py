@@ -143,6 +143,7 @@ RULES: dict[str, Check] = {
     "logging.dir": non_empty_str,
     "logging.tags": name_list,
     "logging.job_type": optional(non_empty_str),
+    "logging.progress_seconds": non_negative_number,
 }
 for _learner in LEARNER_TYPES.values():  # every learner's section has a logit bound
     RULES[f"model.{_learner.section}.tanh_bound"] = positive_number
