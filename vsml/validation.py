@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from vsml.config import ConfigError, flatten, load_default
 from vsml.learners import LEARNER_TYPES
+from vsml.meta import OUTER_LOOPS
 
 Check = Callable[[Any], bool]
 
@@ -121,7 +122,7 @@ RULES: dict[str, Check] = {
     "training.pairs_per_chunk": auto_null_or_positive_int,
     "data.dir": optional(non_empty_str),
     "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
-    "optimizer.type": one_of("es", "sgd"),
+    "optimizer.type": one_of(*OUTER_LOOPS),
     "optimizer.noise_std": positive_number,
     "optimizer.lr": positive_number,
     "optimizer.kwargs.b1": below_one,
