@@ -165,7 +165,7 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
                              fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=fixed_chunk)
         strategy = es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
     if chunk == "auto":
-        budget = runtime.device_chunk_budget_bytes()
+        budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
             strategy.fit_chunk(params_template, task.arrays, budget)
     return strategy
@@ -235,7 +235,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     training = rank_config["training"]
     task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
                      training["batch_size"])
@@ -299,7 +299,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
         learner = build_learner(rank_config["model"])
