@@ -181,7 +181,7 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
     loop = build_outer_loop(rank_config["optimizer"], training["population_size"], None if chunk == "auto" else chunk,
                             fitness, params_template, comm)
     if chunk == "auto":
-        budget = runtime.device_chunk_budget_bytes()
+        budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
             loop, _ = fit_chunk(loop, params_template, task.arrays, budget)
     return loop
@@ -250,7 +250,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     training = rank_config["training"]
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
@@ -349,7 +349,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint

@@ -135,6 +135,7 @@ RULES: dict[str, Check] = {
     "model.vsml_rnn.num_micro_ticks": positive_int,
     "model.vsml_rnn.tanh_bound": positive_number,
     "model.vsml_rnn.output_idx": non_negative_int,
+    "model.vsml_rnn.state_dtype": one_of("float32", "bfloat16"),
     "random_dataset.size": positive_int,
     "random_dataset.target_count": lambda v: _is_int(v) and v >= 2,
     "random_dataset.img_size": shape,
@@ -217,6 +218,11 @@ def _check_cross_keys(config: dict) -> None:
     if config["model"]["vsml_rnn"]["output_idx"] >= msg_size:
         raise ConfigError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
                           f"got {config['model']['vsml_rnn']['output_idx']}")
+    net = config["model"]["vsml_rnn"]
+    if net["state_dtype"] != "float32" and any(isinstance(layer, dict) and layer.get("type") == "conv"
+                                               for layer in net["layer_specs"] or []):
+        raise ConfigError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
+                          "use float32 with conv layers")
 
 
 def _check_layer_specs(specs) -> None:
