@@ -75,8 +75,9 @@ def prepare(args, comm):
         if (run_dir / checkpoint.LATEST).exists() and config["call"] == "train":
             raise ValueError(f"--run_dir {run_dir} already holds a run; continue it with "
                              f"--resume {run_dir} or choose another --run_dir")
-        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
     check_config(config, comm)
+    if not resume:
+        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local checkpoint file
     return config, run_dir, resume
 
 
