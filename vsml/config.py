@@ -31,6 +31,7 @@ import copy
 import dataclasses
 import difflib
 import itertools
+import math
 import os
 import pathlib
 import re
@@ -630,3 +631,85 @@ def flatten(config: dict) -> dict:
 def to_yaml(config: dict) -> str:
     """YAML text of ``config`` in key order; ``yaml.safe_load`` reads it back equal."""
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+# ---------------------------------------------------------------- showing a config
+
+MAX_RANKS_SHOWN = 256
+
+
+def split_keys(config: dict) -> list[tuple[str, list, int]]:
+    """``(dotted key, options, mpi_repeat)`` of every mpi_split, nested ones included, in key order."""
+    found: list[tuple[str, list, int]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if is_split(node):
+            options, repeat = _check_split(node, key, 'the config')
+            found.append((key, options, repeat))
+            for option in options:
+                walk(option, key)
+        elif isinstance(node, dict):
+            for child, value in node.items():
+                walk(value, _join(key, str(child)))
+
+    walk(config, '')
+    return found
+
+
+def _inline(value: Any) -> str:
+    """One-line YAML of a value (``null``, ``true``, ``[8, 8, 1]``, ``{mean: 0.1, std: 0.3}``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float('inf'), sort_keys=False).strip()
+    return text[:-3].strip() if text.endswith('...') else text
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Block-style sections (one key a line), flow-style lists of scalars (``[digits, mnist]``)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, value: list):
+    flat = all(not isinstance(item, (dict, list)) for item in value)
+    return dumper.represent_sequence('tag:yaml.org,2002:seq', value, flow_style=flat)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, value: dict):
+    return dumper.represent_mapping('tag:yaml.org,2002:map', value, flow_style=False)
+
+
+_ReadableDumper.add_representer(list, _represent_list)
+_ReadableDumper.add_representer(dict, _represent_dict)
+
+
+def to_readable_yaml(config: dict) -> str:
+    """YAML of ``config`` for people: one key a line; ``yaml.safe_load`` reads it back equal."""
+    return yaml.dump(config, Dumper=_ReadableDumper, sort_keys=False, width=100)
+
+
+def split_period(config: dict) -> int:
+    """After how many ranks the per-rank values repeat (1 without mpi_split)."""
+    return math.lcm(1, *(len(options) * repeat for _, options, repeat in split_keys(config)))
+
+
+def describe_config(config: dict, ranks: int = 1) -> str:
+    """Rank 0's resolved configuration as YAML, then the value of every ``mpi_split`` key per rank.
+
+    Ranks shown: ``ranks`` (the processes of this launch), or one whole
+    period of the split pattern when that is longer (capped at
+    :data:`MAX_RANKS_SHOWN`).
+    """
+    text = f'# resolved configuration (rank 0)\n{to_readable_yaml(resolve_for_rank(config, 0))}'
+    splits = split_keys(config)
+    if not splits:
+        return text + '# no mpi_split: every rank runs this configuration'
+    period = split_period(config)
+    wanted = max(ranks, period)
+    shown = min(wanted, MAX_RANKS_SHOWN)
+    keys = list(dict.fromkeys(key for key, _, _ in splits))
+    lines = [f'# per-rank values (mpi_split; rank r takes option (r // mpi_repeat) % len(mpi_split)); '
+             f'the pattern repeats every {period} rank{"s" if period > 1 else ""}'
+             + (f'; this launch has {ranks}' if ranks > 1 else '')]
+    for rank in range(shown):
+        resolved = resolve_for_rank(config, rank)
+        lines.append(f'# rank {rank}: ' + ', '.join(f'{key}={_inline(get(resolved, key))}' for key in keys))
+    if shown < wanted:
+        lines.append(f'# ... ({wanted - shown} more ranks)')
+    return text + '\n'.join(lines)

@@ -25,7 +25,7 @@ import numpy as np
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
-from vsml.learners import HAND_DESIGNED, build_learner
+from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
 from vsml.meta import backprop, es, objective
@@ -70,7 +70,7 @@ def check_config(config: dict, comm: Comm) -> None:
         build_learner(rank_config["model"])
         restore = rank_config["checkpoint"]["restore"]
         if (rank_config["call"] == "evaluate" and restore["path"] is None and restore.get("run_path") is None
-                and rank_config["model"]["type"] not in HAND_DESIGNED):
+                and not learner_type(rank_config["model"]["type"]).hand_designed):
             raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
                              "checkpoint.restore.path (a run directory or checkpoint file) "
                              "or checkpoint.restore.run_path (a wandb run)")
@@ -259,28 +259,34 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     rank_config = resolve_for_rank(config, comm.rank)
     runtime.setup(rank_config)
     training = rank_config["training"]
-    task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
-                     training["batch_size"])
-    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-    evaluators = build_evaluators(learner, rank_config, comm.rank)
-    params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    strategy = make_strategy(learner, task, rank_config, params, comm)
     stop = stop or StopRequest()
-
-    iterations = training["iterations"]
-    summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
-    ckpt = rank_config["checkpoint"]
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
-                       wandb_mode=rank_config["logging"]["wandb"])
+                       wandb_mode=rank_config["logging"]["wandb"],
+                       progress_seconds=rank_config["logging"]["progress_seconds"])
+    announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
+        log.message(f"loading data: {training['dataset']} (training), "
+                    f"{', '.join(rank_config['evaluation']['datasets']) or 'none'} (meta-test)…")
+        task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
+                         training["batch_size"])
+        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+        evaluators = build_evaluators(learner, rank_config, comm.rank)
+        params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+        if training["pairs_per_chunk"] == "auto":
+            log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
+        strategy = make_strategy(learner, task, rank_config, params, comm)
+
+        iterations = training["iterations"]
+        summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
+        ckpt = rank_config["checkpoint"]
         state, wall_offset = initial_state(strategy, params, rank_config, resume, log)
-        log.start(start_step=state.generation, total_steps=iterations)
         clock = Stopwatch(wall_offset)
         save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
                        with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
         log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
                     f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
+        log.start(start_step=state.generation, total_steps=iterations)
         stopped_by = None
         while state.generation < iterations:
             generation = state.generation
@@ -289,11 +295,12 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
                 row, curves = run_evaluations(evaluators, state.params, comm)
                 log.write_evaluation(generation, curves, per_episode=False)
             state, stats = strategy.step(state, task.arrays)
-            log.progress(stats["meta_loss"])
-            if generation % summary_every == 0:
-                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
+            log.progress(stats)
             if comm.any(stop.requested):
                 stopped_by = stop.signal_name or "a stop signal on another rank"
+            # The last generation of the run (or of this session) always gets a row.
+            if generation % summary_every == 0 or state.generation == iterations or stopped_by:
+                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
             if state.generation % ckpt["frequency"] == 0 or state.generation == iterations or stopped_by:
                 check_ranks_agree(state.params, comm, state.generation)
                 save(state)
@@ -301,6 +308,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
                 log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
                 break
     finally:
+        stop.announce = announce
         log.close()
     return TrainResult(state=state, stopped_by=stopped_by)
 
@@ -328,6 +336,18 @@ def _fresh_evaluators(rank_config: dict, rank: int) -> dict:
     return evaluators
 
 
+def trained_sizes(rank_config: dict) -> tuple:
+    """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
+
+    The fixed-size learners are built for the training data's (padded) sizes,
+    as during meta-training, which loads that dataset.
+    """
+    if learner_type(rank_config["model"]["type"]).any_size:
+        return None, None
+    train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+    return train_spec.input_shape, train_spec.num_classes
+
+
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     """Evaluates restored meta-parameters (or a hand-designed rule's initial weights) on
     ``evaluation.datasets``; rank 0 returns the row.
@@ -345,16 +365,13 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         evaluators = _fresh_evaluators(rank_config, comm.rank)
         saved = {"params": None, "step": 0}
     else:
-        if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
-            learner = build_learner(rank_config["model"])
-        else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
-            train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
-            learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
+        learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
         saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(rank_config["seed"])))
         evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
                        wandb_mode=rank_config["logging"]["wandb"])
     try:
+        log.message(f"meta-testing generation {saved['step']} on {', '.join(evaluators)} (compiling first)…")
         summary, curves = run_evaluations(evaluators, saved["params"], comm)
         row = {"step": saved["step"], **summary}
         log.log(row)
