@@ -92,8 +92,9 @@ def prepare(args, comm):
             run_dir = runs.default_run_dir(cfg.resolve_for_rank(config, 0))
         run_dir = Path(comm.bcast_object(str(run_dir) if run_dir else None))
         runs.check_new_run(run_dir, config["call"], f"--resume {run_dir}")
-        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
     check_config(config, comm)
+    if not resume:
+        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local checkpoint file
     return config, run_dir, resume
 
 

@@ -24,7 +24,7 @@ from vsml import data
 from vsml.config import array_tasks, build_config, load_yaml_file, resolve_for_rank
 from vsml.data import tfds_source
 from vsml.experiment import check_config
-from vsml.learners import HAND_DESIGNED, build_learner
+from vsml.learners import build_learner, learner_type
 from vsml.validation import validate
 
 RANKS = 11                 # views of ranks 0..10 (resolving does not depend on the rank count)
@@ -112,14 +112,14 @@ def _check_learner(model_json, input_shape, num_classes, episode_shapes):
 def _fresh_networks(view) -> bool:
     """A hand-designed rule evaluated without a checkpoint: a network per dataset, of its sizes."""
     return (view["call"] == "evaluate" and view["checkpoint"]["restore"]["path"] is None
-            and view["model"]["type"] in HAND_DESIGNED)
+            and learner_type(view["model"]["type"]).hand_designed)
 
 
 def _build(case):
     _, files, array, number = case
     config = build_config(list(files), array_file=array, task=number)
     if (config["call"] == "evaluate" and config["checkpoint"]["restore"]["path"] is None
-            and config["model"]["type"] not in HAND_DESIGNED):
+            and not learner_type(config["model"]["type"]).hand_designed):
         # evaluation configs take the checkpoint on the command line, as their headers show
         config = build_config(base=config, overrides=["checkpoint.restore.path=runs/RUN"])
     return config

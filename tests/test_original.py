@@ -449,3 +449,30 @@ def test_bad_sweep_input_is_one_line(tmp_path, capsys, entries, args, message):
     status = launch.main(["--array", str(sweep), *args, "--run_dir", str(tmp_path / "run"), "--config", *TINY])
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_every_rank_restores_the_same_wandb_run(tmp_path):
+    """Rank 0 resolves run_path; the other ranks get its answer (here: two ranks evaluate it)."""
+    from tests.conftest import launch as launch_process
+
+    config = build_config(overrides=[*TINY, "logging.wandb=offline"])
+    learner = build_learner(config["model"])
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x) * 2, learner.init(jax.random.PRNGKey(1)))
+    runs = tmp_path / "runs"
+    run_dir = runs / "20240101-000000-made"
+    log = RunLog(run_dir, config, to_yaml(config), wandb_mode="offline")
+    try:
+        log.attach(_save(run_dir, params))
+        run_id = log._wandb.id
+    finally:
+        log.close()
+    result = launch_process("--run_dir", tmp_path / "eval", "--config", *TINY, f"logging.dir={runs}", "call=evaluate",
+                            f"checkpoint.restore.run_path=me/vsml/{run_id}", ranks=2, env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 5
+    # both ranks' episodes are in the table: evaluation.count per rank
+    episodes = {line.split(",")[2] for line in (tmp_path / "eval" / "evaluation.csv").read_text().splitlines()[1:]}
+    assert episodes == {"mean", *(str(i) for i in range(2 * 2))}

@@ -96,7 +96,7 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
-    runtime.apply_cpu_defaults()  # the XLA flags launch.py uses (effective if jax has not started yet)
+    runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
     comm = SingleProcessComm()
     if resume:
         if run_dir is None:
@@ -117,6 +117,8 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
         run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg.resolve_for_rank(config, 0))
         runs.check_new_run(run_dir, config["call"], "resume=True")
     experiment.check_config(config, comm)
+    if not resume:
+        config = experiment.resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
     stop = StopRequest()
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:

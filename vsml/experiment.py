@@ -69,7 +69,8 @@ def check_config(config: dict, comm: Comm) -> None:
                 data.check_dataset_available(name, rank_config, key)
                 checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
-        if (rank_config["call"] == "evaluate" and rank_config["checkpoint"]["restore"]["path"] is None
+        restore = rank_config["checkpoint"]["restore"]
+        if (rank_config["call"] == "evaluate" and restore["path"] is None and restore.get("run_path") is None
                 and not learner_type(rank_config["model"]["type"]).hand_designed):
             raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
                              "checkpoint.restore.path (a run directory or checkpoint file) "
