@@ -145,3 +145,15 @@ def test_default_run_dir_is_one_level_for_npz_datasets(tmp_path):
     path = runs.default_run_dir(config)
     assert path.parent == tmp_path and path.name.endswith("-train-npz-data-my-digits.npz")
     assert runs.LATEST_CHECKPOINT == checkpoint.LATEST
+
+
+def test_a_fixed_size_learner_runs_on_its_training_size_only(tmp_path):
+    result = api.train(["configs/test.yaml"], {"model.type": "MetaRNN", "model.meta_rnn.slow_size": 8,
+                                               "training.iterations": 1, "training.pairs_per_chunk": None},
+                       run_dir=tmp_path / "meta_rnn")
+    algorithm = api.load(result.run_dir)
+    assert algorithm.input_shape == (8, 8, 1) and algorithm.num_classes == 10
+    rng = np.random.default_rng(2)
+    assert algorithm.run(rng.normal(size=(6, 8, 8, 1)), np.arange(6) % 3).shape == (6, 10)  # its 10 classes
+    with pytest.raises(ValueError, match=r"MetaRNN was built for inputs of shape \(8, 8, 1\) and 10 classes"):
+        algorithm.run(rng.normal(size=(6, 5, 5)), np.arange(6) % 3)
