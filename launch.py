@@ -4,6 +4,7 @@
     mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
     python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
     python3 launch.py --resume runs/RUN [--config training.iterations=N]
+    python3 launch.py --config_files configs/quickstart.yaml --print_config  # show it, run nothing
 
 Bad input exits with status 2 and one line naming the problem, before any
 data is loaded or anything is compiled.

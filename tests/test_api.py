@@ -147,7 +147,9 @@ def test_bad_input_is_one_line(tmp_path, digits_npz):
 def test_default_run_dir_is_one_level_for_npz_datasets(tmp_path):
     config = {"training": {"dataset": "npz:data/my digits.npz"}, "logging": {"dir": str(tmp_path)}, "call": "train"}
     path = runs.default_run_dir(config)
-    assert path.parent == tmp_path and path.name.endswith("-train-npz-data-my-digits.npz")
+    assert path.parent == tmp_path and path.name.endswith("-train-npz-my-digits")
+    odd = runs.default_run_dir({**config, "training": {"dataset": "a/b c"}})
+    assert odd.parent == tmp_path and odd.name.endswith("-train-a-b-c")
     assert runs.LATEST_CHECKPOINT == checkpoint.LATEST
 
 
