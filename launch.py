@@ -3,6 +3,7 @@
     python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=128
     mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
     python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
+    python3 launch.py --array configs/array/sgd.yaml --subset 1 3 --task 2 --tags sgd  # entry 3 (0-based)
     python3 launch.py --resume runs/RUN [--config training.iterations=N]
     python3 launch.py --config_files configs/quickstart.yaml --print_config  # show it, run nothing
 
@@ -42,6 +43,11 @@ def parse_args(argv):
                         help="overrides, values parsed as YAML (e.g. training.population_size=128)")
     parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
     parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--subset", type=int, nargs="+", metavar="I",
+                        help="0-based entries of --array: task N runs entry subset[N-1] (as the original release)")
+    parser.add_argument("--tags", nargs="+", action="extend", default=[], metavar="TAG",
+                        help="wandb tags (added to logging.tags and the --array task's tags)")
+    parser.add_argument("--job_type", metavar="NAME", help="wandb job type (logging.job_type)")
     parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue RUN_DIR from its latest checkpoint with its saved config")
@@ -56,19 +62,24 @@ def build(args):
     from vsml import config as cfg  # noqa: PLC0415 — after argparse, so --help is instant
 
     if not args.resume:
-        return cfg.build_config(args.config_files, args.config, args.array, args.task)
+        return cfg.build_config(args.config_files, args.config, args.array, args.task, **_sweep_args(args))
     saved = Path(args.resume) / "config.yaml"
     if not saved.is_file():
         raise ValueError(f"--resume {args.resume}: no config.yaml there; give a run directory written by launch.py")
-    config = cfg.build_config(args.config_files, args.config, args.array, args.task, base=cfg.load_yaml_file(saved))
+    config = cfg.build_config(args.config_files, args.config, args.array, args.task,
+                              base=cfg.load_yaml_file(saved), **_sweep_args(args))
     config["checkpoint"]["restore"]["path"] = str(args.resume)
     return config
+
+
+def _sweep_args(args) -> dict:
+    return {"subset": args.subset, "tags": args.tags, "job_type": args.job_type}
 
 
 def prepare(args, comm):
     """Returns ``(config, run_dir, resume)`` or raises ValueError / ConfigError with one line."""
     from vsml import checkpoint, config as cfg, runs  # noqa: PLC0415
-    from vsml.experiment import check_config  # noqa: PLC0415
+    from vsml.experiment import check_config, resolve_restore  # noqa: PLC0415
 
     config = build(args)
     if args.resume:
@@ -82,6 +93,7 @@ def prepare(args, comm):
             run_dir = runs.default_run_dir(cfg.resolve_for_rank(config, 0))
         run_dir = Path(comm.bcast_object(str(run_dir) if run_dir else None))
         runs.check_new_run(run_dir, config["call"], f"--resume {run_dir}")
+        config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
     check_config(config, comm)
     return config, run_dir, resume
 
@@ -108,6 +120,7 @@ def print_config(args, comm) -> int:
 
 def run(config, run_dir, resume, comm, stop) -> int:
     from vsml import experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+    from vsml.environment import python_command  # noqa: PLC0415
 
     if config["call"] == "evaluate":
         experiment.evaluate(config, comm, run_dir)
@@ -116,7 +129,7 @@ def run(config, run_dir, resume, comm, stop) -> int:
     if comm.is_root:
         if result.stopped_by:
             print(f"stopped after generation {result.state.generation} ({result.stopped_by}); "
-                  f"resume with: python3 launch.py --resume {run_dir}", flush=True)
+                  f"resume with: {python_command()} launch.py --resume {run_dir}", flush=True)
         else:
             print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
     return 0
@@ -124,9 +137,12 @@ def run(config, run_dir, resume, comm, stop) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vsml import environment  # noqa: PLC0415 — standard library only
+
+    environment.exit_if_missing("launch.py")  # one line naming the install command, not a traceback
     from vsml import runtime  # noqa: PLC0415
 
-    runtime.apply_cpu_defaults()  # XLA flags are read when jax creates its CPU client: before any jax use
+    runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
     from vsml.comm import world  # noqa: PLC0415
 
     if args.print_config:
@@ -136,6 +152,8 @@ def main(argv=None) -> int:
     # Signals that arrive while jax loads and compiles must not kill the run either.
     stop = StopRequest().install()
     comm = world()
+    if not comm.is_root:
+        stop.announce = lambda text: None  # rank 0 acknowledges a stop signal for every rank
     try:
         config, run_dir, resume = prepare(args, comm)
     except ValueError as err:  # ConfigError and CheckpointError are ValueErrors

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from vsml import runtime
+
+# Tests run under exactly the XLA flags launch.py sets (vsml/runtime.py): the YNNPACK
+# fusion off where jaxlib has that flag, 512-bit vectors on AVX-512. Set before any
+# test module creates a jax backend; subprocesses inherit them.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+runtime.apply_xla_flags()
 
 ROOT = Path(__file__).resolve().parent.parent
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -38,6 +47,15 @@ def launch(*args, ranks: int | None = None, timeout: float = 300, env: dict | No
         command = [str(MPIEXEC), "-n", str(ranks), *command]
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def assert_hint_runs_this_python(line: str) -> None:
+    """The interpreter that a printed ``resume with: PYTHON launch.py ...`` hint names is, in a fresh
+    shell at the repository root, the one running the tests."""
+    word = line.split("resume with: ", 1)[1].split()[0]
+    found = shutil.which(word) if word == "python3" else os.path.join(ROOT, os.path.expanduser(word))
+    assert found is not None, line
+    assert Path(os.path.abspath(found)).parent == Path(sys.executable).parent, (word, sys.executable)
 
 
 def checkpoint_arrays(run_dir, prefix="params/"):

@@ -126,15 +126,49 @@ def test_a_generation_reports_where_its_time_went():
 # --------------------------------------------------------------------------- runtime settings
 
 
-@pytest.mark.parametrize("xla_flags,cpu,expected", [
-    ("", {"avx2", "avx512f"}, "--xla_cpu_prefer_vector_width=512"),
-    ("--xla_dump_to=/tmp/x", {"avx512f"}, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
-    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, "--xla_cpu_prefer_vector_width=256"),  # the user's choice
-    ("", {"avx2", "fma"}, ""),  # no AVX-512: XLA's default is right
-    ("--xla_dump_to=/tmp/x", set(), "--xla_dump_to=/tmp/x"),
+YNN = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+@pytest.mark.parametrize("xla_flags,cpu,ynn_known,expected", [
+    ("", {"avx2", "avx512f"}, False, "--xla_cpu_prefer_vector_width=512"),
+    ("", {"avx2", "avx512f"}, True, f"{YNN} --xla_cpu_prefer_vector_width=512"),
+    ("--xla_dump_to=/tmp/x", {"avx512f"}, False, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
+    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, True, f"--xla_cpu_prefer_vector_width=256 {YNN}"),
+    ("", {"avx2", "fma"}, False, ""),  # no AVX-512: XLA's default is right
+    ("", {"avx2", "fma"}, True, YNN),
+    (f"{YNN}ynn_fusion_type_elementwise", set(), True, f"{YNN}ynn_fusion_type_elementwise"),  # the user's choice
+    ("--xla_dump_to=/tmp/x", set(), False, "--xla_dump_to=/tmp/x"),
 ])
-def test_cpu_vector_width_is_only_raised_on_avx512_and_never_overrides_the_user(xla_flags, cpu, expected):
-    assert runtime.cpu_xla_flags(xla_flags, cpu) == expected
+def test_project_flags_never_override_the_user(xla_flags, cpu, ynn_known, expected):
+    assert runtime.xla_flags(xla_flags, cpu, ynn_known) == expected
+    once = runtime.xla_flags(xla_flags, cpu, ynn_known)
+    assert runtime.xla_flags(once, cpu, ynn_known) == once  # a child process adds nothing
+
+
+def test_wide_vectors_can_be_left_to_xla():
+    assert runtime.xla_flags("", {"avx512f"}, True, wide_vectors=False) == YNN
+
+
+@pytest.mark.parametrize("version,expected", [
+    ("0.8.0", False), ("0.8.1", True), ("0.9.2", True), ("0.10.2", True), ("0.12.0.1", True),
+    ("0.4.38", False), (None, False),
+])
+def test_ynn_flag_only_for_jaxlib_versions_that_know_it(version, expected):
+    assert runtime.knows_ynn_flag(version, None) is expected
+
+
+def test_a_jaxlib_newer_than_any_checked_is_asked_its_library(tmp_path):
+    # XLA aborts on a flag it does not know: beyond the checked versions, the library decides.
+    assert not runtime.knows_ynn_flag("9.0.0", tmp_path)
+    (tmp_path / "libjax_common.so").write_bytes(b"\0junk\0xla_cpu_experimental_ynn_fusion_type\0")
+    assert runtime.knows_ynn_flag("9.0.0", tmp_path)
+    assert not runtime.knows_ynn_flag("0.8.0", tmp_path)  # checked: absent there
+
+
+def test_version_tuples():
+    assert runtime.version_tuple("0.12.0.1") == (0, 12, 0, 1)
+    assert runtime.version_tuple("0.10.0rc1") == (0, 10, 0)
+    assert runtime.version_tuple("0.11.0.dev20260101") == (0, 11, 0)
 
 
 def test_cpu_flags_come_from_cpuinfo(tmp_path):
@@ -184,11 +218,3 @@ def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
         np.testing.assert_allclose(fast["fitness"], literal["fitness"], rtol=1e-5)
         assert fast["synapse_updates"] == 2 * fast["pairs"] * fast["length"] * 784 * 10 * 2
     assert "Fast path" in proc.stdout
-
-
-def test_console_line_folds_the_timings_into_one_part():
-    from vsml.logging import _format_row
-
-    line = _format_row({"step": 3, "meta_loss": 2.5, "time/evaluate": 0.75, "time/communicate": 0.05,
-                        "time/update": 0.2, "time": 12.0})
-    assert line == "step 3 | meta_loss 2.5 | time 12 | generation 1 s (evaluate 75%, communicate 5.0%)"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT, TINY, checkpoint_arrays, launch
+from tests.conftest import MPIEXEC, ROOT, TINY, assert_hint_runs_this_python, checkpoint_arrays, launch
 from vsml import checkpoint
 from vsml.comm import SingleProcessComm
 from vsml.experiment import RunError, check_ranks_agree
@@ -73,7 +73,9 @@ def test_sigterm_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, ranks_b
     os.kill(victim, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    assert f"resume with: python3 launch.py --resume {part}" in out
+    hint = next(line for line in out.splitlines() if "resume with: " in line)
+    assert hint.endswith(f" launch.py --resume {part}")
+    assert_hint_runs_this_python(hint)
     with np.load(part / "checkpoint.npz") as saved:
         stopped_at = int(saved["step"])
     assert stop_after <= stopped_at < iterations

@@ -1,0 +1,6 @@
+"""VSML: learned learning algorithms (see README.md)."""
+
+from vsml.environment import check_module_entry_point as _check_module_entry_point
+
+# `python3 -m vsml.data` / `-m vsml.plot` without the packages installed: one line, not a traceback.
+_check_module_entry_point()

@@ -24,19 +24,13 @@ import numpy as np
 
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
-from vsml.config import get, resolve_for_rank, to_yaml
-from vsml.learners import HAND_DESIGNED, build_learner
+from vsml.config import resolve_for_rank, to_yaml
+from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
 from vsml.meta import backprop, es, objective
 from vsml.validation import validate
 
-# Keys this version reads but cannot act on yet: anything but the default is
-# refused up front rather than silently ignored.
-NOT_YET_SUPPORTED = {
-    "checkpoint.restore.run_path": None,
-    "checkpoint.restore.file_name": None,
-}
 
 
 @dataclasses.dataclass
@@ -75,12 +69,39 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
         if (rank_config["call"] == "evaluate" and rank_config["checkpoint"]["restore"]["path"] is None
-                and rank_config["model"]["type"] not in HAND_DESIGNED):
+                and not learner_type(rank_config["model"]["type"]).hand_designed):
             raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
-                             "checkpoint.restore.path (a run directory or checkpoint file)")
-        for key, default in NOT_YET_SUPPORTED.items():
-            if get(rank_config, key) != default:
-                raise ValueError(f"{key}: this version supports only {default!r} here")
+                             "checkpoint.restore.path (a run directory or checkpoint file) "
+                             "or checkpoint.restore.run_path (a wandb run)")
+
+
+def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
+    """``config`` with ``checkpoint.restore.run_path`` (a wandb run) made a local ``checkpoint.restore.path``.
+
+    Rank 0 finds the run's ``checkpoint.restore.file_name`` in a local wandb run
+    directory or downloads it into ``run_dir/restored/``; every rank gets the same
+    path, or raises the same one-line CheckpointError, before anything expensive.
+    """
+    restore = resolve_for_rank(config, 0)["checkpoint"]["restore"]
+    if restore.get("run_path") is None:
+        return config
+    if restore["path"] is not None:
+        raise ValueError("checkpoint.restore: give path (a run directory or checkpoint file) or run_path "
+                         f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})")
+    outcome = None
+    if comm.is_root:
+        try:
+            local = checkpoint.fetch_wandb_file(restore["run_path"], restore.get("file_name"),
+                                                config["logging"]["dir"], Path(run_dir) / "restored")
+            outcome = ("path", str(local))
+        except checkpoint.CheckpointError as err:
+            outcome = ("error", str(err))
+    kind, value = comm.bcast_object(outcome)
+    if kind == "error":
+        raise checkpoint.CheckpointError(value)
+    resolved = {**config, "checkpoint": {**config["checkpoint"],
+                                         "restore": {**config["checkpoint"]["restore"], "path": value}}}
+    return resolved
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -237,28 +258,34 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     rank_config = resolve_for_rank(config, comm.rank)
     runtime.setup(rank_config)
     training = rank_config["training"]
-    task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
-                     training["batch_size"])
-    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-    evaluators = build_evaluators(learner, rank_config, comm.rank)
-    params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    strategy = make_strategy(learner, task, rank_config, params, comm)
     stop = stop or StopRequest()
-
-    iterations = training["iterations"]
-    summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
-    ckpt = rank_config["checkpoint"]
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
-                       wandb_mode=rank_config["logging"]["wandb"])
+                       wandb_mode=rank_config["logging"]["wandb"],
+                       progress_seconds=rank_config["logging"]["progress_seconds"])
+    announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
+        log.message(f"loading data: {training['dataset']} (training), "
+                    f"{', '.join(rank_config['evaluation']['datasets']) or 'none'} (meta-test)…")
+        task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
+                         training["batch_size"])
+        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+        evaluators = build_evaluators(learner, rank_config, comm.rank)
+        params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+        if training["pairs_per_chunk"] == "auto":
+            log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
+        strategy = make_strategy(learner, task, rank_config, params, comm)
+
+        iterations = training["iterations"]
+        summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
+        ckpt = rank_config["checkpoint"]
         state, wall_offset = initial_state(strategy, params, rank_config, resume, log)
-        log.start(start_step=state.generation, total_steps=iterations)
         clock = Stopwatch(wall_offset)
         save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                       with_step=ckpt["with_step"], keep=ckpt["keep"])
+                       with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
         log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
                     f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
+        log.start(start_step=state.generation, total_steps=iterations)
         stopped_by = None
         while state.generation < iterations:
             generation = state.generation
@@ -267,11 +294,12 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
                 row, curves = run_evaluations(evaluators, state.params, comm)
                 log.write_evaluation(generation, curves, per_episode=False)
             state, stats = strategy.step(state, task.arrays)
-            log.progress(stats["meta_loss"])
-            if generation % summary_every == 0:
-                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
+            log.progress(stats)
             if comm.any(stop.requested):
                 stopped_by = stop.signal_name or "a stop signal on another rank"
+            # The last generation of the run (or of this session) always gets a row.
+            if generation % summary_every == 0 or state.generation == iterations or stopped_by:
+                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
             if state.generation % ckpt["frequency"] == 0 or state.generation == iterations or stopped_by:
                 check_ranks_agree(state.params, comm, state.generation)
                 save(state)
@@ -279,16 +307,32 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
                 log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
                 break
     finally:
+        stop.announce = announce
         log.close()
     return TrainResult(state=state, stopped_by=stopped_by)
 
 
 def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
-          with_step: bool, keep: int | None) -> None:
+          with_step: bool, keep: int | None, log) -> None:
     if comm.is_root:
-        checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
-                        rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml, with_step=with_step,
-                        keep=keep)
+        latest = checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
+                                 rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml,
+                                 with_step=with_step, keep=keep)
+        log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
+
+
+def _fresh_evaluators(rank_config: dict, rank: int) -> dict:
+    """Evaluators that ignore the params they are given: each runs a learner built for its
+    dataset's input shape and class count from its initial weights (seed ``seed``)."""
+    cfg = rank_config["evaluation"]
+    evaluators = {}
+    for name in cfg["datasets"]:
+        task = load_task(name, cfg["subset"], rank_config, cfg["episode_length"], cfg["batch_size"])
+        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+        initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+        evaluate_fresh = make_evaluator(learner, task, cfg["count"], cfg["seed"], rank)
+        evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
+    return evaluators
 
 
 def trained_sizes(rank_config: dict) -> tuple:
@@ -297,7 +341,7 @@ def trained_sizes(rank_config: dict) -> tuple:
     The fixed-size learners are built for the training data's (padded) sizes,
     as during meta-training, which loads that dataset.
     """
-    if rank_config["model"]["type"] == "VSMLRNN":
+    if learner_type(rank_config["model"]["type"]).any_size:
         return None, None
     train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
     return train_spec.input_shape, train_spec.num_classes
@@ -313,16 +357,20 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     rank_config = resolve_for_rank(config, comm.rank)
     runtime.setup(rank_config)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
-    learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
-    initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint it
-    # runs from its initial weights (check_config refuses this for meta-learned learners).
-    saved = ({"params": initial, "step": 0} if restore_path is None
-             else checkpoint.restore(restore_path, initial))
-    evaluators = build_evaluators(learner, rank_config, comm.rank)
+    if restore_path is None:
+        # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
+        # each dataset gets a network of its own sizes from its initial weights, as in the
+        # original release (check_config refuses this for meta-learned learners).
+        evaluators = _fresh_evaluators(rank_config, comm.rank)
+        saved = {"params": None, "step": 0}
+    else:
+        learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
+        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(rank_config["seed"])))
+        evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
                        wandb_mode=rank_config["logging"]["wandb"])
     try:
+        log.message(f"meta-testing generation {saved['step']} on {', '.join(evaluators)} (compiling first)…")
         summary, curves = run_evaluations(evaluators, saved["params"], comm)
         row = {"step": saved["step"], **summary}
         log.log(row)

@@ -13,19 +13,41 @@ Nothing here changes what is computed; it changes how long it takes.
   (oldest entries evicted), so many ranks and runs can share one directory on a
   node. Do not share one directory between machines with different CPU types:
   a program compiled for one CPU may use instructions another lacks.
-* :func:`cpu_xla_flags`: on CPUs with AVX-512, XLA:CPU still emits 256-bit
-  vector code by default; ``launch.py`` asks for 512-bit vectors unless
-  ``XLA_FLAGS`` already says otherwise (``bench/RESULTS.md`` has the measured
-  gain). It must run before jax creates its CPU client, hence an environment
-  variable rather than a config key.
+* :func:`xla_flags` — the one place that decides the ``XLA_FLAGS`` the project
+  sets; ``launch.py``, ``tests/conftest.py`` and ``bench/`` all call
+  :func:`apply_xla_flags` before jax creates a backend (XLA reads the variable
+  once, when it creates its client; hence an environment variable rather than a
+  config key). Two flags, each only where the user's ``XLA_FLAGS`` does not name
+  it already:
+
+  - ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions).
+    XLA:CPU's YNNPACK fusion computes wrong ``jit(vmap(f))`` results on jaxlib
+    0.10 and later (``tests/test_backend.py``; ES evaluates a population with
+    exactly that pattern); turning the fusion off makes 0.10.2 and 0.12.0.1
+    exact. XLA aborts on a flag it does not know, so it is set only for jaxlib
+    versions that have it: 0.8.1 onwards (checked in the wheels of 0.8.0–0.12.0.1);
+    for a jaxlib newer than the newest checked, the library is searched for
+    the flag's name.
+  - ``--xla_cpu_prefer_vector_width=512`` on CPUs with AVX-512, where XLA:CPU
+    still emits 256-bit vector code by default (``bench/RESULTS.md`` has the
+    measured gain).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import mmap
 import os
+import re
 from pathlib import Path
 
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width"
+YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# jaxlib versions whose XLA knows YNN_FUSION_FLAG: found by searching the shared libraries
+# of the jaxlib wheels 0.8.0 (absent), 0.8.1, 0.8.2, 0.8.3, 0.9.0–0.9.2, 0.10.2, 0.11.0, 0.12.0.1.
+YNN_FLAG_FIRST = (0, 8, 1)
+YNN_FLAG_NEWEST_CHECKED = (0, 12, 0, 1)
 CACHE_MAX_BYTES = 4 * 2**30  # bounded so ~/.cache does not grow without limit; oldest entries go first
 CACHE_CHOICES = ("auto", "off")
 
@@ -42,16 +64,85 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def cpu_xla_flags(xla_flags: str, flags: set[str]) -> str:
-    """``XLA_FLAGS`` with 512-bit CPU vectors requested when the CPU has AVX-512 and the user set no width."""
-    if "avx512f" not in flags or VECTOR_WIDTH_FLAG in xla_flags:
-        return xla_flags
-    return f"{xla_flags} {VECTOR_WIDTH_FLAG}=512".strip()
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"0.12.0.1"`` -> ``(0, 12, 0, 1)``; a suffix such as ``rc1`` or ``.dev2026`` is dropped."""
+    parts = []
+    for part in version.split("."):
+        digits = re.match(r"[0-9]*", part).group()
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != part:
+            break
+    return tuple(parts)
 
 
-def apply_cpu_defaults(environ=os.environ) -> None:
-    """Sets ``XLA_FLAGS`` for this CPU in ``environ``; call before jax creates a backend."""
-    environ["XLA_FLAGS"] = cpu_xla_flags(environ.get("XLA_FLAGS", ""), cpu_flags())
+def installed_jaxlib() -> tuple[str | None, Path | None]:
+    """``(version, package directory)`` of the installed jaxlib, found without importing it."""
+    try:
+        version = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return None, None
+    spec = importlib.util.find_spec("jaxlib")
+    directory = Path(spec.origin).parent if spec is not None and spec.origin else None
+    return version, directory
+
+
+def library_mentions(directory: Path | None, text: str) -> bool:
+    """Whether any shared library in ``directory`` contains ``text`` (how an unchecked jaxlib is probed)."""
+    if directory is None:
+        return False
+    needle = text.encode()
+    for library in directory.glob("*.so"):
+        try:
+            with open(library, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data.find(needle) >= 0:
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def knows_ynn_flag(jaxlib_version: str | None, jaxlib_dir: Path | None = None) -> bool:
+    """Whether this jaxlib's XLA accepts ``YNN_FUSION_FLAG`` (XLA aborts on an unknown flag)."""
+    if jaxlib_version is None:
+        return False
+    version = version_tuple(jaxlib_version)
+    if version < YNN_FLAG_FIRST:
+        return False
+    if version <= YNN_FLAG_NEWEST_CHECKED:
+        return True
+    return library_mentions(jaxlib_dir, YNN_FUSION_FLAG.lstrip("-"))
+
+
+def xla_flags(user_flags: str, cpu: set[str], ynn_flag_known: bool, wide_vectors: bool = True) -> str:
+    """The ``XLA_FLAGS`` a process runs with: the user's, plus the project's flags they do not name.
+
+    ``cpu``: the CPU's instruction-set flags (:func:`cpu_flags`); ``ynn_flag_known``:
+    :func:`knows_ynn_flag` of the installed jaxlib; ``wide_vectors=False`` leaves the
+    vector width to XLA (``bench/`` compares both).
+    """
+    added = []
+    if ynn_flag_known and YNN_FUSION_FLAG not in user_flags:
+        added.append(f"{YNN_FUSION_FLAG}=")  # empty list of fusion types: YNNPACK fusion off
+    if wide_vectors and "avx512f" in cpu and VECTOR_WIDTH_FLAG not in user_flags:
+        added.append(f"{VECTOR_WIDTH_FLAG}=512")
+    return " ".join([user_flags.strip(), *added]).strip()
+
+
+def project_xla_flags(user_flags: str = "", wide_vectors: bool = True) -> str:
+    """:func:`xla_flags` for this machine and the installed jaxlib."""
+    version, directory = installed_jaxlib()
+    return xla_flags(user_flags, cpu_flags(), knows_ynn_flag(version, directory), wide_vectors)
+
+
+def apply_xla_flags(environ=os.environ) -> str:
+    """Sets ``XLA_FLAGS`` in ``environ`` to :func:`project_xla_flags`; call before jax creates a backend.
+
+    Idempotent (a child process that calls it again adds nothing). Returns the value set.
+    """
+    environ["XLA_FLAGS"] = project_xla_flags(environ.get("XLA_FLAGS", ""))
+    return environ["XLA_FLAGS"]
 
 
 CPU_CHUNK_BUDGET_FALLBACK = 16 * 2**20  # where the L3 size is unknown

@@ -13,6 +13,7 @@ import math
 from typing import Any, Callable
 
 from vsml.config import ConfigError, flatten, load_default
+from vsml.learners import LEARNER_TYPES
 
 Check = Callable[[Any], bool]
 
@@ -109,6 +110,8 @@ RULES: dict[str, Check] = {
     "checkpoint.frequency": positive_int,
     "checkpoint.keep": optional(positive_int),
     "checkpoint.restore.path": optional(non_empty_str),
+    "checkpoint.restore.run_path": optional(non_empty_str),
+    "checkpoint.restore.file_name": optional(non_empty_str),
     "training.iterations": non_negative_int,
     "training.dataset": non_empty_str,
     "training.batch_size": positive_int,
@@ -138,9 +141,12 @@ RULES: dict[str, Check] = {
     "runtime.compilation_cache": non_empty_str,
     "logging.wandb": one_of("offline", "online", "disabled"),
     "logging.dir": non_empty_str,
+    "logging.tags": name_list,
+    "logging.job_type": optional(non_empty_str),
+    "logging.progress_seconds": non_negative_number,
 }
-for _section in ("vsml_rnn", "meta_rnn", "hebbian_fw", "sgd", "fwp", "fw_memory", "nodepert"):
-    RULES[f"model.{_section}.tanh_bound"] = positive_number
+for _learner in LEARNER_TYPES.values():  # every learner's section has a logit bound
+    RULES[f"model.{_learner.section}.tanh_bound"] = positive_number
 RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_number,
               "model.nodepert.noise_std": positive_number})
 # Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).

@@ -20,6 +20,7 @@ import sys
 
 import tqdm
 
+from vsml import environment
 from vsml.data import FEWSHOT, sources, tfds_source
 
 
@@ -46,6 +47,13 @@ def main(argv=None) -> int:
         print(f"error: unknown dataset(s) {', '.join(unknown)}; valid: "
               f"{', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}", file=sys.stderr)
         return 2
+    to_prepare = [name for name in dict.fromkeys(names) if not tfds_source.is_prepared(name, directory)]
+    missing = environment.missing_modules({"tensorflow_datasets": "tensorflow-datasets",
+                                           "tensorflow": "tensorflow-cpu"})
+    if to_prepare and missing:  # TFDS downloads and converts; it writes every image through TensorFlow
+        print(environment.missing_message(f"preparing {', '.join(to_prepare)}", missing,
+                                          environment.PREPARE_REQUIREMENTS), file=sys.stderr)
+        return 1
     for name in tqdm.tqdm(dict.fromkeys(names), desc="datasets", unit="dataset"):
         try:
             path = tfds_source.prepare(name, directory, download=tfds_source.downloadable(name))

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
+from vsml import environment
+
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -144,16 +146,18 @@ def check_available(name: str, config: dict | None, key: str = "dataset") -> Non
         return
     missing = _missing_packages(need_tensorflow=False)
     if missing:
-        raise DatasetUnavailable(f"{key}: '{name}' needs the package(s) {', '.join(missing)}: "
-                                 f"pip install -r requirements.txt")
+        raise DatasetUnavailable(f"{key}: '{name}' is not prepared in {directory}, and preparing it needs "
+                                 f"{', '.join(missing)}: {environment.install_hint(environment.PREPARE_REQUIREMENTS)}"
+                                 f"; then {environment.python_command()} -m vsml.data prepare {name}")
     if _tfds_prepared(_builder(name, directory)):
         return
     if not downloadable(name):
         raise DatasetUnavailable(unavailable_message(name, directory, key))
     missing = _missing_packages(need_tensorflow=True)
     if missing:
-        raise DatasetUnavailable(f"{key}: preparing '{name}' needs {', '.join(missing)} "
-                                 f"(TFDS encodes images with TensorFlow): pip install -r requirements.txt")
+        raise DatasetUnavailable(f"{key}: '{name}' is not prepared in {directory}, and preparing it needs "
+                                 f"{', '.join(missing)} (TFDS encodes images with TensorFlow): "
+                                 f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}")
 
 
 @contextlib.contextmanager

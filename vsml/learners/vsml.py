@@ -26,7 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vsml.learners.api import Learner
+from vsml.learners.api import LearnerType
+from vsml.learners.numerics import bound_logits, layer_norm, lstm_cell, truncated_normal
 
 Params = Any  # pytree of jnp arrays
 
@@ -73,8 +74,9 @@ class VSMLSpec:
         return self.num_layers if self.layerwise_rnns else 1
 
 
-def spec_from_config(model_cfg: dict) -> VSMLSpec:
-    """Builds the spec from the ``model`` section of a resolved config."""
+def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSMLSpec:
+    """Builds the spec from the ``model`` section of a resolved config (any data size: sizes unused)."""
+    del input_shape, num_classes
     sub, net = model_cfg["sub_rnn"], model_cfg["vsml_rnn"]
     layer_specs = list(net["layer_specs"])
     if not layer_specs:
@@ -144,11 +146,6 @@ def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:
 # --------------------------------------------------------------------------- init
 
 
-def _truncated_normal(key, shape, std):
-    # Truncation at 2 std shrinks the spread; rescale so the std is as asked.
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566103423978)
-
-
 def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     """One set of sub-RNN parameters: LSTM gates from [fwd msg, bwd msg, hidden] and two heads."""
     m, s = spec.msg_size, spec.slow_size
@@ -156,13 +153,13 @@ def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     gate_std = 1.0 / jnp.sqrt(2 * m + s)
     head_std = 1.0 / jnp.sqrt(s)
     params = {
-        "w_fwd_in": _truncated_normal(keys[0], (m, 4 * s), gate_std),
-        "w_bwd_in": _truncated_normal(keys[1], (m, 4 * s), gate_std),
-        "w_hidden": _truncated_normal(keys[2], (s, 4 * s), gate_std),
+        "w_fwd_in": truncated_normal(keys[0], (m, 4 * s), gate_std),
+        "w_bwd_in": truncated_normal(keys[1], (m, 4 * s), gate_std),
+        "w_hidden": truncated_normal(keys[2], (s, 4 * s), gate_std),
         "b_gates": jnp.zeros((4 * s,)),
-        "w_fwd_out": _truncated_normal(keys[3], (s, m), head_std),
+        "w_fwd_out": truncated_normal(keys[3], (s, m), head_std),
         "b_fwd_out": jnp.zeros((m,)),
-        "w_bwd_out": _truncated_normal(keys[4], (s, m), head_std),
+        "w_bwd_out": truncated_normal(keys[4], (s, m), head_std),
         "b_bwd_out": jnp.zeros((m,)),
     }
     if spec.layer_norm:
@@ -265,7 +262,7 @@ def initial_states(key, spec: VSMLSpec, sizes, batch: int):
             fan_in = k * k * size.in_shape[2]
         else:
             synapses, fan_in = tuple(size), size[0]
-        rand = _truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
+        rand = truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
         cell = jnp.concatenate([rand, jnp.zeros((*synapses, s - num_rand))], axis=-1)
         cell = jnp.broadcast_to(cell, (batch, *synapses, s))
         states.append((jnp.zeros((batch, *synapses, s)), cell))
@@ -290,16 +287,7 @@ def merge_batch(x: jax.Array) -> jax.Array:
 
 def lstm_update(gates: jax.Array, cell: jax.Array):
     """LSTM cell update with forget bias +5 and input bias -5 (slowly changing states)."""
-    i, g, f, o = jnp.split(gates, 4, axis=-1)
-    cell = jax.nn.sigmoid(f + FORGET_BIAS) * cell + jax.nn.sigmoid(i + INPUT_BIAS) * jnp.tanh(g)
-    hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
-    return hidden, cell
-
-
-def layer_norm(x, scale, offset, eps=1e-5):
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.var(x, axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+    return lstm_cell(gates, cell, FORGET_BIAS, INPUT_BIAS)
 
 
 def _messages(p: Params, hidden: jax.Array, spec: VSMLSpec):
@@ -483,10 +471,6 @@ def input_message(x: jax.Array, spec: VSMLSpec) -> jax.Array:
     return jnp.pad(x[..., None], [(0, 0)] * x.ndim + [(0, spec.msg_size - 1)])
 
 
-def bound_logits(z: jax.Array, bound: float) -> jax.Array:
-    return jnp.tanh(z / bound) * bound
-
-
 def make_time_step(params: Params, spec: VSMLSpec, layer_fn=dense_layer, conv_layer_fn=conv_layer):
     """The scan body of one inner time step (all layers), closed over the meta-parameters.
 
@@ -586,9 +570,22 @@ def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VS
     return logits
 
 
-def learner(spec: VSMLSpec) -> Learner:
-    """The VSML learner with its spec bound (DESIGN §3 interface)."""
-    return Learner(
-        init=lambda key: init(key, spec),
-        run=lambda meta_params, key, inputs, labels: run(meta_params, key, inputs, labels, spec),
-    )
+def run_with_options(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec,
+                     unroll: int = 1, implementation: str = "fast"):
+    """:func:`run` with the registry's run options: ``unroll`` and ``implementation``.
+
+    ``implementation: literal`` runs the paper-literal layers of
+    :mod:`vsml.learners.vsml_reference` (equal results, slower; the benchmark's baseline).
+    """
+    if implementation == "literal":
+        from vsml.learners import vsml_reference  # noqa: PLC0415 — it imports this module
+
+        return vsml_reference.run(meta_params, key, inputs, labels, spec, unroll=unroll)
+    if implementation != "fast":
+        raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
+    return run(meta_params, key, inputs, labels, spec, unroll=unroll)
+
+
+LEARNER_TYPE = LearnerType(name="VSMLRNN", section="vsml_rnn", extra_sections=("sub_rnn",),
+                           spec_from_config=spec_from_config, init=init, run=run_with_options, any_size=True,
+                           run_options=("unroll", "implementation"))
