@@ -96,7 +96,7 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
-    runtime.apply_cpu_defaults()  # the XLA flags launch.py uses (effective if jax has not started yet)
+    runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
     comm = SingleProcessComm()
     if resume:
         if run_dir is None:
