@@ -7,8 +7,10 @@ reruns the same runs through ``launch.py`` and requires the same meta-parameters
 optimiser state and RNG keys bit for bit, so a restructure cannot change results
 unnoticed. Update it ONLY with a deliberate result change (a new initialisation, a
 different update rule, ...), in the commit that makes the change, and say so there.
-It records the jax and numpy versions that produced it: another jax version may
-legitimately change the float32 numbers.
+It records the jax and numpy versions and the XLA flags that produced it: another jax
+version or another CPU (the project's flags depend on its vector width) may legitimately
+change the float32 numbers in the last bits, so the test compares exactly only where
+all three match, and within a tolerance elsewhere.
 """
 
 from __future__ import annotations
@@ -56,9 +58,12 @@ def run_case(name: str, run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def versions() -> dict[str, str]:
+    """What decides the float32 numbers besides the code: jax, numpy and the XLA flags of a run."""
     import jax  # noqa: PLC0415
 
-    return {"jax": jax.__version__, "numpy": np.__version__}
+    from vsml import runtime  # noqa: PLC0415
+
+    return {"jax": jax.__version__, "numpy": np.__version__, "xla_flags": runtime.project_xla_flags()}
 
 
 def main() -> None:
@@ -68,7 +73,7 @@ def main() -> None:
             for key, value in run_case(name, Path(tmp) / name).items():
                 arrays[f"{name}/{key}"] = value
     np.savez(REFERENCE, **arrays)
-    print(f"wrote {REFERENCE} ({len(arrays)} arrays, jax {versions()['jax']})")
+    print(f"wrote {REFERENCE} ({len(arrays)} arrays, {versions()})")
 
 
 if __name__ == "__main__":
