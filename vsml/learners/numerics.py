@@ -9,14 +9,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Standard deviation of a standard normal truncated to [-2, 2]: dividing by it
-# restores the requested spread after the truncation.
+# Standard deviation of a standard normal truncated to [-2, 2].
 TRUNCATED_STD = 0.87962566103423978
 
 
-def truncated_normal(key, shape, std):
-    """Normal truncated at ±2σ, rescaled to have standard deviation ``std``."""
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / TRUNCATED_STD)
+def truncated_normal(key, shape, scale):
+    """A standard normal truncated to [-2, 2], times ``scale`` (no variance correction).
+
+    This is haiku's ``TruncatedNormal(stddev=scale)``, which the original release uses
+    for every weight: the spread is ``TRUNCATED_STD · scale`` ≈ 0.88·scale, not ``scale``.
+    """
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * scale
 
 
 def bound_logits(z: jax.Array, bound: float) -> jax.Array:
