@@ -48,7 +48,7 @@ def case_config(case: dict) -> dict:
         f"training.episode_length={case['length']}",
         f"training.batch_size={case.get('batch', 1)}",
         f"training.pairs_per_chunk={json.dumps(case.get('chunk'))}",
-        f"model.type={case.get('model', 'VSMLRNN')}",
+        *([f"model.type={case['model']}"] if case.get("model") else []),  # else default.yaml's learner
         "logging.wandb=disabled",
     ]
     return build_config([], overrides + list(case.get("config", [])))
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
 
 
 def describe_case(r: dict) -> str:
-    parts = [r.get("model", "VSMLRNN") if r.get("model") else r.get("impl", "fast")]
+    parts = [r["model"] if r.get("model") else r.get("impl", "fast")]
     if r.get("impl") == "literal":
         parts = ["literal"]
     parts.append(f"{r['pairs']}p T{r['length']}")

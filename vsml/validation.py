@@ -3,7 +3,9 @@
 Types come from ``configs/default.yaml`` itself (a key whose default is an
 integer takes integers, a boolean takes booleans, …), so a new key is
 type-checked without touching this file; :data:`RULES` adds ranges and
-choices. Every problem is one line naming the key, what it must be and what
+choices. The choices of a key come from the code that implements them (the
+learner and outer-loop registries, the loss types, fitness shapings and
+normalisation modes), so they are listed once. Every problem is one line naming the key, what it must be and what
 it got.
 """
 
@@ -14,7 +16,10 @@ from typing import Any, Callable
 
 from vsml.config import ConfigError, flatten, load_default
 from vsml.learners import LEARNER_TYPES
+from vsml.data import NORMALIZATION_MODES
 from vsml.meta import OUTER_LOOPS
+from vsml.meta.es import FITNESS_SHAPINGS
+from vsml.meta.objective import LOSS_TYPES
 
 Check = Callable[[Any], bool]
 
@@ -118,17 +123,17 @@ RULES: dict[str, Check] = {
     "training.batch_size": positive_int,
     "training.episode_length": positive_int,
     "training.population_size": positive_int,
-    "training.loss_type": one_of("mean", "last"),
+    "training.loss_type": one_of(*LOSS_TYPES),
     "training.pairs_per_chunk": auto_null_or_positive_int,
     "data.dir": optional(non_empty_str),
-    "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
+    "data.preprocess.normalization_mode": one_of(*NORMALIZATION_MODES),
     "optimizer.type": one_of(*OUTER_LOOPS),
     "optimizer.noise_std": positive_number,
     "optimizer.lr": positive_number,
     "optimizer.kwargs.b1": below_one,
     "optimizer.kwargs.b2": below_one,
     "optimizer.clip_gradnorm": non_negative_number,
-    "optimizer.fitness_shaping": one_of("raw", "centered_rank"),
+    "optimizer.fitness_shaping": one_of(*FITNESS_SHAPINGS),
     "model.sub_rnn.msg_size": lambda v: _is_int(v) and v >= 2,
     "model.sub_rnn.slow_size": positive_int,
     "model.sub_rnn.init_rand_proportion": unit_interval,

@@ -50,7 +50,7 @@ def make_episode(run: Callable, sample: Callable):
 def make_fitness(episode: Callable, loss_type: str):
     """``fitness(params, key, data) -> scalar`` meta-loss of one episode."""
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"training.loss_type: '{loss_type}' is not one of {', '.join(LOSS_TYPES)}")
+        raise ValueError(f"loss type '{loss_type}' is not one of {', '.join(LOSS_TYPES)}")
 
     def fitness(params, key, data):
         logits, labels = episode(params, key, data)
