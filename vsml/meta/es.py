@@ -239,6 +239,7 @@ class EvolutionStrategy:
         chunk = chunk_for_budget(per_pair, budget_bytes, len(self.pair_indices))
         self.config = dataclasses.replace(self.config, pairs_per_chunk=chunk)
         self._evaluate = jax.jit(self._make_evaluate(self._fitness))
+        self.bytes_per_pair = per_pair  # reported by bench/gpu_check.py
         return chunk, per_pair
 
     def evaluate(self, state: ESState, data) -> np.ndarray:
