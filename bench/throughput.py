@@ -102,6 +102,9 @@ def run_case(case: dict) -> dict:
               "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
               "device_peak_bytes": machine.device_peak_bytes(),
               "chosen_chunk": strategy.pairs_per_chunk,
+              # XLA's plan of one pair (what `auto` divides its budget by), outside the timed calls
+              "bytes_per_pair": (strategy.working_bytes_per_pair(params, task.arrays)
+                                 if case.get("chunk") == "auto" else None),
               "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
@@ -129,8 +132,8 @@ def case_environ(xla_flags: str) -> dict:
 
 
 def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
-    """Runs one case in a fresh interpreter with ``XLA_FLAGS`` set; returns its figures."""
-    env = case_environ(xla_flags)
+    """Runs one case in a fresh interpreter with ``XLA_FLAGS`` (and the case's ``env``) set; returns its figures."""
+    env = {**case_environ(xla_flags), **case.get("env", {})}
     proc = subprocess.run([sys.executable, str(Path(__file__)), "--case", json.dumps(case)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
