@@ -5,6 +5,7 @@
     python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
     python3 launch.py --array configs/array/sgd.yaml --subset 1 3 --task 2 --tags sgd  # entry 3 (0-based)
     python3 launch.py --resume runs/RUN [--config training.iterations=N]
+    python3 launch.py --config_files configs/quickstart.yaml --print_config  # show it, run nothing
 
 Bad input exits with status 2 and one line naming the problem, before any
 data is loaded or anything is compiled.
@@ -99,7 +100,7 @@ def prepare(args, comm):
 
 
 def print_config(args, comm) -> int:
-    """``--print_config``: the checked configuration on stdout (rank 0 only); no data, no jax."""
+    """``--print_config``: the checked configuration on stdout (rank 0 only); loads no data, compiles nothing."""
     from vsml.config import describe_config, load_default, resolve_for_rank, split_period  # noqa: PLC0415
     from vsml.validation import validate  # noqa: PLC0415
 

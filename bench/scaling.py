@@ -56,7 +56,7 @@ def worker(args) -> None:
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, comm)
-    state = strategy.init_state(params, seed=0)
+    state = strategy.init(params, seed=0)
     state, _ = strategy.step(state, task.arrays)  # compile
 
     rows = []

@@ -84,7 +84,7 @@ def run_case(case: dict) -> dict:
     learner, spec = build_learner_for(case, rank_config, task)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
-    state = strategy.init_state(params, seed=0)
+    state = strategy.init(params, seed=0)
     rss_before = machine.cpu_peak_rss_bytes()
 
     start = time.perf_counter()
@@ -101,7 +101,7 @@ def run_case(case: dict) -> dict:
               "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
               "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
               "device_peak_bytes": machine.device_peak_bytes(),
-              "chosen_chunk": getattr(strategy.config, "pairs_per_chunk", None),
+              "chosen_chunk": strategy.pairs_per_chunk,
               "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)

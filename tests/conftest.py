@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from vsml import runtime
 
@@ -20,6 +21,14 @@ USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 runtime.apply_xla_flags()
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Properties are checked for correctness, never speed: no per-example deadline (a busy machine
+# would otherwise fail them at random).
+settings.register_profile("vsml", deadline=None)
+settings.load_profile("vsml")
+
+# Subprocess time limits only guard against hangs: wide enough for a machine at load 5.
+HANG_GUARD_S = 600
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
 # A config small enough that a generation takes milliseconds: 8x8 digits,

@@ -65,7 +65,11 @@ def test_run_is_online_prediction_before_feedback(trained):
     later_labels[t:] = (later_labels[t:] + 1) % 4
     changed = algorithm.run(later_inputs, later_labels, num_classes=4)
     np.testing.assert_array_equal(changed[:t + 1], base[:t + 1])
-    assert not np.array_equal(changed[t + 1:], base[t + 1:])  # it does learn from the feedback it gets
+    other_label = labels.copy()
+    other_label[t] = (labels[t] + 1) % 4
+    relabelled = algorithm.run(inputs, other_label, num_classes=4)  # only the feedback after step t differs
+    np.testing.assert_array_equal(relabelled[:t + 1], base[:t + 1])
+    assert not np.array_equal(relabelled[t + 1:], base[t + 1:])  # it learns from the feedback it gets
 
 
 def test_checkpoint_file_loads_like_its_run_dir_and_holds_the_trained_params(trained):
@@ -143,5 +147,31 @@ def test_bad_input_is_one_line(tmp_path, digits_npz):
 def test_default_run_dir_is_one_level_for_npz_datasets(tmp_path):
     config = {"training": {"dataset": "npz:data/my digits.npz"}, "logging": {"dir": str(tmp_path)}, "call": "train"}
     path = runs.default_run_dir(config)
-    assert path.parent == tmp_path and path.name.endswith("-train-npz-data-my-digits.npz")
+    assert path.parent == tmp_path and path.name.endswith("-train-npz-my-digits")
+    odd = runs.default_run_dir({**config, "training": {"dataset": "a/b c"}})
+    assert odd.parent == tmp_path and odd.name.endswith("-train-a-b-c")
     assert runs.LATEST_CHECKPOINT == checkpoint.LATEST
+
+
+def test_a_fixed_size_learner_runs_on_its_training_size_only(tmp_path):
+    result = api.train(["configs/test.yaml"], {"model.type": "MetaRNN", "model.meta_rnn.slow_size": 8,
+                                               "training.iterations": 1, "training.pairs_per_chunk": None},
+                       run_dir=tmp_path / "meta_rnn")
+    algorithm = api.load(result.run_dir)
+    assert algorithm.input_shape == (8, 8, 1) and algorithm.num_classes == 10
+    rng = np.random.default_rng(2)
+    assert algorithm.run(rng.normal(size=(6, 8, 8, 1)), np.arange(6) % 3).shape == (6, 10)  # its 10 classes
+    with pytest.raises(ValueError, match=r"MetaRNN was built for inputs of shape \(8, 8, 1\) and 10 classes"):
+        algorithm.run(rng.normal(size=(6, 5, 5)), np.arange(6) % 3)
+
+
+def test_mismatched_arrays_are_one_line_errors(trained):
+    algorithm = api.load(trained.run_dir)
+    with pytest.raises(ValueError, match=r"inputs of shape \[5, 3\] and labels of shape \[4\] disagree on the steps T"):
+        algorithm.run(np.zeros((5, 3)), np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match=r"inputs: give \[T, \*input_shape\]"):
+        algorithm.run(np.zeros(5), np.zeros(5, dtype=int))
+    with pytest.raises(ValueError, match="class 3 does not fit num_classes=2"):
+        algorithm.run(np.zeros((4, 3)), np.array([0, 1, 2, 3]), num_classes=2)
+    with pytest.raises(ValueError, match="labels: give integer class indices or one-hot floats"):
+        algorithm.run(np.zeros((2, 3)), np.array(["a", "b"]))

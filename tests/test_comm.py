@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT
 from vsml import comm
 
 
@@ -57,7 +57,7 @@ def test_collectives_under_mpiexec():
             print(json.dumps(rows))
     """)
     result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120,
+                            capture_output=True, text=True, timeout=HANG_GUARD_S,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     outputs = sorted(json.loads(result.stdout.strip().splitlines()[-1]), key=lambda o: o["rank"])

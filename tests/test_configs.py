@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, launch
+from tests.conftest import HANG_GUARD_S, ROOT, launch
 from vsml import data
 from vsml.config import array_tasks, build_config, load_yaml_file, resolve_for_rank
 from vsml.data import tfds_source
@@ -192,6 +192,6 @@ def test_every_config_names_its_command():
 def test_smoke_config_trains_and_writes_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     result = launch("--config_files", "configs/test.yaml", "--run_dir", run_dir,
-                    "--config", "logging.wandb=disabled", timeout=120)
+                    "--config", "logging.wandb=disabled", timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "checkpoint.npz").is_file()

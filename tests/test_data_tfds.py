@@ -9,14 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
 import fcntl
 import jax
 import numpy as np
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT, TINY, launch
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
 from vsml import data
 from vsml.config import build_config, resolve_for_rank
 from vsml.data import tfds_source
@@ -64,7 +64,7 @@ def tfds_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfds")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", BUILD, str(root), str(TRAIN), str(TEST)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "tfds"
 
@@ -90,22 +90,33 @@ def test_prepared_tfds_mnist_loads_as_uint8_and_samples_scaled_episodes(tfds_dir
         np.testing.assert_allclose(x, images[y].reshape(784) / 255.0, atol=1e-6)  # class y has one image here
 
 
-def test_prepare_twice_is_a_no_op_and_the_lock_serialises(tfds_dir):
-    start = time.time()
-    assert tfds_source.prepare("mnist", tfds_dir, download=False).is_dir()
-    assert time.time() - start < 2
+def test_prepare_twice_is_a_no_op_and_the_lock_serialises(tfds_dir, monkeypatch):
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("a prepared dataset must not touch TFDS again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tfds_source, "_builder", no_tfds)
+        assert tfds_source.prepare("mnist", tfds_dir, download=False).is_dir()
     lock = tfds_source._lock_path("mnist", tfds_dir)
+    # The holder keeps the lock until told to let go: no sleeps, so no timing to lose on a busy machine.
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import fcntl, time
+        import fcntl, sys
         with open({str(lock)!r}, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(1.5)
-    """)], stdout=subprocess.PIPE, text=True)
+            fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    start = time.time()
-    with tfds_source.file_lock(lock):
-        waited = time.time() - start
-    holder.wait(timeout=10)
-    assert waited > 0.5
+    acquired = threading.Event()
+
+    def wait_for_lock():
+        with tfds_source.file_lock(lock):
+            acquired.set()
+
+    waiter = threading.Thread(target=wait_for_lock, daemon=True)
+    waiter.start()
+    assert not acquired.wait(0.5)  # still held by the other process
+    holder.communicate("release\n", timeout=HANG_GUARD_S)
+    assert acquired.wait(HANG_GUARD_S)
+    waiter.join(HANG_GUARD_S)
     with open(lock, "a") as handle:  # free again afterwards
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -123,10 +134,9 @@ def test_unprepared_offline_dataset_is_refused_with_the_fix(tmp_path, monkeypatc
 
 
 def test_launch_offline_with_an_unprepared_dataset_exits_fast_with_one_line(tmp_path):
-    start = time.time()
-    result = launch("--config", "training.dataset=mnist", timeout=60, env={"TFDS_DATA_DIR": str(tmp_path)})
-    assert time.time() - start < 30
+    result = launch("--config", "training.dataset=mnist", timeout=HANG_GUARD_S, env={"TFDS_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2, result.stderr
+    assert "loading data" not in result.stdout  # refused before any data loading or compiling
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "'mnist' is a TFDS dataset" in lines[0] and str(tmp_path) in lines[0]
@@ -136,10 +146,10 @@ def test_launch_offline_with_an_unprepared_dataset_exits_fast_with_one_line(tmp_
 def test_prepare_cli_offline_names_the_dataset(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-m", "vsml.data", "prepare", "kmnist", "--data_dir", str(tmp_path)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 2 and "'kmnist' is a TFDS dataset" in result.stderr
     result = subprocess.run([sys.executable, "-m", "vsml.data", "prepare", "mnsit"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 2 and "unknown dataset(s) mnsit" in result.stderr
 
 
@@ -157,7 +167,7 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = experiment.make_strategy(learner, task, cfg, params, world())
-    state, stats = strategy.step(strategy.init_state(params, 0), task.arrays)
+    state, stats = strategy.step(strategy.init(params, 0), task.arrays)
     assert state.generation == 1 and np.isfinite(stats["meta_loss"])
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params,
                                    state.params)
@@ -169,7 +179,7 @@ def test_meta_training_runs_on_tfds_mnist_with_preprocessing(tfds_dir, tmp_path)
     run = tmp_path / "run"
     result = launch("--run_dir", run, "--config", *TINY, "training.dataset=mnist", "evaluation.datasets=[mnist]",
                     "training.iterations=1", f"data.dir={tfds_dir}", "data.preprocess.resize=[6, 6]",
-                    "data.preprocess.rand_proj=true", "data.preprocess.pad.output=12", timeout=300)
+                    "data.preprocess.rand_proj=true", "data.preprocess.pad.output=12", timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["meta_loss"]) and 0 <= rows[0]["eval/mnist/accuracy"] <= 1
@@ -202,7 +212,7 @@ def test_mpi_split_over_datasets_and_rand_proj_gives_each_rank_its_data(tfds_dir
                  "data.preprocess.rand_proj={mpi_split: [false, 7]}"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", RANK_SCRIPT, *overrides], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=180)
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = {row["rank"]: row for row in json.loads(result.stdout.strip().splitlines()[-1])}
     assert set(ranks) == {0, 1} and ranks[0]["size"] == 2

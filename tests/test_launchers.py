@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT
 
 SLURM = ROOT / "slurm" / "schedule.sh"
 SLURM_JOB = ROOT / "slurm" / "job.sh"
@@ -47,7 +47,7 @@ FAKES = {
 if [[ -n ${FAKE_SRUN_WAIT:-} ]]; then
     trap 'echo USR1 > "$FAKE_CALLS/srun-signal"; exit 0' USR1
     touch "$FAKE_CALLS/srun-started"
-    for _ in $(seq 200); do sleep 0.05; done
+    for _ in $(seq 2400); do sleep 0.05; done
     exit 9
 fi
 """,
@@ -86,7 +86,7 @@ class Fakes:
             if name.startswith(("VSML_", "SLURM_")):
                 del self.env[name]
 
-    def run(self, *args, cwd=None, env=None, timeout=30):
+    def run(self, *args, cwd=None, env=None, timeout=HANG_GUARD_S):
         return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, timeout=timeout,
                               cwd=cwd or ROOT, env={**self.env, **(env or {})})
 
@@ -247,12 +247,12 @@ def test_slurm_job_forwards_the_pre_timeout_signal_to_srun(fakes, tmp_path):
     process = subprocess.Popen(["bash", str(SLURM_JOB), "--", "python3", "launch.py"], cwd=tmp_path,
                                env={**fakes.env, "FAKE_SRUN_WAIT": "1"}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (fakes.calls / "srun-started").exists():
         assert time.monotonic() < deadline and process.poll() is None, "fake srun did not start"
         time.sleep(0.02)
     process.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@300 does
-    output, _ = process.communicate(timeout=10)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
     assert (fakes.calls / "srun-signal").read_text().strip() == "USR1"
     assert process.returncode == 0, output  # srun's status (the run checkpointed and exited 0)
     assert "forwarding" in output

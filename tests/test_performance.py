@@ -19,7 +19,7 @@ from vsml.comm import SingleProcessComm
 from vsml.config import build_config, resolve_for_rank
 from vsml.experiment import load_task, make_strategy
 from vsml.learners import build_learner
-from vsml.meta import es, objective
+from vsml.meta import api, es, fit_chunk, objective
 
 
 def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
@@ -32,7 +32,7 @@ def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
-    return strategy, strategy.init_state(params, seed=5), task, learner
+    return strategy, strategy.init(params, seed=5), task, learner
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 2, 3, 8])
@@ -46,7 +46,7 @@ def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
     sigma = strategy.config.noise_std
     for pair in range(5):
         eps = es.pair_epsilon(state.rng["noise"], 0, pair, flat.shape[0])
-        key = es.pair_key(state.rng["data"], 0, pair)
+        key = api.pair_key(state.rng["data"], 0, pair)
         expected = [member_loss(unravel(flat + sign * sigma * eps), key, task.arrays) for sign in (1.0, -1.0)]
         np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
 
@@ -79,24 +79,24 @@ def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
 def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     strategy, state, task, _ = _strategy(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
 
-    def outputs():  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
+    def outputs(loop):  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
         if optimizer == "es":
-            return [strategy.evaluate(state, task.arrays)]
-        return list(strategy.partial_sums(state, task.arrays))
+            return [loop.evaluate(state, task.arrays)]
+        return list(loop.partial_sums(state, task.arrays))
 
-    whole = outputs()
-    per_pair = es.working_bytes_per_pair(strategy._evaluate, ravel_pytree(state.params)[0], state.rng, task.arrays)
-    chunk, measured = strategy.fit_chunk(state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
-    assert (chunk, measured) == (2, per_pair)
-    for a, b in zip(whole, outputs()):
+    per_pair = strategy.working_bytes_per_pair(state.params, task.arrays)
+    fitted, measured = fit_chunk(strategy, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
+    assert (fitted.pairs_per_chunk, measured) == (2, per_pair)
+    assert strategy.pairs_per_chunk is None  # the original loop is left as it was
+    for a, b in zip(outputs(strategy), outputs(fitted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert strategy.fit_chunk(state.params, task.arrays, budget_bytes=100 * per_pair)[0] is None  # all fits
+    assert fit_chunk(strategy, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
 
 
 @pytest.mark.parametrize("per_pair,budget,pairs,expected", [
     (10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)])
 def test_chunk_for_budget(per_pair, budget, pairs, expected):
-    assert es.chunk_for_budget(per_pair, budget, pairs) == expected
+    assert api.chunk_for_budget(per_pair, budget, pairs) == expected
 
 
 def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY, launch
+from tests.conftest import HANG_GUARD_S, ROOT, TINY, launch
 from vsml import plot
 
 HEADER = ["train_step", "dataset", "episode", "step", "loss", "accuracy"]
@@ -64,7 +64,7 @@ def _table_rows(with_mean: bool):
 def _cli(*args, cwd=None):
     env = {**os.environ, "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-m", "vsml.plot", *map(str, args)], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
 
 
 def test_load_curves_reads_meta_loss_and_eval_accuracy_from_metrics(run_copy):

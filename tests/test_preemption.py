@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT, TINY, assert_hint_runs_this_python, checkpoint_arrays, launch
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, assert_hint_runs_this_python, checkpoint_arrays, launch
 from vsml import checkpoint
 from vsml.comm import SingleProcessComm
 from vsml.experiment import RunError, check_ranks_agree
@@ -46,7 +46,7 @@ def _rank_pids(run_dir: Path) -> list[int]:
     return sorted(pids)
 
 
-def _wait_for(predicate, timeout=120.0):
+def _wait_for(predicate, timeout=HANG_GUARD_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -71,7 +71,7 @@ def test_sigterm_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, ranks_b
     assert _wait_for(lambda: _metric_rows(part) >= stop_after), "run never got going"
     victim = _rank_pids(part)[-1]  # one rank only: the others must follow it
     os.kill(victim, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 0, err[-3000:]
     hint = next(line for line in out.splitlines() if "resume with: " in line)
     assert hint.endswith(f" launch.py --resume {part}")
@@ -96,9 +96,7 @@ def test_killed_rank_ends_the_job_and_the_checkpoint_survives(tmp_path):
                    "training.iterations=1000000"], ranks=2)
     assert _wait_for(lambda: (tmp_path / "checkpoint.npz").exists()), "no checkpoint written"
     os.kill(_rank_pids(tmp_path)[-1], signal.SIGKILL)
-    start = time.monotonic()
-    proc.communicate(timeout=60)
-    assert time.monotonic() - start < 30
+    proc.communicate(timeout=HANG_GUARD_S)  # ends rather than hangs (no speed asserted: machines get busy)
     assert proc.returncode != 0
     saved = checkpoint.load_arrays(tmp_path)  # complete and readable: writes are atomic
     assert int(saved["step"]) >= 5 and any(name.startswith("params/") for name in saved)
@@ -118,11 +116,9 @@ def test_exception_on_one_rank_ends_every_rank_with_its_traceback(tmp_path):
             experiment.train = broken
         sys.exit(launch.main(["--run_dir", {str(tmp_path)!r}, "--config", *{TINY!r}, "training.iterations=100000"]))
     """)
-    start = time.monotonic()
     result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120,
+                            capture_output=True, text=True, timeout=HANG_GUARD_S,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
-    assert time.monotonic() - start < 60
     assert result.returncode != 0
     assert result.stderr.count("rank 1 failed") == 1 and "RuntimeError: boom on purpose" in result.stderr
 

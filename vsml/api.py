@@ -182,6 +182,7 @@ class LearnedAlgorithm:
 
         labels = np.asarray(labels)
         inputs = np.asarray(inputs, dtype=np.float32)
+        given_shape = list(inputs.shape)
         if labels.dtype.kind in "iu":
             batched = labels.ndim == 2
             if labels.ndim not in (1, 2):
@@ -202,12 +203,12 @@ class LearnedAlgorithm:
             raise ValueError(f"labels: give integer class indices or one-hot floats, got dtype {labels.dtype}")
         if not batched:
             inputs, one_hot = inputs[:, None], one_hot[:, None]
-        if inputs.shape[:2] != one_hot.shape[:2]:
-            raise ValueError(f"inputs [T, B, ...] = {list(inputs.shape)} and labels {list(one_hot.shape)} "
-                             f"disagree on T or B")
+        if inputs.ndim < 2 or inputs.shape[:2] != one_hot.shape[:2]:
+            raise ValueError(f"inputs of shape {given_shape} and labels of shape {list(labels.shape)} disagree "
+                             f"on the steps T{' or the batch B' if batched else ''}")
         if inputs.ndim < 3:
-            raise ValueError(f"inputs: give [T, *input_shape] (or [T, B, *input_shape]), got shape "
-                             f"{list(inputs.shape[:1] + inputs.shape[2:]) if not batched else list(inputs.shape)}")
+            raise ValueError(f"inputs: give [T, *input_shape] (or [T, B, *input_shape] with labels [T, B]), "
+                             f"got shape {given_shape}")
         logits = self._run(self.params, jax.random.PRNGKey(seed), jnp.asarray(inputs), jnp.asarray(one_hot))
         logits = np.asarray(logits)
         return logits if batched else logits[:, 0]

@@ -28,7 +28,8 @@ from vsml.config import resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
-from vsml.meta import backprop, es, objective
+from vsml.meta import MetaState, OuterLoop, build_outer_loop, fit_chunk, objective
+from vsml.meta.api import pair_slice
 from vsml.validation import validate
 
 
@@ -60,7 +61,7 @@ def check_config(config: dict, comm: Comm) -> None:
         rank_config = resolve_for_rank(config, rank)
         validate(rank_config)
         training = rank_config["training"]
-        es.pair_slice(training["population_size"], 0, comm.size)
+        pair_slice(training["population_size"], 0, comm.size)
         needed = [(training["dataset"], "training.dataset")] if rank_config["call"] == "train" else []
         needed += [(name, "evaluation.datasets") for name in rank_config["evaluation"]["datasets"]]
         for name, key in needed:
@@ -166,43 +167,36 @@ def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm):
-    """The outer loop named by ``optimizer.type``: ES (``es``) or meta-gradients (``sgd``).
+def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm) -> OuterLoop:
+    """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
-    one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. Both see the same fitness and the same per-(generation, pair) episodes and
-    share the state layout, so checkpoints and resume work alike.
+    one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. All loops see the same fitness
+    and the same per-(generation, pair) episodes and share the state layout, so checkpoints and
+    resume work alike.
     """
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
                                      rank_config["training"]["loss_type"])
-    opt, training = rank_config["optimizer"], rank_config["training"]
-    population, chunk = training["population_size"], training["pairs_per_chunk"]
-    fixed_chunk = None if chunk == "auto" else chunk
-    optimizer = es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"]))
-    if opt["type"] == "sgd":
-        strategy = backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population, fixed_chunk),
-                                         optimizer, comm)
-    else:
-        config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
-                             fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=fixed_chunk)
-        strategy = es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
+    training = rank_config["training"]
+    chunk = training["pairs_per_chunk"]
+    loop = build_outer_loop(rank_config["optimizer"], training["population_size"], None if chunk == "auto" else chunk,
+                            fitness, params_template, comm)
     if chunk == "auto":
-        budget = runtime.device_chunk_budget_bytes()
+        budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
-            strategy.fit_chunk(params_template, task.arrays, budget)
-    return strategy
+            loop, _ = fit_chunk(loop, params_template, task.arrays, budget)
+    return loop
 
 
-def chunk_text(strategy) -> str:
-    chunk = getattr(strategy.config, "pairs_per_chunk", getattr(strategy.config, "pairs_per_call", None))
-    return "all at once" if chunk is None else f"{chunk} at a time"
+def chunk_text(loop: OuterLoop) -> str:
+    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
 
 
 class RunError(RuntimeError):
     """A failure every rank detects together (so one line on rank 0 says it all)."""
 
 
-def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, resume: bool, log):
+def initial_state(strategy: OuterLoop, params, rank_config: dict, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
@@ -211,7 +205,7 @@ def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, res
     of a new run. Returns ``(state, wall_time_so_far)``.
     """
     seed = rank_config["seed"]
-    state = strategy.init_state(params, seed)
+    state = strategy.init(params, seed)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         return state, 0.0
@@ -224,8 +218,8 @@ def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, res
         saved = checkpoint.restore(restore_path, state.params, state.opt_state)
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
-        return strategy.init_state(params, seed), 0.0
-    restored = es.ESState(
+        return strategy.init(params, seed), 0.0
+    restored = MetaState(
         params=params,
         opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
         generation=saved["step"],
@@ -245,7 +239,7 @@ def check_ranks_agree(params, comm: Comm, generation: int) -> None:
 
 @dataclasses.dataclass
 class TrainResult:
-    state: es.ESState
+    state: MetaState
     stopped_by: str | None  # the signal that stopped the run early, or None
 
 
@@ -257,7 +251,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     training = rank_config["training"]
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
@@ -284,7 +278,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
         clock = Stopwatch(wall_offset)
         save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
                        with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
-        log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
+        log.message(f"run directory: {run_dir} | ranks: {comm.size} | {strategy.unit} per rank: "
                     f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
         log.start(start_step=state.generation, total_steps=iterations)
         stopped_by = None
@@ -313,7 +307,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     return TrainResult(state=state, stopped_by=stopped_by)
 
 
-def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
+def _save(state: MetaState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
           with_step: bool, keep: int | None, log) -> None:
     if comm.is_root:
         latest = checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
@@ -356,7 +350,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint

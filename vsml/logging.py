@@ -164,7 +164,7 @@ class Console:
         self._done, self._total = done, total
         self._started_at = self._last_line_at = self._clock()
         if done < total:
-            self.message(f"generation {done + 1}/{total}: compiling the meta-test and the generation step…")
+            self.message("compiling the meta-test and the generation step (the first generation takes longest)…")
 
     def message(self, text: str) -> None:
         """One line to the terminal (above the bar, if any) and to ``console.log``."""
@@ -200,7 +200,7 @@ class Console:
             self._first_done = (now, self._done)
             first_seconds = now - (self._started_at if self._started_at is not None else now)
             self.message(f"first generation took {first_seconds:.1f} s (compiling included)")
-            if self._interactive and self._done < self._total:
+            if self._interactive and self._total is not None and self._done < self._total:
                 self._bar = tqdm(total=self._total, initial=self._done, unit="gen", dynamic_ncols=True,
                                  file=self._stream, mininterval=1.0)
             return
@@ -212,7 +212,8 @@ class Console:
             if isinstance(stats.get("meta_loss"), (int, float)):
                 self._bar.set_postfix(meta_loss=f"{stats['meta_loss']:.4f}", refresh=False)
             self._bar.update(1)
-        if now - self._last_line_at >= self._progress_seconds and self._done < self._total:
+        if (self._total is not None and self._done < self._total
+                and now - self._last_line_at >= self._progress_seconds):
             line = self.progress_line()
             self._log_only(line) if self._interactive else self.message(line)
             self._last_line_at = now

@@ -16,12 +16,14 @@ LATEST_CHECKPOINT = "checkpoint.npz"  # vsml.checkpoint.LATEST, without importin
 def default_run_dir(rank_config: dict, now: datetime.datetime | None = None) -> Path:
     """``<logging.dir>/<date>-<time>-<call>-<dataset>`` for rank 0's resolved config.
 
-    The dataset part keeps letters, digits, ``.``, ``_`` and ``-`` (an
-    ``npz:data/mine.npz`` dataset gives ``npz-data-mine.npz``), so it is always
-    one directory level.
+    An ``npz:data/mine.npz`` dataset is named ``npz-mine``; the name keeps
+    letters, digits, ``.``, ``_`` and ``-`` only, so it is always one
+    directory level.
     """
     stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
     dataset = rank_config["training"]["dataset"]
+    if isinstance(dataset, str) and dataset.startswith("npz:"):
+        dataset = f"npz-{Path(dataset[len('npz:'):]).stem}"
     dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-") if isinstance(dataset, str) else "mixed"
     return Path(rank_config["logging"]["dir"]) / f"{stamp}-{rank_config['call']}-{dataset or 'data'}"
 

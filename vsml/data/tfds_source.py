@@ -146,9 +146,11 @@ def check_available(name: str, config: dict | None, key: str = "dataset") -> Non
         return
     missing = _missing_packages(need_tensorflow=False)
     if missing:
-        raise DatasetUnavailable(f"{key}: '{name}' is not prepared in {directory}, and preparing it needs "
-                                 f"{', '.join(missing)}: {environment.install_hint(environment.PREPARE_REQUIREMENTS)}"
-                                 f"; then {environment.python_command()} -m vsml.data prepare {name}")
+        raise DatasetUnavailable(f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory}; "
+                                 f"preparing it needs {', '.join(missing)}: "
+                                 f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}, then "
+                                 f"{environment.python_command()} -m vsml.data prepare {name} (or prepare it on "
+                                 "another machine and copy the directory; data.dir or TFDS_DATA_DIR point at it)")
     if _tfds_prepared(_builder(name, directory)):
         return
     if not downloadable(name):

@@ -33,6 +33,7 @@ Params = Any  # pytree of jnp arrays
 
 FORGET_BIAS = 5.0
 INPUT_BIAS = -5.0
+STATE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,10 @@ class VSMLSpec:
     # output layer). Conv layers always come first: inputs keep their [H, W, C] shape
     # through them and are flattened into the first dense layer.
     conv_layers: tuple[ConvLayer, ...] = ()
+    # "bfloat16": LSTM states (h, c) stored and the recurrent matmul run in bfloat16, gate
+    # maths in float32 — halves the state traffic (a GPU speed lever, bench/gpu_check.py);
+    # "float32": everything in float32.
+    state_dtype: str = "float32"
 
     @property
     def num_layers(self) -> int:
@@ -118,7 +123,14 @@ def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSM
         feed_label=bool(net["feed_label"]),
         layerwise_rnns=bool(net["layerwise_rnns"]),
         conv_layers=tuple(conv_layers),
+        state_dtype=str(net.get("state_dtype", "float32")),
     )
+    if spec.state_dtype not in STATE_DTYPES:
+        raise ValueError(f"model.vsml_rnn.state_dtype must be one of {', '.join(STATE_DTYPES)}, "
+                         f"got {spec.state_dtype!r}")
+    if spec.state_dtype != "float32" and spec.conv_layers:
+        raise ValueError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
+                         "use float32 with conv layers")
     if spec.msg_size < 2:
         raise ValueError("model.sub_rnn.msg_size must be >= 2 (error and label slots)")
     if not 0 <= spec.output_idx < spec.msg_size:
@@ -264,8 +276,8 @@ def initial_states(key, spec: VSMLSpec, sizes, batch: int):
             synapses, fan_in = tuple(size), size[0]
         rand = truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
         cell = jnp.concatenate([rand, jnp.zeros((*synapses, s - num_rand))], axis=-1)
-        cell = jnp.broadcast_to(cell, (batch, *synapses, s))
-        states.append((jnp.zeros((batch, *synapses, s)), cell))
+        cell = jnp.broadcast_to(cell, (batch, *synapses, s)).astype(spec.state_dtype)
+        states.append((jnp.zeros((batch, *synapses, s), spec.state_dtype), cell))
     return states
 
 
@@ -301,6 +313,7 @@ def _messages(p: Params, hidden: jax.Array, spec: VSMLSpec):
         fwd = layer_norm(hidden @ p["w_fwd_out"] + p["b_fwd_out"], p["ln_fwd_scale"], p["ln_fwd_offset"])
         bwd = layer_norm(hidden @ p["w_bwd_out"] + p["b_bwd_out"], p["ln_bwd_scale"], p["ln_bwd_offset"])
         return jnp.mean(fwd, axis=1), jnp.mean(bwd, axis=2)
+    hidden = hidden.astype(jnp.float32)  # means and heads in float32 (a no-op for float32 states)
     fwd = jnp.mean(hidden, axis=1) @ p["w_fwd_out"] + p["b_fwd_out"]
     bwd = jnp.mean(hidden, axis=2) @ p["w_bwd_out"] + p["b_bwd_out"]
     return fwd, bwd
@@ -318,12 +331,15 @@ def dense_layer(p: Params, state, fwd_in: jax.Array, bwd_in: jax.Array, spec: VS
       ``(state, fwd_out [Bt, B, M], bwd_out [Bt, A, M])``.
     """
     hidden, cell = state
+    dtype = hidden.dtype  # spec.state_dtype; with float32 every cast below is a no-op
     per_input = (fwd_in @ p["w_fwd_in"])[:, :, None, :]  # [Bt, A, 1, 4S]
     per_output = (bwd_in @ p["w_bwd_in"] + p["b_gates"])[:, None, :, :]  # [Bt, 1, B, 4S]
     for _ in range(spec.num_micro_ticks):
         hidden, cell = merge_batch(hidden), merge_batch(cell)
-        gates = hidden @ p["w_hidden"] + per_input + per_output
-        hidden, cell = lstm_update(gates, cell)
+        recurrent = jnp.matmul(hidden, p["w_hidden"].astype(dtype), preferred_element_type=jnp.float32)
+        gates = recurrent + per_input + per_output  # float32
+        hidden, cell = lstm_update(gates, cell.astype(jnp.float32))
+        hidden, cell = hidden.astype(dtype), cell.astype(dtype)
     fwd_out, bwd_out = _messages(p, hidden, spec)
     return (hidden, cell), fwd_out, bwd_out
 
