@@ -415,8 +415,9 @@ def test_train_and_evaluate_start_from_a_wandb_run(tmp_path, monkeypatch, capsys
     initial = checkpoint.flatten_tree("params", build_learner(first_config["model"]).init(
         jax.random.PRNGKey(first_config["seed"])))
     assert any(not np.allclose(initial[name], trained[name]) for name in initial)   # training moved them
-    (wandb_run,) = checkpoint.local_wandb_runs("20240101-000000-first", runs)
-    run_path = "me/vsml/20240101-000000-first"
+    run_id = (first / "wandb-run-id").read_text().strip()      # the run directory names its wandb run
+    (wandb_run,) = checkpoint.local_wandb_runs(run_id, runs)
+    run_path = f"me/vsml/{run_id}"
 
     evaluated = tmp_path / "evaluated"
     assert launch.main(["--run_dir", str(evaluated), *common, "call=evaluate",
