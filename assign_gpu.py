@@ -36,11 +36,15 @@ rank gets ``gpus[local_rank % len(gpus)]``, so several ranks may share a GPU.
 
 The wrapped command runs with ``CUDA_VISIBLE_DEVICES`` set to that single
 device, so JAX (and any CUDA program) sees exactly one GPU, as device 0. When
-ranks on a node share a GPU (more local ranks than GPUs, if the launcher says
-how many there are), ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set too unless
-the user set it: otherwise each JAX process grabs 75% of the GPU's memory and
-the second one on the same GPU fails. Both variables are ignored by CPU-only
-JAX. Nothing else is changed.
+the launcher says how many ranks run on the node, the ranks given this rank's
+GPU are counted (k) and passed on as ``VSML_RANKS_PER_DEVICE=k``; the program's
+``training.pairs_per_chunk: auto`` then sizes its chunks for a k-th of the GPU.
+When k > 1 (or this rank's local rank alone shows that its GPU is shared), each
+JAX process would otherwise grab 75% of the GPU's memory and the second one on
+the same GPU would fail, so ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` and
+``XLA_PYTHON_CLIENT_MEM_FRACTION=0.9/k`` (a fair share, rounded down) are set
+too. A variable the user set is never overridden. All of them are ignored by
+CPU-only JAX. Nothing else is changed.
 
 The command replaces this process (``os.execvp``): no Python wrapper or child
 process is left, so signals such as Slurm's SIGTERM reach it directly.
@@ -52,6 +56,7 @@ configuration error (one line on stderr), 127 when the command is not found,
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -65,6 +70,10 @@ LAUNCHERS: tuple[tuple[str, str, str | None], ...] = (
     ("PMIx", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"),
     ("Slurm", "SLURM_LOCALID", None),  # size: SLURM_STEP_TASKS_PER_NODE[SLURM_NODEID]
 )
+
+RANKS_PER_DEVICE_VAR = "VSML_RANKS_PER_DEVICE"  # read by vsml/runtime.py
+MEM_FRACTION_VAR = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+SHARED_MEMORY = 0.9  # of a shared GPU's memory, split among its ranks (the rest: CUDA context, fragmentation)
 
 EXAMPLE = "GPU_COUNT=4 mpirun -n 16 python3 assign_gpu.py python3 launch.py ..."
 USAGE = f"usage: assign_gpu.py COMMAND [ARG ...]   e.g. {EXAMPLE}"
@@ -172,12 +181,36 @@ def shares_gpu(environ: Mapping[str, str]) -> bool:
     return local_rank(environ) >= n_gpus or (size is not None and size > n_gpus)
 
 
+def ranks_on_gpu(environ: Mapping[str, str]) -> int | None:
+    """How many local ranks get this rank's GPU (``gpus[r % n]``).
+
+    Exact when the launcher reports the ranks on the node; otherwise the ones up to
+    this rank (a lower bound, None for a rank below the GPU count, which cannot know).
+    """
+    n_gpus, rank, size = len(gpu_list(environ)), local_rank(environ), local_size(environ)
+    if size is None:
+        return rank // n_gpus + 1 if rank >= n_gpus else None
+    gpu = rank % n_gpus
+    return max((size - gpu + n_gpus - 1) // n_gpus, 1)
+
+
+def memory_fraction(ranks: int) -> str:
+    """``XLA_PYTHON_CLIENT_MEM_FRACTION`` for one of ``ranks`` ranks on a GPU: 0.9/ranks, rounded down."""
+    return f"{math.floor(SHARED_MEMORY * 1000 / ranks) / 1000:.3f}"
+
+
 def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``environ`` for the wrapped command, pinned to this rank's GPU."""
     env = dict(environ)
     env["CUDA_VISIBLE_DEVICES"] = gpu_for_rank(environ)
-    if shares_gpu(environ) and _get(environ, "XLA_PYTHON_CLIENT_PREALLOCATE") is None:
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    ranks = ranks_on_gpu(environ)
+    if ranks is not None and _get(environ, RANKS_PER_DEVICE_VAR) is None:
+        env[RANKS_PER_DEVICE_VAR] = str(ranks)
+    if shares_gpu(environ):
+        if _get(environ, "XLA_PYTHON_CLIENT_PREALLOCATE") is None:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        if ranks is not None and ranks > 1 and _get(environ, MEM_FRACTION_VAR) is None:
+            env[MEM_FRACTION_VAR] = memory_fraction(ranks)
     return env
 
 

@@ -24,18 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vsml.runtime import cpu_flags
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from vsml.runtime import cpu_flags, cpu_model
 
 
 def memory_gib() -> float:

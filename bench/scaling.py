@@ -56,7 +56,7 @@ def worker(args) -> None:
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, comm)
-    state = strategy.init_state(params, seed=0)
+    state = strategy.init(params, seed=0)
     state, _ = strategy.step(state, task.arrays)  # compile
 
     rows = []
@@ -96,10 +96,13 @@ def worker(args) -> None:
 
 
 def spawn(ranks: int, extra: list[str], bind: str = "core", timeout: float = 3600) -> dict:
+    from vsml.runtime import project_xla_flags  # noqa: PLC0415 — after main() put ROOT on sys.path
+
     command = [str(MPIEXEC), "-n", str(ranks), "-bind-to", bind, sys.executable, str(Path(__file__)), "--worker",
                *extra]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "XLA_FLAGS": project_xla_flags(os.environ.get("XLA_FLAGS", ""))})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{' '.join(command)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

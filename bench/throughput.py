@@ -55,17 +55,13 @@ def case_config(case: dict) -> dict:
 
 
 def build_learner_for(case: dict, rank_config: dict, task):
-    from vsml.learners import Learner, build_learner, vsml, vsml_reference  # noqa: PLC0415
+    """The case's learner from the registry (with its run options) and its spec."""
+    from vsml.learners import learner_type  # noqa: PLC0415
 
-    model = rank_config["model"]
-    if model["type"] != "VSMLRNN":
-        return build_learner(model, task.spec.input_shape, task.spec.num_classes), None
-    spec = vsml.spec_from_config(model)
-    run = vsml_reference.run if case.get("impl") == "literal" else vsml.run
-    unroll = int(case.get("unroll", 1))
-    learner = Learner(init=lambda key: vsml.init(key, spec),
-                      run=lambda params, key, x, y: run(params, key, x, y, spec, unroll=unroll))
-    return learner, spec
+    kind = learner_type(rank_config["model"]["type"])
+    spec = kind.spec_from_config(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+    options = {"unroll": int(case.get("unroll", 1)), "implementation": case.get("impl", "fast")}
+    return kind.bind(spec, **{name: value for name, value in options.items() if name in kind.run_options}), spec
 
 
 def run_case(case: dict) -> dict:
@@ -77,6 +73,7 @@ def run_case(case: dict) -> dict:
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
     from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
+    from vsml.learners import vsml  # noqa: PLC0415 — synapse counts of VSML cases
 
     if case.get("cache_dir"):
         jax.config.update("jax_compilation_cache_dir", case["cache_dir"])
@@ -87,7 +84,7 @@ def run_case(case: dict) -> dict:
     learner, spec = build_learner_for(case, rank_config, task)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
-    state = strategy.init_state(params, seed=0)
+    state = strategy.init(params, seed=0)
     rss_before = machine.cpu_peak_rss_bytes()
 
     start = time.perf_counter()
@@ -104,14 +101,13 @@ def run_case(case: dict) -> dict:
               "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
               "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
               "device_peak_bytes": machine.device_peak_bytes(),
-              "chosen_chunk": getattr(strategy.config, "pairs_per_chunk", None),
+              "chosen_chunk": strategy.pairs_per_chunk,
               "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
-    if spec is not None:
-        inputs = int(np.prod(task.spec.input_shape))
-        sizes = [inputs, *spec.hidden_sizes, task.spec.num_classes]
-        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if isinstance(spec, vsml.VSMLSpec) and not spec.conv_layers:
+        sizes = vsml.layer_sizes(spec, int(np.prod(task.spec.input_shape)), task.spec.num_classes)
+        synapses = sum(a * b for a, b in sizes)
         updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
         result.update(synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds,
                       slow_size=spec.slow_size)
@@ -121,9 +117,20 @@ def run_case(case: dict) -> dict:
 # --------------------------------------------------------------------------- the table (parent)
 
 
+def case_environ(xla_flags: str) -> dict:
+    """The environment of a case: ``XLA_FLAGS`` = the user's + the project's correctness flags + ``xla_flags``.
+
+    The vector width is the case's choice (the ladder compares XLA's default with 512 bits).
+    """
+    from vsml.runtime import project_xla_flags  # noqa: PLC0415 — after main() put ROOT on sys.path
+
+    base = project_xla_flags(os.environ.get("XLA_FLAGS", ""), wide_vectors=False)
+    return {**os.environ, "XLA_FLAGS": f"{base} {xla_flags}".strip(), "PYTHONPATH": str(ROOT)}
+
+
 def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
     """Runs one case in a fresh interpreter with ``XLA_FLAGS`` set; returns its figures."""
-    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    env = case_environ(xla_flags)
     proc = subprocess.run([sys.executable, str(Path(__file__)), "--case", json.dumps(case)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -133,7 +140,7 @@ def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
 
 
 def spawn_peaks(scale: float, xla_flags: str) -> dict:
-    env = {**os.environ, "XLA_FLAGS": xla_flags, "PYTHONPATH": str(ROOT)}
+    env = case_environ(xla_flags)
     proc = subprocess.run([sys.executable, str(Path(__file__)), "--peaks", str(scale)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -233,7 +240,7 @@ def main(argv=None) -> int:
     print(f"machine: {machine.summary_line(info)}")
     print(f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
           f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s")
-    print(f"XLA flags of the best settings: {vector_flags or '(none)'}")
+    print(f"XLA flags of the best settings: {case_environ(vector_flags)['XLA_FLAGS'] or '(none)'}")
     print(f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
           f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n")
     report = {"machine": info, "peaks": peaks, "floor": floor, "sections": {}}

@@ -12,6 +12,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from vsml import runtime
+
+# Tests run under exactly the XLA flags launch.py sets (vsml/runtime.py): the YNNPACK
+# fusion off where jaxlib has that flag, 512-bit vectors on AVX-512. Set before any
+# test module creates a jax backend; subprocesses inherit them.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+runtime.apply_xla_flags()
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Properties are checked for correctness, never speed: no per-example deadline (a busy machine

@@ -20,7 +20,8 @@ _spec.loader.exec_module(ag)
 LAUNCHER_VARS = [
     v for entry in ag.LAUNCHERS for v in entry[1:] if v is not None
 ] + ["SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID"]
-GPU_VARS = ["GPU_COUNT", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE"]
+GPU_VARS = ["GPU_COUNT", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+            "VSML_RANKS_PER_DEVICE"]
 PRINT_CVD = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"
 
 
@@ -309,3 +310,52 @@ def test_main_returns_2_without_gpu_config(monkeypatch, capsys):
 def test_help_exits_0():
     out = run_script("--help")
     assert out.returncode == 0 and out.stdout.startswith("usage:") and "SLURM_LOCALID" in out.stdout
+
+
+# ---------------------------------------------------------------- ranks sharing a GPU
+
+
+@pytest.mark.parametrize("gpus,size,rank,expected", [
+    (4, 16, 0, 4), (4, 16, 15, 4), (4, 4, 2, 1), (4, 5, 0, 2), (4, 5, 1, 1), (1, 2, 1, 2), (2, 3, 1, 1),
+])
+def test_ranks_on_gpu_counts_the_local_ranks_given_the_same_gpu(gpus, size, rank, expected):
+    env = {"GPU_COUNT": str(gpus), "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": str(size)}
+    assert ag.ranks_on_gpu(env) == expected
+    assert ag.ranks_on_gpu(env) == sum(1 for r in range(size) if r % gpus == rank % gpus)
+
+
+def test_ranks_on_gpu_without_a_local_size_is_a_lower_bound():
+    assert ag.ranks_on_gpu({"GPU_COUNT": "4", "SLURM_LOCALID": "5"}) == 2
+    assert ag.ranks_on_gpu({"GPU_COUNT": "4", "SLURM_LOCALID": "1"}) is None
+
+
+def test_shared_gpu_gets_a_fair_memory_fraction_and_the_rank_count():
+    shared = {"GPU_COUNT": "4", "MPI_LOCALRANKID": "3", "MPI_LOCALNRANKS": "16"}
+    child = ag.child_environ(shared)
+    assert float(child["XLA_PYTHON_CLIENT_MEM_FRACTION"]) * 4 <= 0.9
+    assert child["VSML_RANKS_PER_DEVICE"] == "4"
+    alone = ag.child_environ({"GPU_COUNT": "4", "MPI_LOCALRANKID": "3", "MPI_LOCALNRANKS": "4"})
+    assert alone["VSML_RANKS_PER_DEVICE"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in alone
+    user = ag.child_environ({**shared, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5", "VSML_RANKS_PER_DEVICE": "8"})
+    assert user["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.5" and user["VSML_RANKS_PER_DEVICE"] == "8"
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 7, 16])
+def test_memory_fractions_of_the_ranks_on_a_gpu_add_up_to_at_most_0_9(ranks):
+    assert 0 < float(ag.memory_fraction(ranks)) * ranks <= 0.9
+
+
+def test_under_mpiexec_two_ranks_on_one_gpu_each_get_at_most_half(tmp_path):
+    code = (
+        "import os; rank = os.environ['MPI_LOCALRANKID']; "
+        f"open(os.path.join({str(tmp_path)!r}, 'rank' + rank), 'w').write("
+        "os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] + ' ' + os.environ['VSML_RANKS_PER_DEVICE'])"
+    )
+    out = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, str(SCRIPT), sys.executable, "-c", code],
+        env=clean_env(GPU_COUNT="1"), capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for rank in (0, 1):
+        fraction, ranks = (tmp_path / f"rank{rank}").read_text().split()
+        assert float(fraction) <= 0.5 and ranks == "2"

@@ -12,7 +12,7 @@ from vsml import data
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
-from vsml.meta import backprop, es, objective
+from vsml.meta import OUTER_LOOPS, api, backprop, build_outer_loop, es, objective
 
 
 def keyed_loss(params, key, data):
@@ -31,15 +31,15 @@ class RankComm(SingleProcessComm):
 def _strategy(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, **kwargs):
     params = {"x": jnp.full((5,), 0.5)}
     strategy = backprop.MetaGradient(fitness, params, backprop.BackpropConfig(population, **kwargs),
-                                     es.make_optimizer(lr, {}, clip), comm or SingleProcessComm())
-    return strategy, strategy.init_state(params, seed=11)
+                                     api.make_optimizer(lr, {}, clip), comm or SingleProcessComm())
+    return strategy, strategy.init(params, seed=11)
 
 
 def test_gradient_is_the_mean_over_the_episodes_es_would_run():
     strategy, state = _strategy()
     grad_sum, finite, losses = strategy.partial_sums(state, {})
     # Independent: the targets of the episode keys key(data, g, i) that ES uses for pair i.
-    targets = np.stack([np.asarray(jax.random.normal(es.pair_key(state.rng["data"], 0, i), (5,)))
+    targets = np.stack([np.asarray(jax.random.normal(api.pair_key(state.rng["data"], 0, i), (5,)))
                         for i in range(8)])
     x = np.full(5, 0.5)
     np.testing.assert_allclose(grad_sum / 8, np.mean(2 * (x - targets), 0), rtol=1e-5)
@@ -47,16 +47,16 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
     assert finite.all()
     # ES evaluates exactly these episodes: with a tiny σ its fitness equals these losses.
     es_strategy = es.EvolutionStrategy(keyed_loss, state.params, es.ESConfig(8, 1e-6),
-                                       es.make_optimizer(0.1, {}, 0.0), SingleProcessComm())
-    fitness = es_strategy.evaluate(es_strategy.init_state(state.params, seed=11), {})
+                                       api.make_optimizer(0.1, {}, 0.0), SingleProcessComm())
+    fitness = es_strategy.evaluate(es_strategy.init(state.params, seed=11), {})
     np.testing.assert_allclose(fitness[:, 0], losses, rtol=1e-4)
 
 
-@pytest.mark.parametrize("pairs_per_call", [None, 3])
-def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_call):
+@pytest.mark.parametrize("pairs_per_chunk", [None, 3])
+def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_chunk):
     whole, state = _strategy(population=8)
     total, _, losses = whole.partial_sums(state, {})
-    parts = [_strategy(population=8, comm=RankComm(r, 2), pairs_per_call=pairs_per_call)[0] for r in range(2)]
+    parts = [_strategy(population=8, comm=RankComm(r, 2), pairs_per_chunk=pairs_per_chunk)[0] for r in range(2)]
     sums = [part.partial_sums(state, {}) for part in parts]
     np.testing.assert_allclose(sums[0][0] + sums[1][0], total, rtol=1e-12)
     np.testing.assert_array_equal(np.concatenate([s[2] for s in sums]), losses)
@@ -70,8 +70,8 @@ def test_steps_lower_the_loss_and_report_statistics():
         state, stats = strategy.step(state, {})
         first = first if first is not None else stats["meta_loss"]
     assert state.generation == 40
-    assert set(stats) >= {"meta_loss", "meta_loss_std", "es/nonfinite", "grad/norm"}
-    assert stats["es/nonfinite"] == 0
+    assert set(stats) >= {"meta_loss", "meta_loss_std", "metagrad/nonfinite", "grad/norm"}
+    assert stats["metagrad/nonfinite"] == 0
     # the optimum of the mean loss is x = 0 (targets have mean 0): loss falls from ~6.25 to ~5
     assert stats["meta_loss"] < first - 0.8
     assert np.abs(np.asarray(state.params["x"])).max() < 0.3
@@ -85,7 +85,7 @@ def test_nonfinite_episodes_are_dropped_and_counted():
     strategy, state = _strategy(population=16, fitness=sometimes_nan)
     _, finite, _ = strategy.partial_sums(state, {})
     new_state, stats = strategy.step(state, {})
-    assert 0 < stats["es/nonfinite"] == 16 - finite.sum() < 16
+    assert 0 < stats["metagrad/nonfinite"] == 16 - finite.sum() < 16
     assert np.all(np.isfinite(np.asarray(new_state.params["x"])))
     assert np.isfinite(stats["meta_loss"])
 
@@ -115,12 +115,13 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
     fitness = objective.make_fitness(objective.make_episode(
         learner.run, lambda a, k: data.sample_episode(spec, a, k, 6, 2)), "mean")
     params = learner.init(jax.random.PRNGKey(0))
-    for strategy in (es.EvolutionStrategy(fitness, params, es.ESConfig(2, 0.05), es.make_optimizer(0.01, {}, 1.0),
-                                          SingleProcessComm()),
-                     backprop.MetaGradient(fitness, params, backprop.BackpropConfig(2),
-                                           es.make_optimizer(0.01, {}, 1.0), SingleProcessComm())):
-        state, stats = strategy.step(strategy.init_state(params, seed=0), arrays)
-        assert state.generation == 1 and stats["es/nonfinite"] == 0
+    optimizer_cfg = {"lr": 0.01, "kwargs": {}, "clip_gradnorm": 1.0, "noise_std": 0.05, "fitness_shaping": "raw"}
+    for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
+        strategy = build_outer_loop({**optimizer_cfg, "type": kind}, 2, None, fitness, params, SingleProcessComm())
+        state, stats = strategy.step(strategy.init(params, seed=0), arrays)
+        nonfinite = {"es": "es/nonfinite", "sgd": "metagrad/nonfinite"}[kind]  # each loop logs its own
+        assert state.generation == 1 and stats[nonfinite] == 0
+        assert not {key for key in stats if key.endswith("/nonfinite")} - {nonfinite}
         assert 1.5 < stats["meta_loss"] < 3.5  # ~ ln 10 = 2.3 for an untrained learner
         moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state.params, params)
         assert max(jax.tree_util.tree_leaves(moved)) > 0

@@ -256,16 +256,24 @@ def test_task_without_array_is_an_error():
         build(task=1)
 
 
-def test_grid_is_the_product_of_axes_first_axis_slowest():
-    doc = {'grid': [
-        [{'seed': 1}, {'seed': 2}],
-        [{'training.dataset': 'a'}, {'training.dataset': 'b'}, {'training.dataset': 'c'}],
-    ]}
+def _original_grid_order(lengths, number):
+    """The original release's rule for task ``number`` (1-based): the first axis varies fastest."""
+    n, picks = number - 1, []
+    for length in lengths:
+        picks.append(n % length)
+        n //= length
+    return picks
+
+
+def test_grid_is_the_product_of_axes_first_axis_fastest():
+    seeds, datasets = [1, 2], ['a', 'b', 'c']
+    doc = {'grid': [[{'seed': s} for s in seeds], [{'training.dataset': d} for d in datasets]]}
     tasks = C.array_tasks(doc)
     assert len(tasks) == 6
-    assert tasks[3] == {'seed': 2, 'training': {'dataset': 'a'}}   # task 4 = (axis0[1], axis1[0])
-    assert tasks[0] == {'seed': 1, 'training': {'dataset': 'a'}}
-    assert tasks[5] == {'seed': 2, 'training': {'dataset': 'c'}}
+    for number, task in enumerate(tasks, start=1):
+        seed, dataset = _original_grid_order([2, 3], number)
+        assert task == {'seed': seeds[seed], 'training': {'dataset': datasets[dataset]}}
+    assert tasks[1] == {'seed': 2, 'training': {'dataset': 'a'}}   # task 2: the first axis moved on
 
 
 def test_grid_shorthand_and_zipped_keys(tmp_path):
@@ -275,7 +283,7 @@ def test_grid_shorthand_and_zipped_keys(tmp_path):
     ]})
     doc = C.load_yaml_file(arr)
     assert len(C.array_tasks(doc)) == 6
-    cfg = build(array_file=arr, task=5)  # (fashion_mnist, second zip entry)
+    cfg = build(array_file=arr, task=4)  # n = 3: dataset 3 % 2 = 1, zip entry 3 // 2 = 1
     assert cfg == with_changes({'training.dataset': 'fashion_mnist', 'seed': 2, 'optimizer.lr': 0.2})
 
 
@@ -424,3 +432,96 @@ def test_non_integer_slurm_task_is_an_error(tmp_path):
     arr = write(tmp_path, 'arr.yaml', {'array': [{'seed': 10}]})
     with pytest.raises(C.ConfigError, match='not an integer'):
         build(array_file=arr, environ={'SLURM_ARRAY_TASK_ID': 'x'})
+
+
+# ---------------------------------------------------------------- the original release's sweep format
+
+
+def test_original_entries_nested_or_dotted_with_tags_and_config_files(tmp_path):
+    layer = write(tmp_path, 'layer.yaml', {'training': {'batch_size': 3, 'dataset': 'from_file'}})
+    arr = write(tmp_path, 'arr.yaml', {'array': [
+        {'config': {'training': {'dataset': 'x'}}, 'tags': ['first']},
+        {'config': {'training.dataset': 'y', 'seed': 7}, 'tags': ['second', 'b'], 'config_files': [str(layer)]},
+        {'seed': 9},                                  # our plain override mapping, in the same list
+        {'tags': ['only-tags']},
+    ]})
+    assert build(array_file=arr, task=1) == {**with_changes({'training.dataset': 'x'}),
+                                             'logging': {'tags': ['first']}}
+    # The task's config_files come after the command's files and before the task's overrides.
+    second = build(array_file=arr, task=2, tags=['cli', 'b'])
+    assert second == {**with_changes({'training.dataset': 'y', 'training.batch_size': 3, 'seed': 7}),
+                      'logging': {'tags': ['second', 'b', 'cli']}}
+    assert build(array_file=arr, task=3) == with_changes({'seed': 9})
+    assert build(array_file=arr, task=4)['logging'] == {'tags': ['only-tags']}
+
+
+def test_original_grid_entries_concatenate_tags_and_files_in_axis_order(tmp_path):
+    one = write(tmp_path, 'one.yaml', {'seed': 1})
+    two = write(tmp_path, 'two.yaml', {'seed': 2, 'training.batch_size': 5})
+    doc = {'grid': [
+        [{'config': {'training': {'dataset': 'a'}}, 'tags': ['a'], 'config_files': [str(one)]},
+         {'config': {'training': {'dataset': 'b'}}, 'tags': ['b']}],
+        [{'config_files': [str(two)], 'tags': ['two']}, {'config': {'seed': 3}, 'tags': ['three']}],
+    ]}
+    tasks = C.sweep_tasks(doc)
+    assert [t.tags for t in tasks] == [('a', 'two'), ('b', 'two'), ('a', 'three'), ('b', 'three')]
+    assert tasks[0].config_files == (str(one), str(two)) and tasks[3].config_files == ()
+    arr = write(tmp_path, 'grid.yaml', doc)
+    # task 1: one.yaml then two.yaml (the later file wins on seed)
+    assert build(array_file=arr, task=1) == {**with_changes({'training.dataset': 'a', 'seed': 2,
+                                                             'training.batch_size': 5}),
+                                             'logging': {'tags': ['a', 'two']}}
+    assert build(array_file=arr, task=3)['seed'] == 3   # the task's overrides come after its files
+
+
+def test_unknown_entry_key_names_the_allowed_ones():
+    with pytest.raises(C.ConfigError) as err:
+        C.sweep_tasks({'array': [{'config': {'seed': 1}, 'tag': ['x']}]})
+    message = str(err.value)
+    assert "'tag'" in message and 'config, tags, config_files' in message and 'task 1' in message
+    assert '\n' not in message
+    with pytest.raises(C.ConfigError, match="axis 2 .* unknown entry key 'confg'"):
+        C.sweep_tasks({'grid': [[{'seed': 1}], [{'confg': {'seed': 2}, 'tags': ['t']}]]})
+
+
+@pytest.mark.parametrize('entry, match', [
+    ({'config': [1, 2]}, "'config' of task 1"),
+    ({'tags': [1]}, "'tags' of task 1"),
+    ({'config_files': {'a': 1}}, "'config_files' of task 1"),
+])
+def test_badly_typed_entry_fields_are_named(entry, match):
+    with pytest.raises(C.ConfigError, match=match):
+        C.sweep_tasks({'array': [entry]})
+
+
+def test_subset_maps_array_task_n_to_entry_subset_n_minus_1(tmp_path):
+    arr = write(tmp_path, 'arr.yaml', {'array': [{'seed': 10}, {'seed': 20}, {'seed': 30}, {'seed': 40}]})
+    assert build(array_file=arr, subset=[3, 0], task=1)['seed'] == 40
+    assert build(array_file=arr, subset=[3, 0], environ={'SLURM_ARRAY_TASK_ID': '2'})['seed'] == 10
+    grid = write(tmp_path, 'grid.yaml', {'grid': [[{'seed': 1}, {'seed': 2}], [{'training.dataset': 'a'},
+                                                                                 {'training.dataset': 'b'}]]})
+    assert build(array_file=grid, subset=[2], task=1) == with_changes({'seed': 1, 'training.dataset': 'b'})
+
+
+@pytest.mark.parametrize('subset, task, match', [
+    ([4], 1, r"--subset index 4 is out of range: array file .* has 4 tasks \(0-based indices 0..3\)"),
+    ([-1], 1, '--subset index -1 is out of range'),
+    ([0, 1], 3, r'task 3 is out of range: --subset .* has 2 entries'),
+])
+def test_subset_out_of_range_is_one_line(tmp_path, subset, task, match):
+    arr = write(tmp_path, 'arr.yaml', {'array': [{'seed': 10}, {'seed': 20}, {'seed': 30}, {'seed': 40}]})
+    with pytest.raises(C.ConfigError, match=match) as err:
+        build(array_file=arr, subset=subset, task=task)
+    assert '\n' not in str(err.value)
+
+
+def test_subset_without_array_is_an_error():
+    with pytest.raises(C.ConfigError, match='--subset needs an --array'):
+        build(subset=[0])
+
+
+def test_tags_accumulate_once_each_and_job_type_is_set():
+    base = {**BASE, 'logging': {'tags': [], 'job_type': None}}
+    config = build(base=base, overrides=['logging.tags=[a, b]'], tags=['b', 'c'], job_type='eval')
+    assert config['logging'] == {'tags': ['a', 'b', 'c'], 'job_type': 'eval'}
+    assert base['logging'] == {'tags': [], 'job_type': None}    # input not mutated

@@ -167,7 +167,7 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     strategy = experiment.make_strategy(learner, task, cfg, params, world())
-    state, stats = strategy.step(strategy.init_state(params, 0), task.arrays)
+    state, stats = strategy.step(strategy.init(params, 0), task.arrays)
     assert state.generation == 1 and np.isfinite(stats["meta_loss"])
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params,
                                    state.params)

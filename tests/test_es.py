@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from vsml.comm import SingleProcessComm
-from vsml.meta import es
+from vsml.meta import api, es
 
 SCALES = jnp.linspace(0.5, 3.0, 12)
 
@@ -22,8 +23,16 @@ def smooth_loss(params, key, data):
 def _strategy(population, noise_std=0.01, shaping="raw", comm=None, lr=0.025):
     params = {"x": jnp.full((12,), 0.2), "y": jnp.asarray(0.7)}
     strategy = es.EvolutionStrategy(smooth_loss, params, es.ESConfig(population, noise_std, shaping),
-                                    es.make_optimizer(lr, {}, 0.0), comm or SingleProcessComm())
-    return strategy, strategy.init_state(params, seed=3)
+                                    api.make_optimizer(lr, {}, 0.0), comm or SingleProcessComm())
+    return strategy, strategy.init(params, seed=3)
+
+
+def _estimate(strategy, state, shaping, noise_std=0.01):
+    """The single-rank ES gradient, composed of the functions ``EvolutionStrategy.step`` runs."""
+    utilities, _ = es.shape_fitness(strategy.evaluate(state, {}), shaping)
+    total = es.noise_sum(state.rng["noise"], state.generation, strategy.pair_indices,
+                         es.pair_weights(utilities, noise_std), strategy.dim)
+    return es.mean_gradient(total, strategy.population_size)
 
 
 def _cosine(a, b):
@@ -33,18 +42,28 @@ def _cosine(a, b):
 @pytest.mark.parametrize("shaping", ["raw", "centered_rank"])
 def test_es_gradient_points_along_true_gradient(shaping):
     strategy, state = _strategy(population=4096, shaping=shaping)
-    utilities, _ = es.shape_fitness(strategy.evaluate(state, {}), shaping)
-    estimate = np.asarray(strategy.gradient(state, es.pair_weights(utilities, 0.01)))
+    estimate = _estimate(strategy, state, shaping)
     true = jax.flatten_util.ravel_pytree(jax.grad(smooth_loss)(state.params, None, None))[0]
     assert _cosine(estimate, np.asarray(true)) > 0.95
 
 
 def test_raw_estimate_has_the_gradient_scale():
     strategy, state = _strategy(population=8192)
-    utilities, _ = es.shape_fitness(strategy.evaluate(state, {}), "raw")
-    estimate = np.asarray(strategy.gradient(state, es.pair_weights(utilities, 0.01)))
+    estimate = _estimate(strategy, state, "raw")
     true = np.asarray(jax.flatten_util.ravel_pytree(jax.grad(smooth_loss)(state.params, None, None))[0])
     np.testing.assert_allclose(np.linalg.norm(estimate), np.linalg.norm(true), rtol=0.1)
+
+
+def test_step_applies_exactly_the_composed_estimate():
+    """``step`` = evaluate, shape, weigh, sum the noise, average, apply (here plain SGD, lr 1)."""
+    params = {"x": jnp.full((12,), 0.2), "y": jnp.asarray(0.7)}
+    strategy = es.EvolutionStrategy(smooth_loss, params, es.ESConfig(16, 0.01, "centered_rank"), optax.sgd(1.0),
+                                    SingleProcessComm())
+    state = strategy.init(params, seed=3)
+    expected = jax.flatten_util.ravel_pytree(params)[0] - _estimate(strategy, state, "centered_rank")
+    new_state, stats = strategy.step(state, {})
+    np.testing.assert_allclose(np.asarray(jax.flatten_util.ravel_pytree(new_state.params)[0]), expected, rtol=1e-6)
+    assert new_state.generation == 1 and stats["es/nonfinite"] == 0
 
 
 def test_es_steps_lower_the_loss():
@@ -58,7 +77,7 @@ def test_es_steps_lower_the_loss():
 
 
 def test_pair_noise_depends_only_on_generation_and_pair_index():
-    key = es.base_keys(0)["noise"]
+    key = api.base_keys(0)["noise"]
     whole = np.asarray(es.pair_noise(key, 5, jnp.arange(8), 10))
     part = np.asarray(es.pair_noise(key, 5, jnp.arange(4, 8), 10))
     np.testing.assert_array_equal(whole[4:], part)
@@ -67,10 +86,10 @@ def test_pair_noise_depends_only_on_generation_and_pair_index():
 
 
 def test_pair_slices_partition_the_population():
-    slices = [es.pair_slice(12, rank, 3) for rank in range(3)]
+    slices = [api.pair_slice(12, rank, 3) for rank in range(3)]
     np.testing.assert_array_equal(np.concatenate(slices), np.arange(12))
     with pytest.raises(ValueError, match="population_size=10 is not divisible by the 4"):
-        es.pair_slice(10, 0, 4)
+        api.pair_slice(10, 0, 4)
 
 
 def test_raw_shaping_ranks_non_finite_worst():
@@ -99,7 +118,7 @@ def test_weights_are_antithetic_differences():
 
 
 def test_clipping_bounds_the_update_norm():
-    opt = es.make_optimizer(1.0, {"b1": 0.0, "b2": 0.0}, clip_gradnorm=0.5)
+    opt = api.make_optimizer(1.0, {"b1": 0.0, "b2": 0.0}, clip_gradnorm=0.5)
     params = {"w": jnp.zeros(3)}
     grad = {"w": jnp.asarray([30.0, 40.0, 0.0])}
     updates, _ = opt.update(grad, opt.init(params), params)

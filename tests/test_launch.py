@@ -113,8 +113,10 @@ def test_array_task_from_slurm_environment(tmp_path):
     sweep.write_text(yaml.safe_dump({"grid": [{"training.loss_type": ["mean", "last"]},
                                               {"seed": [1, 2, 3]}]}))
     _ok(launch("--array", sweep, "--run_dir", tmp_path / "run", "--config", *TINY, "training.iterations=1",
-               env={"SLURM_ARRAY_TASK_ID": "5"}))
+               env={"SLURM_ARRAY_TASK_ID": "4"}))
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    # n = 4 - 1 = 3; the first axis varies fastest (the original release's numbering):
+    # loss_type option 3 % 2 = 1, seed option 3 // 2 = 1.
     assert saved["training"]["loss_type"] == "last" and saved["seed"] == 2
 
 

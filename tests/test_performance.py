@@ -19,7 +19,7 @@ from vsml.comm import SingleProcessComm
 from vsml.config import build_config, resolve_for_rank
 from vsml.experiment import load_task, make_strategy
 from vsml.learners import build_learner
-from vsml.meta import es, objective
+from vsml.meta import api, es, fit_chunk, objective
 
 
 def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
@@ -32,7 +32,7 @@ def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(0))
     strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
-    return strategy, strategy.init_state(params, seed=5), task, learner
+    return strategy, strategy.init(params, seed=5), task, learner
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 2, 3, 8])
@@ -46,7 +46,7 @@ def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
     sigma = strategy.config.noise_std
     for pair in range(5):
         eps = es.pair_epsilon(state.rng["noise"], 0, pair, flat.shape[0])
-        key = es.pair_key(state.rng["data"], 0, pair)
+        key = api.pair_key(state.rng["data"], 0, pair)
         expected = [member_loss(unravel(flat + sign * sigma * eps), key, task.arrays) for sign in (1.0, -1.0)]
         np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
 
@@ -79,24 +79,24 @@ def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
 def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     strategy, state, task, _ = _strategy(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
 
-    def outputs():  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
+    def outputs(loop):  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
         if optimizer == "es":
-            return [strategy.evaluate(state, task.arrays)]
-        return list(strategy.partial_sums(state, task.arrays))
+            return [loop.evaluate(state, task.arrays)]
+        return list(loop.partial_sums(state, task.arrays))
 
-    whole = outputs()
-    per_pair = es.working_bytes_per_pair(strategy._evaluate, ravel_pytree(state.params)[0], state.rng, task.arrays)
-    chunk, measured = strategy.fit_chunk(state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
-    assert (chunk, measured) == (2, per_pair)
-    for a, b in zip(whole, outputs()):
+    per_pair = strategy.working_bytes_per_pair(state.params, task.arrays)
+    fitted, measured = fit_chunk(strategy, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
+    assert (fitted.pairs_per_chunk, measured) == (2, per_pair)
+    assert strategy.pairs_per_chunk is None  # the original loop is left as it was
+    for a, b in zip(outputs(strategy), outputs(fitted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert strategy.fit_chunk(state.params, task.arrays, budget_bytes=100 * per_pair)[0] is None  # all fits
+    assert fit_chunk(strategy, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
 
 
 @pytest.mark.parametrize("per_pair,budget,pairs,expected", [
     (10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)])
 def test_chunk_for_budget(per_pair, budget, pairs, expected):
-    assert es.chunk_for_budget(per_pair, budget, pairs) == expected
+    assert api.chunk_for_budget(per_pair, budget, pairs) == expected
 
 
 def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):
@@ -126,15 +126,49 @@ def test_a_generation_reports_where_its_time_went():
 # --------------------------------------------------------------------------- runtime settings
 
 
-@pytest.mark.parametrize("xla_flags,cpu,expected", [
-    ("", {"avx2", "avx512f"}, "--xla_cpu_prefer_vector_width=512"),
-    ("--xla_dump_to=/tmp/x", {"avx512f"}, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
-    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, "--xla_cpu_prefer_vector_width=256"),  # the user's choice
-    ("", {"avx2", "fma"}, ""),  # no AVX-512: XLA's default is right
-    ("--xla_dump_to=/tmp/x", set(), "--xla_dump_to=/tmp/x"),
+YNN = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+@pytest.mark.parametrize("xla_flags,cpu,ynn_known,expected", [
+    ("", {"avx2", "avx512f"}, False, "--xla_cpu_prefer_vector_width=512"),
+    ("", {"avx2", "avx512f"}, True, f"{YNN} --xla_cpu_prefer_vector_width=512"),
+    ("--xla_dump_to=/tmp/x", {"avx512f"}, False, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
+    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, True, f"--xla_cpu_prefer_vector_width=256 {YNN}"),
+    ("", {"avx2", "fma"}, False, ""),  # no AVX-512: XLA's default is right
+    ("", {"avx2", "fma"}, True, YNN),
+    (f"{YNN}ynn_fusion_type_elementwise", set(), True, f"{YNN}ynn_fusion_type_elementwise"),  # the user's choice
+    ("--xla_dump_to=/tmp/x", set(), False, "--xla_dump_to=/tmp/x"),
 ])
-def test_cpu_vector_width_is_only_raised_on_avx512_and_never_overrides_the_user(xla_flags, cpu, expected):
-    assert runtime.cpu_xla_flags(xla_flags, cpu) == expected
+def test_project_flags_never_override_the_user(xla_flags, cpu, ynn_known, expected):
+    assert runtime.xla_flags(xla_flags, cpu, ynn_known) == expected
+    once = runtime.xla_flags(xla_flags, cpu, ynn_known)
+    assert runtime.xla_flags(once, cpu, ynn_known) == once  # a child process adds nothing
+
+
+def test_wide_vectors_can_be_left_to_xla():
+    assert runtime.xla_flags("", {"avx512f"}, True, wide_vectors=False) == YNN
+
+
+@pytest.mark.parametrize("version,expected", [
+    ("0.8.0", False), ("0.8.1", True), ("0.9.2", True), ("0.10.2", True), ("0.12.0.1", True),
+    ("0.4.38", False), (None, False),
+])
+def test_ynn_flag_only_for_jaxlib_versions_that_know_it(version, expected):
+    assert runtime.knows_ynn_flag(version, None) is expected
+
+
+def test_a_jaxlib_newer_than_any_checked_is_asked_its_library(tmp_path):
+    # XLA aborts on a flag it does not know: beyond the checked versions, the library decides.
+    assert not runtime.knows_ynn_flag("9.0.0", tmp_path)
+    (tmp_path / "libjax_common.so").write_bytes(b"\0junk\0xla_cpu_experimental_ynn_fusion_type\0")
+    assert runtime.knows_ynn_flag("9.0.0", tmp_path)
+    assert not runtime.knows_ynn_flag("0.8.0", tmp_path)  # checked: absent there
+
+
+def test_version_tuples():
+    assert runtime.version_tuple("0.12.0.1") == (0, 12, 0, 1)
+    assert runtime.version_tuple("0.10.0rc1") == (0, 10, 0)
+    assert runtime.version_tuple("0.11.0.dev20260101") == (0, 11, 0)
 
 
 def test_cpu_flags_come_from_cpuinfo(tmp_path):

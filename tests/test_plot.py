@@ -164,3 +164,36 @@ def test_run_labels_disambiguate_repeated_names(tmp_path):
 
 def test_nan_accuracy_is_shown_as_a_dash():
     assert plot._fmt(math.nan, True) == "-" and plot._fmt(0.5, True) == "50.0%"
+
+
+def test_smooth_is_the_mean_of_the_last_n_points():
+    y = np.array([1.0, 3.0, np.nan, 5.0, 9.0, 2.0])
+    expected = []
+    for i in range(len(y)):
+        window = [v for v in y[max(0, i - 2):i + 1] if not math.isnan(v)]
+        expected.append(sum(window) / len(window))
+    np.testing.assert_allclose(plot.smooth(y, 3), expected)
+    np.testing.assert_array_equal(plot.smooth(y, 1), y)
+
+
+def test_chance_levels_come_from_the_runs_config(run_copy):
+    curves = plot.load_curves(run_copy)
+    assert curves.chance == {"digits": pytest.approx(0.1)}
+    assert curves.uniform_loss == pytest.approx(math.log(10))
+    from vsml.config import build_config  # noqa: PLC0415
+
+    config = build_config((), ["training.dataset=random", "random_dataset.target_count=5",
+                               "data.filter_classes={mpi_split: [[1, 2], [1, 2, 3]]}"])
+    chance, uniform = plot.chance_levels(config, ["sum", "random", "digits", "omniglot_fewshot"])
+    # filter_classes differs per rank: no single chance level for a stored dataset
+    assert chance == {"sum": 0.5, "random": 0.2, "omniglot_fewshot": 0.2} and uniform == pytest.approx(math.log(5))
+
+
+def test_cli_several_runs_go_to_the_first_run_dir_and_smooth(run_copy, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    result = _cli(run_copy, other, "--smooth", "3")
+    assert result.returncode == 0, result.stderr
+    assert (run_copy / "compare.png").stat().st_size > 10_000 and f"wrote {run_copy / 'compare.png'}" in result.stdout
+    bad = _cli(run_copy, "--smooth", "0")
+    assert bad.returncode == 2 and "positive integer" in bad.stderr

@@ -236,3 +236,96 @@ def digest(tree) -> int:
         hasher.update(str((array.dtype.str, array.shape)).encode())
         hasher.update(array.tobytes())
     return int.from_bytes(hasher.digest(), "little") >> 1
+
+
+# --------------------------------------------------------------------------- wandb runs
+
+# wandb names a run's directory ``run-<YYYYMMDD_HHMMSS>-<id>`` (``offline-run-...`` offline).
+_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
+ORIGINAL_CHECKPOINT_SUFFIX = ".chkp"
+
+
+def parse_run_path(run_path: str) -> tuple[str, str, str]:
+    """``(entity, project, run_id)`` of ``entity/project/id`` (or wandb's ``entity/project/runs/id``)."""
+    parts = str(run_path).strip("/").split("/")
+    if len(parts) == 4 and parts[2] == "runs":
+        parts = [parts[0], parts[1], parts[3]]
+    if len(parts) != 3 or not all(part.strip() for part in parts):
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
+                              "(the path shown on the wandb run's overview page)")
+    return parts[0], parts[1], parts[2]
+
+
+def local_wandb_runs(run_id: str, logging_dir) -> list[Path]:
+    """Local wandb run directories of ``run_id``, newest first.
+
+    Looked for in ``./wandb``, ``$WANDB_DIR/wandb`` and the ``wandb/`` folder of
+    every run directory under ``logging_dir`` (``runs/*/wandb``, ``runs/*/task-*/wandb``).
+    """
+    roots = [Path("wandb")]
+    if os.environ.get("WANDB_DIR"):
+        roots.append(Path(os.environ["WANDB_DIR"]) / "wandb")
+    if logging_dir:
+        roots += sorted(Path(logging_dir).glob("*/wandb")) + sorted(Path(logging_dir).glob("*/task-*/wandb"))
+    found = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for candidate in root.iterdir():
+            match = _WANDB_RUN_DIR.match(candidate.name)
+            if match and match.group(2) == run_id and candidate.is_dir():
+                found[candidate.resolve()] = match.group(1)
+    return sorted(found, key=lambda path: (found[path], str(path)), reverse=True)
+
+
+def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download_dir) -> Path:
+    """A local path to ``file_name`` (default ``checkpoint.npz``) of the wandb run ``run_path``.
+
+    A local wandb run directory with the run's id wins (offline runs, or online
+    runs made on this machine); otherwise the file is downloaded through the
+    wandb API into ``download_dir``. Raises CheckpointError (one line) when the
+    run or the file cannot be found.
+    """
+    _, _, run_id = parse_run_path(run_path)
+    file_name = file_name or LATEST
+    if file_name.endswith(ORIGINAL_CHECKPOINT_SUFFIX):
+        raise CheckpointError(
+            f"checkpoint.restore.file_name '{file_name}' is a checkpoint of the original release (pickled haiku "
+            f"parameters), which this project cannot read; restore a {LATEST} written by this project "
+            f"(checkpoint.restore.file_name: null)")
+    local_runs = local_wandb_runs(run_id, logging_dir)
+    for run_dir in local_runs:
+        candidate = run_dir / "files" / file_name
+        if candidate.is_file():
+            return candidate
+    if local_runs:
+        files = sorted(path.name for path in (local_runs[0] / "files").glob("*"))
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': the local wandb run {local_runs[0]} has no "
+                              f"files/{file_name} (it has: {', '.join(files) or 'nothing'}); set "
+                              "checkpoint.restore.file_name to one of them")
+    where = f"no local wandb run directory with id '{run_id}' (./wandb, runs/*/wandb)"
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and WANDB_MODE="
+                              f"{os.environ['WANDB_MODE']} rules out the wandb API")
+    return _download_wandb_file(run_path, file_name, Path(download_dir), where)
+
+
+def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, where: str) -> Path:
+    try:
+        import wandb  # noqa: PLC0415 — slow import, only when a run is restored online
+    except ImportError:
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and wandb is not "
+                              "installed to download it") from None
+    try:
+        run = wandb.Api(timeout=60).run(run_path)
+        remote = run.file(file_name)
+        download_dir.mkdir(parents=True, exist_ok=True)
+        remote.download(root=str(download_dir), replace=True).close()
+    except Exception as err:  # wandb raises CommError, UsageError, ValueError, HTTP errors alike
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and the wandb API could not "
+                              f"give its file '{file_name}' ({type(err).__name__}: {detail})") from None
+    path = download_dir / file_name
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': wandb gave no file '{file_name}'")
+    return path

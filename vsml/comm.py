@@ -27,11 +27,14 @@ _LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOC
 class Comm(abc.ABC):
     """A communicator over ``size`` processes; this process is ``rank``.
 
-    Rank 0 (``is_root``) alone logs and writes files.
+    Rank 0 (``is_root``) alone logs and writes files. ``local_size`` is the number
+    of ranks on this rank's node (those sharing its memory, caches and, without
+    ``assign_gpu.py``, its first GPU).
     """
 
     rank: int = 0
     size: int = 1
+    local_size: int = 1
 
     @property
     def is_root(self) -> bool:
@@ -96,6 +99,10 @@ class MPIComm(Comm):
         self._comm = mpi_module.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        # Ranks that can share memory are on one node (a collective: every rank constructs this at start).
+        node = self._comm.Split_type(mpi_module.COMM_TYPE_SHARED)
+        self.local_size = node.Get_size()
+        node.Free()
 
     def allgather(self, local: np.ndarray) -> np.ndarray:
         local = np.ascontiguousarray(local)

@@ -3,8 +3,12 @@
 A configuration is a plain nested dict. It is built from layers applied in order
 (DESIGN §8):
 
-    base (configs/default.yaml)  <  each --config_files file  <  the --array task
+    base (configs/default.yaml)  <  each --config_files file  <  the --array task's
+    config_files  <  the array file's ``base:``  <  the --array task's overrides
                                  <  each ``--config key=value`` override
+
+Tags (``logging.tags``) accumulate instead: a task's ``tags`` and ``--tags``
+are appended to those the layers set.
 
 Every layer is a mapping whose keys may be dotted (``training.population_size``)
 or nested (``training: {population_size: ...}``); both mean the same thing and
@@ -24,8 +28,10 @@ resolved later for any number of ranks with ``resolve_for_rank``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import itertools
+import math
 import os
 import pathlib
 import re
@@ -356,14 +362,58 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 # ---------------------------------------------------------------- array files
 
+# The keys of a sweep entry in the original release's format:
+# ``{config: {overrides}, tags: [...], config_files: [...]}``.
+ENTRY_KEYS = ('config', 'tags', 'config_files')
 
-def _grid_axis(axis: Any, number: int, source: str) -> list[dict]:
-    """The options of one grid axis (a list of dicts, or the {key: [values]} shorthand)."""
+
+@dataclasses.dataclass(frozen=True)
+class SweepTask:
+    """One task of an --array file.
+
+    ``config``: nested overrides; ``tags``: wandb tags it adds; ``config_files``:
+    files layered after the command's --config_files, before the overrides.
+    """
+
+    config: dict
+    tags: tuple = ()
+    config_files: tuple = ()
+
+
+def _names(value: Any, what: str, where: str) -> tuple:
+    """A list of non-empty strings (a lone string is a list of one)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"'{what}' of {where} must be a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _entry(raw: Any, where: str) -> SweepTask:
+    """One ``array:`` entry or grid option: a plain override mapping or an original-format entry."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where} must be a mapping of overrides or of {", ".join(ENTRY_KEYS)}; got {raw!r}')
+    if not any(str(key) in ENTRY_KEYS for key in raw):
+        return SweepTask(config=_nest(raw, where))
+    unknown = sorted(str(key) for key in raw if str(key) not in ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown entry key '{unknown[0]}'; an entry holds only "
+                          f"{', '.join(ENTRY_KEYS)} (or is a plain mapping of overrides)")
+    overrides = {} if raw.get('config') is None else raw['config']
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"'config' of {where} must be a mapping of overrides, got {overrides!r}")
+    return SweepTask(config=_nest(overrides, where), tags=_names(raw.get('tags'), 'tags', where),
+                     config_files=_names(raw.get('config_files'), 'config_files', where))
+
+
+def _grid_axis(axis: Any, number: int, source: str) -> list[SweepTask]:
+    """The options of one grid axis (a list of entries, or the {key: [values]} shorthand)."""
     where = f'axis {number} of the grid in {source}'
     if isinstance(axis, list):
-        options = [{} if opt is None else opt for opt in axis]
-        if not all(isinstance(opt, dict) for opt in options):
-            raise ConfigError(f'{where} must list mappings of overrides (or be a {{key: [values]}} mapping)')
+        options = [_entry(opt, f'option {index} of {where}') for index, opt in enumerate(axis, start=1)]
     elif isinstance(axis, dict):
         if not all(isinstance(values, list) for values in axis.values()):
             raise ConfigError(f'{where}: every key of the shorthand {{key: [values]}} needs a list of values')
@@ -371,7 +421,8 @@ def _grid_axis(axis: Any, number: int, source: str) -> list[dict]:
         if len(lengths) > 1:
             sizes = ', '.join(f'{k}: {len(v)}' for k, v in axis.items())
             raise ConfigError(f'{where} zips keys whose value lists differ in length ({sizes}); make them equal')
-        options = [dict(zip(axis.keys(), values)) for values in zip(*axis.values())]
+        options = [SweepTask(config=_nest(dict(zip(axis.keys(), values)), where))
+                   for values in zip(*axis.values())]
     else:
         raise ConfigError(f'{where} must be a list of mappings or a {{key: [values]}} mapping')
     if not options:
@@ -379,11 +430,15 @@ def _grid_axis(axis: Any, number: int, source: str) -> list[dict]:
     return options
 
 
-def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
-    """The tasks of an --array file, each a nested dict of overrides (task N is index N-1).
+def sweep_tasks(array_doc: dict, source: str = 'array file') -> list[SweepTask]:
+    """The tasks of an --array file (task N is index N-1), as in the original release.
 
-    ``array: [task, ...]`` lists tasks; ``grid: [axis, ...]`` makes one task per
-    combination of axis options, first axis slowest, options merged in axis order.
+    ``array: [entry, ...]`` lists tasks; ``grid: [axis, ...]`` makes one task per
+    combination of axis options with the **first axis varying fastest**: task N
+    (n = N-1) takes option ``n % len(axis 1)`` of axis 1, then ``n //= len(axis 1)``
+    picks from axis 2, and so on. A combination merges its options' overrides in
+    axis order (a later axis wins on the same key) and concatenates their tags
+    and config_files.
     """
     if not isinstance(array_doc, dict):
         raise ConfigError(f"{source} must be a mapping with an 'array:' or a 'grid:' list")
@@ -397,42 +452,72 @@ def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
         tasks = array_doc['array']
         if not isinstance(tasks, list) or not tasks:
             raise ConfigError(f"'array:' in {source} must be a non-empty list of tasks")
-        out = []
-        for number, task in enumerate(tasks, start=1):
-            task = {} if task is None else task
-            if not isinstance(task, dict):
-                raise ConfigError(f"task {number} of 'array:' in {source} must be a mapping of overrides")
-            out.append(_nest(task, f'{source} task {number}'))
-        return out
+        return [_entry(task, f"task {number} of 'array:' in {source}") for number, task in enumerate(tasks, start=1)]
 
     axes = array_doc['grid']
     if not isinstance(axes, list) or not axes:
         raise ConfigError(f"'grid:' in {source} must be a non-empty list of axes")
     options = [_grid_axis(axis, number, source) for number, axis in enumerate(axes, start=1)]
     out = []
-    for combination in itertools.product(*options):
-        task: dict = {}
-        for option in combination:
-            _deep_update(task, _nest(option, source), atomic_splits=True)
-        out.append(copy.deepcopy(task))
+    # itertools.product varies its last argument fastest: reversing the axes makes the first one fastest.
+    for reversed_combination in itertools.product(*reversed(options)):
+        config: dict = {}
+        tags: list = []
+        files: list = []
+        for option in reversed(reversed_combination):
+            _deep_update(config, option.config, atomic_splits=True)
+            tags.extend(option.tags)
+            files.extend(option.config_files)
+        out.append(SweepTask(config=copy.deepcopy(config), tags=tuple(tags), config_files=tuple(files)))
     return out
 
 
-def _task_number(task: Any, environ: Mapping[str, str], count: int, path) -> int:
-    """The 1-based task to run: --task, else SLURM_ARRAY_TASK_ID."""
+def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
+    """The overrides of every task of an --array file (see :func:`sweep_tasks`)."""
+    return [task.config for task in sweep_tasks(array_doc, source)]
+
+
+def _task_number(task: Any, environ: Mapping[str, str], count: int, path, subset=None) -> int:
+    """The 1-based task to run: --task, else SLURM_ARRAY_TASK_ID (1..len(subset) with --subset)."""
+    of = f"array file '{path}'" if subset is None else f"--subset (of array file '{path}')"
+    what = 'tasks' if subset is None else 'entries'
     if task is None:
         task = environ.get('SLURM_ARRAY_TASK_ID')
         if task is None or str(task).strip() == '':
             raise ConfigError(
-                f"array file '{path}' has {count} tasks: pick one with --task N or SLURM_ARRAY_TASK_ID (1..{count})")
+                f"{of} has {count} {what}: pick one with --task N or SLURM_ARRAY_TASK_ID (1..{count})")
     try:
         number = int(str(task).strip())
     except ValueError:
-        raise ConfigError(f"task '{task}' for array file '{path}' is not an integer (1..{count})") from None
+        raise ConfigError(f"task '{task}' for {of} is not an integer (1..{count})") from None
     if not 1 <= number <= count:
-        raise ConfigError(
-            f"task {number} is out of range: array file '{path}' has {count} tasks (1..{count}, 1-based)")
+        raise ConfigError(f"task {number} is out of range: {of} has {count} {what} (1..{count}, 1-based)")
     return number
+
+
+def _check_subset(subset, count: int, path) -> list[int]:
+    """--subset: 0-based indices of the array file's tasks (array task N runs index subset[N-1])."""
+    subset = list(subset)
+    if not subset:
+        raise ConfigError('--subset needs at least one 0-based task index')
+    for index in subset:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise ConfigError(f"--subset index {index!r} is out of range: array file '{path}' has {count} tasks "
+                              f"(0-based indices 0..{count - 1})")
+    return subset
+
+
+def _add_tags(config: dict, tags: Iterable[str]) -> dict:
+    """``config`` with ``tags`` appended to ``logging.tags`` (each tag once, first occurrence kept)."""
+    tags = list(tags)
+    if not tags:
+        return config
+    logging_section = config['logging'] = dict(config.get('logging') or {})  # never a layer's dict
+    current = logging_section.get('tags') or []
+    if not isinstance(current, list):
+        raise ConfigError(f'logging.tags must be a list of names, got {current!r}')
+    logging_section['tags'] = list(dict.fromkeys([*current, *tags]))
+    return config
 
 
 # ---------------------------------------------------------------- public API
@@ -440,8 +525,15 @@ def _task_number(task: Any, environ: Mapping[str, str], count: int, path) -> int
 
 def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), array_file=None,
                  task: Optional[int] = None, base: Optional[dict] = None,
-                 environ: Optional[Mapping[str, str]] = None) -> dict:
+                 environ: Optional[Mapping[str, str]] = None, subset: Optional[Iterable[int]] = None,
+                 tags: Iterable[str] = (), job_type: Optional[str] = None) -> dict:
     """Layer base < config files < array task < ``key=value`` overrides.
+
+    The array task (``--task``, else ``SLURM_ARRAY_TASK_ID``; with ``subset``
+    task N is the file's entry at 0-based index ``subset[N-1]``) adds its
+    config_files after ``config_files``, then the file's ``base:``, then its
+    overrides. Its tags, then ``tags``, are appended to ``logging.tags``;
+    ``job_type`` sets ``logging.job_type``.
 
     Keys are checked against ``base`` (default: configs/default.yaml). mpi_split
     nodes are kept; use ``resolve_for_rank`` for one rank's values. Neither
@@ -452,6 +544,8 @@ def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), arr
         config_files = (config_files,)
     if isinstance(overrides, str):
         overrides = (overrides,)
+    if isinstance(tags, str):
+        tags = (tags,)
     base = load_default() if base is None else copy.deepcopy(base)
     environ = os.environ if environ is None else environ
     config = copy.deepcopy(base)
@@ -461,17 +555,32 @@ def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), arr
 
     if array_file is not None:
         doc = load_yaml_file(array_file)
-        tasks = array_tasks(doc, f"array file '{array_file}'")
-        number = _task_number(task, environ, len(tasks), array_file)
+        tasks = sweep_tasks(doc, f"array file '{array_file}'")
+        if subset is None:
+            number = _task_number(task, environ, len(tasks), array_file)
+            index = number - 1
+        else:
+            subset = _check_subset(subset, len(tasks), array_file)
+            number = _task_number(task, environ, len(subset), array_file, subset)
+            index = subset[number - 1]
+        selected = tasks[index]
+        source = f"array file '{array_file}' task {index + 1}"
+        for path in selected.config_files:
+            config = apply_layer(config, load_yaml_file(path), base, f"config file '{path}' (from {source})")
         if doc.get('base') is not None:
             config = apply_layer(config, doc['base'], base, f"array file '{array_file}' (base:)")
-        config = apply_layer(config, tasks[number - 1], base, f"array file '{array_file}' task {number}")
+        config = _add_tags(apply_layer(config, selected.config, base, source), selected.tags)
     elif task is not None:
         raise ConfigError(f'--task {task} needs an --array file to pick the task from')
+    elif subset is not None:
+        raise ConfigError('--subset needs an --array file whose entries it selects')
 
     for text in overrides:
         key, value = parse_override(text)
         config = apply_layer(config, {key: value}, base, '--config')
+    config = _add_tags(config, tags)
+    if job_type is not None:
+        config['logging'] = {**(config.get('logging') or {}), 'job_type': job_type}
     return config
 
 
@@ -522,3 +631,85 @@ def flatten(config: dict) -> dict:
 def to_yaml(config: dict) -> str:
     """YAML text of ``config`` in key order; ``yaml.safe_load`` reads it back equal."""
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+# ---------------------------------------------------------------- showing a config
+
+MAX_RANKS_SHOWN = 256
+
+
+def split_keys(config: dict) -> list[tuple[str, list, int]]:
+    """``(dotted key, options, mpi_repeat)`` of every mpi_split, nested ones included, in key order."""
+    found: list[tuple[str, list, int]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if is_split(node):
+            options, repeat = _check_split(node, key, 'the config')
+            found.append((key, options, repeat))
+            for option in options:
+                walk(option, key)
+        elif isinstance(node, dict):
+            for child, value in node.items():
+                walk(value, _join(key, str(child)))
+
+    walk(config, '')
+    return found
+
+
+def _inline(value: Any) -> str:
+    """One-line YAML of a value (``null``, ``true``, ``[8, 8, 1]``, ``{mean: 0.1, std: 0.3}``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float('inf'), sort_keys=False).strip()
+    return text[:-3].strip() if text.endswith('...') else text
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Block-style sections (one key a line), flow-style lists of scalars (``[digits, mnist]``)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, value: list):
+    flat = all(not isinstance(item, (dict, list)) for item in value)
+    return dumper.represent_sequence('tag:yaml.org,2002:seq', value, flow_style=flat)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, value: dict):
+    return dumper.represent_mapping('tag:yaml.org,2002:map', value, flow_style=False)
+
+
+_ReadableDumper.add_representer(list, _represent_list)
+_ReadableDumper.add_representer(dict, _represent_dict)
+
+
+def to_readable_yaml(config: dict) -> str:
+    """YAML of ``config`` for people: one key a line; ``yaml.safe_load`` reads it back equal."""
+    return yaml.dump(config, Dumper=_ReadableDumper, sort_keys=False, width=100)
+
+
+def split_period(config: dict) -> int:
+    """After how many ranks the per-rank values repeat (1 without mpi_split)."""
+    return math.lcm(1, *(len(options) * repeat for _, options, repeat in split_keys(config)))
+
+
+def describe_config(config: dict, ranks: int = 1) -> str:
+    """Rank 0's resolved configuration as YAML, then the value of every ``mpi_split`` key per rank.
+
+    Ranks shown: ``ranks`` (the processes of this launch), or one whole
+    period of the split pattern when that is longer (capped at
+    :data:`MAX_RANKS_SHOWN`).
+    """
+    text = f'# resolved configuration (rank 0)\n{to_readable_yaml(resolve_for_rank(config, 0))}'
+    splits = split_keys(config)
+    if not splits:
+        return text + '# no mpi_split: every rank runs this configuration'
+    period = split_period(config)
+    wanted = max(ranks, period)
+    shown = min(wanted, MAX_RANKS_SHOWN)
+    keys = list(dict.fromkeys(key for key, _, _ in splits))
+    lines = [f'# per-rank values (mpi_split; rank r takes option (r // mpi_repeat) % len(mpi_split)); '
+             f'the pattern repeats every {period} rank{"s" if period > 1 else ""}'
+             + (f'; this launch has {ranks}' if ranks > 1 else '')]
+    for rank in range(shown):
+        resolved = resolve_for_rank(config, rank)
+        lines.append(f'# rank {rank}: ' + ', '.join(f'{key}={_inline(get(resolved, key))}' for key in keys))
+    if shown < wanted:
+        lines.append(f'# ... ({wanted - shown} more ranks)')
+    return text + '\n'.join(lines)

@@ -24,19 +24,14 @@ import numpy as np
 
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
-from vsml.config import get, resolve_for_rank, to_yaml
-from vsml.learners import HAND_DESIGNED, build_learner
+from vsml.config import resolve_for_rank, to_yaml
+from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
-from vsml.meta import backprop, es, objective
+from vsml.meta import MetaState, OuterLoop, build_outer_loop, fit_chunk, objective
+from vsml.meta.api import pair_slice
 from vsml.validation import validate
 
-# Keys this version reads but cannot act on yet: anything but the default is
-# refused up front rather than silently ignored.
-NOT_YET_SUPPORTED = {
-    "checkpoint.restore.run_path": None,
-    "checkpoint.restore.file_name": None,
-}
 
 
 @dataclasses.dataclass
@@ -66,7 +61,7 @@ def check_config(config: dict, comm: Comm) -> None:
         rank_config = resolve_for_rank(config, rank)
         validate(rank_config)
         training = rank_config["training"]
-        es.pair_slice(training["population_size"], 0, comm.size)
+        pair_slice(training["population_size"], 0, comm.size)
         needed = [(training["dataset"], "training.dataset")] if rank_config["call"] == "train" else []
         needed += [(name, "evaluation.datasets") for name in rank_config["evaluation"]["datasets"]]
         for name, key in needed:
@@ -74,13 +69,41 @@ def check_config(config: dict, comm: Comm) -> None:
                 data.check_dataset_available(name, rank_config, key)
                 checked.add((name, rank_config["data"]["dir"]))
         build_learner(rank_config["model"])
-        if (rank_config["call"] == "evaluate" and rank_config["checkpoint"]["restore"]["path"] is None
-                and rank_config["model"]["type"] not in HAND_DESIGNED):
+        restore = rank_config["checkpoint"]["restore"]
+        if (rank_config["call"] == "evaluate" and restore["path"] is None and restore.get("run_path") is None
+                and not learner_type(rank_config["model"]["type"]).hand_designed):
             raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
-                             "checkpoint.restore.path (a run directory or checkpoint file)")
-        for key, default in NOT_YET_SUPPORTED.items():
-            if get(rank_config, key) != default:
-                raise ValueError(f"{key}: this version supports only {default!r} here")
+                             "checkpoint.restore.path (a run directory or checkpoint file) "
+                             "or checkpoint.restore.run_path (a wandb run)")
+
+
+def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
+    """``config`` with ``checkpoint.restore.run_path`` (a wandb run) made a local ``checkpoint.restore.path``.
+
+    Rank 0 finds the run's ``checkpoint.restore.file_name`` in a local wandb run
+    directory or downloads it into ``run_dir/restored/``; every rank gets the same
+    path, or raises the same one-line CheckpointError, before anything expensive.
+    """
+    restore = resolve_for_rank(config, 0)["checkpoint"]["restore"]
+    if restore.get("run_path") is None:
+        return config
+    if restore["path"] is not None:
+        raise ValueError("checkpoint.restore: give path (a run directory or checkpoint file) or run_path "
+                         f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})")
+    outcome = None
+    if comm.is_root:
+        try:
+            local = checkpoint.fetch_wandb_file(restore["run_path"], restore.get("file_name"),
+                                                config["logging"]["dir"], Path(run_dir) / "restored")
+            outcome = ("path", str(local))
+        except checkpoint.CheckpointError as err:
+            outcome = ("error", str(err))
+    kind, value = comm.bcast_object(outcome)
+    if kind == "error":
+        raise checkpoint.CheckpointError(value)
+    resolved = {**config, "checkpoint": {**config["checkpoint"],
+                                         "restore": {**config["checkpoint"]["restore"], "path": value}}}
+    return resolved
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -144,43 +167,36 @@ def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm):
-    """The outer loop named by ``optimizer.type``: ES (``es``) or meta-gradients (``sgd``).
+def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm) -> OuterLoop:
+    """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
-    one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. Both see the same fitness and the same per-(generation, pair) episodes and
-    share the state layout, so checkpoints and resume work alike.
+    one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. All loops see the same fitness
+    and the same per-(generation, pair) episodes and share the state layout, so checkpoints and
+    resume work alike.
     """
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
                                      rank_config["training"]["loss_type"])
-    opt, training = rank_config["optimizer"], rank_config["training"]
-    population, chunk = training["population_size"], training["pairs_per_chunk"]
-    fixed_chunk = None if chunk == "auto" else chunk
-    optimizer = es.make_optimizer(float(opt["lr"]), dict(opt["kwargs"]), float(opt["clip_gradnorm"]))
-    if opt["type"] == "sgd":
-        strategy = backprop.MetaGradient(fitness, params_template, backprop.BackpropConfig(population, fixed_chunk),
-                                         optimizer, comm)
-    else:
-        config = es.ESConfig(population_size=population, noise_std=float(opt["noise_std"]),
-                             fitness_shaping=opt["fitness_shaping"], pairs_per_chunk=fixed_chunk)
-        strategy = es.EvolutionStrategy(fitness, params_template, config, optimizer, comm)
+    training = rank_config["training"]
+    chunk = training["pairs_per_chunk"]
+    loop = build_outer_loop(rank_config["optimizer"], training["population_size"], None if chunk == "auto" else chunk,
+                            fitness, params_template, comm)
     if chunk == "auto":
-        budget = runtime.device_chunk_budget_bytes()
+        budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
-            strategy.fit_chunk(params_template, task.arrays, budget)
-    return strategy
+            loop, _ = fit_chunk(loop, params_template, task.arrays, budget)
+    return loop
 
 
-def chunk_text(strategy) -> str:
-    chunk = getattr(strategy.config, "pairs_per_chunk", getattr(strategy.config, "pairs_per_call", None))
-    return "all at once" if chunk is None else f"{chunk} at a time"
+def chunk_text(loop: OuterLoop) -> str:
+    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
 
 
 class RunError(RuntimeError):
     """A failure every rank detects together (so one line on rank 0 says it all)."""
 
 
-def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, resume: bool, log):
+def initial_state(strategy: OuterLoop, params, rank_config: dict, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
@@ -189,7 +205,7 @@ def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, res
     of a new run. Returns ``(state, wall_time_so_far)``.
     """
     seed = rank_config["seed"]
-    state = strategy.init_state(params, seed)
+    state = strategy.init(params, seed)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
     if restore_path is None:
         return state, 0.0
@@ -202,8 +218,8 @@ def initial_state(strategy: es.EvolutionStrategy, params, rank_config: dict, res
         saved = checkpoint.restore(restore_path, state.params, state.opt_state)
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
-        return strategy.init_state(params, seed), 0.0
-    restored = es.ESState(
+        return strategy.init(params, seed), 0.0
+    restored = MetaState(
         params=params,
         opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
         generation=saved["step"],
@@ -223,7 +239,7 @@ def check_ranks_agree(params, comm: Comm, generation: int) -> None:
 
 @dataclasses.dataclass
 class TrainResult:
-    state: es.ESState
+    state: MetaState
     stopped_by: str | None  # the signal that stopped the run early, or None
 
 
@@ -235,7 +251,7 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     training = rank_config["training"]
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
@@ -261,8 +277,8 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
         state, wall_offset = initial_state(strategy, params, rank_config, resume, log)
         clock = Stopwatch(wall_offset)
         save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                       with_step=ckpt["with_step"], keep=ckpt["keep"])
-        log.message(f"run directory: {run_dir} | ranks: {comm.size} | pairs per rank: "
+                       with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
+        log.message(f"run directory: {run_dir} | ranks: {comm.size} | {strategy.unit} per rank: "
                     f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
         log.start(start_step=state.generation, total_steps=iterations)
         stopped_by = None
@@ -291,12 +307,39 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     return TrainResult(state=state, stopped_by=stopped_by)
 
 
-def _save(state: es.ESState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
-          with_step: bool, keep: int | None) -> None:
+def _save(state: MetaState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
+          with_step: bool, keep: int | None, log) -> None:
     if comm.is_root:
-        checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
-                        rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml, with_step=with_step,
-                        keep=keep)
+        latest = checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
+                                 rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml,
+                                 with_step=with_step, keep=keep)
+        log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
+
+
+def _fresh_evaluators(rank_config: dict, rank: int) -> dict:
+    """Evaluators that ignore the params they are given: each runs a learner built for its
+    dataset's input shape and class count from its initial weights (seed ``seed``)."""
+    cfg = rank_config["evaluation"]
+    evaluators = {}
+    for name in cfg["datasets"]:
+        task = load_task(name, cfg["subset"], rank_config, cfg["episode_length"], cfg["batch_size"])
+        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+        initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+        evaluate_fresh = make_evaluator(learner, task, cfg["count"], cfg["seed"], rank)
+        evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
+    return evaluators
+
+
+def trained_sizes(rank_config: dict) -> tuple:
+    """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
+
+    The fixed-size learners are built for the training data's (padded) sizes,
+    as during meta-training, which loads that dataset.
+    """
+    if learner_type(rank_config["model"]["type"]).any_size:
+        return None, None
+    train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+    return train_spec.input_shape, train_spec.num_classes
 
 
 def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
@@ -307,19 +350,18 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config)
+    runtime.setup(rank_config, announce_to_console=comm.is_root)
     restore_path = rank_config["checkpoint"]["restore"]["path"]
-    if rank_config["model"]["type"] == "VSMLRNN":  # runs on any size
-        learner = build_learner(rank_config["model"])
-    else:  # fixed-size learners are built for the training data's (padded) sizes, as the checkpoint was
-        train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
-        learner = build_learner(rank_config["model"], train_spec.input_shape, train_spec.num_classes)
-    initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint it
-    # runs from its initial weights (check_config refuses this for meta-learned learners).
-    saved = ({"params": initial, "step": 0} if restore_path is None
-             else checkpoint.restore(restore_path, initial))
-    evaluators = build_evaluators(learner, rank_config, comm.rank)
+    if restore_path is None:
+        # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
+        # each dataset gets a network of its own sizes from its initial weights, as in the
+        # original release (check_config refuses this for meta-learned learners).
+        evaluators = _fresh_evaluators(rank_config, comm.rank)
+        saved = {"params": None, "step": 0}
+    else:
+        learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
+        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(rank_config["seed"])))
+        evaluators = build_evaluators(learner, rank_config, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
                        wandb_mode=rank_config["logging"]["wandb"])
     try:

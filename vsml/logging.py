@@ -322,8 +322,10 @@ class RunLog:
         import wandb  # noqa: PLC0415 — slow import, only when used
 
         run_id = stored_wandb_run_id(self.run_dir)  # a resumed run continues the same wandb run
+        settings = config.get("logging", {})
         return wandb.init(project="vsml", dir=str(self.run_dir), mode=mode, config=config,
-                          id=run_id, resume="allow", settings=wandb.Settings(silent=True))
+                          id=run_id, resume="allow", settings=wandb.Settings(silent=True),
+                          tags=settings.get("tags") or None, job_type=settings.get("job_type"))
 
     def log(self, row: dict) -> None:
         """Appends one row (must hold ``step``) to metrics.jsonl, wandb and stdout."""
@@ -364,6 +366,11 @@ class RunLog:
         """One line to stdout and ``console.log``."""
         self._console.message(text)
 
+    def attach(self, path) -> None:
+        """Adds ``path`` (a file in the run directory) to the wandb run's files, kept current as it changes."""
+        if self._wandb is not None:
+            self._wandb.save(str(Path(path).resolve()), base_path=str(self.run_dir.resolve()), policy="live")
+
     def close(self) -> None:
         self._console.close()
         if self._metrics is not None:
@@ -388,6 +395,9 @@ class NullLog:
         return None
 
     def message(self, text: str) -> None:
+        return None
+
+    def attach(self, path) -> None:
         return None
 
     def close(self) -> None:

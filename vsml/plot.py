@@ -1,6 +1,6 @@
 """Draw and summarise runs: meta-training loss and meta-test learning curves.
 
-    python3 -m vsml.plot RUN_DIR [RUN_DIR ...] [--out FILE.png]
+    python3 -m vsml.plot RUN_DIR [RUN_DIR ...] [--smooth N] [--out FILE.png]
 
 The figure (PNG, matplotlib's Agg backend, no display needed) has
 
@@ -10,7 +10,15 @@ The figure (PNG, matplotlib's Agg backend, no display needed) has
   evaluation in ``evaluation.csv`` (accuracy against inner step, averaged over
   episodes), one line per run -- a Figure-8-style comparison of learners;
 * for runs without ``evaluation.csv``, one panel per dataset with the
-  ``eval/<dataset>/accuracy`` of ``metrics.jsonl`` against meta-training step.
+  ``eval/<dataset>/accuracy`` of ``metrics.jsonl`` against meta-training step;
+* chance (dashed): accuracy 1/K of guessing among the dataset's K classes, and
+  on the meta-loss panel ln K, the loss of a uniform guess on the training
+  data (read from each run's ``config.yaml``; drawn where the runs agree);
+* ``--smooth N``: each line is the mean of its last N points (fewer at the
+  start), drawn over the faint raw line.
+
+The figure goes to ``FIRST_RUN_DIR/curves.png`` for one run and
+``FIRST_RUN_DIR/compare.png`` for several, unless ``--out`` says otherwise.
 
 A short summary table (final meta-loss, final accuracies per dataset and run)
 goes to stdout. :func:`load_curves` returns exactly what is drawn.
@@ -28,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsml.logging import METRICS, read_metrics
+from vsml.logging import CONFIG, METRICS, read_metrics
 
 EVALUATION_CSV = "evaluation.csv"
 EVALUATION_COLUMNS = ("train_step", "dataset", "episode", "step", "loss", "accuracy")
@@ -59,6 +67,9 @@ class RunCurves:
         step, from metrics.jsonl (filled only when evaluation.csv is absent).
       final: dataset -> (accuracy averaged over the episode, accuracy at its last
         step) of the latest evaluation, from evaluation.csv or else metrics.jsonl.
+      chance: dataset -> accuracy of guessing (1 / classes), from config.yaml.
+      uniform_loss: ln(classes) of the training data (the meta-loss of a uniform
+        guess), from config.yaml; None where unknown or different per rank.
     """
 
     run_dir: Path
@@ -68,6 +79,8 @@ class RunCurves:
     learning_train_step: dict[str, int] = field(default_factory=dict)
     eval_accuracy: dict[str, Curve] = field(default_factory=dict)
     final: dict[str, tuple[float, float]] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
+    uniform_loss: float | None = None
 
 
 def _float(value) -> float:
@@ -154,11 +167,46 @@ def learning_curves(rows: list[dict], column: str = "accuracy") -> tuple[dict[st
     return curves, latest
 
 
+def chance_levels(config: dict, datasets) -> tuple[dict[str, float], float | None]:
+    """``({dataset: 1 / classes}, ln(training classes))`` for a run's layered config.
+
+    A value is left out (None) where the class count is unknown or differs
+    between ranks (``mpi_split``); all ranks of one split period are checked.
+    """
+    from vsml import data  # noqa: PLC0415 — imports jax; only where a run has a config
+    from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
+
+    ranks = [resolve_for_rank(config, rank) for rank in range(min(split_period(config), 256))]
+
+    def agreed(count) -> int | None:
+        values = {count(rank_config) for rank_config in ranks}
+        return values.pop() if len(values) == 1 else None
+
+    chance = {}
+    for name in datasets:
+        classes = agreed(lambda rank_config: data.class_count(name, rank_config))
+        if classes:
+            chance[name] = 1.0 / classes
+    train_classes = agreed(lambda rank_config: data.class_count(rank_config["training"]["dataset"], rank_config))
+    return chance, (math.log(train_classes) if train_classes else None)
+
+
+def _read_config(run_dir: Path) -> dict | None:
+    import yaml  # noqa: PLC0415
+
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def load_curves(run_dir) -> RunCurves:
     """Everything the plot and the summary show for one run directory."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     result = RunCurves(run_dir=run_dir, meta_loss=meta_loss_curve(rows))
+    config = _read_config(run_dir)
     table = run_dir / EVALUATION_CSV
     if table.is_file():
         evaluation = read_evaluation_table(table)
@@ -170,7 +218,28 @@ def load_curves(run_dir) -> RunCurves:
     else:
         result.eval_accuracy = eval_accuracy_curves(rows)
         result.final = final_from_metrics(rows)
+    if config is not None:
+        try:
+            result.chance, result.uniform_loss = chance_levels(
+                config, sorted({*result.learning, *result.eval_accuracy}))
+        except (KeyError, TypeError, ValueError):  # a config of another version: no chance lines
+            pass
     return result
+
+
+def smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average: point i is the mean of ``y[max(0, i - window + 1) : i + 1]`` (NaNs skipped)."""
+    y = np.asarray(y, dtype=float)
+    if window <= 1 or len(y) == 0:
+        return y
+    valid = np.isfinite(y)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(valid, y, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(valid)])
+    upper = np.arange(1, len(y) + 1)
+    lower = np.maximum(upper - window, 0)
+    n = counts[upper] - counts[lower]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[upper] - sums[lower]) / np.maximum(n, 1), np.nan)
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
@@ -218,8 +287,17 @@ def summary(runs: list[RunCurves], labels: list[str]) -> str:
     return text
 
 
-def plot(runs: list[RunCurves], labels: list[str], out) -> Path:
-    """Draws the figure described in the module docstring to ``out`` (PNG); returns its path."""
+def _agreed(values: list) -> float | None:
+    """The common value of the runs that know it, or None when they differ (or none knows)."""
+    known = {round(v, 12) for v in values if v is not None}
+    return known.pop() if len(known) == 1 else None
+
+
+def plot(runs: list[RunCurves], labels: list[str], out, smoothing: int = 1) -> Path:
+    """Draws the figure described in the module docstring to ``out`` (PNG); returns its path.
+
+    ``smoothing``: window of the trailing moving average (1: raw lines only).
+    """
     import matplotlib  # noqa: PLC0415 — only when drawing
 
     matplotlib.use("Agg")
@@ -233,18 +311,32 @@ def plot(runs: list[RunCurves], labels: list[str], out) -> Path:
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def draw(ax, curve: Curve, color, label, **style):
+        if smoothing > 1:
+            ax.plot(curve.x, curve.y, color=color, alpha=0.25, linewidth=1)
+            ax.plot(curve.x, smooth(curve.y, smoothing), color=color, label=label)
+        else:
+            ax.plot(curve.x, curve.y, color=color, label=label, **style)
+
     for ax, (kind, name) in zip(axes.flat, panels):
         for index, (run, label) in enumerate(zip(runs, labels)):
             color = colors[index % len(colors)]
             if kind == "meta" and run.meta_loss is not None:
-                ax.plot(run.meta_loss.x, run.meta_loss.y, color=color, label=label)
+                draw(ax, run.meta_loss, color, label)
             elif kind == "learning" and name in run.learning:
-                curve = run.learning[name]
-                ax.plot(curve.x, curve.y, color=color,
-                        label=f"{label} (step {run.learning_train_step[name]})")
+                draw(ax, run.learning[name], color, f"{label} (step {run.learning_train_step[name]})")
             elif kind == "eval" and name in run.eval_accuracy:
-                curve = run.eval_accuracy[name]
-                ax.plot(curve.x, curve.y, color=color, marker="o", markersize=3, label=label)
+                draw(ax, run.eval_accuracy[name], color, label, marker="o", markersize=3)
+        if kind == "meta":
+            level = _agreed([run.uniform_loss for run in runs])
+            if level is not None:
+                ax.axhline(level, color="gray", linestyle="--", linewidth=1,
+                           label=f"uniform guess (ln {round(math.exp(level))} = {level:.3f})")
+        else:
+            level = _agreed([run.chance.get(name) for run in runs])
+            if level is not None:
+                ax.axhline(level, color="gray", linestyle="--", linewidth=1, label=f"chance ({level:.1%})")
         if kind == "meta":
             ax.set(title="meta-training loss", xlabel="meta-training step (generation)", ylabel="meta-loss")
         elif kind == "learning":
@@ -270,15 +362,28 @@ def plot(runs: list[RunCurves], labels: list[str], out) -> Path:
 
 
 def default_out(run_dirs: list[Path]) -> Path:
-    """``RUN/curves.png`` for one run; ``curves.png`` in the working directory for several."""
-    return Path(run_dirs[0]) / "curves.png" if len(run_dirs) == 1 else Path("curves.png")
+    """``RUN/curves.png`` for one run; ``FIRST_RUN/compare.png`` for several."""
+    return Path(run_dirs[0]) / ("curves.png" if len(run_dirs) == 1 else "compare.png")
+
+
+def _window(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer (points averaged; 1 = raw)")
+    return value
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m vsml.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, help="PNG file (default RUN_DIR/curves.png for one run, "
-                                                 "./curves.png for several)")
+                                                 "FIRST_RUN_DIR/compare.png for several)")
+    parser.add_argument("--smooth", type=_window, default=1, metavar="N",
+                        help="draw each line as the mean of its last N points over the faint raw line "
+                             "(default 1: raw)")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not run_dir.is_dir():
@@ -295,7 +400,7 @@ def main(argv=None) -> int:
         return 2
     labels = run_labels(args.run_dirs)
     print(summary(runs, labels))
-    out = plot(runs, labels, args.out or default_out(args.run_dirs))
+    out = plot(runs, labels, args.out or default_out(args.run_dirs), smoothing=args.smooth)
     print(f"\nwrote {out}")
     return 0
 

@@ -13,6 +13,8 @@ import math
 from typing import Any, Callable
 
 from vsml.config import ConfigError, flatten, load_default
+from vsml.learners import LEARNER_TYPES
+from vsml.meta import OUTER_LOOPS
 
 Check = Callable[[Any], bool]
 
@@ -109,6 +111,8 @@ RULES: dict[str, Check] = {
     "checkpoint.frequency": positive_int,
     "checkpoint.keep": optional(positive_int),
     "checkpoint.restore.path": optional(non_empty_str),
+    "checkpoint.restore.run_path": optional(non_empty_str),
+    "checkpoint.restore.file_name": optional(non_empty_str),
     "training.iterations": non_negative_int,
     "training.dataset": non_empty_str,
     "training.batch_size": positive_int,
@@ -118,7 +122,7 @@ RULES: dict[str, Check] = {
     "training.pairs_per_chunk": auto_null_or_positive_int,
     "data.dir": optional(non_empty_str),
     "data.preprocess.normalization_mode": one_of("dataset_standard", "standard", "identity"),
-    "optimizer.type": one_of("es", "sgd"),
+    "optimizer.type": one_of(*OUTER_LOOPS),
     "optimizer.noise_std": positive_number,
     "optimizer.lr": positive_number,
     "optimizer.kwargs.b1": below_one,
@@ -131,6 +135,7 @@ RULES: dict[str, Check] = {
     "model.vsml_rnn.num_micro_ticks": positive_int,
     "model.vsml_rnn.tanh_bound": positive_number,
     "model.vsml_rnn.output_idx": non_negative_int,
+    "model.vsml_rnn.state_dtype": one_of("float32", "bfloat16"),
     "random_dataset.size": positive_int,
     "random_dataset.target_count": lambda v: _is_int(v) and v >= 2,
     "random_dataset.img_size": shape,
@@ -138,10 +143,12 @@ RULES: dict[str, Check] = {
     "runtime.compilation_cache": non_empty_str,
     "logging.wandb": one_of("offline", "online", "disabled"),
     "logging.dir": non_empty_str,
+    "logging.tags": name_list,
+    "logging.job_type": optional(non_empty_str),
     "logging.progress_seconds": non_negative_number,
 }
-for _section in ("vsml_rnn", "meta_rnn", "hebbian_fw", "sgd", "fwp", "fw_memory", "nodepert"):
-    RULES[f"model.{_section}.tanh_bound"] = positive_number
+for _learner in LEARNER_TYPES.values():  # every learner's section has a logit bound
+    RULES[f"model.{_learner.section}.tanh_bound"] = positive_number
 RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_number,
               "model.nodepert.noise_std": positive_number})
 # Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).
@@ -211,6 +218,11 @@ def _check_cross_keys(config: dict) -> None:
     if config["model"]["vsml_rnn"]["output_idx"] >= msg_size:
         raise ConfigError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
                           f"got {config['model']['vsml_rnn']['output_idx']}")
+    net = config["model"]["vsml_rnn"]
+    if net["state_dtype"] != "float32" and any(isinstance(layer, dict) and layer.get("type") == "conv"
+                                               for layer in net["layer_specs"] or []):
+        raise ConfigError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
+                          "use float32 with conv layers")
 
 
 def _check_layer_specs(specs) -> None:

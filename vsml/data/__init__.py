@@ -6,8 +6,8 @@ shuffle) to pass into jitted functions together with :func:`sample_episode`.
 
 Sources: offline arrays shipped inside installed packages (``digits``,
 ``mnist_offline``), the paper's TFDS datasets (:mod:`vsml.data.tfds_source`),
-procedural ``random`` / ``sum``, and ``omniglot_fewshot`` (N-way episodes of
-TFDS Omniglot). Where each preprocessing step runs: :mod:`vsml.data.preprocess`.
+procedural ``random`` / ``sum``, ``omniglot_fewshot`` (N-way episodes of
+TFDS Omniglot), and a user's own ``npz:PATH`` (:mod:`vsml.data.npz_source`). Where each preprocessing step runs: :mod:`vsml.data.preprocess`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from vsml.data import preprocess, tfds_source
+from vsml.data import npz_source, preprocess, tfds_source
 from vsml.data.episodes import DataSpec, normalize, sample_episode
 from vsml.data.sources import ARRAY_SOURCES, load_array_source
 from vsml.data.tfds_source import TFDS_SOURCES, DatasetUnavailable
@@ -26,7 +26,7 @@ TFDS_NAMES = tuple(TFDS_SOURCES)
 NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
 SUBSETS = ("train", "test")
 
-__all__ = ["DataSpec", "DatasetUnavailable", "available_datasets", "check_dataset_available",
+__all__ = ["DataSpec", "DatasetUnavailable", "available_datasets", "check_dataset_available", "class_count",
            "check_dataset_name", "load_dataset", "normalize", "sample_episode"]
 
 
@@ -36,8 +36,37 @@ def available_datasets() -> tuple[str, ...]:
 
 def check_dataset_name(name: str, key: str) -> None:
     """Raises ValueError naming config key ``key`` when ``name`` is not a dataset."""
+    if npz_source.is_npz(name):
+        return
     if not isinstance(name, str) or name not in available_datasets():
-        raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}")
+        raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}, "
+                         f"or npz:PATH for your own data")
+
+
+def class_count(name: str, config: dict) -> int | None:
+    """How many classes an episode of ``name`` draws from (chance accuracy is 1 / this); None if unknown.
+
+    ``config`` is one rank's resolved config: ``data.filter_classes``, the
+    procedural and few-shot sections decide; ``pad.output`` does not (padded
+    classes never occur).
+    """
+    if name == "sum":
+        return 2
+    if name == "random":
+        return int(config["random_dataset"]["target_count"])
+    if name in FEWSHOT:
+        return int(config[f"{name}_dataset"]["num_classes"])
+    keep = config["data"].get("filter_classes")
+    if keep:
+        return len(keep)
+    if npz_source.is_npz(name):
+        try:
+            return npz_source.check(name).num_classes
+        except ValueError:
+            return None
+    if name in ARRAY_SOURCES:
+        return ARRAY_SOURCES[name][1]
+    return TFDS_SOURCES[name].num_classes if name in TFDS_SOURCES else None
 
 
 def check_dataset_available(name: str, config: dict, key: str = "dataset") -> None:
@@ -48,6 +77,12 @@ def check_dataset_available(name: str, config: dict, key: str = "dataset") -> No
     """
     check_dataset_name(name, key)
     _preprocess_options(name, config)
+    if npz_source.is_npz(name):
+        data = npz_source.check(name, key)
+        if config["data"]["preprocess"].get("resize") is not None and len(data.train_images.shape) != 4:
+            raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                             f"vectors of shape {list(data.train_images.shape[1:])}")
+        return
     source = FEWSHOT.get(name, name)
     if source in TFDS_SOURCES:
         tfds_source.check_available(source, config, key)
@@ -78,6 +113,9 @@ def _preprocess_options(name: str, config: dict) -> dict:
 
 
 def _stats(name: str, config: dict) -> tuple[float, float]:
+    if npz_source.is_npz(name):  # from the file's training split
+        data = npz_source.check(name)
+        return data.mean, data.std
     table = config["data"]["preprocess"]["dataset_stats"]
     stats = table.get(name) or table.get(FEWSHOT.get(name, ""), {"mean": 0.0, "std": 1.0})
     return float(stats["mean"]), float(stats["std"])
@@ -133,7 +171,10 @@ def load_dataset(name: str, subset: str, config: dict):
         arrays = {"images": jnp.asarray(images), "by_class": jnp.asarray(by_class)}
         extra = dict(scale=scale, rotate=rotate, test_last=test_last)
     else:
-        if name in TFDS_SOURCES:
+        if npz_source.is_npz(name):
+            images, labels, stored = npz_source.load(name, subset)
+            classes, scale = stored.num_classes, stored.scale
+        elif name in TFDS_SOURCES:
             images, labels, classes = tfds_source.load(name, subset, config)
             scale = 1.0 / 255.0   # stored as uint8 on the device too: 4x less memory; scaled per episode
         else:
@@ -143,6 +184,9 @@ def load_dataset(name: str, subset: str, config: dict):
             images, labels = preprocess.filter_classes(images, labels, opts["keep"], classes)
             classes = len(opts["keep"])
         if opts["resize"] is not None:
+            if images.ndim != 4:
+                raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                                 f"vectors of shape {list(images.shape[1:])}")
             images, scale = preprocess.resize_images(images, opts["resize"], scale), 1.0
         kind, base = "array", tuple(images.shape[1:])
         arrays = {"images": jnp.asarray(images), "labels": jnp.asarray(labels)}

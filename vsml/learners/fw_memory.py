@@ -26,8 +26,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import common
-from vsml.learners.api import Learner
+from vsml.learners import common, numerics
+from vsml.learners.api import LearnerType
 from vsml.learners.fwp import delta_write, unit_norm
 
 MAX_NORM = 16.0  # Frobenius-norm bound of the memory; unit keys and β < 1 rarely reach it
@@ -46,10 +46,7 @@ class FWMemorySpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWMemorySpec:
-    cfg = model_cfg["fw_memory"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    return FWMemorySpec(shape, classes, int(cfg["slow_size"]), int(cfg["memory_size"]),
-                        float(cfg["tanh_bound"]), bool(cfg["use_conv"]))
+    return common.spec_from_section(FWMemorySpec, model_cfg["fw_memory"], input_shape, num_classes)
 
 
 def init(key, spec: FWMemorySpec):
@@ -97,7 +94,7 @@ def run(params, key, inputs, labels, spec: FWMemorySpec):
         beta = jax.nn.sigmoid(common.dense(params["beta"], h))
         memory = clip_norm(delta_write(memory, k, v, beta))
         read = jnp.einsum("bvk,bk->bv", memory, outer_key(params["query1"], params["query2"], h))
-        logits = common.bound_logits(common.dense(params["out"], jnp.concatenate([h, read], -1)),
+        logits = numerics.bound_logits(common.dense(params["out"], jnp.concatenate([h, read], -1)),
                                      spec.tanh_bound)
         return (state, memory, common.error_signal(logits, y), y, read), logits
 
@@ -108,6 +105,5 @@ def run(params, key, inputs, labels, spec: FWMemorySpec):
     return logits
 
 
-def learner(spec: FWMemorySpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="FWMemory", section="fw_memory", spec_from_config=spec_from_config,
+                           init=init, run=run)

@@ -28,8 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import common
-from vsml.learners.api import Learner
+from vsml.learners import common, numerics
+from vsml.learners.api import LearnerType
 
 BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite
 
@@ -43,9 +43,7 @@ class FWPSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWPSpec:
-    cfg = model_cfg["fwp"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    return FWPSpec(shape, classes, int(cfg["fast_size"]), float(cfg["tanh_bound"]))
+    return common.spec_from_section(FWPSpec, model_cfg["fwp"], input_shape, num_classes)
 
 
 def init(key, spec: FWPSpec):
@@ -83,7 +81,7 @@ def run(params, key, inputs, labels, spec: FWPSpec):
         empty = jnp.zeros((batch, 3 * spec.num_classes))
         query = unit_norm(common.dense(params["query"], jnp.concatenate([x, empty], -1)))
         read = jnp.einsum("bvk,bk->bv", fast, query)
-        logits = common.bound_logits(common.dense(params["out"], read), spec.tanh_bound)
+        logits = numerics.bound_logits(common.dense(params["out"], read), spec.tanh_bound)
         out = jax.nn.softmax(logits, axis=-1)
         z = jnp.concatenate([x, out, out - y, y], -1)
         k = unit_norm(common.dense(params["key"], z))
@@ -96,6 +94,5 @@ def run(params, key, inputs, labels, spec: FWPSpec):
     return logits
 
 
-def learner(spec: FWPSpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="FWP", section="fwp", spec_from_config=spec_from_config,
+                           init=init, run=run)

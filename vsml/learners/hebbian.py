@@ -31,8 +31,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import common
-from vsml.learners.api import Learner
+from vsml.learners import common, numerics
+from vsml.learners.api import LearnerType
 
 ETA_LOGIT_INIT = -4.0  # η ≈ 0.018: the fast weights average over the last ~50 steps at first
 
@@ -47,9 +47,7 @@ class HebbianSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> HebbianSpec:
-    cfg = model_cfg["hebbian_fw"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    return HebbianSpec(shape, classes, bool(cfg["use_oja"]), bool(cfg["use_conv"]), float(cfg["tanh_bound"]))
+    return common.spec_from_section(HebbianSpec, model_cfg["hebbian_fw"], input_shape, num_classes)
 
 
 def init(key, spec: HebbianSpec):
@@ -57,7 +55,7 @@ def init(key, spec: HebbianSpec):
     k_stem, k_w = jax.random.split(key)
     rows = common.feature_size(spec.input_shape, spec.use_conv) + 2 * spec.num_classes
     params = {
-        "w": common.truncated_normal(k_w, (rows, spec.num_classes), 1.0 / math.sqrt(rows)),
+        "w": numerics.truncated_normal(k_w, (rows, spec.num_classes), 1.0 / math.sqrt(rows)),
         "plasticity": jnp.ones((rows, spec.num_classes)),
         "b": jnp.zeros((spec.num_classes,)),
         "eta_logit": jnp.asarray(ETA_LOGIT_INIT),
@@ -91,7 +89,7 @@ def run(params, key, inputs, labels, spec: HebbianSpec):
         x, y = xy
         weight = params["w"] + params["plasticity"] * fast
         empty = jnp.zeros_like(y)
-        logits = common.bound_logits(jnp.concatenate([x, empty, empty], -1) @ weight + params["b"],
+        logits = numerics.bound_logits(jnp.concatenate([x, empty, empty], -1) @ weight + params["b"],
                                      spec.tanh_bound)
         pre = jnp.concatenate([x, common.error_signal(logits, y), y], -1)
         post = jax.nn.softmax(pre @ weight + params["b"], axis=-1)
@@ -102,6 +100,5 @@ def run(params, key, inputs, labels, spec: HebbianSpec):
     return logits
 
 
-def learner(spec: HebbianSpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="HebbianFW", section="hebbian_fw", spec_from_config=spec_from_config,
+                           init=init, run=run)

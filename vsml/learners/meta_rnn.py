@@ -20,8 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import common
-from vsml.learners.api import Learner
+from vsml.learners import common, numerics
+from vsml.learners.api import LearnerType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +35,7 @@ class MetaRNNSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> MetaRNNSpec:
-    cfg = model_cfg["meta_rnn"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    return MetaRNNSpec(shape, classes, int(cfg["slow_size"]), int(cfg["num_micro_ticks"]),
-                       float(cfg["tanh_bound"]), bool(cfg["use_conv"]))
+    return common.spec_from_section(MetaRNNSpec, model_cfg["meta_rnn"], input_shape, num_classes)
 
 
 def init(key, spec: MetaRNNSpec):
@@ -65,7 +62,7 @@ def run(params, key, inputs, labels, spec: MetaRNNSpec):
         rnn_in = jnp.concatenate([x, error, label], axis=-1)
         for _ in range(spec.num_micro_ticks):
             state = common.lstm_step(params["lstm"], state, rnn_in)
-        logits = common.bound_logits(common.dense(params["out"], state[0]), spec.tanh_bound)
+        logits = numerics.bound_logits(common.dense(params["out"], state[0]), spec.tanh_bound)
         return (state, common.error_signal(logits, y), y), logits
 
     zeros_h = jnp.zeros((batch, spec.slow_size))
@@ -74,6 +71,5 @@ def run(params, key, inputs, labels, spec: MetaRNNSpec):
     return logits
 
 
-def learner(spec: MetaRNNSpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="MetaRNN", section="meta_rnn", spec_from_config=spec_from_config,
+                           init=init, run=run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import common
+from vsml.learners import common, numerics
 
 
 def layer_sizes(num_inputs: int, num_layers: int, hidden_size: int, num_classes: int) -> list[int]:
@@ -42,7 +42,7 @@ def forward(layers: list, x: jax.Array, tanh_bound: float, noise=None):
         pre = h @ p["w"] + p["b"]
         if noise is not None:
             pre = pre + noise[index]
-        h = jnp.tanh(pre) if index < len(layers) - 1 else common.bound_logits(pre, tanh_bound)
+        h = jnp.tanh(pre) if index < len(layers) - 1 else numerics.bound_logits(pre, tanh_bound)
     return inputs, h
 
 

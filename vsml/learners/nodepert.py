@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vsml.learners import common, mlp
-from vsml.learners.api import Learner
+from vsml.learners import common, mlp, numerics
+from vsml.learners.api import LearnerType
 
 PERTURBATIONS = ("node", "weight")
 
@@ -57,10 +57,7 @@ class NodePertSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> NodePertSpec:
-    cfg = model_cfg["nodepert"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    spec = NodePertSpec(shape, classes, int(cfg["num_layers"]), int(cfg["hidden_size"]), float(cfg["noise_std"]),
-                        float(cfg["lr"]), float(cfg["tanh_bound"]), str(cfg["perturbation"]))
+    spec = common.spec_from_section(NodePertSpec, model_cfg["nodepert"], input_shape, num_classes)
     if spec.perturbation not in PERTURBATIONS:
         raise ValueError(f"model.nodepert.perturbation: '{spec.perturbation}' is not one of "
                          f"{', '.join(PERTURBATIONS)}")
@@ -137,6 +134,5 @@ def run(params, key, inputs, labels, spec: NodePertSpec):
     return logits
 
 
-def learner(spec: NodePertSpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="NodePert", section="nodepert", spec_from_config=spec_from_config,
+                           init=init, run=run, hand_designed=True)

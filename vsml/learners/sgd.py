@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vsml.learners import common, mlp
-from vsml.learners.api import Learner
+from vsml.learners import common, mlp, numerics
+from vsml.learners.api import LearnerType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +50,7 @@ def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGDSpec:
-    cfg = model_cfg["sgd"]
-    shape, classes = common.resolve_sizes(input_shape, num_classes)
-    spec = SGDSpec(shape, classes, int(cfg["num_layers"]), int(cfg["hidden_size"]), float(cfg["tanh_bound"]),
-                   str(cfg["optimizer"]), float(cfg["lr"]), bool(cfg["use_conv"]))
+    spec = common.spec_from_section(SGDSpec, model_cfg["sgd"], input_shape, num_classes)
     make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
     mlp.layer_sizes(1, spec.num_layers, 1, 1)
     return spec
@@ -96,6 +93,5 @@ def run(params, key, inputs, labels, spec: SGDSpec):
     return logits
 
 
-def learner(spec: SGDSpec) -> Learner:
-    return Learner(init=lambda key: init(key, spec),
-                   run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec))
+LEARNER_TYPE = LearnerType(name="SGD", section="sgd", spec_from_config=spec_from_config,
+                           init=init, run=run, hand_designed=True)

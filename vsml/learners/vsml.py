@@ -26,12 +26,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vsml.learners.api import Learner
+from vsml.learners.api import LearnerType
+from vsml.learners.numerics import bound_logits, layer_norm, lstm_cell, truncated_normal
 
 Params = Any  # pytree of jnp arrays
 
 FORGET_BIAS = 5.0
 INPUT_BIAS = -5.0
+STATE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,10 @@ class VSMLSpec:
     # output layer). Conv layers always come first: inputs keep their [H, W, C] shape
     # through them and are flattened into the first dense layer.
     conv_layers: tuple[ConvLayer, ...] = ()
+    # "bfloat16": LSTM states (h, c) stored and the recurrent matmul run in bfloat16, gate
+    # maths in float32 — halves the state traffic (a GPU speed lever, bench/gpu_check.py);
+    # "float32": everything in float32.
+    state_dtype: str = "float32"
 
     @property
     def num_layers(self) -> int:
@@ -73,8 +79,9 @@ class VSMLSpec:
         return self.num_layers if self.layerwise_rnns else 1
 
 
-def spec_from_config(model_cfg: dict) -> VSMLSpec:
-    """Builds the spec from the ``model`` section of a resolved config."""
+def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSMLSpec:
+    """Builds the spec from the ``model`` section of a resolved config (any data size: sizes unused)."""
+    del input_shape, num_classes
     sub, net = model_cfg["sub_rnn"], model_cfg["vsml_rnn"]
     layer_specs = list(net["layer_specs"])
     if not layer_specs:
@@ -116,7 +123,14 @@ def spec_from_config(model_cfg: dict) -> VSMLSpec:
         feed_label=bool(net["feed_label"]),
         layerwise_rnns=bool(net["layerwise_rnns"]),
         conv_layers=tuple(conv_layers),
+        state_dtype=str(net.get("state_dtype", "float32")),
     )
+    if spec.state_dtype not in STATE_DTYPES:
+        raise ValueError(f"model.vsml_rnn.state_dtype must be one of {', '.join(STATE_DTYPES)}, "
+                         f"got {spec.state_dtype!r}")
+    if spec.state_dtype != "float32" and spec.conv_layers:
+        raise ValueError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
+                         "use float32 with conv layers")
     if spec.msg_size < 2:
         raise ValueError("model.sub_rnn.msg_size must be >= 2 (error and label slots)")
     if not 0 <= spec.output_idx < spec.msg_size:
@@ -144,11 +158,6 @@ def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:
 # --------------------------------------------------------------------------- init
 
 
-def _truncated_normal(key, shape, std):
-    # Truncation at 2 std shrinks the spread; rescale so the std is as asked.
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566103423978)
-
-
 def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     """One set of sub-RNN parameters: LSTM gates from [fwd msg, bwd msg, hidden] and two heads."""
     m, s = spec.msg_size, spec.slow_size
@@ -156,13 +165,13 @@ def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     gate_std = 1.0 / jnp.sqrt(2 * m + s)
     head_std = 1.0 / jnp.sqrt(s)
     params = {
-        "w_fwd_in": _truncated_normal(keys[0], (m, 4 * s), gate_std),
-        "w_bwd_in": _truncated_normal(keys[1], (m, 4 * s), gate_std),
-        "w_hidden": _truncated_normal(keys[2], (s, 4 * s), gate_std),
+        "w_fwd_in": truncated_normal(keys[0], (m, 4 * s), gate_std),
+        "w_bwd_in": truncated_normal(keys[1], (m, 4 * s), gate_std),
+        "w_hidden": truncated_normal(keys[2], (s, 4 * s), gate_std),
         "b_gates": jnp.zeros((4 * s,)),
-        "w_fwd_out": _truncated_normal(keys[3], (s, m), head_std),
+        "w_fwd_out": truncated_normal(keys[3], (s, m), head_std),
         "b_fwd_out": jnp.zeros((m,)),
-        "w_bwd_out": _truncated_normal(keys[4], (s, m), head_std),
+        "w_bwd_out": truncated_normal(keys[4], (s, m), head_std),
         "b_bwd_out": jnp.zeros((m,)),
     }
     if spec.layer_norm:
@@ -265,10 +274,10 @@ def initial_states(key, spec: VSMLSpec, sizes, batch: int):
             fan_in = k * k * size.in_shape[2]
         else:
             synapses, fan_in = tuple(size), size[0]
-        rand = _truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
+        rand = truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
         cell = jnp.concatenate([rand, jnp.zeros((*synapses, s - num_rand))], axis=-1)
-        cell = jnp.broadcast_to(cell, (batch, *synapses, s))
-        states.append((jnp.zeros((batch, *synapses, s)), cell))
+        cell = jnp.broadcast_to(cell, (batch, *synapses, s)).astype(spec.state_dtype)
+        states.append((jnp.zeros((batch, *synapses, s), spec.state_dtype), cell))
     return states
 
 
@@ -290,16 +299,7 @@ def merge_batch(x: jax.Array) -> jax.Array:
 
 def lstm_update(gates: jax.Array, cell: jax.Array):
     """LSTM cell update with forget bias +5 and input bias -5 (slowly changing states)."""
-    i, g, f, o = jnp.split(gates, 4, axis=-1)
-    cell = jax.nn.sigmoid(f + FORGET_BIAS) * cell + jax.nn.sigmoid(i + INPUT_BIAS) * jnp.tanh(g)
-    hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
-    return hidden, cell
-
-
-def layer_norm(x, scale, offset, eps=1e-5):
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.var(x, axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+    return lstm_cell(gates, cell, FORGET_BIAS, INPUT_BIAS)
 
 
 def _messages(p: Params, hidden: jax.Array, spec: VSMLSpec):
@@ -313,6 +313,7 @@ def _messages(p: Params, hidden: jax.Array, spec: VSMLSpec):
         fwd = layer_norm(hidden @ p["w_fwd_out"] + p["b_fwd_out"], p["ln_fwd_scale"], p["ln_fwd_offset"])
         bwd = layer_norm(hidden @ p["w_bwd_out"] + p["b_bwd_out"], p["ln_bwd_scale"], p["ln_bwd_offset"])
         return jnp.mean(fwd, axis=1), jnp.mean(bwd, axis=2)
+    hidden = hidden.astype(jnp.float32)  # means and heads in float32 (a no-op for float32 states)
     fwd = jnp.mean(hidden, axis=1) @ p["w_fwd_out"] + p["b_fwd_out"]
     bwd = jnp.mean(hidden, axis=2) @ p["w_bwd_out"] + p["b_bwd_out"]
     return fwd, bwd
@@ -330,12 +331,15 @@ def dense_layer(p: Params, state, fwd_in: jax.Array, bwd_in: jax.Array, spec: VS
       ``(state, fwd_out [Bt, B, M], bwd_out [Bt, A, M])``.
     """
     hidden, cell = state
+    dtype = hidden.dtype  # spec.state_dtype; with float32 every cast below is a no-op
     per_input = (fwd_in @ p["w_fwd_in"])[:, :, None, :]  # [Bt, A, 1, 4S]
     per_output = (bwd_in @ p["w_bwd_in"] + p["b_gates"])[:, None, :, :]  # [Bt, 1, B, 4S]
     for _ in range(spec.num_micro_ticks):
         hidden, cell = merge_batch(hidden), merge_batch(cell)
-        gates = hidden @ p["w_hidden"] + per_input + per_output
-        hidden, cell = lstm_update(gates, cell)
+        recurrent = jnp.matmul(hidden, p["w_hidden"].astype(dtype), preferred_element_type=jnp.float32)
+        gates = recurrent + per_input + per_output  # float32
+        hidden, cell = lstm_update(gates, cell.astype(jnp.float32))
+        hidden, cell = hidden.astype(dtype), cell.astype(dtype)
     fwd_out, bwd_out = _messages(p, hidden, spec)
     return (hidden, cell), fwd_out, bwd_out
 
@@ -483,10 +487,6 @@ def input_message(x: jax.Array, spec: VSMLSpec) -> jax.Array:
     return jnp.pad(x[..., None], [(0, 0)] * x.ndim + [(0, spec.msg_size - 1)])
 
 
-def bound_logits(z: jax.Array, bound: float) -> jax.Array:
-    return jnp.tanh(z / bound) * bound
-
-
 def make_time_step(params: Params, spec: VSMLSpec, layer_fn=dense_layer, conv_layer_fn=conv_layer):
     """The scan body of one inner time step (all layers), closed over the meta-parameters.
 
@@ -586,9 +586,22 @@ def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VS
     return logits
 
 
-def learner(spec: VSMLSpec) -> Learner:
-    """The VSML learner with its spec bound (DESIGN §3 interface)."""
-    return Learner(
-        init=lambda key: init(key, spec),
-        run=lambda meta_params, key, inputs, labels: run(meta_params, key, inputs, labels, spec),
-    )
+def run_with_options(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec,
+                     unroll: int = 1, implementation: str = "fast"):
+    """:func:`run` with the registry's run options: ``unroll`` and ``implementation``.
+
+    ``implementation: literal`` runs the paper-literal layers of
+    :mod:`vsml.learners.vsml_reference` (equal results, slower; the benchmark's baseline).
+    """
+    if implementation == "literal":
+        from vsml.learners import vsml_reference  # noqa: PLC0415 — it imports this module
+
+        return vsml_reference.run(meta_params, key, inputs, labels, spec, unroll=unroll)
+    if implementation != "fast":
+        raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
+    return run(meta_params, key, inputs, labels, spec, unroll=unroll)
+
+
+LEARNER_TYPE = LearnerType(name="VSMLRNN", section="vsml_rnn", extra_sections=("sub_rnn",),
+                           spec_from_config=spec_from_config, init=init, run=run_with_options, any_size=True,
+                           run_options=("unroll", "implementation"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from vsml.learners import vsml
+from vsml.learners.numerics import layer_norm
 
 
 def literal_dense_layer(p, state, fwd_in, bwd_in, spec: vsml.VSMLSpec):
@@ -29,8 +30,8 @@ def literal_dense_layer(p, state, fwd_in, bwd_in, spec: vsml.VSMLSpec):
         fwd_msg = hidden @ p["w_fwd_out"] + p["b_fwd_out"]  # [Bt, A, B, M]
         bwd_msg = hidden @ p["w_bwd_out"] + p["b_bwd_out"]
         if spec.layer_norm:
-            fwd_msg = vsml.layer_norm(fwd_msg, p["ln_fwd_scale"], p["ln_fwd_offset"])
-            bwd_msg = vsml.layer_norm(bwd_msg, p["ln_bwd_scale"], p["ln_bwd_offset"])
+            fwd_msg = layer_norm(fwd_msg, p["ln_fwd_scale"], p["ln_fwd_offset"])
+            bwd_msg = layer_norm(bwd_msg, p["ln_bwd_scale"], p["ln_bwd_offset"])
         fwd_out = jnp.mean(fwd_msg, axis=1)  # over inputs a -> [Bt, B, M]
         bwd_out = jnp.mean(bwd_msg, axis=2)  # over outputs b -> [Bt, A, M]
     return (hidden, cell), fwd_out, bwd_out
@@ -68,8 +69,8 @@ def literal_conv_layer(p, state, fwd_in, bwd_in, spec: vsml.VSMLSpec, layer: vsm
         fwd_msg = pos_hidden @ p["w_fwd_out"] + p["b_fwd_out"]  # [Bt, H', W', K, K, Cin, Cout, M]
         bwd_msg = pos_hidden @ p["w_bwd_out"] + p["b_bwd_out"]
         if spec.layer_norm:
-            fwd_msg = vsml.layer_norm(fwd_msg, p["ln_fwd_scale"], p["ln_fwd_offset"])
-            bwd_msg = vsml.layer_norm(bwd_msg, p["ln_bwd_scale"], p["ln_bwd_offset"])
+            fwd_msg = layer_norm(fwd_msg, p["ln_fwd_scale"], p["ln_fwd_offset"])
+            bwd_msg = layer_norm(bwd_msg, p["ln_bwd_scale"], p["ln_bwd_offset"])
         fwd_out = jnp.mean(fwd_msg, axis=(3, 4, 5))  # over the receptive field -> [Bt, H', W', Cout, M]
         bwd_sum = vsml.conv_unpatch(jnp.sum(bwd_msg, axis=6), k, stride, height, width)  # [Bt, H, W, Cin, M]
         bwd_out = bwd_sum / jnp.maximum(fan_out, 1)[..., None]

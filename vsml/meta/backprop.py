@@ -1,20 +1,20 @@
 """Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (DESIGN §6, ``optimizer.type: sgd``).
 
-The drop-in alternative to :class:`vsml.meta.es.EvolutionStrategy`, with the
-same constructor, state and ``step`` contract. Per step g and global pair index
+The second :class:`vsml.meta.api.OuterLoop` beside
+:class:`vsml.meta.es.EvolutionStrategy`, with the same state and ``step``
+contract. Per step g and global pair index
 i (0..P-1) it runs the episode of ``key(data, g, i)`` — the very episode (data
 and inner key) that both members of ES pair i would see — and differentiates
 its meta-loss through the whole episode with ``jax.grad``. Rank r handles the
 indices ``[r P/N, (r+1) P/N)``; each rank sums its per-episode gradients on the
 host in float64, the sums (and the count of finite episodes) are all-reduced,
-and every rank applies the same optax update (``es.make_optimizer``: Adam after
-global-norm clipping at ``optimizer.clip_gradnorm``) to the mean gradient.
+and every rank applies the same optax update (:func:`vsml.meta.api.make_optimizer`:
+Adam after global-norm clipping at ``optimizer.clip_gradnorm``) to the mean gradient.
 As for ES, the result does not depend on the rank count (up to float64
 summation order).
 
 An episode whose loss or gradient is not finite is left out of the mean and
-counted in ``es/nonfinite`` (same key as ES, so logs and dashboards keep one
-column); the optimiser then steps on the mean of the others.
+counted in ``metagrad/nonfinite``; the optimiser then steps on the mean of the others.
 """
 
 from __future__ import annotations
@@ -30,31 +30,33 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.es import (ESState, NonFiniteError, base_keys, chunk_for_budget, make_apply, pair_key, pair_slice,
-                          working_bytes_per_pair)
+from vsml.meta.api import (MetaState, NonFiniteError, base_keys, make_apply, make_optimizer, pair_key, pair_slice,
+                           working_bytes_per_pair)
 
 
 @dataclasses.dataclass(frozen=True)
 class BackpropConfig:
     population_size: int  # episodes per step P (one per pair index, as ES's antithetic pairs)
-    pairs_per_call: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
+    pairs_per_chunk: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
 
 
 class MetaGradient:
-    """Meta-gradient descent over the ranks of ``comm``; mirrors :class:`vsml.meta.es.EvolutionStrategy`.
+    """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
 
     Args:
       fitness: ``fitness(params, key, data) -> scalar``, differentiable, lower is better.
       params_template: a meta-parameter pytree (fixes the flat layout).
-      config: :class:`BackpropConfig` (an ``ESConfig`` works too: only
-        ``population_size`` is read).
+      config: :class:`BackpropConfig`.
       optimizer: an optax transformation applied to the mean gradient.
       comm: the communicator; rank r evaluates its slice of the episodes.
     """
 
-    def __init__(self, fitness: Callable, params_template, config, optimizer: optax.GradientTransformation,
-                 comm: Comm):
+    unit = "episodes"
+
+    def __init__(self, fitness: Callable, params_template, config: BackpropConfig,
+                 optimizer: optax.GradientTransformation, comm: Comm):
         self.config, self.optimizer, self.comm = config, optimizer, comm
+        self._fitness, self._params_template = fitness, params_template
         flat, self.unravel = ravel_pytree(params_template)
         self.dim = flat.shape[0]
         self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
@@ -74,23 +76,30 @@ class MetaGradient:
 
         return evaluate_slice
 
-    def init_state(self, params, seed: int) -> ESState:
-        """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""
-        return ESState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+    @property
+    def population_size(self) -> int:
+        return self.config.population_size
 
-    def fit_chunk(self, params, data, budget_bytes: int) -> tuple[int | None, int]:
-        """As :meth:`vsml.meta.es.EvolutionStrategy.fit_chunk`: episodes per jitted call within ``budget_bytes``."""
-        flat, _ = ravel_pytree(params)
-        per_pair = working_bytes_per_pair(self._evaluate, flat, base_keys(0), data)
-        chunk = chunk_for_budget(per_pair, budget_bytes, len(self.pair_indices))
-        self.config = dataclasses.replace(self.config, pairs_per_call=chunk)
-        return chunk, per_pair
+    @property
+    def pairs_per_chunk(self) -> int | None:
+        return self.config.pairs_per_chunk
+
+    def init(self, params, seed: int) -> MetaState:
+        """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""
+        return MetaState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def with_chunk(self, pairs_per_chunk: int | None) -> MetaGradient:
+        return MetaGradient(self._fitness, self._params_template,
+                            dataclasses.replace(self.config, pairs_per_chunk=pairs_per_chunk), self.optimizer, self.comm)
+
+    def working_bytes_per_pair(self, params, data) -> int:
+        return working_bytes_per_pair(self._evaluate, ravel_pytree(params)[0], base_keys(0), data)
 
     def _chunks(self):
-        size = self.config.pairs_per_call or len(self.pair_indices)
+        size = self.config.pairs_per_chunk or len(self.pair_indices)
         return [self.pair_indices[start:start + size] for start in range(0, len(self.pair_indices), size)]
 
-    def partial_sums(self, state: ESState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def partial_sums(self, state: MetaState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This rank's ``(sum of finite gradients [D] float64, finite flags [n], losses [n])``."""
         flat, _ = ravel_pytree(state.params)
         total = np.zeros(self.dim, dtype=np.float64)
@@ -104,8 +113,12 @@ class MetaGradient:
             finite.append(ok)
         return total, np.concatenate(finite), np.concatenate(losses)
 
-    def step(self, state: ESState, data) -> tuple[ESState, dict]:
-        """One meta-gradient step. Returns the new state and statistics (timings as for ES)."""
+    def step(self, state: MetaState, data) -> tuple[MetaState, dict]:
+        """One meta-gradient step. Returns the new state and statistics.
+
+        ``metagrad/nonfinite`` counts the episodes left out of the mean, ``grad/norm`` is
+        the mean gradient's norm; the timings are as for ES.
+        """
         start = time.perf_counter()
         grad_sum, finite, losses = self.partial_sums(state, data)
         evaluated = time.perf_counter()
@@ -127,11 +140,19 @@ class MetaGradient:
         stats = {
             "meta_loss": float(kept.mean()) if kept.size else float("nan"),
             "meta_loss_std": float(kept.std()) if kept.size else float("nan"),
-            "es/nonfinite": int(self.config.population_size - count),
+            "metagrad/nonfinite": int(self.config.population_size - count),
             "grad/norm": float(np.linalg.norm(mean)),
             "time/evaluate": evaluated - start,
             "time/communicate": communicated,
             "time/update": time.perf_counter() - evaluated - communicated,
         }
-        new_state = ESState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
+        new_state = MetaState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
         return new_state, stats
+
+
+def from_config(optimizer_cfg: dict, population_size: int, pairs_per_chunk: int | None, fitness: Callable,
+                params_template, comm: Comm) -> MetaGradient:
+    """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
+    optimizer = make_optimizer(float(optimizer_cfg["lr"]), dict(optimizer_cfg["kwargs"]),
+                               float(optimizer_cfg["clip_gradnorm"]))
+    return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)

@@ -1,0 +1,142 @@
+"""A user's own data as ``npz:PATH``: splits, statistics from the training split, and bad files refused in one line."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import launch
+from tests.conftest import TINY
+from vsml import data
+from vsml.config import load_default
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_default()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bunch = load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)  # [1797, 8, 8] in 0..16, [1797]
+
+
+def test_given_test_split_and_statistics_of_the_training_split(tmp_path, config, digits):
+    x, y = digits
+    x_test = x[:300] * 3.0 + 5.0  # a test split with other statistics must not change the normalisation
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y[:300])
+    train_spec, train_arrays = data.load_dataset(f"npz:{path}", "train", config)
+    test_spec, test_arrays = data.load_dataset(f"npz:{path}", "test", config)
+    assert train_spec.input_shape == (8, 8, 1) and train_spec.num_classes == 10   # [N, H, W] gains a channel
+    for spec in (train_spec, test_spec):
+        assert spec.mean == pytest.approx(float(x.astype(np.float64).mean()), rel=1e-6)
+        assert spec.std == pytest.approx(float(x.astype(np.float64).std()), rel=1e-6)
+    np.testing.assert_array_equal(np.asarray(train_arrays["images"])[..., 0], x)
+    np.testing.assert_array_equal(np.asarray(test_arrays["images"])[..., 0], x_test)
+    np.testing.assert_array_equal(np.asarray(test_arrays["labels"]), y[:300])
+    inputs, labels = data.sample_episode(train_spec, train_arrays, jax.random.PRNGKey(0), 400, 4)
+    assert inputs.shape == (400, 4, 8, 8, 1) and labels.shape == (400, 4, 10)
+    assert abs(float(inputs.mean())) < 0.1 and abs(float(inputs.std()) - 1) < 0.1
+    test_inputs, _ = data.sample_episode(test_spec, test_arrays, jax.random.PRNGKey(0), 400, 4)
+    expected = (x_test.mean() - x.mean()) / x.std()  # the training split's statistics applied to the test split
+    assert float(test_inputs.mean()) == pytest.approx(expected, abs=0.3)
+
+
+def test_held_out_split_is_every_fifth_example_of_each_class(tmp_path, config):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=200)
+    x = np.stack([np.arange(200, dtype=np.float32), rng.normal(size=200).astype(np.float32)], axis=1)  # [N, D]
+    path = tmp_path / "vectors.npz"
+    np.savez(path, x=x, y=y)
+    train_spec, train = data.load_dataset(f"npz:{path}", "train", config)
+    _, test = data.load_dataset(f"npz:{path}", "test", config)
+    train_ids, test_ids = np.asarray(train["images"])[:, 0], np.asarray(test["images"])[:, 0]
+    assert train_spec.input_shape == (2,) and train_spec.num_classes == 3
+    assert sorted(np.concatenate([train_ids, test_ids]).tolist()) == list(range(200))  # disjoint and complete
+    for cls in range(3):
+        members = np.flatnonzero(y == cls)  # in file order; every 5th (positions 4, 9, ...) is held out
+        assert set(test_ids[np.asarray(test["labels"]) == cls].astype(int)) == set(members[4::5])
+    kept = x[train_ids.astype(int)].astype(np.float64)
+    assert train_spec.mean == pytest.approx(kept.mean(), rel=1e-6)
+    assert train_spec.std == pytest.approx(kept.std(), rel=1e-6)
+
+
+def test_uint8_pixels_are_read_as_fractions(tmp_path, config):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(50, 4, 4, 3), dtype=np.uint8)
+    path = tmp_path / "pixels.npz"
+    np.savez(path, x=x, y=np.arange(50) % 2, x_test=x[:10], y_test=np.arange(10) % 2)
+    spec, arrays = data.load_dataset(f"npz:{path}", "train", config)
+    assert arrays["images"].dtype == np.uint8 and spec.input_shape == (4, 4, 3)
+    assert spec.mean == pytest.approx(x.mean() / 255, rel=1e-6)
+    assert spec.std == pytest.approx(x.std() / 255, rel=1e-6)
+
+
+def _bad(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+X, Y = np.zeros((10, 4, 4)) + np.arange(10)[:, None, None], np.arange(10) % 2
+
+BAD_FILES = {
+    "no y": (dict(x=X), "has no array 'y'"),
+    "no x": (dict(y=Y), "has no array 'x'"),
+    "length mismatch": (dict(x=X, y=Y[:7]), "x has 10 examples but y has 7 labels"),
+    "float labels": (dict(x=X, y=Y + 0.5), "y has dtype float64; labels must be integers"),
+    "negative labels": (dict(x=X, y=Y - 1), "y holds negative labels"),
+    "one class": (dict(x=X, y=np.zeros(10, dtype=int)), "the training split has 1 class"),
+    "one-hot labels": (dict(x=X, y=np.eye(2, dtype=int)[Y]), "one-hot? store the class indices"),
+    "x_test alone": (dict(x=X, y=Y, x_test=X), "has 'x_test' but no 'y_test'"),
+    "test shape mismatch": (dict(x=X, y=Y, x_test=X[:, :2], y_test=Y), "x_test has examples of shape [2, 4, 1]"),
+    "five axes": (dict(x=X[:, None, :, :, None], y=Y), "give [N, H, W, C], [N, H, W] or [N, D]"),
+    "nan inputs": (dict(x=np.where(X > 8, np.nan, X), y=Y), "x holds 16 NaN or infinite values"),
+    "strings": (dict(x=np.array(["a"] * 10), y=Y), "x has dtype <U1; inputs must be integers or floats"),
+    "constant": (dict(x=np.ones((10, 3)), y=Y), "every value of the training inputs is 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_are_refused_in_one_line_before_anything_runs(tmp_path, case, capsys):
+    arrays, problem = BAD_FILES[case]
+    path = _bad(tmp_path, **arrays)
+    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY, f"training.dataset=npz:{path}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert "\n" not in err, err
+    assert err.startswith(f"error: training.dataset: npz file '{path}': ") and problem in err, err
+    assert not (tmp_path / "run").exists()  # refused before the run started
+
+
+def test_unreadable_and_missing_files_name_the_key(tmp_path, capsys):
+    text = tmp_path / "notes.npz"
+    text.write_text("not a zip")
+    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY,
+                          f"evaluation.datasets=[digits, 'npz:{text}']"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err
+    assert err.startswith(f"error: evaluation.datasets: npz file '{text}': cannot be read as a NumPy .npz file")
+    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY,
+                          f"training.dataset=npz:{tmp_path / 'absent.npz'}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err and f"npz file '{tmp_path / 'absent.npz'}' not found" in err
+
+
+def test_resize_of_vectors_is_refused(tmp_path, config):
+    path = _bad(tmp_path, x=np.random.default_rng(0).normal(size=(20, 6)), y=np.arange(20) % 2)
+    resized = {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"], "resize": [4, 4]}}}
+    with pytest.raises(ValueError, match=r"data.preprocess.resize: needs image inputs .* vectors of shape \[6\]"):
+        data.check_dataset_available(f"npz:{path}", resized, "training.dataset")
+
+
+def test_a_changed_file_is_read_again(tmp_path, config):
+    path = tmp_path / "changing.npz"
+    np.savez(path, x=X, y=Y)
+    assert data.load_dataset(f"npz:{path}", "train", config)[0].num_classes == 2
+    np.savez(path, x=np.concatenate([X, X]), y=np.arange(20) % 3)
+    assert data.load_dataset(f"npz:{path}", "train", config)[0].num_classes == 3

@@ -1,0 +1,155 @@
+"""The outer-loop interface (DESIGN §6) and what every outer loop shares.
+
+An outer loop meta-trains the meta-parameters from ``fitness(params, key, data)
+-> scalar`` (an episode's meta-loss, lower is better) alone; it knows nothing of
+learners or datasets. It implements :class:`OuterLoop`: ``init(params, seed)``
+gives a :class:`MetaState`, ``step(state, data)`` one generation (ES) or step
+(meta-gradients) with the loop's own statistics. ``P`` work items per step —
+antithetic pairs for ES, episodes for meta-gradients — carry global indices
+``0..P-1``; rank r of N handles ``[r P/N, (r+1) P/N)`` and ``pairs_per_chunk``
+bounds how many of them are evaluated at once (memory, never results).
+
+Every loop derives its randomness from the run seed in the same way
+(:func:`base_keys`, :func:`pair_key`), so the episode of index i at step g is
+the same whatever loop, rank count or chunking.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Streams derived from the run seed: one for perturbations, one for episodes.
+NOISE_STREAM, DATA_STREAM = 0, 1
+
+
+class NonFiniteError(FloatingPointError):
+    """The update produced NaN or infinite meta-parameters (the same on every rank)."""
+
+
+@chex.dataclass
+class MetaState:
+    """Everything that determines the rest of a run (the same layout for every outer loop).
+
+    params: meta-parameter pytree. opt_state: optax state. generation: number
+    of completed steps. rng: ``{'noise': key, 'data': key}`` base keys (raw
+    uint32 ``[2]``) from which every step's randomness is derived.
+    """
+
+    params: Any
+    opt_state: Any
+    generation: int
+    rng: dict
+
+
+class OuterLoop(Protocol):
+    """What the experiment needs of an outer loop; ES and meta-gradients implement it.
+
+    Attributes:
+      population_size: work items ``P`` per step, over all ranks.
+      pairs_per_chunk: items evaluated at once on a rank (``None``: the whole slice).
+      pair_indices: the global indices this rank evaluates, ``[P / N]``.
+      dim: number of meta-parameters ``D``.
+      unit: what one work item is, for messages ("pairs", "episodes").
+    """
+
+    population_size: int
+    pairs_per_chunk: int | None
+    pair_indices: np.ndarray
+    dim: int
+    unit: str
+
+    def init(self, params, seed: int) -> MetaState:
+        """The state at step 0 from meta-parameters ``params`` and the run seed."""
+
+    def step(self, state: MetaState, data) -> tuple[MetaState, dict[str, float]]:
+        """One step on every rank together: the new state and this loop's statistics.
+
+        Every loop reports ``meta_loss``, ``meta_loss_std`` and ``time/evaluate``,
+        ``time/communicate``, ``time/update`` (seconds); raises
+        :class:`NonFiniteError` before non-finite meta-parameters can be saved.
+        """
+
+    def with_chunk(self, pairs_per_chunk: int | None) -> OuterLoop:
+        """The same loop evaluating ``pairs_per_chunk`` items at once (a new object)."""
+
+    def working_bytes_per_pair(self, params, data) -> int:
+        """XLA's working memory per evaluated item (compiled ahead of time, nothing runs)."""
+
+
+def base_keys(seed: int) -> dict:
+    root = jax.random.PRNGKey(seed)
+    return {"noise": jax.random.fold_in(root, NOISE_STREAM), "data": jax.random.fold_in(root, DATA_STREAM)}
+
+
+def pair_key(base_key, generation, pair_index):
+    """``key(base, g, i)``: the same for an item whatever rank evaluates it."""
+    return jax.random.fold_in(jax.random.fold_in(base_key, generation), pair_index)
+
+
+def pair_slice(population_size: int, rank: int, num_ranks: int) -> np.ndarray:
+    """Global indices of the items that rank ``rank`` of ``num_ranks`` evaluates."""
+    if population_size % num_ranks:
+        raise ValueError(
+            f"training.population_size={population_size} is not divisible by the {num_ranks} "
+            f"MPI ranks; use a multiple of {num_ranks}"
+        )
+    per_rank = population_size // num_ranks
+    return np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int32)
+
+
+def make_optimizer(lr: float, kwargs: dict, clip_gradnorm: float) -> optax.GradientTransformation:
+    """Adam (``kwargs`` passed through), after global-norm clipping when ``clip_gradnorm`` > 0."""
+    adam = optax.adam(learning_rate=lr, **kwargs)
+    if clip_gradnorm and clip_gradnorm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_gradnorm), adam)
+    return adam
+
+
+def make_apply(optimizer: optax.GradientTransformation):
+    """Jitted ``apply(params, opt_state, grad) -> (params, opt_state, all_finite)``.
+
+    The finiteness flag lets the caller stop before a NaN reaches a checkpoint.
+    """
+
+    def apply(params, opt_state, grad):
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+        return params, opt_state, finite
+
+    return jax.jit(apply)
+
+
+def working_bytes_per_pair(evaluate, flat_params, rng, data) -> int:
+    """XLA's working memory (temp buffers) of ``evaluate`` on a one-item slice, in bytes.
+
+    ``evaluate(flat_params, rng, generation, pair_indices, data)`` is a jitted slice
+    evaluation; compiling it for one item (ahead of time, nothing runs) gives what each
+    item of a chunk adds.
+    """
+    lowered = evaluate.lower(flat_params, rng, 0, np.zeros(1, np.int32), data)
+    return int(lowered.compile().memory_analysis().temp_size_in_bytes)
+
+
+def chunk_for_budget(bytes_per_pair: int, budget_bytes: int, slice_pairs: int) -> int | None:
+    """Items per chunk so a chunk's working memory fits ``budget_bytes`` (None: the whole slice fits)."""
+    if bytes_per_pair <= 0:
+        return None
+    chunk = max(1, budget_bytes // bytes_per_pair)
+    return None if chunk >= slice_pairs else int(chunk)
+
+
+def fit_chunk(loop: OuterLoop, params, data, budget_bytes: int) -> tuple[OuterLoop, int]:
+    """``loop`` with the largest ``pairs_per_chunk`` whose working memory fits ``budget_bytes``.
+
+    Returns ``(the fitted loop, bytes per item)``. The choice depends only on the
+    model and data shapes, so every rank picks the same.
+    """
+    per_pair = loop.working_bytes_per_pair(params, data)
+    return loop.with_chunk(chunk_for_budget(per_pair, budget_bytes, len(loop.pair_indices))), per_pair
