@@ -238,3 +238,17 @@ def test_hints_name_the_running_python(tmp_path, monkeypatch):
     assert environment.python_command(str(venv_python)) == "python3"
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert environment.python_command("/opt/py/bin/python") == "/opt/py/bin/python"
+
+
+def test_in_process_a_second_ctrl_c_interrupts_the_main_thread_instead_of_exiting():
+    announced = []
+    stop = StopRequest(announce=announced.append, in_process=True).install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(3000):  # Python code, so the main thread gets to the handler
+                time.sleep(0.01)
+    finally:
+        stop.uninstall()
+    assert stop.signal_name == "SIGINT" and announced[-1].startswith("Ctrl-C again: stopping now")

@@ -1,4 +1,4 @@
-"""The README's main job: the quick start meta-learns (about 4 minutes; `pytest -m slow`)."""
+"""The README's main job: the quick start meta-learns (3–6 minutes on 2 idle cores; `pytest -m slow`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.conftest import launch
 @pytest.mark.slow
 def test_quickstart_meta_learns_above_chance(tmp_path):
     result = launch("--config_files", "configs/quickstart.yaml", "--run_dir", tmp_path,
-                    "--config", "logging.wandb=disabled", timeout=1500)
+                    "--config", "logging.wandb=disabled", timeout=3600)  # a hang guard only
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = np.array([row["meta_loss"] for row in rows])

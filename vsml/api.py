@@ -119,7 +119,7 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
     experiment.check_config(config, comm)
     if not resume:
         config = experiment.resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
-    stop = StopRequest()
+    stop = StopRequest(in_process=True)  # a second Ctrl-C interrupts; it never ends the caller's process
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         stop.install()

@@ -251,13 +251,15 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config, announce_to_console=comm.is_root)
     training = rank_config["training"]
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
                        wandb_mode=rank_config["logging"]["wandb"],
                        progress_seconds=rank_config["logging"]["progress_seconds"])
+    for line in runtime.announce() if comm.is_root else []:  # what it runs on, also into console.log
+        log.message(line, to_stderr=line.startswith("warning"))
+    runtime.setup(rank_config)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
         log.message(f"loading data: {training['dataset']} (training), "

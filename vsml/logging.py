@@ -166,9 +166,11 @@ class Console:
         if done < total:
             self.message("compiling the meta-test and the generation step (the first generation takes longest)…")
 
-    def message(self, text: str) -> None:
-        """One line to the terminal (above the bar, if any) and to ``console.log``."""
-        if self._bar is not None:
+    def message(self, text: str, to_stderr: bool = False) -> None:
+        """One line to the terminal (above the bar, if any; stderr for a warning) and to ``console.log``."""
+        if to_stderr:
+            print(text, file=sys.stderr, flush=True)
+        elif self._bar is not None:
             self._bar.write(text, file=self._stream)
         else:
             print(text, file=self._stream, flush=True)
@@ -362,9 +364,9 @@ class RunLog:
         """Counts one finished generation; ``stats`` is its ``meta_loss`` and ``time/*``."""
         self._console.progress(stats)
 
-    def message(self, text: str) -> None:
-        """One line to stdout and ``console.log``."""
-        self._console.message(text)
+    def message(self, text: str, to_stderr: bool = False) -> None:
+        """One line to stdout (stderr with ``to_stderr``) and ``console.log``."""
+        self._console.message(text, to_stderr=to_stderr)
 
     def attach(self, path) -> None:
         """Adds ``path`` (a file in the run directory) to the wandb run's files, kept current as it changes."""
@@ -394,7 +396,7 @@ class NullLog:
     def progress(self, stats: dict | None = None) -> None:
         return None
 
-    def message(self, text: str) -> None:
+    def message(self, text: str, to_stderr: bool = False) -> None:
         return None
 
     def attach(self, path) -> None:

@@ -18,6 +18,7 @@ intact and only the current generation is lost.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -48,17 +49,22 @@ def acknowledgement(signum: int) -> str:
 class StopRequest:
     """Remembers the first stop signal this process received and acknowledges it at once.
 
-    Attributes:
+    Args:
       announce: called with one line when a signal arrives (default: stderr);
         the training loop points it at its run log, other ranks at nothing.
       stop_now: called on a second Ctrl-C (default: exit with status 130).
+      in_process: for training inside someone else's Python session (vsml.api,
+        a notebook): a second Ctrl-C raises KeyboardInterrupt in the main thread,
+        as soon as it runs Python again, instead of ending the process.
     """
 
     def __init__(self, announce: Callable[[str], None] = _print_to_stderr,
-                 stop_now: Callable[[], None] = _exit_now):
+                 stop_now: Callable[[], None] | None = None, in_process: bool = False):
         self.signal_name: str | None = None
         self.announce = announce
-        self.stop_now = stop_now
+        self.stop_now = stop_now or (self._interrupt_main_thread if in_process else _exit_now)
+        self._raise_in_main_thread = False
+        self._own_interrupts = 0  # pipe bytes that _thread.interrupt_main wrote, not a person
         self._previous = {}
         self._lock = threading.Lock()
         self._pipe: tuple[int, int] | None = None
@@ -82,7 +88,16 @@ class StopRequest:
         elif first:
             self.announce(acknowledgement(signum))
 
+    def _interrupt_main_thread(self) -> None:
+        with self._lock:
+            self._raise_in_main_thread = True
+            self._own_interrupts += 1
+        _thread.interrupt_main(signal.SIGINT)  # runs _handle in the main thread; also writes a pipe byte
+
     def _handle(self, signum, frame):
+        if self._raise_in_main_thread:
+            self._raise_in_main_thread = False
+            raise KeyboardInterrupt
         # With the watcher running, the pipe already delivered this signal to _received.
         if self._pipe is None:
             if signum == signal.SIGINT and self.requested:
@@ -98,7 +113,11 @@ class StopRequest:
             if not received:
                 return
             for signum in received:
-                if signum in STOP_SIGNALS:
+                with self._lock:
+                    own = signum == signal.SIGINT and self._own_interrupts > 0
+                    if own:
+                        self._own_interrupts -= 1
+                if signum in STOP_SIGNALS and not own:
                     self._received(signum)
 
     def install(self) -> "StopRequest":
