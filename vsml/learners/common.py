@@ -53,13 +53,22 @@ def check_episode(name: str, input_shape: tuple, num_classes: int, inputs, label
         )
 
 
-def truncated_normal(key, shape, std):
-    """Truncated (±2σ) normal rescaled to have standard deviation ``std``."""
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566103423978)
+# Standard deviation of a standard normal truncated to [-2, 2].
+TRUNCATED_STD = 0.87962566103423978
+
+
+def truncated_normal(key, shape, scale):
+    """A standard normal truncated to [-2, 2], times ``scale`` (no variance correction).
+
+    This is haiku's ``TruncatedNormal(stddev=scale)``, which the original release uses
+    for every weight: the spread is ``TRUNCATED_STD · scale`` ≈ 0.88·scale, not ``scale``.
+    """
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * scale
 
 
 def dense_init(key, n_in: int, n_out: int) -> Params:
-    """``{'w': [n_in, n_out], 'b': [n_out]}`` with std 1/sqrt(n_in) weights and zero bias."""
+    """``{'w': [n_in, n_out], 'b': [n_out]}``: truncated-normal weights times 1/sqrt(n_in) (std ≈ 0.88/sqrt(n_in),
+    haiku's ``Linear`` default as in the original release) and zero bias."""
     return {"w": truncated_normal(key, (n_in, n_out), 1.0 / math.sqrt(n_in)), "b": jnp.zeros((n_out,))}
 
 
@@ -113,8 +122,10 @@ def stem_init(key, input_shape: tuple) -> Params:
     layers = []
     for layer_key, c_in, c_out in zip(jax.random.split(key, len(STEM_CHANNELS)), channels[:-1], channels[1:]):
         fan_in = STEM_KERNEL * STEM_KERNEL * c_in
+        # He init (ReLU halves the variance), with the variance correction so the std is
+        # sqrt(2 / fan_in), as haiku's VarianceScaling (the original's Conv2D default) corrects it.
         layers.append({"w": truncated_normal(layer_key, (STEM_KERNEL, STEM_KERNEL, c_in, c_out),
-                                             math.sqrt(2.0 / fan_in)),  # He init: ReLU halves the variance
+                                             math.sqrt(2.0 / fan_in) / TRUNCATED_STD),
                        "b": jnp.zeros((c_out,))})
     return layers
 

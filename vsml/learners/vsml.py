@@ -144,15 +144,17 @@ def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:
 # --------------------------------------------------------------------------- init
 
 
-def _truncated_normal(key, shape, std):
-    # Truncation at 2 std shrinks the spread; rescale so the std is as asked.
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566103423978)
+def _truncated_normal(key, shape, scale):
+    # haiku's TruncatedNormal as in the original release: a standard normal truncated to
+    # [-2, 2] times ``scale``, without variance correction (std ≈ 0.88·scale).
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * scale
 
 
 def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     """One set of sub-RNN parameters: LSTM gates from [fwd msg, bwd msg, hidden] and two heads."""
     m, s = spec.msg_size, spec.slow_size
     keys = jax.random.split(key, 5)
+    # 1/sqrt(fan in); the drawn weights' std is ≈ 0.88× this (no variance correction)
     gate_std = 1.0 / jnp.sqrt(2 * m + s)
     head_std = 1.0 / jnp.sqrt(s)
     params = {
@@ -250,7 +252,8 @@ def initial_states(key, spec: VSMLSpec, sizes, batch: int):
     """Per-layer LSTM states ``(h, c)``, each ``[Bt, A, B, S]`` (dense) or ``[Bt, K, K, Cin, Cout, S]`` (conv).
 
     Hidden zeros; the first ``init_rand_proportion`` of the cell units drawn per
-    synapse from a truncated normal with std 1/sqrt(fan in) — A for a dense layer,
+    synapse from a [-2, 2]-truncated normal times 1/sqrt(fan in) (std ≈ 0.88/sqrt(fan in),
+    as the original release) — A for a dense layer,
     K·K·Cin for a conv layer: a random weight init, the same for every example of
     the batch — the rest zero. ``sizes``: ``(A, B)`` pairs or :class:`ConvGeometry`
     entries (:func:`layer_geometries`).
