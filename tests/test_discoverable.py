@@ -8,12 +8,12 @@ import sys
 import yaml
 
 import launch
-from tests.conftest import ROOT
+from tests.conftest import HANG_GUARD_S, ROOT
 from vsml.config import build_config, describe_config, resolve_for_rank
 from vsml.data import __main__ as data_cli, sources, tfds_source
 
 
-def _run(*args, timeout=60):
+def _run(*args, timeout=HANG_GUARD_S):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -31,7 +31,7 @@ def test_help_shows_examples_and_where_the_keys_are_documented():
 
 def test_print_config_shows_the_resolved_config_without_running_anything(tmp_path):
     result = _run("launch.py", "--config_files", "configs/quickstart.yaml", "--print_config",
-                  "--run_dir", tmp_path / "run", timeout=120)
+                  "--run_dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "  population_size: 32\n" in result.stdout
     shown = yaml.safe_load(result.stdout)

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from tests.conftest import MPIEXEC, ROOT, TINY, launch
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
 from vsml import comm, experiment, runtime
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -165,7 +165,7 @@ def test_comm_knows_the_ranks_on_its_node(tmp_path):
     code = ("import sys; from vsml.comm import world; c = world(); "
             f"open({str(tmp_path)!r} + f'/rank{{c.rank}}', 'w').write(f'{{c.size}} {{c.local_size}}')")
     proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          text=True, timeout=HANG_GUARD_S, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "rank0").read_text() == "2 2" and (tmp_path / "rank1").read_text() == "2 2"
     assert comm.SingleProcessComm().local_size == 1

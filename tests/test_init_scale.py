@@ -7,6 +7,7 @@ the code, and checked statistically on large draws through the learners' own ``i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -91,3 +92,22 @@ def test_baseline_layers():
     # HebbianFW: one weight matrix over [x, error, label]
     p = _baseline("HebbianFW")
     _check_spread(p["w"], p["w"].shape[0], "HebbianFW weights")
+
+
+def test_init_scale_multiplies_every_vsml_draw():
+    """``model.sub_rnn.init_scale`` (default 1.0, the original's) scales gates, heads and initial cells."""
+    cfg = build_config(overrides=["model.sub_rnn.init_scale=1.1369", "model.sub_rnn.slow_size=64",
+                                  "model.sub_rnn.msg_size=32"])["model"]
+    assert build_config()["model"]["sub_rnn"]["init_scale"] == 1.0
+    spec = vsml.spec_from_config(cfg)
+    (p,) = vsml.init(jax.random.PRNGKey(0), spec)["forward"]
+    (p1,) = vsml.init(jax.random.PRNGKey(0), dataclasses.replace(spec, init_scale=1.0))["forward"]
+    for name in p:
+        if name.startswith("w_"):
+            np.testing.assert_allclose(np.asarray(p[name]), 1.1369 * np.asarray(p1[name]), rtol=1e-5)
+    gates = np.concatenate([np.ravel(p[k]) for k in ("w_fwd_in", "w_bwd_in", "w_hidden")])
+    # 1.1369 x the truncated std: std ~ 1/sqrt(fan in), the project's former initialisation
+    _check_spread(gates / 1.1369, 2 * 32 + 64, "gates at init_scale 1.1369, divided back")
+    assert abs(gates.std() * math.sqrt(128) - 1.0) < 0.04
+    ((_, c),) = vsml.initial_states(jax.random.PRNGKey(2), dataclasses.replace(spec, slow_size=16), [(400, 30)], 1)
+    assert abs(np.asarray(c)[..., :8].std() * math.sqrt(400) - 1.1369 * TRUNC_STD) < 0.04

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import launch
-from tests.conftest import ROOT, TINY
+from tests.conftest import HANG_GUARD_S, ROOT, TINY
 from vsml import checkpoint
 from vsml.config import build_config, load_default, sweep_tasks, to_yaml
 from vsml.experiment import resolve_restore
@@ -210,7 +210,7 @@ def test_original_command_trains_a_generation_through_launch(tmp_path, monkeypat
 def _dry_run(program: list[str], options: list[str], command: list[str]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VSML_", "SLURM_", "CHAIN"))}
     result = subprocess.run([*program, "--dry-run", *options, "--", *command], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=60)
+                            cwd=ROOT, env=env, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     return re.sub(r"runs/\d{8}-\d{6}-", "runs/<time>-", result.stdout)
 

@@ -46,6 +46,7 @@ BAD_OVERRIDES = [
     ("model.sub_rnn.msg_size=1", "model.sub_rnn.msg_size: must be an integer >= 2"),
     ("model.sub_rnn.slow_size=0", "model.sub_rnn.slow_size: must be a positive integer"),
     ("model.sub_rnn.init_rand_proportion=1.5", "model.sub_rnn.init_rand_proportion: must be a number in [0, 1]"),
+    ("model.sub_rnn.init_scale=0", "model.sub_rnn.init_scale: must be a positive finite number, got 0"),
     ("model.sub_rnn.layer_norm=yes please", "model.sub_rnn.layer_norm: must be true or false"),
     ("model.vsml_rnn.num_micro_ticks=0", "model.vsml_rnn.num_micro_ticks: must be a positive integer"),
     ("model.vsml_rnn.output_idx=4", "model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size (4)"),

@@ -11,9 +11,9 @@ only when the main thread returns to the interpreter, which a compilation or a
 long jitted call does not do for tens of seconds. So the C-level handler also
 writes the signal number to a pipe (:func:`signal.set_wakeup_fd`), and a
 watcher thread reading that pipe says what will happen the moment the signal
-arrives. A Ctrl-C after a first stop signal stops the process there and then (exit status 130):
-checkpoints are written to a temporary file and renamed, so the last one stays
-intact and only the current generation is lost.
+arrives. A Ctrl-C after a first stop signal ends the process there and then
+(exit status 130): checkpoints are written to a temporary file and renamed, so
+the last one stays intact and only the current generation is lost.
 """
 
 from __future__ import annotations

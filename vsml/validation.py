@@ -137,6 +137,7 @@ RULES: dict[str, Check] = {
     "model.sub_rnn.msg_size": lambda v: _is_int(v) and v >= 2,
     "model.sub_rnn.slow_size": positive_int,
     "model.sub_rnn.init_rand_proportion": unit_interval,
+    "model.sub_rnn.init_scale": positive_number,
     "model.vsml_rnn.num_micro_ticks": positive_int,
     "model.vsml_rnn.tanh_bound": positive_number,
     "model.vsml_rnn.output_idx": non_negative_int,

@@ -52,6 +52,9 @@ class VSMLSpec:
     msg_size: int = 8
     slow_size: int = 16
     init_rand_proportion: float = 0.5
+    # Multiplies every truncated-normal draw (sub-RNN weights, random initial cells): 1.0 is the
+    # original release's std ≈ 0.88/sqrt(fan in); 1/0.8796 ≈ 1.137 gives std = 1/sqrt(fan in).
+    init_scale: float = 1.0
     layer_norm: bool = False
     hidden_sizes: tuple[int, ...] = ()  # sizes of the dense layers before the output layer
     num_micro_ticks: int = 2
@@ -113,6 +116,7 @@ def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSM
         msg_size=int(sub["msg_size"]),
         slow_size=int(sub["slow_size"]),
         init_rand_proportion=float(sub["init_rand_proportion"]),
+        init_scale=float(sub["init_scale"]),
         layer_norm=bool(sub["layer_norm"]),
         hidden_sizes=tuple(hidden_sizes),
         num_micro_ticks=int(net["num_micro_ticks"]),
@@ -163,8 +167,8 @@ def init_sub_rnn(key, spec: VSMLSpec) -> Params:
     m, s = spec.msg_size, spec.slow_size
     keys = jax.random.split(key, 5)
     # 1/sqrt(fan in); the drawn weights' std is ≈ 0.88× this (no variance correction)
-    gate_std = 1.0 / jnp.sqrt(2 * m + s)
-    head_std = 1.0 / jnp.sqrt(s)
+    gate_std = spec.init_scale / jnp.sqrt(2 * m + s)
+    head_std = spec.init_scale / jnp.sqrt(s)
     params = {
         "w_fwd_in": truncated_normal(keys[0], (m, 4 * s), gate_std),
         "w_bwd_in": truncated_normal(keys[1], (m, 4 * s), gate_std),
@@ -276,7 +280,7 @@ def initial_states(key, spec: VSMLSpec, sizes, batch: int):
             fan_in = k * k * size.in_shape[2]
         else:
             synapses, fan_in = tuple(size), size[0]
-        rand = truncated_normal(layer_key, (*synapses, num_rand), 1.0 / jnp.sqrt(fan_in))
+        rand = truncated_normal(layer_key, (*synapses, num_rand), spec.init_scale / jnp.sqrt(fan_in))
         cell = jnp.concatenate([rand, jnp.zeros((*synapses, s - num_rand))], axis=-1)
         cell = jnp.broadcast_to(cell, (batch, *synapses, s)).astype(spec.state_dtype)
         states.append((jnp.zeros((batch, *synapses, s), spec.state_dtype), cell))
