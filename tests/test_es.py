@@ -30,9 +30,9 @@ def _strategy(population, noise_std=0.01, shaping="raw", comm=None, lr=0.025):
 def _estimate(strategy, state, shaping, noise_std=0.01):
     """The single-rank ES gradient, composed of the functions ``EvolutionStrategy.step`` runs."""
     utilities, _ = es.shape_fitness(strategy.evaluate(state, {}), shaping)
-    total = es.noise_sum(state.rng["noise"], state.generation, strategy.pair_indices,
-                         es.pair_weights(utilities, noise_std), strategy.dim)
-    return es.mean_gradient(total, strategy.population_size)
+    weights = es.pair_weights(utilities, noise_std)
+    total = es.noise_sum(state.rng["noise"], state.generation, strategy.pair_indices, weights, strategy.dim)
+    return es.mean_gradient(total, weights, strategy.population_size)
 
 
 def _cosine(a, b):
@@ -124,3 +124,21 @@ def test_clipping_bounds_the_update_norm():
     updates, _ = opt.update(grad, opt.init(params), params)
     # clipped to norm 0.5 first; Adam with b1=b2=0 then gives sign-like steps of size ~lr
     np.testing.assert_allclose(np.asarray(updates["w"]), [-1.0, -1.0, 0.0], atol=1e-4)
+
+
+def test_rank_partial_sums_add_up_to_the_same_gradient_in_any_split():
+    """The gradient from per-rank partial sums is bit-identical for every split of the pairs
+    (what makes results independent of the rank count) and equals the float64 mean."""
+    key, dim, population = es.base_keys(3)["noise"], 164, 8
+    fitness = np.random.default_rng(0).normal(2.3, 1e-3, size=(population, 2))
+    for shaping in ("centered_rank", "raw"):
+        weights = es.pair_weights(es.shape_fitness(fitness, shaping)[0], 0.1)
+        gradients = []
+        for ranks in (1, 2, 4, 8):
+            total = sum(es.noise_sum(key, 2, es.pair_slice(population, rank, ranks), weights, dim)
+                        for rank in range(ranks))
+            gradients.append(es.mean_gradient(total, weights, population))
+        for gradient in gradients[1:]:
+            np.testing.assert_array_equal(gradient, gradients[0])
+        eps = np.asarray(es.pair_noise(key, 2, jnp.arange(population), dim), dtype=np.float64)
+        np.testing.assert_allclose(gradients[0], weights @ eps / population, rtol=1e-6, atol=1e-12)

@@ -16,6 +16,7 @@ the same whatever loop, rank count or chunking.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import chex
@@ -153,3 +154,37 @@ def fit_chunk(loop: OuterLoop, params, data, budget_bytes: int) -> tuple[OuterLo
     """
     per_pair = loop.working_bytes_per_pair(params, data)
     return loop.with_chunk(chunk_for_budget(per_pair, budget_bytes, len(loop.pair_indices))), per_pair
+
+
+# --------------------------------------------------------------------------- exact sums over ranks
+
+# Float sums depend on their order, so partial sums added over 1 or N ranks can differ in
+# the last bit, and a last bit is sometimes the one that decides a float32 rounding (ES's
+# centered-rank weights are multiples of 1/(P-1), which makes exact ties at a float32
+# midpoint common enough to flip one of 164 gradient entries per generation). Integers
+# add associatively: every term is put on one fixed-point grid that all ranks agree on,
+# and the int64 sums are exact in any order and any split over ranks.
+FIXED_POINT_BITS = 62  # sums stay below 2**62 in magnitude: int64 never overflows
+
+
+def fixed_point_scale(bound: float) -> float:
+    """The power of two ``s`` with ``bound · s < 2**62``: the grid for terms whose magnitudes add up to ``bound``."""
+    if not math.isfinite(bound) or bound <= 0.0:
+        return 1.0
+    return math.ldexp(1.0, FIXED_POINT_BITS - math.frexp(bound)[1])
+
+
+def fixed_point_sum(terms: np.ndarray, scale: float) -> np.ndarray:
+    """``sum`` over axis 0 of float ``terms [n, D]`` on the grid ``1/scale``, as exact int64 ``[D]``.
+
+    Each term is rounded to the grid once (the same on every rank: it depends on the term
+    alone); the integer sum then has no order. The grid step is ``2**-62`` of the bound, far
+    below float32 resolution.
+    """
+    return np.rint(np.asarray(terms, dtype=np.float64) * scale).astype(np.int64).sum(axis=0)
+
+
+def from_fixed_point(total: np.ndarray, scale: float) -> np.ndarray:
+    """The float64 value of an int64 fixed-point sum (:func:`fixed_point_sum`)."""
+    return np.asarray(total, dtype=np.float64) / scale
+

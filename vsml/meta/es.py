@@ -14,15 +14,19 @@ Per generation g, pair i (global index 0..P-1):
 * fitness (2P floats) is all-gathered and shaped into one weight per pair:
   :func:`shape_fitness`, :func:`pair_weights`;
 * each rank regenerates its own ``eps_i`` and forms ``sum_i w_i eps_i``
-  (:func:`noise_sum`); the partial sums (D floats) are all-reduced, divided by P
-  (:func:`mean_gradient`), and every rank applies the same optax update. No rank
-  holds more noise than its own slice.
+  (:func:`noise_sum`) as exact int64 fixed-point numbers; the partial sums (D
+  integers) are all-reduced, divided by P (:func:`mean_gradient`), and every rank
+  applies the same optax update. No rank holds more noise than its own slice.
 
 These pure functions are composed by :meth:`EvolutionStrategy.step`, the thin
 distributed part (collectives, timing, the non-finite policy).
 
-The partial sums are accumulated in float64 on the host, so the float32
-gradient, and hence the meta-parameters, do not depend on the rank count.
+The partial sums are integers on a fixed-point grid every rank derives from the
+all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.api.fixed_point_sum`), so
+their total is exact in any order: the float32 gradient, and hence the
+meta-parameters, are bit-identical on any rank count. (Float64 partial sums were
+not: their last bit depends on the order, and it sometimes decides the float32
+rounding.)
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (MetaState, NonFiniteError, base_keys, make_apply, make_optimizer, pair_key, pair_slice,
-                           working_bytes_per_pair)
+from vsml.meta.api import (MetaState, NonFiniteError, base_keys, fixed_point_scale, fixed_point_sum,
+                           from_fixed_point, make_apply, make_optimizer, pair_key, pair_slice, working_bytes_per_pair)
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 
@@ -128,19 +132,33 @@ def pair_weights(utilities: np.ndarray, noise_std: float) -> np.ndarray:
     return (utilities[:, 0] - utilities[:, 1]) / (2.0 * noise_std)
 
 
+# |eps| of a float32 standard normal from jax.random.normal is below 5.5 (the inverse error
+# function of the largest float32 uniform below 1, times sqrt(2)); 8 leaves a margin.
+NOISE_BOUND = 8.0
+
+
+def noise_scale(weights: np.ndarray) -> float:
+    """The fixed-point grid of ``sum_i w_i eps_i`` (:func:`vsml.meta.api.fixed_point_scale`), from all ``P`` weights."""
+    return fixed_point_scale(float(np.abs(weights).sum()) * NOISE_BOUND)
+
+
 def noise_sum(noise_key, generation, pair_indices: np.ndarray, weights: np.ndarray, dim: int) -> np.ndarray:
-    """``sum_i w_i eps_i`` over the pairs ``pair_indices`` (a rank's own), float64 ``[D]``.
+    """``sum_i w_i eps_i`` over the pairs ``pair_indices`` (a rank's own): exact int64 ``[D]`` on the
+    grid :func:`noise_scale` (``weights`` holds all ``P`` pair weights; only those of ``pair_indices`` are read).
 
-    ``weights`` holds all ``P`` pair weights; only those of ``pair_indices`` are read.
+    Sums over any split of the pairs add up to the same integers; :func:`mean_gradient` turns the
+    all-reduced total into the gradient.
     """
-    mine = weights[pair_indices].astype(np.float64)
-    eps = np.asarray(_pair_noise(noise_key, generation, pair_indices, dim), dtype=np.float64)
-    return mine @ eps
+    eps = np.asarray(_pair_noise(noise_key, generation, pair_indices, dim), dtype=np.float64)  # [n, D]
+    if eps.size and np.abs(eps).max() > NOISE_BOUND:  # cannot happen with jax's float32 normals
+        raise ValueError(f"ES noise of magnitude {np.abs(eps).max():.3g} exceeds the fixed-point bound {NOISE_BOUND}")
+    terms = weights[pair_indices].astype(np.float64)[:, None] * eps
+    return fixed_point_sum(terms, noise_scale(weights))
 
 
-def mean_gradient(total: np.ndarray, population_size: int) -> np.ndarray:
-    """The ES gradient ``mean_i w_i eps_i`` from the all-reduced ``sum_i w_i eps_i``: float32 ``[D]``."""
-    return (total / population_size).astype(np.float32)
+def mean_gradient(total: np.ndarray, weights: np.ndarray, population_size: int) -> np.ndarray:
+    """The ES gradient ``mean_i w_i eps_i`` from the all-reduced fixed-point ``sum_i w_i eps_i``: float32 ``[D]``."""
+    return (from_fixed_point(total, noise_scale(weights)) / population_size).astype(np.float32)
 
 
 class EvolutionStrategy:
@@ -223,7 +241,7 @@ class EvolutionStrategy:
         reduce_start = time.perf_counter()
         total = self.comm.allreduce_sum(mine)
         reduced = time.perf_counter()
-        grad = self.unravel(jnp.asarray(mean_gradient(total, config.population_size)))
+        grad = self.unravel(jnp.asarray(mean_gradient(total, weights, config.population_size)))
         params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
         params_finite = bool(params_finite)  # waits for the update
         end = time.perf_counter()
