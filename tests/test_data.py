@@ -8,7 +8,7 @@ import pytest
 
 from vsml import data
 from vsml.config import load_default
-from vsml.data import sources
+from vsml.data import offline_source as sources
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_random_is_a_small_memorisation_set_per_episode(config):
 
 
 def test_unknown_names_give_clear_errors(config):
-    with pytest.raises(ValueError, match="unknown dataset 'mnsit'; valid: mnist_offline, digits, mnist, fashion_mnist"):
+    with pytest.raises(ValueError, match="unknown dataset 'mnsit'; valid: mnist_offline, digits, random, sum, mnist, fashion_mnist"):
         data.load_dataset("mnsit", "train", config)
     with pytest.raises(ValueError, match="evaluation.datasets: unknown dataset 'cifar'"):
         data.check_dataset_available("cifar", config, "evaluation.datasets")

@@ -9,7 +9,8 @@ import pytest
 
 from vsml import data
 from vsml.config import build_config, resolve_for_rank
-from vsml.data import preprocess, sources
+from vsml.data import offline_source as sources, preprocess
+from vsml.data.fewshot_source import FewShotSampler
 
 
 def cfg(*overrides, rank=0):
@@ -120,8 +121,9 @@ def test_bad_preprocess_values_name_the_key():
 
 
 def fewshot_spec(way, test_last, rotate=False, shape=(3, 3, 1)):
-    return data.DataSpec(name="omniglot_fewshot", kind="fewshot", input_shape=shape, num_classes=way,
-                         data_classes=way, test_last=test_last, rotate=rotate)
+    return data.DataSpec(name="omniglot_fewshot",
+                         sampler=FewShotSampler(way=way, rotate=rotate, test_last=test_last),
+                         input_shape=shape, num_classes=way, data_classes=way)
 
 
 def fewshot_arrays(classes=12, per_class=6):
@@ -174,7 +176,7 @@ def test_omniglot_fewshot_groups_the_split_by_class(monkeypatch):
     monkeypatch.setattr(data.tfds_source, "load", lambda name, subset, config: (images, labels, 1623))
     config = cfg("omniglot_fewshot_dataset.resize=[5, 5]", "omniglot_fewshot_dataset.test_last=true")
     spec, arrays = data.load_dataset("omniglot_fewshot", "test", config)
-    assert spec.kind == "fewshot" and spec.input_shape == (5, 5, 1) and spec.num_classes == 5 and spec.test_last
+    assert spec.kind == "fewshot" and spec.input_shape == (5, 5, 1) and spec.num_classes == 5 and spec.sampler.test_last
     by_class = np.asarray(arrays["by_class"])
     assert by_class.shape == (7, 4)
     for k in range(7):

@@ -1,4 +1,8 @@
-"""Train and evaluate loops: wiring of config, data, learner, ES, checkpoints and logs.
+"""Train and evaluate: wiring of config, data, learner, outer loop, checkpoints and logs.
+
+Training is a setup step (:func:`setup_training`: task, learner, evaluators,
+outer loop, restored state) and a loop that only steps, evaluates, logs and
+checkpoints (:func:`run_generations`); :func:`train` opens the log around both.
 
 ``config`` is the layered configuration (``mpi_split`` unresolved, the same on
 every rank); each rank resolves its own view with
@@ -17,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -243,15 +248,107 @@ class TrainResult:
     stopped_by: str | None  # the signal that stopped the run early, or None
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a training run evaluates, logs and checkpoints (generations, from the rank's config)."""
+
+    iterations: int        # training.iterations: the run ends when the generation counter reaches it
+    summary_every: int     # summary.frequency: a metrics row for generations g % this == 0
+    evaluate_every: int    # evaluation.frequency: meta-test theta_g when g % this == 0
+    checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
+
+    @classmethod
+    def from_config(cls, rank_config: dict) -> Schedule:
+        return cls(iterations=rank_config["training"]["iterations"],
+                   summary_every=rank_config["summary"]["frequency"],
+                   evaluate_every=rank_config["evaluation"]["frequency"],
+                   checkpoint_every=rank_config["checkpoint"]["frequency"])
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """One rank's training run, set up: everything :func:`run_generations` steps, evaluates, logs and saves."""
+
+    comm: Comm
+    task: Task
+    outer_loop: OuterLoop
+    evaluators: dict                        # dataset name -> evaluate(params)
+    state: MetaState                        # fresh, or restored from a checkpoint
+    schedule: Schedule
+    log: object                             # vsml.logging.RunLog (rank 0) or NullLog
+    clock: Stopwatch                        # wall time of the run, across resumes
+    save: Callable[[MetaState], None]       # writes a checkpoint of a state (rank 0)
+
+
+def setup_training(rank_config: dict, comm: Comm, run_dir: Path, resume: bool, log, config_yaml: str
+                   ) -> TrainingRun:
+    """Builds the run: the training task, learner, evaluators, outer loop and (restored) state.
+
+    Everything expensive that can fail happens here, before the first generation;
+    the console shows what it is doing while it compiles or loads.
+    """
+    training = rank_config["training"]
+    log.message(f"loading data: {training['dataset']} (training), "
+                f"{', '.join(rank_config['evaluation']['datasets']) or 'none'} (meta-test)…")
+    task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
+                     training["batch_size"])
+    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+    evaluators = build_evaluators(learner, rank_config, comm.rank)
+    params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+    if training["pairs_per_chunk"] == "auto":
+        log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
+    outer_loop = make_strategy(learner, task, rank_config, params, comm)
+    state, wall_offset = initial_state(outer_loop, params, rank_config, resume, log)
+    ckpt = rank_config["checkpoint"]
+    clock = Stopwatch(wall_offset)
+    save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
+                   with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
+    log.message(f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
+                f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}")
+    return TrainingRun(comm=comm, task=task, outer_loop=outer_loop, evaluators=evaluators, state=state,
+                       schedule=Schedule.from_config(rank_config), log=log, clock=clock, save=save)
+
+
+def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
+    """The training loop: step, evaluate, log and checkpoint until the last generation or a stop signal.
+
+    A stop signal on any rank ends the run after the current generation with a
+    checkpoint, on every rank.
+    """
+    comm, log, schedule, state = run.comm, run.log, run.schedule, run.state
+    log.start(start_step=state.generation, total_steps=schedule.iterations)
+    stopped_by = None
+    while state.generation < schedule.iterations:
+        generation = state.generation
+        row = {}
+        if generation % schedule.evaluate_every == 0:
+            row, curves = run_evaluations(run.evaluators, state.params, comm)
+            log.write_evaluation(generation, curves, per_episode=False)
+        state, stats = run.outer_loop.step(state, run.task.arrays)
+        log.progress(stats)
+        if comm.any(stop.requested):
+            stopped_by = stop.signal_name or "a stop signal on another rank"
+        # The last generation of the run (or of this session) always gets a row.
+        if generation % schedule.summary_every == 0 or state.generation == schedule.iterations or stopped_by:
+            log.log({"step": generation, **stats, "time": run.clock.elapsed(), **row})
+        if (state.generation % schedule.checkpoint_every == 0 or state.generation == schedule.iterations
+                or stopped_by):
+            check_ranks_agree(state.params, comm, state.generation)
+            run.save(state)
+        if stopped_by:
+            log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
+            break
+    return TrainResult(state=state, stopped_by=stopped_by)
+
+
 def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
           ) -> TrainResult:
-    """Meta-trains by ES for ``training.iterations`` generations.
+    """Meta-trains for ``training.iterations`` generations: :func:`setup_training`, then :func:`run_generations`.
 
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
     the current generation with a checkpoint, on every rank.
     """
     rank_config = resolve_for_rank(config, comm.rank)
-    training = rank_config["training"]
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
@@ -262,51 +359,10 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     runtime.setup(rank_config)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
-        log.message(f"loading data: {training['dataset']} (training), "
-                    f"{', '.join(rank_config['evaluation']['datasets']) or 'none'} (meta-test)…")
-        task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
-                         training["batch_size"])
-        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-        evaluators = build_evaluators(learner, rank_config, comm.rank)
-        params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-        if training["pairs_per_chunk"] == "auto":
-            log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
-        strategy = make_strategy(learner, task, rank_config, params, comm)
-
-        iterations = training["iterations"]
-        summary_every, eval_every = rank_config["summary"]["frequency"], rank_config["evaluation"]["frequency"]
-        ckpt = rank_config["checkpoint"]
-        state, wall_offset = initial_state(strategy, params, rank_config, resume, log)
-        clock = Stopwatch(wall_offset)
-        save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                       with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
-        log.message(f"run directory: {run_dir} | ranks: {comm.size} | {strategy.unit} per rank: "
-                    f"{len(strategy.pair_indices)} ({chunk_text(strategy)}) | meta-parameters: {strategy.dim}")
-        log.start(start_step=state.generation, total_steps=iterations)
-        stopped_by = None
-        while state.generation < iterations:
-            generation = state.generation
-            row = {}
-            if generation % eval_every == 0:
-                row, curves = run_evaluations(evaluators, state.params, comm)
-                log.write_evaluation(generation, curves, per_episode=False)
-            state, stats = strategy.step(state, task.arrays)
-            log.progress(stats)
-            if comm.any(stop.requested):
-                stopped_by = stop.signal_name or "a stop signal on another rank"
-            # The last generation of the run (or of this session) always gets a row.
-            if generation % summary_every == 0 or state.generation == iterations or stopped_by:
-                log.log({"step": generation, **stats, "time": clock.elapsed(), **row})
-            if state.generation % ckpt["frequency"] == 0 or state.generation == iterations or stopped_by:
-                check_ranks_agree(state.params, comm, state.generation)
-                save(state)
-            if stopped_by:
-                log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
-                break
+        return run_generations(setup_training(rank_config, comm, run_dir, resume, log, config_yaml), stop)
     finally:
         stop.announce = announce
         log.close()
-    return TrainResult(state=state, stopped_by=stopped_by)
 
 
 def _save(state: MetaState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,

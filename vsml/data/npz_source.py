@@ -7,7 +7,7 @@ The file holds
 * ``y``: ``[N]`` integer class labels ``0..K-1`` (K = the largest label + 1);
 * optionally ``x_test`` / ``y_test`` (the same shapes, any length) as the test
   split; without them the test split is every 5th example of each class of
-  ``x`` / ``y`` (as for the offline sets of :mod:`vsml.data.sources`) and the
+  ``x`` / ``y`` (as for the offline sets of :mod:`vsml.data.offline_source`) and the
   training split the rest.
 
 ``dataset_standard`` normalisation uses the mean and standard deviation of
@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vsml.data.sources import _stratified_split
+from vsml.data import stored
+from vsml.data.api import LoadOptions, Loaded
+from vsml.data.offline_source import _stratified_split
 
 PREFIX = "npz:"
 
@@ -177,3 +179,46 @@ def _same_length(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> None
 def _stored(images: np.ndarray) -> np.ndarray:
     """uint8 stays uint8 (4x less device memory, scaled per episode); anything else becomes float32."""
     return images if images.dtype == np.uint8 else images.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class NpzSource:
+    """``npz:PATH``: stored examples, sampled uniformly (:mod:`vsml.data.stored`)."""
+
+    stored_classes = True
+    pattern = "npz:PATH for your own data"
+
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+    def provides(self, name: str) -> bool:
+        return is_npz(name)
+
+    def check(self, name: str, config: dict, key: str) -> None:
+        data = check(name, key)
+        if config["data"]["preprocess"].get("resize") is not None and len(data.train_images.shape) != 4:
+            raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                             f"vectors of shape {list(data.train_images.shape[1:])}")
+
+    def class_count(self, name: str, config: dict) -> int | None:
+        if config["data"].get("filter_classes"):
+            return stored.class_count(config, None)
+        try:
+            return check(name).num_classes
+        except ValueError:
+            return None
+
+    def stats(self, name: str, config: dict) -> tuple[float, float]:
+        data = check(name)  # from the file's training split
+        return data.mean, data.std
+
+    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+        images, labels, data = load(name, subset)
+        return stored.loaded_split(name, images, labels, data.num_classes, data.scale, options)
+
+    def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
+        return "your own data", [("npz:PATH", "-", "a .npz with x [N, H, W(, C)] or [N, D] and integer labels "
+                                                    "y [N] (README 'Your own data')")]
+
+
+SOURCE = NpzSource()

@@ -144,9 +144,9 @@ def pad_to(images: jax.Array, target: tuple[int, ...]) -> jax.Array:
     return jnp.pad(images, widths)
 
 
-def resize_on_device(images: jax.Array, spec) -> jax.Array:
-    """``images [T, B, H, W, C]`` -> ``[T, B, *spec.resize, C]`` (procedural datasets only)."""
-    shape = (*images.shape[:2], *spec.resize, images.shape[-1])
+def resize_on_device(images: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``images [T, B, H, W, C]`` -> ``[T, B, *size, C]`` (procedural datasets, drawn on the device)."""
+    shape = (*images.shape[:2], *size, images.shape[-1])
     return jax.image.resize(images, shape, "bilinear")
 
 

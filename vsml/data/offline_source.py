@@ -1,17 +1,22 @@
-"""Dataset sources that need no download: real digits shipped inside installed
-packages, and the procedural ``random`` and ``sum`` tasks.
+"""Offline arrays: real digits shipped inside installed packages, no download.
 
-An array source yields host arrays ``images [N, H, W, C] float32`` in [0, 1]
-and ``labels [N] int32``; both splits are fixed and disjoint.
+An offline source yields host arrays ``images [N, H, W, C] float32`` in [0, 1]
+and ``labels [N] int32``; both splits are fixed and disjoint (every 5th
+example of each class is the test split). :data:`SOURCE` is its entry in
+:mod:`vsml.data.registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import importlib.resources
 
 import numpy as np
+
+from vsml.data import stored
+from vsml.data.api import LoadOptions, Loaded, table_stats
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.
@@ -81,3 +86,42 @@ def load_array_source(name: str, subset: str):
     images, labels = loader()
     index = _stratified_split(labels, subset)
     return images[index], labels[index], num_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineSource:
+    """``mnist_offline`` and ``digits``: stored examples, sampled uniformly (:mod:`vsml.data.stored`)."""
+
+    stored_classes = True
+    pattern = None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(ARRAY_SOURCES)
+
+    def provides(self, name: str) -> bool:
+        return name in ARRAY_SOURCES
+
+    def check(self, name: str, config: dict, key: str) -> None:
+        del name, config, key  # shipped inside installed packages; a missing one fails at import
+
+    def class_count(self, name: str, config: dict) -> int:
+        return stored.class_count(config, ARRAY_SOURCES[name][1])
+
+    def stats(self, name: str, config: dict) -> tuple[float, float]:
+        return table_stats(config, name)
+
+    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+        images, labels, classes = load_array_source(name, subset)
+        return stored.loaded_split(name, images, labels, classes, 1.0, options)
+
+    def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
+        rows = []
+        for name, (_, classes) in ARRAY_SOURCES.items():
+            package = PACKAGED_FILES[name][0]
+            state = "ready" if is_available(name) else f"missing (pip install {package})"
+            shape = "x".join(map(str, SHAPES[name]))
+            rows.append((name, state, f"{shape}, {classes} classes, shipped inside {package}"))
+        return "offline (no download)", rows
+
+
+SOURCE = OfflineSource()

@@ -1,0 +1,102 @@
+"""The dataset-source registry: every dataset is reached through ``vsml.data.registry``, and a new
+kind of dataset needs nothing but a source module and its entry there (docs/DESIGN.md §10.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vsml import data
+from vsml.config import load_default
+from vsml.data import registry
+from vsml.data.api import LoadOptions, Loaded, table_stats
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_default()
+
+
+def test_every_name_has_exactly_one_source_and_unknown_names_list_them():
+    for name in (*registry.available_datasets(), "npz:some/file.npz"):
+        assert sum(source.provides(name) for source in registry.SOURCES) == 1, name
+    with pytest.raises(ValueError, match=r"training.dataset: unknown dataset 'mnsit'; valid: .*digits.*, or npz:PATH"):
+        registry.source_of("mnsit", "training.dataset")
+
+
+def test_an_offline_dataset_from_the_registry_loads_and_samples_its_own_examples(config):
+    name = next(name for name in registry.available_datasets() if registry.source_of(name).stored_classes
+                and registry.source_of(name) is registry.SOURCES[0])   # an offline source: no download
+    source = registry.source_of(name)
+    loaded = source.load(name, "test", config, LoadOptions())
+    spec, arrays = data.load_dataset(name, "test", config)
+    assert spec.input_shape == loaded.base_shape and spec.num_classes == source.class_count(name, config)
+    inputs, labels = jax.jit(lambda key: data.sample_episode(spec, arrays, key, 9, 4))(jax.random.PRNGKey(0))
+    assert inputs.shape == (9, 4, *spec.input_shape) and labels.shape == (9, 4, spec.num_classes)
+    # Every sampled (input, label) pair is an example of the split, normalised as the spec says.
+    stored = (loaded.arrays["images"].reshape(len(loaded.arrays["labels"]), -1).astype(np.float64) * loaded.scale
+              - spec.mean) / spec.std
+    flat, classes = np.asarray(inputs).reshape(36, -1), np.asarray(labels).reshape(36, -1).argmax(1)
+    for row, label in zip(flat, classes):
+        match = np.abs(stored - row).max(axis=1) < 1e-5
+        assert match.any() and label in set(loaded.arrays["labels"][match].tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class ParitySampler:
+    """±1 inputs ``[*shape]``; the label is whether an even number of them are negative."""
+
+    shape: tuple[int, ...]
+    kind = "parity"
+
+    def sample(self, arrays, key, length, batch):
+        signs = jnp.where(jax.random.bernoulli(key, 0.5, (length, batch, *self.shape)), -1.0, 1.0)
+        negatives = jnp.sum(signs < 0, axis=tuple(range(2, signs.ndim)))
+        return signs, (negatives % 2 == 1).astype(jnp.int32)
+
+
+class ParitySource:
+    stored_classes = False
+    pattern = None
+
+    def names(self):
+        return ("parity",)
+
+    def provides(self, name):
+        return name == "parity"
+
+    def check(self, name, config, key):
+        pass
+
+    def class_count(self, name, config):
+        return 2
+
+    def stats(self, name, config):
+        return table_stats(config, name)
+
+    def load(self, name, subset, config, options):
+        return Loaded(sampler=ParitySampler((5,)), arrays={}, base_shape=(5,), classes=2)
+
+    def status(self, directory):
+        return "procedural", [("parity", "ready", "is the number of negative inputs odd")]
+
+
+def test_a_new_source_needs_only_its_module_and_a_registry_entry(config, monkeypatch):
+    monkeypatch.setattr(registry, "SOURCES", (*registry.SOURCES, ParitySource()))
+    assert "parity" in registry.available_datasets()
+    data.check_dataset_available("parity", config, "training.dataset")
+    assert data.class_count("parity", config) == 2
+    padded = {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"],
+                                                                   "pad": {"input": [7], "output": [4]}}}}
+    spec, arrays = data.load_dataset("parity", "train", padded)
+    assert spec.input_shape == (7,) and spec.num_classes == 4 and spec.kind == "parity"
+    inputs, labels = map(np.asarray, data.sample_episode(spec, arrays, jax.random.PRNGKey(3), 50, 2))
+    assert (inputs[..., 5:] == 0).all() and labels[..., 2:].sum() == 0   # padding after the source's data
+    expected = (inputs[..., :5] < 0).sum(-1) % 2                         # an independent count
+    np.testing.assert_array_equal(labels.argmax(-1), expected)
+    with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'parity'"):
+        data.check_dataset_available("parity", {**config, "data": {**config["data"], "filter_classes": [0]}})
