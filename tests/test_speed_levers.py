@@ -33,7 +33,7 @@ def _strategy(dtype: str, overrides: list[str], files=()):
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
     strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
-    return strategy, strategy.init_state(params, seed=rank_config["seed"]), task
+    return strategy, strategy.init(params, seed=rank_config["seed"]), task
 
 
 def test_bfloat16_states_give_the_same_fitness_and_the_same_es_signal():
