@@ -8,7 +8,7 @@ bandwidth (bytes/s of a large read + write). Measured rather than taken from a
 data sheet, so the floor is what this software stack can reach here.
 
 ``floor_updates_per_s()`` turns them into the analytic ceiling of VSML synapse
-updates per second (DESIGN §4, fast path): per update of a synapse with state
+updates per second (docs/DESIGN.md §4, fast path): per update of a synapse with state
 size S the recurrent projection costs ``2·S·4S`` FLOPs, adding the per-input /
 per-output terms ``2·4S``, the LSTM cell about ``10·S`` further FLOPs and
 ``5·S`` transcendentals (three sigmoids, two tanh); when the states go through

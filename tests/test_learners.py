@@ -1,4 +1,4 @@
-"""Baseline learners (DESIGN §5) against independent references: shapes, the online property,
+"""Baseline learners (docs/DESIGN.md §5) against independent references: shapes, the online property,
 SGD vs a plain optax loop, Hebbian/Oja and delta-rule updates vs NumPy, registry and config errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Node perturbation (DESIGN §5): the mean update follows the true gradient at batch 1 and 16;
+"""Node perturbation (docs/DESIGN.md §5): the mean update follows the true gradient at batch 1 and 16;
 the shared-noise / batch-mean-δL bug does not; NP and online SGD learn real digits."""
 
 from __future__ import annotations

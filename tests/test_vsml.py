@@ -26,7 +26,7 @@ def _layer_norm(x, scale, offset):
 
 
 def np_layer(p, h, c, fwd_in, bwd_in, spec):
-    """DESIGN §4 for one layer, one synapse at a time; returns h, c, fwd_out [Bt,B,M], bwd_out [Bt,A,M]."""
+    """docs/DESIGN.md §4 for one layer, one synapse at a time; returns h, c, fwd_out [Bt,B,M], bwd_out [Bt,A,M]."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     batch, n_in, n_out, size = h.shape
     weight = np.concatenate([p["w_fwd_in"], p["w_bwd_in"], p["w_hidden"]])
@@ -55,7 +55,7 @@ def np_layer(p, h, c, fwd_in, bwd_in, spec):
 
 
 def np_run(params, key, inputs, labels, spec):
-    """A whole episode following DESIGN §4 steps 1-6 literally."""
+    """A whole episode following docs/DESIGN.md §4 steps 1-6 literally."""
     inputs = np.asarray(inputs, np.float64).reshape(inputs.shape[0], inputs.shape[1], -1)
     labels = np.asarray(labels, np.float64)
     steps, batch, _ = inputs.shape

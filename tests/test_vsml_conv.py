@@ -1,4 +1,4 @@
-"""Conv VSML layers: the fast layer equals a plain NumPy loop written from DESIGN §4,
+"""Conv VSML layers: the fast layer equals a plain NumPy loop written from docs/DESIGN.md §4,
 the literal JAX layer, and conv+dense episodes behave like a learner should."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _same(size, k, s):
 
 
 def np_conv_layer(p, h, c, fwd_in, bwd_in, spec, k, s):
-    """DESIGN §4 conv layer, one (output position, synapse) at a time.
+    """docs/DESIGN.md §4 conv layer, one (output position, synapse) at a time.
 
     h, c: [Bt, K, K, Cin, Cout, S]; fwd_in [Bt, H, W, Cin, M]; bwd_in [Bt, H', W', Cout, M].
     Per tick: every synapse (kh, kw, cin, cout) runs its LSTM at every output position

@@ -1,7 +1,7 @@
 """Configuration: YAML layering, dotted keys, CLI overrides, array/grid tasks, mpi_split.
 
 A configuration is a plain nested dict. It is built from layers applied in order
-(DESIGN §8):
+(docs/DESIGN.md §8):
 
     base (configs/default.yaml)  <  each --config_files file  <  the --array task's
     config_files  <  the array file's ``base:``  <  the --array task's overrides

@@ -1,4 +1,4 @@
-"""Inner-loop learning algorithms, each an ``init`` / ``run`` pair (DESIGN §3), and their registry.
+"""Inner-loop learning algorithms, each an ``init`` / ``run`` pair (docs/DESIGN.md §3), and their registry.
 
 Every learner module declares a :class:`~vsml.learners.api.LearnerType`
 (``LEARNER_TYPE``: its ``model.type`` name, config section and properties);

@@ -1,4 +1,4 @@
-"""The interface every inner-loop learner implements, and how a learner type is described (DESIGN §3)."""
+"""The interface every inner-loop learner implements, and how a learner type is described (docs/DESIGN.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building blocks shared by the fixed-size baseline learners (DESIGN §5).
+"""Building blocks shared by the fixed-size baseline learners (docs/DESIGN.md §5).
 
 Unlike VSML, the baselines have parameters whose shapes depend on the input
 size and the number of classes. Their builders therefore take

@@ -1,4 +1,4 @@
-"""FWMemory: an LSTM with a fast-weight memory (after Schlag et al. 2021, "FWM"; DESIGN §5).
+"""FWMemory: an LSTM with a fast-weight memory (after Schlag et al. 2021, "FWM"; docs/DESIGN.md §5).
 
 Per example, an LSTM (``slow_size`` S) and a memory ``M [m, m²]``
 (``m = memory_size``, zero at the start of each episode). At step t:

@@ -1,4 +1,4 @@
-"""FWP: a fast weight programmer with the delta rule (Schlag et al. 2021; DESIGN §5).
+"""FWP: a fast weight programmer with the delta rule (Schlag et al. 2021; docs/DESIGN.md §5).
 
 A slow linear net reads ``z = [x, o, e, y]`` — the flattened input ``[D]``, the
 network's output ``o = softmax(logits)`` ``[C]``, the error ``e = o − y`` ``[C]``

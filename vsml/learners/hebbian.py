@@ -1,4 +1,4 @@
-"""HebbianFW: one linear layer with Hebbian (or Oja) fast weights (DESIGN §5).
+"""HebbianFW: one linear layer with Hebbian (or Oja) fast weights (docs/DESIGN.md §5).
 
 The layer reads an extended input ``u = [x, e, y]`` (features ``[D]``, an error
 slot ``[C]`` and a label slot ``[C]``); its effective weight is

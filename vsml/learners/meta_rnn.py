@@ -1,4 +1,4 @@
-"""MetaRNN (Hochreiter et al. 2001): an LSTM that learns to learn from its input stream (DESIGN §5).
+"""MetaRNN (Hochreiter et al. 2001): an LSTM that learns to learn from its input stream (docs/DESIGN.md §5).
 
 At step t the LSTM reads ``[features(x_t), e_{t-1}, y_{t-1}]`` (the previous
 step's error ``softmax(logits) − y`` and label; zeros at t = 0) for

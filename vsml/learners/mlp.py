@@ -1,4 +1,4 @@
-"""The small tanh MLP trained inside the episode by the SGD and NodePert learners (DESIGN §5).
+"""The small tanh MLP trained inside the episode by the SGD and NodePert learners (docs/DESIGN.md §5).
 
 ``num_layers`` dense layers: ``num_layers − 1`` tanh hidden layers of
 ``hidden_size`` units, then a linear output layer whose logits are bounded as

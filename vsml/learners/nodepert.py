@@ -1,4 +1,4 @@
-"""NodePert: the SGD learner's MLP trained inside the episode by node (or weight) perturbation (DESIGN §5).
+"""NodePert: the SGD learner's MLP trained inside the episode by node (or weight) perturbation (docs/DESIGN.md §5).
 
 At step t, for the batch ``x [B, D]`` with labels ``y [B, C]``:
 

@@ -1,4 +1,4 @@
-"""SGD: a hand-designed learning algorithm — a tanh MLP trained online by gradient descent (DESIGN §5).
+"""SGD: a hand-designed learning algorithm — a tanh MLP trained online by gradient descent (docs/DESIGN.md §5).
 
 At step t the network predicts ``inputs[t]`` (the logits returned), then takes
 one optimiser step on the batch-mean cross-entropy of that prediction against

@@ -1,6 +1,6 @@
 """VSML: every weight of a network is a tiny LSTM with shared parameters.
 
-DESIGN.md §4 defines the computation. This module is the fast path used for
+docs/DESIGN.md §4 defines the computation. This module is the fast path used for
 runs; :mod:`vsml.learners.vsml_reference` follows the paper literally and the
 tests hold the two equal. The fast path uses the algebra of §4:
 
@@ -413,7 +413,7 @@ def conv_layer(p: Params, state, fwd_in: jax.Array, bwd_in: jax.Array, spec: VSM
     The contract of :func:`dense_layer` with spatial shapes and the layer's
     :class:`ConvLayer` as a sixth argument.
 
-    Semantics (DESIGN §4 "Conv VSML layer", made precise). Synapse ``(kh, kw, cin, cout)``
+    Semantics (docs/DESIGN.md §4 "Conv VSML layer", made precise). Synapse ``(kh, kw, cin, cout)``
     holds one LSTM state, shared over spatial positions. Output position ``(i, j)``
     reads input position ``(i*s + kh - pad_top, j*s + kw - pad_left)`` through it;
     where that lies in the padding, the incoming forward message is zero (the padding

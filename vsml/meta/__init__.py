@@ -1,4 +1,4 @@
-"""Outer loops (DESIGN §6): the interface (:mod:`vsml.meta.api`), evolution strategies
+"""Outer loops (docs/DESIGN.md §6): the interface (:mod:`vsml.meta.api`), evolution strategies
 (:mod:`vsml.meta.es`), meta-gradients (:mod:`vsml.meta.backprop`), and the episode
 objective they share (:mod:`vsml.meta.objective`).
 

@@ -1,4 +1,4 @@
-"""The outer-loop interface (DESIGN §6) and what every outer loop shares.
+"""The outer-loop interface (docs/DESIGN.md §6) and what every outer loop shares.
 
 An outer loop meta-trains the meta-parameters from ``fitness(params, key, data)
 -> scalar`` (an episode's meta-loss, lower is better) alone; it knows nothing of

@@ -1,4 +1,4 @@
-"""Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (DESIGN §6, ``optimizer.type: sgd``).
+"""Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (docs/DESIGN.md §6, ``optimizer.type: sgd``).
 
 The second :class:`vsml.meta.api.OuterLoop` beside
 :class:`vsml.meta.es.EvolutionStrategy`, with the same state and ``step``

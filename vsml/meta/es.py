@@ -1,4 +1,4 @@
-"""Evolution strategies with antithetic pairs, spread over MPI ranks (DESIGN §6).
+"""Evolution strategies with antithetic pairs, spread over MPI ranks (docs/DESIGN.md §6).
 
 ES knows nothing of learners: it sees ``fitness(params, key, data) -> scalar``
 (lower is better) and an opaque ``data`` pytree passed through to it.

@@ -1,4 +1,4 @@
-"""The episode objective shared by every outer loop and by evaluation (DESIGN §3).
+"""The episode objective shared by every outer loop and by evaluation (docs/DESIGN.md §3).
 
 A learner's logits on an episode give per-step cross-entropy losses; the
 meta-loss (ES fitness, lower is better) is their mean over the episode
