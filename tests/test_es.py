@@ -129,13 +129,13 @@ def test_clipping_bounds_the_update_norm():
 def test_rank_partial_sums_add_up_to_the_same_gradient_in_any_split():
     """The gradient from per-rank partial sums is bit-identical for every split of the pairs
     (what makes results independent of the rank count) and equals the float64 mean."""
-    key, dim, population = es.base_keys(3)["noise"], 164, 8
+    key, dim, population = api.base_keys(3)["noise"], 164, 8
     fitness = np.random.default_rng(0).normal(2.3, 1e-3, size=(population, 2))
     for shaping in ("centered_rank", "raw"):
         weights = es.pair_weights(es.shape_fitness(fitness, shaping)[0], 0.1)
         gradients = []
         for ranks in (1, 2, 4, 8):
-            total = sum(es.noise_sum(key, 2, es.pair_slice(population, rank, ranks), weights, dim)
+            total = sum(es.noise_sum(key, 2, api.pair_slice(population, rank, ranks), weights, dim)
                         for rank in range(ranks))
             gradients.append(es.mean_gradient(total, weights, population))
         for gradient in gradients[1:]:

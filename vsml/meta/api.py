@@ -16,11 +16,14 @@ the same whatever loop, rank count or chunking.
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import math
 from typing import Any, Protocol
 
 import chex
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -154,6 +157,57 @@ def fit_chunk(loop: OuterLoop, params, data, budget_bytes: int) -> tuple[OuterLo
     """
     per_pair = loop.working_bytes_per_pair(params, data)
     return loop.with_chunk(chunk_for_budget(per_pair, budget_bytes, len(loop.pair_indices))), per_pair
+
+
+# --------------------------------------------------------------------------- shared loop plumbing
+
+
+class SlicedLoop(abc.ABC):
+    """What ES and meta-gradients share: a config with ``population_size`` and
+    ``pairs_per_chunk``, this rank's slice of the global items, the flat parameter
+    layout, the jitted slice evaluation and the optimiser update.
+
+    A subclass provides ``_make_slice_evaluator()`` (the function to jit) and ``step``.
+    """
+
+    unit = "items"
+
+    def __init__(self, fitness, params_template, config, optimizer: optax.GradientTransformation, comm):
+        self.config, self.optimizer, self.comm = config, optimizer, comm
+        self._fitness, self._params_template = fitness, params_template
+        flat, self.unravel = jax.flatten_util.ravel_pytree(params_template)
+        self.dim = flat.shape[0]
+        self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
+        self._evaluate = jax.jit(self._make_slice_evaluator())
+        self._apply = make_apply(optimizer)
+
+    @abc.abstractmethod
+    def _make_slice_evaluator(self):
+        """``evaluate_slice(flat_params, rng, generation, pair_indices, data)``, to be jitted."""
+
+    @abc.abstractmethod
+    def step(self, state: MetaState, data) -> tuple[MetaState, dict[str, float]]:
+        """One step on every rank together (:class:`OuterLoop`)."""
+
+    @property
+    def population_size(self) -> int:
+        return self.config.population_size
+
+    @property
+    def pairs_per_chunk(self) -> int | None:
+        return self.config.pairs_per_chunk
+
+    def init(self, params, seed: int) -> MetaState:
+        """Step 0; every loop has the same state layout, so checkpoints and resume work alike."""
+        return MetaState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
+
+    def with_chunk(self, pairs_per_chunk: int | None):
+        """The same loop evaluating ``pairs_per_chunk`` items at once (a new object; this one is unchanged)."""
+        config = dataclasses.replace(self.config, pairs_per_chunk=pairs_per_chunk)
+        return type(self)(self._fitness, self._params_template, config, self.optimizer, self.comm)
+
+    def working_bytes_per_pair(self, params, data) -> int:
+        return working_bytes_per_pair(self._evaluate, jax.flatten_util.ravel_pytree(params)[0], base_keys(0), data)
 
 
 # --------------------------------------------------------------------------- exact sums over ranks

@@ -26,12 +26,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (MetaState, NonFiniteError, base_keys, make_apply, make_optimizer, pair_key, pair_slice,
-                           working_bytes_per_pair)
+from vsml.meta.api import MetaState, NonFiniteError, SlicedLoop, make_optimizer, pair_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +38,7 @@ class BackpropConfig:
     pairs_per_chunk: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
 
 
-class MetaGradient:
+class MetaGradient(SlicedLoop):
     """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
 
     Args:
@@ -53,18 +51,8 @@ class MetaGradient:
 
     unit = "episodes"
 
-    def __init__(self, fitness: Callable, params_template, config: BackpropConfig,
-                 optimizer: optax.GradientTransformation, comm: Comm):
-        self.config, self.optimizer, self.comm = config, optimizer, comm
-        self._fitness, self._params_template = fitness, params_template
-        flat, self.unravel = ravel_pytree(params_template)
-        self.dim = flat.shape[0]
-        self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
-        self._evaluate = jax.jit(self._make_evaluate(fitness))
-        self._apply = make_apply(optimizer)
-
-    def _make_evaluate(self, fitness):
-        unravel = self.unravel
+    def _make_slice_evaluator(self):
+        fitness, unravel = self._fitness, self.unravel
 
         def evaluate_slice(flat_params, rng, generation, pair_indices, data):
             """Meta-loss ``[n]`` and its gradient ``[n, D]`` for the episodes of ``pair_indices``."""
@@ -75,25 +63,6 @@ class MetaGradient:
             return jax.vmap(one)(pair_indices)
 
         return evaluate_slice
-
-    @property
-    def population_size(self) -> int:
-        return self.config.population_size
-
-    @property
-    def pairs_per_chunk(self) -> int | None:
-        return self.config.pairs_per_chunk
-
-    def init(self, params, seed: int) -> MetaState:
-        """The same state layout as ES (the ``noise`` key is unused), so checkpoints and resume work alike."""
-        return MetaState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
-
-    def with_chunk(self, pairs_per_chunk: int | None) -> MetaGradient:
-        return MetaGradient(self._fitness, self._params_template,
-                            dataclasses.replace(self.config, pairs_per_chunk=pairs_per_chunk), self.optimizer, self.comm)
-
-    def working_bytes_per_pair(self, params, data) -> int:
-        return working_bytes_per_pair(self._evaluate, ravel_pytree(params)[0], base_keys(0), data)
 
     def _chunks(self):
         size = self.config.pairs_per_chunk or len(self.pair_indices)

@@ -42,8 +42,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (MetaState, NonFiniteError, base_keys, fixed_point_scale, fixed_point_sum,
-                           from_fixed_point, make_apply, make_optimizer, pair_key, pair_slice, working_bytes_per_pair)
+from vsml.meta.api import (MetaState, NonFiniteError, SlicedLoop, fixed_point_scale, fixed_point_sum,
+                           from_fixed_point, make_optimizer, pair_key)
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 
@@ -161,7 +161,7 @@ def mean_gradient(total: np.ndarray, weights: np.ndarray, population_size: int) 
     return (from_fixed_point(total, noise_scale(weights)) / population_size).astype(np.float32)
 
 
-class EvolutionStrategy:
+class EvolutionStrategy(SlicedLoop):
     """Antithetic ES over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
 
     Args:
@@ -178,32 +178,10 @@ class EvolutionStrategy:
                  optimizer: optax.GradientTransformation, comm: Comm):
         if config.fitness_shaping not in FITNESS_SHAPINGS:
             raise ValueError(f"fitness shaping '{config.fitness_shaping}' is not one of {', '.join(FITNESS_SHAPINGS)}")
-        self.config, self.optimizer, self.comm = config, optimizer, comm
-        self._fitness, self._params_template = fitness, params_template
-        flat, self.unravel = ravel_pytree(params_template)
-        self.dim = flat.shape[0]
-        self.pair_indices = pair_slice(config.population_size, comm.rank, comm.size)
-        self._evaluate = jax.jit(make_slice_evaluator(fitness, self.unravel, config.noise_std, config.pairs_per_chunk))
-        self._apply = make_apply(optimizer)
+        super().__init__(fitness, params_template, config, optimizer, comm)
 
-    @property
-    def population_size(self) -> int:
-        return self.config.population_size
-
-    @property
-    def pairs_per_chunk(self) -> int | None:
-        return self.config.pairs_per_chunk
-
-    def init(self, params, seed: int) -> MetaState:
-        return MetaState(params=params, opt_state=self.optimizer.init(params), generation=0, rng=base_keys(seed))
-
-    def with_chunk(self, pairs_per_chunk: int | None) -> EvolutionStrategy:
-        return EvolutionStrategy(self._fitness, self._params_template,
-                                 dataclasses.replace(self.config, pairs_per_chunk=pairs_per_chunk), self.optimizer,
-                                 self.comm)
-
-    def working_bytes_per_pair(self, params, data) -> int:
-        return working_bytes_per_pair(self._evaluate, ravel_pytree(params)[0], base_keys(0), data)
+    def _make_slice_evaluator(self):
+        return make_slice_evaluator(self._fitness, self.unravel, self.config.noise_std, self.config.pairs_per_chunk)
 
     def evaluate(self, state: MetaState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
