@@ -237,7 +237,7 @@ class Console:
         """
         parts = [f"gen {row['step']}/{self._total}" if self._total else f"gen {row['step']}"]
         loss = row.get("meta_loss")
-        parts.append("meta-loss " + ("nan" if loss is None else f"{loss:.4g}"))
+        parts.append("meta-loss " + ("nan" if loss is None else f"{loss:#.4g}"))
         if row.get("es/nonfinite"):
             parts.append(f"{row['es/nonfinite']} non-finite fitness")
         if self._window_count and sum(self._window) > 0:
