@@ -1,4 +1,4 @@
-"""The README's main job: the quick start meta-learns (3–6 minutes on 2 idle cores; `pytest -m slow`)."""
+"""The README's main job: the quick start meta-learns (2–6 minutes on 2 idle cores; `pytest -m slow`)."""
 
 from __future__ import annotations
 
