@@ -10,6 +10,8 @@ shuffle, projection, one-hot labels) is common and lives in
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 from typing import Protocol
 
@@ -93,3 +95,18 @@ def table_stats(config: dict, *names: str) -> tuple[float, float]:
     table = config["data"]["preprocess"]["dataset_stats"]
     found = next((table[name] for name in names if table.get(name)), {"mean": 0.0, "std": 1.0})
     return float(found["mean"]), float(found["std"])
+
+
+class NamedSource(abc.ABC):
+    """Base of the sources that serve a fixed list of names (all but ``npz:PATH``):
+    ``provides`` is membership in ``names()`` and there is no name pattern."""
+
+    pattern: str | None = None
+
+    @abc.abstractmethod
+    def names(self) -> tuple[str, ...]:
+        """The dataset names this source serves."""
+
+    def provides(self, name: str) -> bool:
+        return name in self.names()
+

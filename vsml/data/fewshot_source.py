@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml.data import preprocess, tfds_source
-from vsml.data.api import LoadOptions, Loaded, table_stats
+from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
 
 FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}   # few-shot dataset -> the TFDS dataset it draws from
 
@@ -81,15 +81,12 @@ class FewShotSampler:
 
 
 @dataclasses.dataclass(frozen=True)
-class FewShotSource:
+class FewShotSource(NamedSource):
     stored_classes = False  # classes are drawn per episode; data.filter_classes does not apply
-    pattern = None
 
     def names(self) -> tuple[str, ...]:
         return tuple(FEWSHOT_SOURCES)
 
-    def provides(self, name: str) -> bool:
-        return name in FEWSHOT_SOURCES
 
     def check(self, name: str, config: dict, key: str) -> None:
         tfds_source.check_available(FEWSHOT_SOURCES[name], config, key)

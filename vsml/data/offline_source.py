@@ -16,7 +16,7 @@ import importlib.resources
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import LoadOptions, Loaded, table_stats
+from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.
@@ -89,17 +89,14 @@ def load_array_source(name: str, subset: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class OfflineSource:
+class OfflineSource(NamedSource):
     """``mnist_offline`` and ``digits``: stored examples, sampled uniformly (:mod:`vsml.data.stored`)."""
 
     stored_classes = True
-    pattern = None
 
     def names(self) -> tuple[str, ...]:
         return tuple(ARRAY_SOURCES)
 
-    def provides(self, name: str) -> bool:
-        return name in ARRAY_SOURCES
 
     def check(self, name: str, config: dict, key: str) -> None:
         del name, config, key  # shipped inside installed packages; a missing one fails at import

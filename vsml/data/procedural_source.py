@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.data import preprocess
-from vsml.data.api import LoadOptions, Loaded, table_stats
+from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
 
 
 def _resized(images: jax.Array, resize: tuple[int, int] | None) -> jax.Array:
@@ -67,15 +67,12 @@ def _base_shape(name: str, shape: tuple[int, ...], resize: tuple[int, int] | Non
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomSource:
+class RandomSource(NamedSource):
     stored_classes = False
-    pattern = None
 
     def names(self) -> tuple[str, ...]:
         return ("random",)
 
-    def provides(self, name: str) -> bool:
-        return name == "random"
 
     def check(self, name: str, config: dict, key: str) -> None:
         del name, config, key  # nothing to fetch
@@ -99,15 +96,12 @@ class RandomSource:
 
 
 @dataclasses.dataclass(frozen=True)
-class SumSource:
+class SumSource(NamedSource):
     stored_classes = False
-    pattern = None
 
     def names(self) -> tuple[str, ...]:
         return ("sum",)
 
-    def provides(self, name: str) -> bool:
-        return name == "sum"
 
     def check(self, name: str, config: dict, key: str) -> None:
         del name, config, key  # nothing to fetch

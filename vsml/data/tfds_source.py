@@ -36,7 +36,7 @@ import tqdm
 
 from vsml import environment
 from vsml.data import stored
-from vsml.data.api import LoadOptions, Loaded, table_stats
+from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -260,17 +260,14 @@ def load(name: str, subset: str, config: dict | None) -> tuple[np.ndarray, np.nd
 
 
 @dataclasses.dataclass(frozen=True)
-class TfdsSource:
+class TfdsSource(NamedSource):
     """The paper's TFDS datasets (:data:`TFDS_SOURCES`): stored examples, sampled uniformly."""
 
     stored_classes = True
-    pattern = None
 
     def names(self) -> tuple[str, ...]:
         return tuple(TFDS_SOURCES)
 
-    def provides(self, name: str) -> bool:
-        return name in TFDS_SOURCES
 
     def check(self, name: str, config: dict, key: str) -> None:
         check_available(name, config, key)
