@@ -237,10 +237,11 @@ def dataset_facts(args) -> tuple[str, int]:
     """The meta-training dataset's name and class count (C of ln C), from the config the runs use."""
     from vsml.config import build_config  # noqa: PLC0415
     from vsml.data import load_dataset  # noqa: PLC0415
+    from vsml.settings import data_settings  # noqa: PLC0415
 
     config = build_config(args.config_files, overrides_for(args, args.seeds[0]))
     name = config["training"]["dataset"]
-    spec, _ = load_dataset(name, "test", config)
+    spec, _ = load_dataset(name, "test", data_settings(config))
     return name, spec.num_classes
 
 

@@ -44,18 +44,19 @@ def worker(args) -> None:
     from vsml.config import build_config, resolve_for_rank  # noqa: PLC0415
     from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
+    from vsml.settings import run_settings  # noqa: PLC0415
 
     comm = world()
     config = build_config([], [
         "training.dataset=mnist_offline", f"training.population_size={args.population}",
         f"training.episode_length={args.length}", f"training.pairs_per_chunk={json.dumps(args.chunk)}",
         "logging.wandb=disabled", *args.config])
-    rank_config = resolve_for_rank(config, comm.rank)
-    training = rank_config["training"]
-    task = load_task(training["dataset"], "train", rank_config, training["episode_length"], training["batch_size"])
-    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+    settings = run_settings(resolve_for_rank(config, comm.rank))
+    training = settings.training
+    task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
+    learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, rank_config, params, comm)
+    strategy = make_strategy(learner, task, settings, params, comm)
     state = strategy.init(params, seed=0)
     state, _ = strategy.step(state, task.arrays)  # compile
 

@@ -54,12 +54,12 @@ def case_config(case: dict) -> dict:
     return build_config([], overrides + list(case.get("config", [])))
 
 
-def build_learner_for(case: dict, rank_config: dict, task):
+def build_learner_for(case: dict, settings, task):
     """The case's learner from the registry (with its run options) and its spec."""
     from vsml.learners import learner_type  # noqa: PLC0415
 
-    kind = learner_type(rank_config["model"]["type"])
-    spec = kind.spec_from_config(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
+    kind = learner_type(settings.model["type"])
+    spec = kind.spec_from_config(settings.model, task.spec.input_shape, task.spec.num_classes)
     options = {"unroll": int(case.get("unroll", 1)), "implementation": case.get("impl", "fast")}
     return kind.bind(spec, **{name: value for name, value in options.items() if name in kind.run_options}), spec
 
@@ -74,16 +74,17 @@ def run_case(case: dict) -> dict:
     from vsml.config import resolve_for_rank  # noqa: PLC0415
     from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
     from vsml.learners import vsml  # noqa: PLC0415 — synapse counts of VSML cases
+    from vsml.settings import run_settings  # noqa: PLC0415
 
     if case.get("cache_dir"):
         jax.config.update("jax_compilation_cache_dir", case["cache_dir"])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    rank_config = resolve_for_rank(case_config(case), 0)
-    training = rank_config["training"]
-    task = load_task(training["dataset"], "train", rank_config, training["episode_length"], training["batch_size"])
-    learner, spec = build_learner_for(case, rank_config, task)
+    settings = run_settings(resolve_for_rank(case_config(case), 0))
+    training = settings.training
+    task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
+    learner, spec = build_learner_for(case, settings, task)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
+    strategy = make_strategy(learner, task, settings, params, SingleProcessComm())
     state = strategy.init(params, seed=0)
     rss_before = machine.cpu_peak_rss_bytes()
 

@@ -12,7 +12,8 @@ from vsml import data
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
-from vsml.meta import OUTER_LOOPS, api, backprop, build_outer_loop, es, objective
+from vsml.meta import OUTER_LOOPS, OptimizerSettings, api, backprop, build_outer_loop, es, objective
+from vsml.settings import data_settings
 
 
 def keyed_loss(params, key, data):
@@ -104,7 +105,7 @@ MODEL_TYPES = ["SGD"] + [pytest.param(kind, marks=pytest.mark.slow)
 @pytest.fixture(scope="module")
 def digits():
     config = build_config(overrides=TINY)
-    return config, data.load_dataset("digits", "train", config)
+    return config, data.load_dataset("digits", "train", data_settings(config))
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -115,9 +116,9 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
     fitness = objective.make_fitness(objective.make_episode(
         learner.run, lambda a, k: data.sample_episode(spec, a, k, 6, 2)), "mean")
     params = learner.init(jax.random.PRNGKey(0))
-    optimizer_cfg = {"lr": 0.01, "kwargs": {}, "clip_gradnorm": 1.0, "noise_std": 0.05, "fitness_shaping": "raw"}
     for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
-        strategy = build_outer_loop({**optimizer_cfg, "type": kind}, 2, None, fitness, params, SingleProcessComm())
+        settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, adam_kwargs={}, clip_gradnorm=1.0)
+        strategy = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
         state, stats = strategy.step(strategy.init(params, seed=0), arrays)
         nonfinite = {"es": "es/nonfinite", "sgd": "metagrad/nonfinite"}[kind]  # each loop logs its own
         assert state.generation == 1 and stats[nonfinite] == 0

@@ -26,6 +26,7 @@ from vsml.data import tfds_source
 from vsml.experiment import check_config
 from vsml.learners import build_learner, learner_type
 from vsml.validation import validate
+from vsml.settings import data_settings
 
 RANKS = 11                 # views of ranks 0..10 (resolving does not depend on the rank count)
 LAUNCH_SIZES = (1, 4)      # rank counts the whole start-up check (population split included) must pass
@@ -92,7 +93,7 @@ def _spec(name, subset, rank_config, length=1, batch=1):
     """The dataset's DataSpec and an episode's abstract inputs/labels (cached: projections are big)."""
     key = (*_data_key(name, subset, rank_config), length, batch)
     if key not in _SPECS:
-        spec, arrays = data.load_dataset(name, subset, rank_config)
+        spec, arrays = data.load_dataset(name, subset, data_settings(rank_config))
         episode = jax.eval_shape(lambda a, k: data.sample_episode(spec, a, k, length, batch), arrays,
                                  jax.random.PRNGKey(0))
         _SPECS[key] = (spec, episode)

@@ -9,6 +9,7 @@ import pytest
 from vsml import data
 from vsml.config import load_default
 from vsml.data import offline_source as sources
+from vsml.settings import data_settings
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_dataset_standard_stats_match_the_data(name, config):
 
 
 def test_array_episode_shapes_and_normalisation(config):
-    spec, arrays = data.load_dataset("digits", "train", config)
+    spec, arrays = data.load_dataset("digits", "train", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(0), 300, 4)
     assert inputs.shape == (300, 4, 8, 8, 1) and labels.shape == (300, 4, 10)
     np.testing.assert_array_equal(np.asarray(labels).sum(-1), 1)
@@ -49,7 +50,7 @@ def test_array_episode_shapes_and_normalisation(config):
 
 def test_standard_normalisation_is_per_image(config):
     config["data"]["preprocess"]["normalization_mode"] = "standard"
-    spec, arrays = data.load_dataset("mnist_offline", "test", config)
+    spec, arrays = data.load_dataset("mnist_offline", "test", data_settings(config))
     inputs, _ = data.sample_episode(spec, arrays, jax.random.PRNGKey(1), 5, 2)
     flat = np.asarray(inputs).reshape(10, -1)
     np.testing.assert_allclose(flat.mean(1), 0, atol=1e-5)
@@ -58,7 +59,7 @@ def test_standard_normalisation_is_per_image(config):
 
 def test_identity_keeps_pixels(config):
     config["data"]["preprocess"]["normalization_mode"] = "identity"
-    spec, arrays = data.load_dataset("digits", "test", config)
+    spec, arrays = data.load_dataset("digits", "test", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(2), 20, 1)
     pixels = np.asarray(arrays["images"]).reshape(len(arrays["images"]), -1)
     for x, y in zip(np.asarray(inputs)[:, 0].reshape(20, -1), np.asarray(labels)[:, 0].argmax(-1)):
@@ -68,7 +69,7 @@ def test_identity_keeps_pixels(config):
 
 def test_sum_labels_are_the_sign_of_the_input_sum(config):
     config["sum_dataset"]["input_size"] = [3, 2]
-    spec, arrays = data.load_dataset("sum", "train", config)
+    spec, arrays = data.load_dataset("sum", "train", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(3), 100, 2)
     assert inputs.shape == (100, 2, 3, 2) and labels.shape == (100, 2, 2)
     expected = (np.asarray(inputs).sum(axis=(2, 3)) >= 0).astype(int)
@@ -76,7 +77,7 @@ def test_sum_labels_are_the_sign_of_the_input_sum(config):
 
 
 def test_random_is_a_small_memorisation_set_per_episode(config):
-    spec, arrays = data.load_dataset("random", "train", config)
+    spec, arrays = data.load_dataset("random", "train", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(4), 200, 1)
     flat = np.asarray(inputs).reshape(200, -1)
     distinct, first = np.unique(flat, axis=0, return_index=True)
@@ -90,6 +91,6 @@ def test_random_is_a_small_memorisation_set_per_episode(config):
 
 def test_unknown_names_give_clear_errors(config):
     with pytest.raises(ValueError, match="unknown dataset 'mnsit'; valid: mnist_offline, digits, random, sum, mnist, fashion_mnist"):
-        data.load_dataset("mnsit", "train", config)
+        data.load_dataset("mnsit", "train", data_settings(config))
     with pytest.raises(ValueError, match="evaluation.datasets: unknown dataset 'cifar'"):
-        data.check_dataset_available("cifar", config, "evaluation.datasets")
+        data.check_dataset_available("cifar", data_settings(config), "evaluation.datasets")

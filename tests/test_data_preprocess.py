@@ -11,6 +11,7 @@ from vsml import data
 from vsml.config import build_config, resolve_for_rank
 from vsml.data import offline_source as sources, preprocess
 from vsml.data.fewshot_source import FewShotSampler
+from vsml.settings import data_settings
 
 
 def cfg(*overrides, rank=0):
@@ -18,7 +19,7 @@ def cfg(*overrides, rank=0):
 
 
 def episode(config, name="digits", length=40, batch=2, key=0):
-    spec, arrays = data.load_dataset(name, "train", config)
+    spec, arrays = data.load_dataset(name, "train", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(key), length, batch)
     return spec, arrays, np.asarray(inputs), np.asarray(labels)
 
@@ -100,11 +101,12 @@ def test_preprocessing_combines_per_rank_through_mpi_split():
     specs = []
     for rank in range(2):
         config = cfg(*split, rank=rank)
-        spec, arrays = data.load_dataset(config["training"]["dataset"], "train", config)
+        spec, arrays = data.load_dataset(config["training"]["dataset"], "train", data_settings(config))
         inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(0), 3, 1)
         specs.append((spec.name, inputs.shape, labels.shape[-1], "projection" in arrays))
     assert specs == [("digits", (3, 1, 8, 8, 1), 12, False), ("mnist_offline", (3, 1, 28, 28, 1), 12, True)]
-    hash(data.load_dataset("digits", "train", cfg(*split))[0])  # a DataSpec stays a static jit argument
+    spec = data.load_dataset("digits", "train", data_settings(cfg(*split)))[0]
+    hash(spec)  # a DataSpec stays a static jit argument
 
 
 def test_bad_preprocess_values_name_the_key():
@@ -112,9 +114,9 @@ def test_bad_preprocess_values_name_the_key():
                               ("data.preprocess.rand_proj=maybe", "data.preprocess.rand_proj: 'maybe' is not true"),
                               ("data.filter_classes=[1, 1]", "data.filter_classes: [1, 1] is not a list of distinct")]:
         with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("]", "\\]")):
-            data.check_dataset_available("digits", cfg(override))
+            data.check_dataset_available("digits", data_settings(cfg(override)))
     with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'sum'"):
-        data.check_dataset_available("sum", cfg("data.filter_classes=[0]"))
+        data.check_dataset_available("sum", data_settings(cfg("data.filter_classes=[0]")))
 
 
 # ----------------------------------------------------------------- few-shot
@@ -175,7 +177,7 @@ def test_omniglot_fewshot_groups_the_split_by_class(monkeypatch):
     images = (np.arange(28)[:, None, None, None] * np.ones((1, 10, 10, 1))).astype(np.uint8)
     monkeypatch.setattr(data.tfds_source, "load", lambda name, subset, config: (images, labels, 1623))
     config = cfg("omniglot_fewshot_dataset.resize=[5, 5]", "omniglot_fewshot_dataset.test_last=true")
-    spec, arrays = data.load_dataset("omniglot_fewshot", "test", config)
+    spec, arrays = data.load_dataset("omniglot_fewshot", "test", data_settings(config))
     assert spec.kind == "fewshot" and spec.input_shape == (5, 5, 1) and spec.num_classes == 5 and spec.sampler.test_last
     by_class = np.asarray(arrays["by_class"])
     assert by_class.shape == (7, 4)

@@ -14,6 +14,7 @@ from vsml import data
 from vsml.config import load_default
 from vsml.data import registry
 from vsml.data.api import LoadOptions, Loaded, table_stats
+from vsml.settings import data_settings
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,9 @@ def test_an_offline_dataset_from_the_registry_loads_and_samples_its_own_examples
     name = next(name for name in registry.available_datasets() if registry.source_of(name).stored_classes
                 and registry.source_of(name) is registry.SOURCES[0])   # an offline source: no download
     source = registry.source_of(name)
-    loaded = source.load(name, "test", config, LoadOptions())
-    spec, arrays = data.load_dataset(name, "test", config)
-    assert spec.input_shape == loaded.base_shape and spec.num_classes == source.class_count(name, config)
+    loaded = source.load(name, "test", data_settings(config), LoadOptions())
+    spec, arrays = data.load_dataset(name, "test", data_settings(config))
+    assert spec.input_shape == loaded.base_shape and spec.num_classes == source.class_count(name, data_settings(config))
     inputs, labels = jax.jit(lambda key: data.sample_episode(spec, arrays, key, 9, 4))(jax.random.PRNGKey(0))
     assert inputs.shape == (9, 4, *spec.input_shape) and labels.shape == (9, 4, spec.num_classes)
     # Every sampled (input, label) pair is an example of the split, normalised as the spec says.
@@ -69,16 +70,16 @@ class ParitySource:
     def provides(self, name):
         return name == "parity"
 
-    def check(self, name, config, key):
+    def check(self, name, settings, key):
         pass
 
-    def class_count(self, name, config):
+    def class_count(self, name, settings):
         return 2
 
-    def stats(self, name, config):
-        return table_stats(config, name)
+    def stats(self, name, settings):
+        return table_stats(settings, name)
 
-    def load(self, name, subset, config, options):
+    def load(self, name, subset, settings, options):
         return Loaded(sampler=ParitySampler((5,)), arrays={}, base_shape=(5,), classes=2)
 
     def status(self, directory):
@@ -88,15 +89,16 @@ class ParitySource:
 def test_a_new_source_needs_only_its_module_and_a_registry_entry(config, monkeypatch):
     monkeypatch.setattr(registry, "SOURCES", (*registry.SOURCES, ParitySource()))
     assert "parity" in registry.available_datasets()
-    data.check_dataset_available("parity", config, "training.dataset")
-    assert data.class_count("parity", config) == 2
+    data.check_dataset_available("parity", data_settings(config), "training.dataset")
+    assert data.class_count("parity", data_settings(config)) == 2
     padded = {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"],
                                                                    "pad": {"input": [7], "output": [4]}}}}
-    spec, arrays = data.load_dataset("parity", "train", padded)
+    spec, arrays = data.load_dataset("parity", "train", data_settings(padded))
     assert spec.input_shape == (7,) and spec.num_classes == 4 and spec.kind == "parity"
     inputs, labels = map(np.asarray, data.sample_episode(spec, arrays, jax.random.PRNGKey(3), 50, 2))
     assert (inputs[..., 5:] == 0).all() and labels[..., 2:].sum() == 0   # padding after the source's data
     expected = (inputs[..., :5] < 0).sum(-1) % 2                         # an independent count
     np.testing.assert_array_equal(labels.argmax(-1), expected)
+    filtered = {**config, "data": {**config["data"], "filter_classes": [0]}}
     with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'parity'"):
-        data.check_dataset_available("parity", {**config, "data": {**config["data"], "filter_classes": [0]}})
+        data.check_dataset_available("parity", data_settings(filtered))

@@ -20,6 +20,7 @@ from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
 from vsml import data
 from vsml.config import build_config, resolve_for_rank
 from vsml.data import tfds_source
+from vsml.settings import data_settings, run_settings
 
 TRAIN, TEST = 60, 20
 
@@ -75,8 +76,8 @@ def config_for(directory, *overrides):
 
 def test_prepared_tfds_mnist_loads_as_uint8_and_samples_scaled_episodes(tfds_dir):
     cfg = config_for(tfds_dir, "data.preprocess.normalization_mode=identity")
-    data.check_dataset_available("mnist", cfg)
-    spec, arrays = data.load_dataset("mnist", "test", cfg)
+    data.check_dataset_available("mnist", data_settings(cfg))
+    spec, arrays = data.load_dataset("mnist", "test", data_settings(cfg))
     assert spec.input_shape == (28, 28, 1) and spec.num_classes == 10 and spec.kind == "array"
     images, labels = expected_split("test", TEST)
     stored, stored_labels = np.asarray(arrays["images"]), np.asarray(arrays["labels"])
@@ -124,13 +125,14 @@ def test_prepare_twice_is_a_no_op_and_the_lock_serialises(tfds_dir, monkeypatch)
 def test_unprepared_offline_dataset_is_refused_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds_source, "downloadable", lambda name, timeout=3.0: False)
     with pytest.raises(data.DatasetUnavailable) as err:
-        data.check_dataset_available("fashion_mnist", config_for(tmp_path), "evaluation.datasets")
+        data.check_dataset_available("fashion_mnist", data_settings(config_for(tmp_path)), "evaluation.datasets")
     message = str(err.value)
     assert message.startswith("evaluation.datasets: 'fashion_mnist' is a TFDS dataset")
     assert str(tmp_path) in message and "python3 -m vsml.data prepare fashion_mnist" in message
     assert "\n" not in message
     monkeypatch.setattr(tfds_source, "downloadable", lambda name, timeout=3.0: True)
-    data.check_dataset_available("fashion_mnist", config_for(tmp_path))  # would be downloaded at load time
+    # would be downloaded at load time
+    data.check_dataset_available("fashion_mnist", data_settings(config_for(tmp_path)))
 
 
 def test_launch_offline_with_an_unprepared_dataset_exits_fast_with_one_line(tmp_path):
@@ -162,11 +164,11 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     cfg = config_for(tfds_dir, "training.population_size=2", "model.sub_rnn.msg_size=4",
                      "model.sub_rnn.slow_size=4", "data.preprocess.resize=[5, 5]", "data.preprocess.shuffle=true",
                      "data.preprocess.rand_proj=true", "data.preprocess.pad.output=12", "data.filter_classes=[1, 2, 3]")
-    task = experiment.load_task("mnist", "train", cfg, 6, 1)
+    task = experiment.load_task("mnist", "train", data_settings(cfg), 6, 1)
     assert task.spec.input_shape == (5, 5, 1) and task.spec.num_classes == 12 and task.spec.data_classes == 3
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = experiment.make_strategy(learner, task, cfg, params, world())
+    strategy = experiment.make_strategy(learner, task, run_settings(cfg), params, world())
     state, stats = strategy.step(strategy.init(params, 0), task.arrays)
     assert state.generation == 1 and np.isfinite(stats["meta_loss"])
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params,
@@ -191,11 +193,12 @@ RANK_SCRIPT = textwrap.dedent("""
     from vsml import data
     from vsml.comm import world
     from vsml.config import build_config, resolve_for_rank
+    from vsml.settings import data_settings
 
     comm = world()
     cfg = resolve_for_rank(build_config(overrides=sys.argv[1:]), comm.rank)
     name = cfg["training"]["dataset"]
-    spec, arrays = data.load_dataset(name, "train", cfg)
+    spec, arrays = data.load_dataset(name, "train", data_settings(cfg))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(0), 5, 1)
     proj = np.asarray(arrays["projection"]) if "projection" in arrays else None
     row = {"rank": comm.rank, "size": comm.size, "dataset": name, "shape": list(inputs.shape),

@@ -88,8 +88,8 @@ def test_pair_noise_depends_only_on_generation_and_pair_index():
 def test_pair_slices_partition_the_population():
     slices = [api.pair_slice(12, rank, 3) for rank in range(3)]
     np.testing.assert_array_equal(np.concatenate(slices), np.arange(12))
-    with pytest.raises(ValueError, match="population_size=10 is not divisible by the 4"):
-        api.pair_slice(10, 0, 4)
+    with pytest.raises(ValueError, match="a population of 10 cannot be split evenly among 4 ranks"):
+        api.pair_slice(10, 0, 4)  # in its own terms: the experiment names the config key
 
 
 def test_raw_shaping_ranks_non_finite_worst():

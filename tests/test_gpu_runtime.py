@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
 from vsml import comm, experiment, runtime
+from vsml.settings import data_settings, run_settings
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
 [ "$1" = "-L" ] && echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
@@ -154,10 +155,11 @@ def test_auto_chunk_budget_of_a_run_is_divided_by_the_ranks_on_the_node(monkeypa
 
     rank_config = resolve_for_rank(build_config([], [*TINY, "training.pairs_per_chunk=auto"]), 0)
     training = rank_config["training"]
-    task = experiment.load_task(training["dataset"], "train", rank_config, training["episode_length"],
-                                training["batch_size"])
+    task = experiment.load_task(training["dataset"], "train", data_settings(rank_config),
+                                training["episode_length"], training["batch_size"])
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-    experiment.make_strategy(learner, task, rank_config, learner.init(jax.random.PRNGKey(0)), TwoOnTheNode())
+    params = learner.init(jax.random.PRNGKey(0))
+    experiment.make_strategy(learner, task, run_settings(rank_config), params, TwoOnTheNode())
     assert seen == [8 * MIB]  # half of 32 MiB, split between 2 ranks
 
 

@@ -91,7 +91,8 @@ def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
 def test_population_not_divisible_by_ranks_is_refused():
     result = launch("--config", *TINY, "training.population_size=3", ranks=2)
     assert result.returncode == 2
-    assert "population_size=3 is not divisible by the 2" in result.stderr
+    assert ("training.population_size: a population of 3 cannot be split evenly among 2 ranks"
+            in result.stderr)
     assert "Traceback" not in result.stderr
 
 

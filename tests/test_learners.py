@@ -83,8 +83,6 @@ def test_registry_errors_name_the_problem():
         build_learner(model_config("Nope"))
     with pytest.raises(ValueError, match="model.sgd.optimizer: 'adamm' is not an optax optimiser"):
         build_learner(model_config("SGD", "model.sgd.optimizer=adamm"))
-    with pytest.raises(ValueError, match="model.nodepert.perturbation: 'edge'"):
-        build_learner(model_config("NodePert", "model.nodepert.perturbation=edge"))
     with pytest.raises(ValueError, match="use_conv needs image inputs"):
         build_learner(model_config("MetaRNN", "model.meta_rnn.use_conv=true"), (16,), 3)
 

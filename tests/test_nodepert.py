@@ -13,6 +13,7 @@ from vsml import data
 from vsml.config import build_config
 from vsml.learners import build_learner, mlp, nodepert
 from vsml.meta import objective
+from vsml.settings import data_settings
 
 SIZES = [6, 10, 4]  # a two-layer tanh MLP
 SIGMA, BOUND, DRAWS = 0.01, 100.0, 20000
@@ -117,7 +118,7 @@ def test_nodepert_learner_applies_minus_lr_times_the_estimate():
 def online_accuracy(model_type: str, overrides=(), steps=3000, dataset="digits"):
     """Online accuracy ``[steps]`` of one episode on the training split of an offline dataset."""
     config = build_config(overrides=[f"model.type={model_type}", *overrides])
-    spec, arrays = data.load_dataset(dataset, "train", config)
+    spec, arrays = data.load_dataset(dataset, "train", data_settings(config))
     learner = build_learner(config["model"], spec.input_shape, spec.num_classes)
     curves = objective.make_curves(objective.make_episode(
         learner.run, lambda a, k: data.sample_episode(spec, a, k, steps, 1)))

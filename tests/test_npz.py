@@ -11,6 +11,7 @@ import launch
 from tests.conftest import TINY
 from vsml import data
 from vsml.config import load_default
+from vsml.settings import data_settings
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,8 @@ def test_given_test_split_and_statistics_of_the_training_split(tmp_path, config,
     x_test = x[:300] * 3.0 + 5.0  # a test split with other statistics must not change the normalisation
     path = tmp_path / "mine.npz"
     np.savez(path, x=x, y=y, x_test=x_test, y_test=y[:300])
-    train_spec, train_arrays = data.load_dataset(f"npz:{path}", "train", config)
-    test_spec, test_arrays = data.load_dataset(f"npz:{path}", "test", config)
+    train_spec, train_arrays = data.load_dataset(f"npz:{path}", "train", data_settings(config))
+    test_spec, test_arrays = data.load_dataset(f"npz:{path}", "test", data_settings(config))
     assert train_spec.input_shape == (8, 8, 1) and train_spec.num_classes == 10   # [N, H, W] gains a channel
     for spec in (train_spec, test_spec):
         assert spec.mean == pytest.approx(float(x.astype(np.float64).mean()), rel=1e-6)
@@ -52,8 +53,8 @@ def test_held_out_split_is_every_fifth_example_of_each_class(tmp_path, config):
     x = np.stack([np.arange(200, dtype=np.float32), rng.normal(size=200).astype(np.float32)], axis=1)  # [N, D]
     path = tmp_path / "vectors.npz"
     np.savez(path, x=x, y=y)
-    train_spec, train = data.load_dataset(f"npz:{path}", "train", config)
-    _, test = data.load_dataset(f"npz:{path}", "test", config)
+    train_spec, train = data.load_dataset(f"npz:{path}", "train", data_settings(config))
+    _, test = data.load_dataset(f"npz:{path}", "test", data_settings(config))
     train_ids, test_ids = np.asarray(train["images"])[:, 0], np.asarray(test["images"])[:, 0]
     assert train_spec.input_shape == (2,) and train_spec.num_classes == 3
     assert sorted(np.concatenate([train_ids, test_ids]).tolist()) == list(range(200))  # disjoint and complete
@@ -70,7 +71,7 @@ def test_uint8_pixels_are_read_as_fractions(tmp_path, config):
     x = rng.integers(0, 256, size=(50, 4, 4, 3), dtype=np.uint8)
     path = tmp_path / "pixels.npz"
     np.savez(path, x=x, y=np.arange(50) % 2, x_test=x[:10], y_test=np.arange(10) % 2)
-    spec, arrays = data.load_dataset(f"npz:{path}", "train", config)
+    spec, arrays = data.load_dataset(f"npz:{path}", "train", data_settings(config))
     assert arrays["images"].dtype == np.uint8 and spec.input_shape == (4, 4, 3)
     assert spec.mean == pytest.approx(x.mean() / 255, rel=1e-6)
     assert spec.std == pytest.approx(x.std() / 255, rel=1e-6)
@@ -131,12 +132,12 @@ def test_resize_of_vectors_is_refused(tmp_path, config):
     path = _bad(tmp_path, x=np.random.default_rng(0).normal(size=(20, 6)), y=np.arange(20) % 2)
     resized = {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"], "resize": [4, 4]}}}
     with pytest.raises(ValueError, match=r"data.preprocess.resize: needs image inputs .* vectors of shape \[6\]"):
-        data.check_dataset_available(f"npz:{path}", resized, "training.dataset")
+        data.check_dataset_available(f"npz:{path}", data_settings(resized), "training.dataset")
 
 
 def test_a_changed_file_is_read_again(tmp_path, config):
     path = tmp_path / "changing.npz"
     np.savez(path, x=X, y=Y)
-    assert data.load_dataset(f"npz:{path}", "train", config)[0].num_classes == 2
+    assert data.load_dataset(f"npz:{path}", "train", data_settings(config))[0].num_classes == 2
     np.savez(path, x=np.concatenate([X, X]), y=np.arange(20) % 3)
-    assert data.load_dataset(f"npz:{path}", "train", config)[0].num_classes == 3
+    assert data.load_dataset(f"npz:{path}", "train", data_settings(config))[0].num_classes == 3

@@ -20,6 +20,7 @@ from vsml.config import build_config, resolve_for_rank
 from vsml.experiment import load_task, make_strategy
 from vsml.learners import build_learner
 from vsml.meta import api, es, fit_chunk, objective
+from vsml.settings import data_settings, run_settings
 
 
 def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
@@ -28,10 +29,10 @@ def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
         f"training.pairs_per_chunk={json.dumps(chunk)}", f"model.sub_rnn.msg_size={msg}",
         f"model.sub_rnn.slow_size={slow}", f"optimizer.type={optimizer}", "logging.wandb=disabled"])
     rank_config = resolve_for_rank(config, 0)
-    task = load_task("digits", "train", rank_config, length, 1)
+    task = load_task("digits", "train", data_settings(rank_config), length, 1)
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, rank_config, params, SingleProcessComm())
+    strategy = make_strategy(learner, task, run_settings(rank_config), params, SingleProcessComm())
     return strategy, strategy.init(params, seed=5), task, learner
 
 

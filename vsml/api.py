@@ -229,18 +229,18 @@ class LearnedAlgorithm:
           was right (averaged over ``batch_size``).
         """
         from vsml import data, experiment  # noqa: PLC0415
-        from vsml.validation import validate  # noqa: PLC0415
+        from vsml.settings import run_settings  # noqa: PLC0415
 
         config = copy.deepcopy(self.config)
         config["evaluation"].update(datasets=[dataset], count=episodes, episode_length=length, subset=subset,
                                     batch_size=batch_size, seed=config["evaluation"]["seed"] if seed is None else seed)
-        validate(config)  # one line naming evaluation.count / episode_length / ... for a bad argument
-        cache_key = (dataset, episodes, length, subset, batch_size, config["evaluation"]["seed"])
+        settings = run_settings(config)  # one line naming evaluation.count / episode_length / ... for a bad argument
+        cache_key = (dataset, episodes, length, subset, batch_size, settings.evaluation.seed)
         if cache_key not in self._evaluators:
-            data.check_dataset_available(dataset, config, "dataset")
-            task = experiment.load_task(dataset, subset, config, length, batch_size)
+            data.check_dataset_available(dataset, settings.data, "dataset")
+            task = experiment.load_task(dataset, subset, settings.data, length, batch_size)
             self._evaluators[cache_key] = experiment.make_evaluator(self.learner, task, episodes,
-                                                                    config["evaluation"]["seed"], rank=0)
+                                                                    settings.evaluation.seed, rank=0)
         curves = self._evaluators[cache_key](self.params)
         return {key: np.asarray(value) for key, value in curves.items()}
 
@@ -257,7 +257,7 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
 
     from vsml import checkpoint, experiment  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
-    from vsml.validation import validate  # noqa: PLC0415
+    from vsml.settings import run_settings  # noqa: PLC0415
 
     file = checkpoint.resolve_path(os.fspath(path))
     arrays = checkpoint.load_arrays(file)
@@ -268,10 +268,10 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     config = _layer(cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"),
                     overrides, "overrides")
     rank_config = cfg.resolve_for_rank(config, 0)
-    validate(rank_config, base)
-    input_shape, num_classes = experiment.trained_sizes(rank_config)
-    learner = build_learner(rank_config["model"], input_shape, num_classes)
-    template = learner.init(jax.random.PRNGKey(rank_config["seed"]))
+    settings = run_settings(rank_config)
+    input_shape, num_classes = experiment.trained_sizes(settings)
+    learner = build_learner(settings.model, input_shape, num_classes)
+    template = learner.init(jax.random.PRNGKey(settings.seed))
     restored = checkpoint.restore(file, template)
     params = jax.tree_util.tree_map(jax.numpy.asarray, restored["params"])
     return LearnedAlgorithm(rank_config, learner, params, restored["step"], input_shape, num_classes)

@@ -7,7 +7,10 @@ checkpoints (:func:`run_generations`); :func:`train` opens the log around both.
 ``config`` is the layered configuration (``mpi_split`` unresolved, the same on
 every rank); each rank resolves its own view with
 :func:`vsml.config.resolve_for_rank`, so ranks may meta-train on different
-datasets while sharing one set of meta-parameters.
+datasets while sharing one set of meta-parameters, and turns it into typed,
+frozen sections once (:func:`vsml.settings.run_settings`). Everything below
+the entry points reads those sections; this module names the config keys
+when a maths module's error needs one.
 
 Generation ``g`` (0-based) evaluates the meta-parameters theta_g when
 ``g % evaluation.frequency == 0``, runs ES on theta_g, and writes a metrics row
@@ -29,14 +32,13 @@ import numpy as np
 
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
-from vsml.config import resolve_for_rank, to_yaml
+from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.preemption import StopRequest
-from vsml.meta import MetaState, OuterLoop, build_outer_loop, fit_chunk, objective
+from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.api import pair_slice
-from vsml.validation import validate
-
+from vsml.settings import RunSettings, run_settings
 
 
 @dataclasses.dataclass
@@ -54,8 +56,9 @@ class Task:
         return lambda arrays, key: data.sample_episode(spec, arrays, key, length, batch)
 
 
-def load_task(name: str, subset: str, rank_config: dict, episode_length: int, batch_size: int) -> Task:
-    spec, arrays = data.load_dataset(name, subset, rank_config)
+def load_task(name: str, subset: str, data_settings: data.DataSettings, episode_length: int,
+              batch_size: int) -> Task:
+    spec, arrays = data.load_dataset(name, subset, data_settings)
     return Task(name, spec, arrays, episode_length, batch_size)
 
 
@@ -63,21 +66,22 @@ def check_config(config: dict, comm: Comm) -> None:
     """Refuses configs this version cannot run, before any data loading or compilation."""
     checked = set()  # (dataset, data dir): a missing dataset may cost a network probe, so once each
     for rank in range(comm.size):
-        rank_config = resolve_for_rank(config, rank)
-        validate(rank_config)
-        training = rank_config["training"]
-        pair_slice(training["population_size"], 0, comm.size)
-        needed = [(training["dataset"], "training.dataset")] if rank_config["call"] == "train" else []
-        needed += [(name, "evaluation.datasets") for name in rank_config["evaluation"]["datasets"]]
+        settings = run_settings(resolve_for_rank(config, rank))
+        try:
+            pair_slice(settings.training.population_size, 0, comm.size)
+        except ValueError as err:
+            raise ConfigError(f"training.population_size: {err} (MPI ranks)") from None
+        needed = [(settings.training.dataset, "training.dataset")] if settings.call == "train" else []
+        needed += [(name, "evaluation.datasets") for name in settings.evaluation.datasets]
         for name, key in needed:
-            if (name, rank_config["data"]["dir"]) not in checked:
-                data.check_dataset_available(name, rank_config, key)
-                checked.add((name, rank_config["data"]["dir"]))
-        build_learner(rank_config["model"])
-        restore = rank_config["checkpoint"]["restore"]
-        if (rank_config["call"] == "evaluate" and restore["path"] is None and restore.get("run_path") is None
-                and not learner_type(rank_config["model"]["type"]).hand_designed):
-            raise ValueError(f"call: evaluate of a meta-learned {rank_config['model']['type']} needs "
+            if (name, settings.data.dir) not in checked:
+                data.check_dataset_available(name, settings.data, key)
+                checked.add((name, settings.data.dir))
+        build_learner(settings.model)
+        restore = settings.checkpoint
+        if (settings.call == "evaluate" and restore.restore_path is None and restore.restore_run_path is None
+                and not learner_type(settings.model["type"]).hand_designed):
+            raise ValueError(f"call: evaluate of a meta-learned {settings.model['type']} needs "
                              "checkpoint.restore.path (a run directory or checkpoint file) "
                              "or checkpoint.restore.run_path (a wandb run)")
 
@@ -159,20 +163,19 @@ def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, flo
     return row, curves
 
 
-def build_evaluators(learner, rank_config: dict, rank: int) -> dict:
-    cfg = rank_config["evaluation"]
+def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
+    cfg = settings.evaluation
     return {
-        name: make_evaluator(learner, load_task(name, cfg["subset"], rank_config, cfg["episode_length"],
-                                                cfg["batch_size"]),
-                             cfg["count"], cfg["seed"], rank)
-        for name in cfg["datasets"]
+        name: make_evaluator(learner, load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size),
+                             cfg.count, cfg.seed, rank)
+        for name in cfg.datasets
     }
 
 
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, rank_config: dict, params_template, comm: Comm) -> OuterLoop:
+def make_strategy(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
     """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
@@ -180,11 +183,10 @@ def make_strategy(learner, task: Task, rank_config: dict, params_template, comm:
     and the same per-(generation, pair) episodes and share the state layout, so checkpoints and
     resume work alike.
     """
-    fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()),
-                                     rank_config["training"]["loss_type"])
-    training = rank_config["training"]
-    chunk = training["pairs_per_chunk"]
-    loop = build_outer_loop(rank_config["optimizer"], training["population_size"], None if chunk == "auto" else chunk,
+    training = settings.training
+    fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()), training.loss_type)
+    chunk = training.pairs_per_chunk
+    loop = build_outer_loop(settings.optimizer, training.population_size, None if chunk == "auto" else chunk,
                             fitness, params_template, comm)
     if chunk == "auto":
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
@@ -201,7 +203,7 @@ class RunError(RuntimeError):
     """A failure every rank detects together (so one line on rank 0 says it all)."""
 
 
-def initial_state(strategy: OuterLoop, params, rank_config: dict, resume: bool, log):
+def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
@@ -209,9 +211,9 @@ def initial_state(strategy: OuterLoop, params, rank_config: dict, resume: bool, 
     otherwise a restored checkpoint only provides the initial meta-parameters
     of a new run. Returns ``(state, wall_time_so_far)``.
     """
-    seed = rank_config["seed"]
+    seed = settings.seed
     state = strategy.init(params, seed)
-    restore_path = rank_config["checkpoint"]["restore"]["path"]
+    restore_path = settings.checkpoint.restore_path
     if restore_path is None:
         return state, 0.0
     if resume and Path(restore_path).is_dir():
@@ -258,11 +260,9 @@ class Schedule:
     checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
 
     @classmethod
-    def from_config(cls, rank_config: dict) -> Schedule:
-        return cls(iterations=rank_config["training"]["iterations"],
-                   summary_every=rank_config["summary"]["frequency"],
-                   evaluate_every=rank_config["evaluation"]["frequency"],
-                   checkpoint_every=rank_config["checkpoint"]["frequency"])
+    def from_settings(cls, settings: RunSettings) -> Schedule:
+        return cls(iterations=settings.training.iterations, summary_every=settings.summary_frequency,
+                   evaluate_every=settings.evaluation.frequency, checkpoint_every=settings.checkpoint.frequency)
 
 
 @dataclasses.dataclass
@@ -280,33 +280,31 @@ class TrainingRun:
     save: Callable[[MetaState], None]       # writes a checkpoint of a state (rank 0)
 
 
-def setup_training(rank_config: dict, comm: Comm, run_dir: Path, resume: bool, log, config_yaml: str
+def setup_training(settings: RunSettings, comm: Comm, run_dir: Path, resume: bool, log, config_yaml: str
                    ) -> TrainingRun:
     """Builds the run: the training task, learner, evaluators, outer loop and (restored) state.
 
     Everything expensive that can fail happens here, before the first generation;
     the console shows what it is doing while it compiles or loads.
     """
-    training = rank_config["training"]
-    log.message(f"loading data: {training['dataset']} (training), "
-                f"{', '.join(rank_config['evaluation']['datasets']) or 'none'} (meta-test)…")
-    task = load_task(training["dataset"], "train", rank_config, training["episode_length"],
-                     training["batch_size"])
-    learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-    evaluators = build_evaluators(learner, rank_config, comm.rank)
-    params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    if training["pairs_per_chunk"] == "auto":
+    training = settings.training
+    log.message(f"loading data: {training.dataset} (training), "
+                f"{', '.join(settings.evaluation.datasets) or 'none'} (meta-test)…")
+    task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
+    learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
+    evaluators = build_evaluators(learner, settings, comm.rank)
+    params = learner.init(jax.random.PRNGKey(settings.seed))
+    if training.pairs_per_chunk == "auto":
         log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
-    outer_loop = make_strategy(learner, task, rank_config, params, comm)
-    state, wall_offset = initial_state(outer_loop, params, rank_config, resume, log)
-    ckpt = rank_config["checkpoint"]
+    outer_loop = make_strategy(learner, task, settings, params, comm)
+    state, wall_offset = initial_state(outer_loop, params, settings, resume, log)
     clock = Stopwatch(wall_offset)
     save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                   with_step=ckpt["with_step"], keep=ckpt["keep"], log=log)
+                   with_step=settings.checkpoint.with_step, keep=settings.checkpoint.keep, log=log)
     log.message(f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
                 f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}")
     return TrainingRun(comm=comm, task=task, outer_loop=outer_loop, evaluators=evaluators, state=state,
-                       schedule=Schedule.from_config(rank_config), log=log, clock=clock, save=save)
+                       schedule=Schedule.from_settings(settings), log=log, clock=clock, save=save)
 
 
 def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
@@ -324,7 +322,10 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
         if generation % schedule.evaluate_every == 0:
             row, curves = run_evaluations(run.evaluators, state.params, comm)
             log.write_evaluation(generation, curves, per_episode=False)
-        state, stats = run.outer_loop.step(state, run.task.arrays)
+        try:
+            state, stats = run.outer_loop.step(state, run.task.arrays)
+        except NonFiniteError as err:
+            raise RunError(f"{err} (optimizer.lr, optimizer.noise_std, optimizer.clip_gradnorm)") from err
         log.progress(stats)
         if comm.any(stop.requested):
             stopped_by = stop.signal_name or "a stop signal on another rank"
@@ -348,18 +349,17 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
     the current generation with a checkpoint, on every rank.
     """
-    rank_config = resolve_for_rank(config, comm.rank)
+    settings = run_settings(resolve_for_rank(config, comm.rank))
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
-                       wandb_mode=rank_config["logging"]["wandb"],
-                       progress_seconds=rank_config["logging"]["progress_seconds"])
+                       wandb_mode=settings.logging.wandb, progress_seconds=settings.logging.progress_seconds)
     for line in runtime.announce() if comm.is_root else []:  # what it runs on, also into console.log
         log.message(line, to_stderr=line.startswith("warning"))
-    runtime.setup(rank_config)
+    runtime.setup(settings.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
-        return run_generations(setup_training(rank_config, comm, run_dir, resume, log, config_yaml), stop)
+        return run_generations(setup_training(settings, comm, run_dir, resume, log, config_yaml), stop)
     finally:
         stop.announce = announce
         log.close()
@@ -374,29 +374,29 @@ def _save(state: MetaState, *, comm: Comm, run_dir: Path, config_yaml: str, cloc
         log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
 
 
-def _fresh_evaluators(rank_config: dict, rank: int) -> dict:
+def _fresh_evaluators(settings: RunSettings, rank: int) -> dict:
     """Evaluators that ignore the params they are given: each runs a learner built for its
     dataset's input shape and class count from its initial weights (seed ``seed``)."""
-    cfg = rank_config["evaluation"]
+    cfg = settings.evaluation
     evaluators = {}
-    for name in cfg["datasets"]:
-        task = load_task(name, cfg["subset"], rank_config, cfg["episode_length"], cfg["batch_size"])
-        learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
-        initial = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-        evaluate_fresh = make_evaluator(learner, task, cfg["count"], cfg["seed"], rank)
+    for name in cfg.datasets:
+        task = load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size)
+        learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
+        initial = learner.init(jax.random.PRNGKey(settings.seed))
+        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, rank)
         evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
     return evaluators
 
 
-def trained_sizes(rank_config: dict) -> tuple:
+def trained_sizes(settings: RunSettings) -> tuple:
     """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
 
     The fixed-size learners are built for the training data's (padded) sizes,
     as during meta-training, which loads that dataset.
     """
-    if learner_type(rank_config["model"]["type"]).any_size:
+    if learner_type(settings.model["type"]).any_size:
         return None, None
-    train_spec, _ = data.load_dataset(rank_config["training"]["dataset"], "train", rank_config)
+    train_spec, _ = data.load_dataset(settings.training.dataset, "train", settings.data)
     return train_spec.input_shape, train_spec.num_classes
 
 
@@ -407,21 +407,21 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     Writes the summary row to metrics.jsonl and every episode's per-step
     curve (plus their mean) to evaluation.csv.
     """
-    rank_config = resolve_for_rank(config, comm.rank)
-    runtime.setup(rank_config, announce_to_console=comm.is_root)
-    restore_path = rank_config["checkpoint"]["restore"]["path"]
+    settings = run_settings(resolve_for_rank(config, comm.rank))
+    runtime.setup(settings.compilation_cache, announce_to_console=comm.is_root)
+    restore_path = settings.checkpoint.restore_path
     if restore_path is None:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
         # each dataset gets a network of its own sizes from its initial weights, as in the
         # original release (check_config refuses this for meta-learned learners).
-        evaluators = _fresh_evaluators(rank_config, comm.rank)
+        evaluators = _fresh_evaluators(settings, comm.rank)
         saved = {"params": None, "step": 0}
     else:
-        learner = build_learner(rank_config["model"], *trained_sizes(rank_config))
-        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(rank_config["seed"])))
-        evaluators = build_evaluators(learner, rank_config, comm.rank)
+        learner = build_learner(settings.model, *trained_sizes(settings))
+        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(settings.seed)))
+        evaluators = build_evaluators(learner, settings, comm.rank)
     log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
-                       wandb_mode=rank_config["logging"]["wandb"])
+                       wandb_mode=settings.logging.wandb)
     try:
         log.message(f"meta-testing generation {saved['step']} on {', '.join(evaluators)} (compiling first)…")
         summary, curves = run_evaluations(evaluators, saved["params"], comm)

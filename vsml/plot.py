@@ -175,19 +175,21 @@ def chance_levels(config: dict, datasets) -> tuple[dict[str, float], float | Non
     """
     from vsml import data  # noqa: PLC0415 — imports jax; only where a run has a config
     from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
+    from vsml.settings import data_settings  # noqa: PLC0415
 
     ranks = [resolve_for_rank(config, rank) for rank in range(min(split_period(config), 256))]
+    ranks = [(rank_config["training"]["dataset"], data_settings(rank_config)) for rank_config in ranks]
 
     def agreed(count) -> int | None:
-        values = {count(rank_config) for rank_config in ranks}
+        values = {count(train_dataset, settings) for train_dataset, settings in ranks}
         return values.pop() if len(values) == 1 else None
 
     chance = {}
     for name in datasets:
-        classes = agreed(lambda rank_config: data.class_count(name, rank_config))
+        classes = agreed(lambda _, settings: data.class_count(name, settings))
         if classes:
             chance[name] = 1.0 / classes
-    train_classes = agreed(lambda rank_config: data.class_count(rank_config["training"]["dataset"], rank_config))
+    train_classes = agreed(lambda train_dataset, settings: data.class_count(train_dataset, settings))
     return chance, (math.log(train_classes) if train_classes else None)
 
 

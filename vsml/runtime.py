@@ -361,8 +361,8 @@ def announce(environ=os.environ) -> list[str]:
     return lines
 
 
-def setup(rank_config: dict, announce_to_console: bool = False) -> Path | None:
-    """Applies the ``runtime`` section of a rank's config; returns the cache directory in use.
+def setup(compilation_cache: str, announce_to_console: bool = False) -> Path | None:
+    """Applies ``runtime.compilation_cache`` (auto | off | a directory); returns the cache directory in use.
 
     With ``announce_to_console`` (rank 0) it first prints what the run runs on (and
     warns when an NVIDIA GPU goes unused) — before anything is compiled.
@@ -372,7 +372,7 @@ def setup(rank_config: dict, announce_to_console: bool = False) -> Path | None:
     if announce_to_console:
         for line in announce():
             print(line, file=sys.stderr if line.startswith("warning") else sys.stdout, flush=True)
-    directory = compilation_cache_dir(rank_config["runtime"]["compilation_cache"], jax.default_backend())
+    directory = compilation_cache_dir(compilation_cache, jax.default_backend())
     if directory is not None:
         enable_compilation_cache(directory)
     return directory

@@ -4,9 +4,15 @@ Types come from ``configs/default.yaml`` itself (a key whose default is an
 integer takes integers, a boolean takes booleans, …), so a new key is
 type-checked without touching this file; :data:`RULES` adds ranges and
 choices. The choices of a key come from the code that implements them (the
-learner and outer-loop registries, the loss types, fitness shapings and
-normalisation modes), so they are listed once. Every problem is one line naming the key, what it must be and what
-it got.
+learner and outer-loop registries, the loss types, fitness shapings,
+normalisation modes, subsets, VSML state dtypes and node-perturbation kinds), so
+they are listed once. Every problem is one line naming the key, what it must be
+and what it got.
+
+Rules that span several keys of one learner's section (VSML's ``layer_specs``
+structure, ``output_idx < msg_size``, bfloat16 only with dense layers) live in
+that learner's ``spec_from_config``, which ``check_config`` runs next; the
+typed sections are built from the validated dict by :mod:`vsml.settings`.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import math
 from typing import Any, Callable
 
 from vsml.config import ConfigError, flatten, load_default
+from vsml.data import NORMALIZATION_MODES, SUBSETS
 from vsml.learners import LEARNER_TYPES
-from vsml.data import NORMALIZATION_MODES
+from vsml.learners.nodepert import PERTURBATIONS
+from vsml.learners.vsml import STATE_DTYPES
 from vsml.meta import OUTER_LOOPS
 from vsml.meta.es import FITNESS_SHAPINGS
 from vsml.meta.objective import LOSS_TYPES
@@ -72,6 +80,10 @@ def auto_null_or_positive_int(value) -> bool:
     return value is None or value == "auto" or positive_int(value)
 
 
+def switch_or_seed(value) -> bool:
+    return isinstance(value, bool) or non_negative_int(value)
+
+
 def shape(value) -> bool:
     return isinstance(value, list) and len(value) >= 1 and all(positive_int(v) for v in value)
 
@@ -92,6 +104,7 @@ _DESCRIPTIONS = {
     unit_interval: "a number in [0, 1]",
     below_one: "a number in [0, 1)",
     auto_null_or_positive_int: "auto, null or a positive integer",
+    switch_or_seed: "true, false or an integer seed >= 0",
     shape: "a list of positive integers, e.g. [28, 28, 1]",
     name_list: "a list of names",
     non_empty_str: "a non-empty string",
@@ -111,7 +124,7 @@ RULES: dict[str, Check] = {
     "evaluation.batch_size": positive_int,
     "evaluation.episode_length": positive_int,
     "evaluation.seed": non_negative_int,
-    "evaluation.subset": one_of("train", "test"),
+    "evaluation.subset": one_of(*SUBSETS),
     "evaluation.count": positive_int,
     "checkpoint.frequency": positive_int,
     "checkpoint.keep": optional(positive_int),
@@ -127,6 +140,8 @@ RULES: dict[str, Check] = {
     "training.pairs_per_chunk": auto_null_or_positive_int,
     "data.dir": optional(non_empty_str),
     "data.preprocess.normalization_mode": one_of(*NORMALIZATION_MODES),
+    "data.preprocess.rand_proj": switch_or_seed,
+    "data.preprocess.shuffle": switch_or_seed,
     "optimizer.type": one_of(*OUTER_LOOPS),
     "optimizer.noise_std": positive_number,
     "optimizer.lr": positive_number,
@@ -141,7 +156,7 @@ RULES: dict[str, Check] = {
     "model.vsml_rnn.num_micro_ticks": positive_int,
     "model.vsml_rnn.tanh_bound": positive_number,
     "model.vsml_rnn.output_idx": non_negative_int,
-    "model.vsml_rnn.state_dtype": one_of("float32", "bfloat16"),
+    "model.vsml_rnn.state_dtype": one_of(*STATE_DTYPES),
     "random_dataset.size": positive_int,
     "random_dataset.target_count": lambda v: _is_int(v) and v >= 2,
     "random_dataset.img_size": shape,
@@ -156,11 +171,14 @@ RULES: dict[str, Check] = {
 for _learner in LEARNER_TYPES.values():  # every learner's section has a logit bound
     RULES[f"model.{_learner.section}.tanh_bound"] = positive_number
 RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_number,
-              "model.nodepert.noise_std": positive_number})
+              "model.nodepert.noise_std": positive_number, "model.nodepert.perturbation": one_of(*PERTURBATIONS)})
+RULES.update({f"model.{key}": positive_int for key in (  # the baselines' sizes and counts
+    "meta_rnn.slow_size", "meta_rnn.num_micro_ticks", "sgd.num_layers", "sgd.hidden_size", "fwp.fast_size",
+    "fw_memory.slow_size", "fw_memory.memory_size", "nodepert.num_layers", "nodepert.hidden_size")})
 # Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).
 NUMBER_RULES = (positive_number, non_negative_number, unit_interval, below_one)
 # Rules that accept several types decide the type themselves.
-TYPE_FREE_RULES = (*NUMBER_RULES, auto_null_or_positive_int)
+TYPE_FREE_RULES = (*NUMBER_RULES, auto_null_or_positive_int, switch_or_seed)
 _DESCRIPTIONS[RULES["model.sub_rnn.msg_size"]] = "an integer >= 2 (error and label slots)"
 _DESCRIPTIONS[RULES["random_dataset.target_count"]] = "an integer >= 2"
 
@@ -209,7 +227,6 @@ def validate(rank_config: dict, defaults: dict | None = None) -> None:
         if rule is not None and not rule(value):
             raise ConfigError(f"{key}: must be {_describe(rule)}, got {value!r}")
     _check_cross_keys(rank_config)
-    _check_layer_specs(rank_config["model"]["vsml_rnn"]["layer_specs"])
     for name, stats in rank_config["data"]["preprocess"]["dataset_stats"].items():
         if not (isinstance(stats, dict) and _is_number(stats.get("mean")) and positive_number(stats.get("std"))):
             raise ConfigError(f"data.preprocess.dataset_stats.{name}: must be {{mean: number, std: positive number}}, "
@@ -220,29 +237,3 @@ def _check_cross_keys(config: dict) -> None:
     if config["evaluation"]["frequency"] % config["summary"]["frequency"]:
         raise ConfigError(f"evaluation.frequency ({config['evaluation']['frequency']}) must be a multiple of "
                           f"summary.frequency ({config['summary']['frequency']})")
-    msg_size = config["model"]["sub_rnn"]["msg_size"]
-    if config["model"]["vsml_rnn"]["output_idx"] >= msg_size:
-        raise ConfigError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
-                          f"got {config['model']['vsml_rnn']['output_idx']}")
-    net = config["model"]["vsml_rnn"]
-    if net["state_dtype"] != "float32" and any(isinstance(layer, dict) and layer.get("type") == "conv"
-                                               for layer in net["layer_specs"] or []):
-        raise ConfigError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
-                          "use float32 with conv layers")
-
-
-def _check_layer_specs(specs) -> None:
-    key = "model.vsml_rnn.layer_specs"
-    if not isinstance(specs, list) or not specs:
-        raise ConfigError(f"{key}: must be a non-empty list of layers, e.g. [{{type: dense}}], got {specs!r}")
-    for index, layer in enumerate(specs):
-        if not isinstance(layer, dict):
-            raise ConfigError(f"{key}[{index}]: must be a mapping such as {{type: dense, size: 32}}, got {layer!r}")
-        if layer.get("type", "dense") != "dense":
-            continue  # other layer types check their own keys when the learner is built
-        last = index == len(specs) - 1
-        if last and "size" in layer:
-            raise ConfigError(f"{key}[{index}]: the last layer's size is the number of classes; remove 'size'")
-        if not last and not positive_int(layer.get("size")):
-            raise ConfigError(f"{key}[{index}]: a hidden layer needs 'size', a positive integer, "
-                              f"got {layer.get('size')!r}")

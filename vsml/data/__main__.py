@@ -35,8 +35,7 @@ def main(argv=None) -> int:
     for command in (prep, status):
         command.add_argument("--data_dir", help="default: $TFDS_DATA_DIR, else ~/tensorflow_datasets")
     args = parser.parse_args(argv)
-    config = {"data": {"dir": args.data_dir}}
-    directory = tfds_source.data_dir(config)
+    directory = tfds_source.data_dir(args.data_dir)
 
     if args.command == "status":
         print(status_text(directory))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml.data import preprocess, tfds_source
-from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
 
 FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}   # few-shot dataset -> the TFDS dataset it draws from
 
@@ -88,25 +88,24 @@ class FewShotSource(NamedSource):
         return tuple(FEWSHOT_SOURCES)
 
 
-    def check(self, name: str, config: dict, key: str) -> None:
-        tfds_source.check_available(FEWSHOT_SOURCES[name], config, key)
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        tfds_source.check_available(FEWSHOT_SOURCES[name], tfds_source.data_dir(settings.dir), key)
 
-    def class_count(self, name: str, config: dict) -> int:
-        return int(config[f"{name}_dataset"]["num_classes"])
+    def class_count(self, name: str, settings: DataSettings) -> int:
+        return settings.fewshot[name].num_classes
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
-        return table_stats(config, name, FEWSHOT_SOURCES[name])
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name, FEWSHOT_SOURCES[name])
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         """Host arrays ``images [M, H, W, C]`` and ``by_class [K, S]`` int32 of split ``subset``."""
-        section = config[f"{name}_dataset"]
-        images, labels, _ = tfds_source.load(FEWSHOT_SOURCES[name], subset, config)
+        section = settings.fewshot[name]
+        images, labels, _ = tfds_source.load(FEWSHOT_SOURCES[name], subset, tfds_source.data_dir(settings.dir))
         scale = 1.0 / 255.0
-        size = preprocess.parse_shape(section.get("resize"), f"{name}_dataset.resize", 2)
-        if size is not None:
-            images, scale = preprocess.resize_images(images, size, scale), 1.0
+        if section.resize is not None:
+            images, scale = preprocess.resize_images(images, section.resize, scale), 1.0
         classes, counts = np.unique(labels, return_counts=True)
-        way = int(section["num_classes"])
+        way = section.num_classes
         if way > len(classes):
             raise ValueError(f"{name}_dataset.num_classes: {way} exceeds the {len(classes)} classes of the "
                              f"'{subset}' split")
@@ -115,10 +114,10 @@ class FewShotSource(NamedSource):
         by_class = order[starts[:, None] + np.arange(counts.min())[None, :]].astype(np.int32)
         if options.resize is not None:
             images, scale = preprocess.resize_images(images, options.resize, scale), 1.0
-        rotate = bool(section["rotate"])
+        rotate = section.rotate
         if rotate and images.shape[1] != images.shape[2]:
             raise ValueError(f"{name}_dataset.rotate: needs square images, got {images.shape[1:3]}")
-        sampler = FewShotSampler(way=way, rotate=rotate, test_last=bool(section["test_last"]))
+        sampler = FewShotSampler(way=way, rotate=rotate, test_last=section.test_last)
         return Loaded(sampler=sampler, arrays={"images": images, "by_class": by_class},
                       base_shape=tuple(images.shape[1:]), classes=way, scale=scale)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import LoadOptions, Loaded
+from vsml.data.api import DataSettings, LoadOptions, Loaded
 from vsml.data.offline_source import _stratified_split
 
 PREFIX = "npz:"
@@ -194,25 +194,25 @@ class NpzSource:
     def provides(self, name: str) -> bool:
         return is_npz(name)
 
-    def check(self, name: str, config: dict, key: str) -> None:
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
         data = check(name, key)
-        if config["data"]["preprocess"].get("resize") is not None and len(data.train_images.shape) != 4:
+        if settings.resize is not None and len(data.train_images.shape) != 4:
             raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
                              f"vectors of shape {list(data.train_images.shape[1:])}")
 
-    def class_count(self, name: str, config: dict) -> int | None:
-        if config["data"].get("filter_classes"):
-            return stored.class_count(config, None)
+    def class_count(self, name: str, settings: DataSettings) -> int | None:
+        if settings.filter_classes:
+            return stored.class_count(settings, None)
         try:
             return check(name).num_classes
         except ValueError:
             return None
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         data = check(name)  # from the file's training split
         return data.mean, data.std
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, data = load(name, subset)
         return stored.loaded_split(name, images, labels, data.num_classes, data.scale, options)
 

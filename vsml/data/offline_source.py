@@ -16,7 +16,7 @@ import importlib.resources
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.
@@ -98,16 +98,16 @@ class OfflineSource(NamedSource):
         return tuple(ARRAY_SOURCES)
 
 
-    def check(self, name: str, config: dict, key: str) -> None:
-        del name, config, key  # shipped inside installed packages; a missing one fails at import
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        del name, settings, key  # shipped inside installed packages; a missing one fails at import
 
-    def class_count(self, name: str, config: dict) -> int:
-        return stored.class_count(config, ARRAY_SOURCES[name][1])
+    def class_count(self, name: str, settings: DataSettings) -> int:
+        return stored.class_count(settings, ARRAY_SOURCES[name][1])
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
-        return table_stats(config, name)
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name)
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, classes = load_array_source(name, subset)
         return stored.loaded_split(name, images, labels, classes, 1.0, options)
 

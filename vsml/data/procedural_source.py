@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.data import preprocess
-from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
 
 
 def _resized(images: jax.Array, resize: tuple[int, int] | None) -> jax.Array:
@@ -74,20 +74,20 @@ class RandomSource(NamedSource):
         return ("random",)
 
 
-    def check(self, name: str, config: dict, key: str) -> None:
-        del name, config, key  # nothing to fetch
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        del name, settings, key  # nothing to fetch
 
-    def class_count(self, name: str, config: dict) -> int:
-        return int(config["random_dataset"]["target_count"])
+    def class_count(self, name: str, settings: DataSettings) -> int:
+        return settings.random_dataset.target_count
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
-        return table_stats(config, name)
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name)
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh
-        section = config["random_dataset"]
-        shape, classes = tuple(section["img_size"]), int(section["target_count"])
-        sampler = RandomSampler(set_size=int(section["size"]), shape=shape, classes=classes, resize=options.resize)
+        section = settings.random_dataset
+        shape, classes = section.img_size, section.target_count
+        sampler = RandomSampler(set_size=section.size, shape=shape, classes=classes, resize=options.resize)
         return Loaded(sampler=sampler, arrays={}, base_shape=_base_shape(name, shape, options.resize),
                       classes=classes)
 
@@ -103,18 +103,18 @@ class SumSource(NamedSource):
         return ("sum",)
 
 
-    def check(self, name: str, config: dict, key: str) -> None:
-        del name, config, key  # nothing to fetch
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        del name, settings, key  # nothing to fetch
 
-    def class_count(self, name: str, config: dict) -> int:
+    def class_count(self, name: str, settings: DataSettings) -> int:
         return 2
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
-        return table_stats(config, name)
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name)
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh
-        shape = tuple(config["sum_dataset"]["input_size"])
+        shape = settings.sum_dataset.input_size
         return Loaded(sampler=SumSampler(shape=shape, resize=options.resize), arrays={},
                       base_shape=_base_shape(name, shape, options.resize), classes=2)
 

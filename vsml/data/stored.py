@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vsml.data import preprocess
-from vsml.data.api import LoadOptions, Loaded
+from vsml.data.api import DataSettings, LoadOptions, Loaded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ def loaded_split(name: str, images: np.ndarray, labels: np.ndarray, classes: int
                   base_shape=tuple(images.shape[1:]), classes=classes, scale=scale)
 
 
-def class_count(config: dict, stored_classes: int | None) -> int | None:
+def class_count(settings: DataSettings, stored_classes: int | None) -> int | None:
     """Classes an episode draws from: those of ``data.filter_classes`` if set, else the stored ones."""
-    keep = config["data"].get("filter_classes")
+    keep = settings.filter_classes
     return len(keep) if keep else stored_classes

@@ -36,7 +36,7 @@ import tqdm
 
 from vsml import environment
 from vsml.data import stored
-from vsml.data.api import LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -66,9 +66,8 @@ class DatasetUnavailable(ValueError):
     """A dataset that is not prepared here and cannot be downloaded now."""
 
 
-def data_dir(config: dict | None) -> Path:
-    """``data.dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
-    configured = (config or {}).get("data", {}).get("dir")
+def data_dir(configured: str | None = None) -> Path:
+    """``configured`` (``data.dir``), else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
     chosen = configured or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
     return Path(os.path.expanduser(str(chosen)))
 
@@ -141,9 +140,9 @@ def _missing_packages(need_tensorflow: bool) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def check_available(name: str, config: dict | None, key: str = "dataset") -> None:
-    """Raises :class:`DatasetUnavailable` (one line) unless ``name`` is prepared or downloadable now."""
-    directory = data_dir(config)
+def check_available(name: str, directory: Path, key: str = "dataset") -> None:
+    """Raises :class:`DatasetUnavailable` (one line) unless ``name`` is prepared in ``directory`` or
+    downloadable now."""
     if _cached_versions(name, directory):
         return
     missing = _missing_packages(need_tensorflow=False)
@@ -247,9 +246,9 @@ def _load_cached(path: str) -> tuple[np.ndarray, np.ndarray]:
         return stored["images"], stored["labels"]
 
 
-def load(name: str, subset: str, config: dict | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(images [N, H, W, C] uint8, labels [N] int32, num_classes)`` of one split, preparing it if needed."""
-    directory = data_dir(config)
+def load(name: str, subset: str, directory: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(images [N, H, W, C] uint8, labels [N] int32, num_classes)`` of one split in ``directory``,
+    preparing it if needed."""
     versions = _cached_versions(name, directory)
     cache = _cache_dir(name, directory, versions[-1]) if versions else prepare(name, directory, downloadable(name))
     path = cache / f"{subset}.npz"
@@ -269,17 +268,17 @@ class TfdsSource(NamedSource):
         return tuple(TFDS_SOURCES)
 
 
-    def check(self, name: str, config: dict, key: str) -> None:
-        check_available(name, config, key)
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        check_available(name, data_dir(settings.dir), key)
 
-    def class_count(self, name: str, config: dict) -> int:
-        return stored.class_count(config, TFDS_SOURCES[name].num_classes)
+    def class_count(self, name: str, settings: DataSettings) -> int:
+        return stored.class_count(settings, TFDS_SOURCES[name].num_classes)
 
-    def stats(self, name: str, config: dict) -> tuple[float, float]:
-        return table_stats(config, name)
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name)
 
-    def load(self, name: str, subset: str, config: dict, options: LoadOptions) -> Loaded:
-        images, labels, classes = load(name, subset, config)
+    def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
+        images, labels, classes = load(name, subset, data_dir(settings.dir))
         # Stored as uint8 on the device too: 4x less memory; scaled per episode.
         return stored.loaded_split(name, images, labels, classes, 1.0 / 255.0, options)
 

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vsml.learners import common, mlp, numerics
+from vsml.learners import common, mlp
 from vsml.learners.api import LearnerType
 
 PERTURBATIONS = ("node", "weight")
@@ -57,14 +57,7 @@ class NodePertSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> NodePertSpec:
-    spec = common.spec_from_section(NodePertSpec, model_cfg["nodepert"], input_shape, num_classes)
-    if spec.perturbation not in PERTURBATIONS:
-        raise ValueError(f"model.nodepert.perturbation: '{spec.perturbation}' is not one of "
-                         f"{', '.join(PERTURBATIONS)}")
-    if spec.noise_std <= 0:
-        raise ValueError("model.nodepert.noise_std must be > 0")
-    mlp.layer_sizes(1, spec.num_layers, 1, 1)
-    return spec
+    return common.spec_from_section(NodePertSpec, model_cfg["nodepert"], input_shape, num_classes)
 
 
 def init(key, spec: NodePertSpec):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vsml.learners import common, mlp, numerics
+from vsml.learners import common, mlp
 from vsml.learners.api import LearnerType
 
 
@@ -42,17 +42,19 @@ def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     """``optax.<name>(learning_rate=lr)``; a clear error for names optax does not have."""
     factory = getattr(optax, name, None)
     if not callable(factory):
-        raise ValueError(f"model.sgd.optimizer: '{name}' is not an optax optimiser (e.g. sgd, adam, rmsprop)")
+        raise ValueError(f"'{name}' is not an optax optimiser (e.g. sgd, adam, rmsprop)")
     try:
         return factory(learning_rate=lr)
     except TypeError as err:
-        raise ValueError(f"model.sgd.optimizer: optax.{name} does not take a learning_rate: {err}") from None
+        raise ValueError(f"optax.{name} does not take a learning_rate: {err}") from None
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGDSpec:
     spec = common.spec_from_section(SGDSpec, model_cfg["sgd"], input_shape, num_classes)
-    make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
-    mlp.layer_sizes(1, spec.num_layers, 1, 1)
+    try:
+        make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
+    except ValueError as err:
+        raise ValueError(f"model.sgd.optimizer: {err}") from None
     return spec
 
 

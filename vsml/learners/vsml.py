@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -83,63 +83,70 @@ class VSMLSpec:
 
 
 def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSMLSpec:
-    """Builds the spec from the ``model`` section of a resolved config (any data size: sizes unused)."""
+    """Builds the spec from the ``model`` section of a resolved config (any data size: sizes unused).
+
+    The one place for the rules that span the VSML keys: the structure of
+    ``layer_specs``, ``output_idx < msg_size`` and bfloat16 states only with
+    dense layers. Single-key types and ranges (``msg_size >= 2``,
+    ``state_dtype`` in :data:`STATE_DTYPES`, ...) are ``vsml.validation.RULES``;
+    ``check_config`` runs both for every rank before any work.
+    """
     del input_shape, num_classes
     sub, net = model_cfg["sub_rnn"], model_cfg["vsml_rnn"]
-    layer_specs = list(net["layer_specs"])
-    if not layer_specs:
-        raise ValueError("model.vsml_rnn.layer_specs is empty; give at least [{type: dense}]")
-    hidden_sizes, conv_layers = [], []
-    for index, layer in enumerate(layer_specs):
-        kind = layer.get("type", "dense")
-        if kind == "conv":
-            if hidden_sizes or index == len(layer_specs) - 1:
-                where = "after a dense layer" if hidden_sizes else "as the last layer"
-                raise ValueError(
-                    f"model.vsml_rnn.layer_specs[{index}]: a conv layer cannot come {where}; "
-                    "conv layers go first and the output layer is dense"
-                )
-            conv_layers.append(_conv_layer_from_config(index, layer))
-            continue
-        if kind != "dense":
-            raise ValueError(
-                f"model.vsml_rnn.layer_specs[{index}]: layer type '{kind}' is not available; "
-                "use 'dense' or 'conv'"
-            )
-        if index < len(layer_specs) - 1:
-            if "size" not in layer:
-                raise ValueError(
-                    f"model.vsml_rnn.layer_specs[{index}]: a hidden dense layer needs 'size'"
-                )
-            hidden_sizes.append(int(layer["size"]))
-    spec = VSMLSpec(
-        msg_size=int(sub["msg_size"]),
+    hidden_sizes, conv_layers = _layers_from_config(net["layer_specs"])
+    msg_size, output_idx = int(sub["msg_size"]), int(net["output_idx"])
+    if not 0 <= output_idx < msg_size:
+        raise ValueError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
+                         f"got {output_idx}")
+    state_dtype = str(net.get("state_dtype", "float32"))
+    if state_dtype != "float32" and conv_layers:
+        raise ValueError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
+                         "use float32 with conv layers")
+    return VSMLSpec(
+        msg_size=msg_size,
         slow_size=int(sub["slow_size"]),
         init_rand_proportion=float(sub["init_rand_proportion"]),
         init_scale=float(sub["init_scale"]),
         layer_norm=bool(sub["layer_norm"]),
-        hidden_sizes=tuple(hidden_sizes),
+        hidden_sizes=hidden_sizes,
         num_micro_ticks=int(net["num_micro_ticks"]),
         tanh_bound=float(net["tanh_bound"]),
-        output_idx=int(net["output_idx"]),
+        output_idx=output_idx,
         backward_pass=bool(net["backward_pass"]),
         separate_backward_rnn=bool(net["separate_backward_rnn"]),
         feed_label=bool(net["feed_label"]),
         layerwise_rnns=bool(net["layerwise_rnns"]),
-        conv_layers=tuple(conv_layers),
-        state_dtype=str(net.get("state_dtype", "float32")),
+        conv_layers=conv_layers,
+        state_dtype=state_dtype,
     )
-    if spec.state_dtype not in STATE_DTYPES:
-        raise ValueError(f"model.vsml_rnn.state_dtype must be one of {', '.join(STATE_DTYPES)}, "
-                         f"got {spec.state_dtype!r}")
-    if spec.state_dtype != "float32" and spec.conv_layers:
-        raise ValueError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
-                         "use float32 with conv layers")
-    if spec.msg_size < 2:
-        raise ValueError("model.sub_rnn.msg_size must be >= 2 (error and label slots)")
-    if not 0 <= spec.output_idx < spec.msg_size:
-        raise ValueError(f"model.vsml_rnn.output_idx must be in [0, {spec.msg_size})")
-    return spec
+
+
+def _layers_from_config(layer_specs) -> tuple[tuple[int, ...], tuple[ConvLayer, ...]]:
+    """``model.vsml_rnn.layer_specs`` as (hidden dense sizes, leading conv layers); ValueError naming the entry."""
+    key = "model.vsml_rnn.layer_specs"
+    if not isinstance(layer_specs, (list, tuple)) or not layer_specs:
+        raise ValueError(f"{key}: must be a non-empty list of layers, e.g. [{{type: dense}}], got {layer_specs!r}")
+    hidden_sizes, conv_layers = [], []
+    for index, layer in enumerate(layer_specs):
+        if not isinstance(layer, Mapping):
+            raise ValueError(f"{key}[{index}]: must be a mapping such as {{type: dense, size: 32}}, got {layer!r}")
+        kind, last = layer.get("type", "dense"), index == len(layer_specs) - 1
+        if kind == "conv":
+            if hidden_sizes or last:
+                where = "after a dense layer" if hidden_sizes else "as the last layer"
+                raise ValueError(f"{key}[{index}]: a conv layer cannot come {where}; "
+                                 "conv layers go first and the output layer is dense")
+            conv_layers.append(_conv_layer_from_config(index, layer))
+        elif kind != "dense":
+            raise ValueError(f"{key}[{index}]: layer type '{kind}' is not available; use 'dense' or 'conv'")
+        elif last and "size" in layer:
+            raise ValueError(f"{key}[{index}]: the last layer's size is the number of classes; remove 'size'")
+        elif not last:
+            size = layer.get("size")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{key}[{index}]: a hidden layer needs 'size', a positive integer, got {size!r}")
+            hidden_sizes.append(size)
+    return tuple(hidden_sizes), tuple(conv_layers)
 
 
 def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol
 
 import chex
 import jax
@@ -34,6 +35,20 @@ NOISE_STREAM, DATA_STREAM = 0, 1
 
 class NonFiniteError(FloatingPointError):
     """The update produced NaN or infinite meta-parameters (the same on every rank)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """The ``optimizer`` section, validated (docs/DESIGN.md §9): which outer loop, its ES settings and the
+    outer optimiser (Adam after optional global-norm clipping)."""
+
+    type: str = "es"                        # a key of vsml.meta.OUTER_LOOPS
+    noise_std: float = 0.05                 # ES sigma
+    lr: float = 0.025                       # Adam learning rate
+    adam_kwargs: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({"b1": 0.9, "b2": 0.999}))  # optimizer.kwargs, to optax.adam
+    clip_gradnorm: float = 0.0              # 0: no clipping
+    fitness_shaping: str = "raw"            # raw | centered_rank (ES)
 
 
 @chex.dataclass
@@ -100,14 +115,14 @@ def pair_slice(population_size: int, rank: int, num_ranks: int) -> np.ndarray:
     """Global indices of the items that rank ``rank`` of ``num_ranks`` evaluates."""
     if population_size % num_ranks:
         raise ValueError(
-            f"training.population_size={population_size} is not divisible by the {num_ranks} "
-            f"MPI ranks; use a multiple of {num_ranks}"
+            f"a population of {population_size} cannot be split evenly among {num_ranks} ranks; "
+            f"use a multiple of {num_ranks}"
         )
     per_rank = population_size // num_ranks
     return np.arange(rank * per_rank, (rank + 1) * per_rank, dtype=np.int32)
 
 
-def make_optimizer(lr: float, kwargs: dict, clip_gradnorm: float) -> optax.GradientTransformation:
+def make_optimizer(lr: float, kwargs: Mapping[str, Any], clip_gradnorm: float) -> optax.GradientTransformation:
     """Adam (``kwargs`` passed through), after global-norm clipping when ``clip_gradnorm`` > 0."""
     adam = optax.adam(learning_rate=lr, **kwargs)
     if clip_gradnorm and clip_gradnorm > 0:

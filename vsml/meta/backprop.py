@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import MetaState, NonFiniteError, SlicedLoop, make_optimizer, pair_key
+from vsml.meta.api import MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, make_optimizer, pair_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ class MetaGradient(SlicedLoop):
         if not bool(params_finite):
             raise NonFiniteError(
                 f"meta-parameters became non-finite in step {state.generation}; "
-                "lower optimizer.lr or set optimizer.clip_gradnorm"
+                "a smaller learning rate or gradient clipping avoids this"
             )
         gather_start = time.perf_counter()
         all_losses = self.comm.allgather(losses)
@@ -119,9 +119,8 @@ class MetaGradient(SlicedLoop):
         return new_state, stats
 
 
-def from_config(optimizer_cfg: dict, population_size: int, pairs_per_chunk: int | None, fitness: Callable,
-                params_template, comm: Comm) -> MetaGradient:
+def from_settings(settings: OptimizerSettings, population_size: int, pairs_per_chunk: int | None,
+                  fitness: Callable, params_template, comm: Comm) -> MetaGradient:
     """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
-    optimizer = make_optimizer(float(optimizer_cfg["lr"]), dict(optimizer_cfg["kwargs"]),
-                               float(optimizer_cfg["clip_gradnorm"]))
+    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
     return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)

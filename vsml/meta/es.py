@@ -42,8 +42,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (MetaState, NonFiniteError, SlicedLoop, fixed_point_scale, fixed_point_sum,
-                           from_fixed_point, make_optimizer, pair_key)
+from vsml.meta.api import (MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, fixed_point_scale,
+                           fixed_point_sum, from_fixed_point, make_optimizer, pair_key)
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 
@@ -236,22 +236,21 @@ class EvolutionStrategy(SlicedLoop):
             raise NonFiniteError(
                 f"meta-parameters became non-finite in generation {state.generation} "
                 f"({nonfinite} of {fitness.size} fitness values were non-finite); "
-                "lower optimizer.lr or optimizer.noise_std, or set optimizer.clip_gradnorm"
+                "a smaller learning rate or noise std, or gradient clipping, avoids this"
             )
         new_state = MetaState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
         return new_state, stats
 
 
-def from_config(optimizer_cfg: dict, population_size: int, pairs_per_chunk: int | None, fitness: Callable,
-                params_template, comm: Comm) -> EvolutionStrategy:
+def from_settings(settings: OptimizerSettings, population_size: int, pairs_per_chunk: int | None,
+                  fitness: Callable, params_template, comm: Comm) -> EvolutionStrategy:
     """ES configured by the ``optimizer`` section (``type: es``)."""
-    config = ESConfig(population_size=population_size, noise_std=float(optimizer_cfg["noise_std"]),
-                      fitness_shaping=optimizer_cfg["fitness_shaping"], pairs_per_chunk=pairs_per_chunk)
-    optimizer = make_optimizer(float(optimizer_cfg["lr"]), dict(optimizer_cfg["kwargs"]),
-                               float(optimizer_cfg["clip_gradnorm"]))
+    config = ESConfig(population_size=population_size, noise_std=settings.noise_std,
+                      fitness_shaping=settings.fitness_shaping, pairs_per_chunk=pairs_per_chunk)
+    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
-__all__ = ["ESConfig", "EvolutionStrategy", "FITNESS_SHAPINGS", "MetaState", "NonFiniteError", "from_config",
+__all__ = ["ESConfig", "EvolutionStrategy", "FITNESS_SHAPINGS", "MetaState", "NonFiniteError", "from_settings",
            "make_slice_evaluator", "mean_gradient", "noise_sum", "pair_epsilon", "pair_noise", "pair_weights",
            "shape_fitness"]
