@@ -70,7 +70,7 @@ def check_config(config: dict, comm: Comm) -> None:
         try:
             pair_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:
-            raise ConfigError(f"training.population_size: {err} (MPI ranks)") from None
+            raise ConfigError(f"training.population_size: {err}") from None
         needed = [(settings.training.dataset, "training.dataset")] if settings.call == "train" else []
         needed += [(name, "evaluation.datasets") for name in settings.evaluation.datasets]
         for name, key in needed:

@@ -67,7 +67,7 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
     """
     source = source_of(name)
     if subset not in SUBSETS:
-        raise ValueError(f"evaluation.subset: '{subset}' is not one of {', '.join(SUBSETS)}")
+        raise ValueError(f"subset '{subset}' is not one of {', '.join(SUBSETS)}")  # the config's: validation
     _check_filter(name, source, settings)
     mean, std = source.stats(name, settings)
     loaded = source.load(name, subset, settings, LoadOptions(resize=settings.resize, keep=settings.filter_classes))
