@@ -148,7 +148,9 @@ def table_stats(settings: DataSettings, *names: str) -> tuple[float, float]:
 
 class NamedSource(abc.ABC):
     """Base of the sources that serve a fixed list of names (all but ``npz:PATH``):
-    ``provides`` is membership in ``names()`` and there is no name pattern."""
+    ``provides`` is membership in ``names()`` and there is no name pattern. By default
+    there is nothing to fetch at start-up (``check``) and the ``dataset_standard``
+    statistics come from ``data.preprocess.dataset_stats`` under the dataset's name."""
 
     pattern: str | None = None
 
@@ -158,4 +160,10 @@ class NamedSource(abc.ABC):
 
     def provides(self, name: str) -> bool:
         return name in self.names()
+
+    def check(self, name: str, settings: DataSettings, key: str) -> None:
+        del name, settings, key
+
+    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
+        return table_stats(settings, name)
 

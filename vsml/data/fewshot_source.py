@@ -87,7 +87,6 @@ class FewShotSource(NamedSource):
     def names(self) -> tuple[str, ...]:
         return tuple(FEWSHOT_SOURCES)
 
-
     def check(self, name: str, settings: DataSettings, key: str) -> None:
         tfds_source.check_available(FEWSHOT_SOURCES[name], tfds_source.data_dir(settings.dir), key)
 

@@ -16,7 +16,7 @@ import importlib.resources
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.
@@ -90,22 +90,18 @@ def load_array_source(name: str, subset: str):
 
 @dataclasses.dataclass(frozen=True)
 class OfflineSource(NamedSource):
-    """``mnist_offline`` and ``digits``: stored examples, sampled uniformly (:mod:`vsml.data.stored`)."""
+    """``mnist_offline`` and ``digits``: stored examples, sampled uniformly (:mod:`vsml.data.stored`).
+
+    Nothing to check at start-up: the arrays ship inside installed packages, and a missing
+    package fails at import."""
 
     stored_classes = True
 
     def names(self) -> tuple[str, ...]:
         return tuple(ARRAY_SOURCES)
 
-
-    def check(self, name: str, settings: DataSettings, key: str) -> None:
-        del name, settings, key  # shipped inside installed packages; a missing one fails at import
-
     def class_count(self, name: str, settings: DataSettings) -> int:
         return stored.class_count(settings, ARRAY_SOURCES[name][1])
-
-    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
-        return table_stats(settings, name)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, classes = load_array_source(name, subset)

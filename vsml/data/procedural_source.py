@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.data import preprocess
-from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource
 
 
 def _resized(images: jax.Array, resize: tuple[int, int] | None) -> jax.Array:
@@ -73,15 +73,8 @@ class RandomSource(NamedSource):
     def names(self) -> tuple[str, ...]:
         return ("random",)
 
-
-    def check(self, name: str, settings: DataSettings, key: str) -> None:
-        del name, settings, key  # nothing to fetch
-
     def class_count(self, name: str, settings: DataSettings) -> int:
         return settings.random_dataset.target_count
-
-    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
-        return table_stats(settings, name)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh
@@ -102,15 +95,8 @@ class SumSource(NamedSource):
     def names(self) -> tuple[str, ...]:
         return ("sum",)
 
-
-    def check(self, name: str, settings: DataSettings, key: str) -> None:
-        del name, settings, key  # nothing to fetch
-
     def class_count(self, name: str, settings: DataSettings) -> int:
         return 2
-
-    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
-        return table_stats(settings, name)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh

@@ -36,7 +36,7 @@ import tqdm
 
 from vsml import environment
 from vsml.data import stored
-from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource, table_stats
+from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -267,15 +267,11 @@ class TfdsSource(NamedSource):
     def names(self) -> tuple[str, ...]:
         return tuple(TFDS_SOURCES)
 
-
     def check(self, name: str, settings: DataSettings, key: str) -> None:
         check_available(name, data_dir(settings.dir), key)
 
     def class_count(self, name: str, settings: DataSettings) -> int:
         return stored.class_count(settings, TFDS_SOURCES[name].num_classes)
-
-    def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
-        return table_stats(settings, name)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, classes = load(name, subset, data_dir(settings.dir))
