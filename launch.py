@@ -78,7 +78,8 @@ def _sweep_args(args) -> dict:
 
 def prepare(args, comm):
     """Returns ``(config, run_dir, resume)`` or raises ValueError / ConfigError with one line."""
-    from vsml import checkpoint, config as cfg, runs  # noqa: PLC0415
+    from vsml import checkpoint, runs  # noqa: PLC0415
+    from vsml import config as cfg
     from vsml.experiment import check_config, resolve_restore  # noqa: PLC0415
 
     config = build(args)

@@ -350,7 +350,7 @@ def main(argv=None) -> int:
 
     budget = Budget(args.budget)
     sizes = plan(args.smoke)
-    report = {"smoke": args.smoke, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    report = {"smoke": args.smoke, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "nvidia_smi": nvidia_smi_facts(), "cuda_packages": cuda_packages(),
               "matmul_precision": os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "default"), "sections": {}}
     scratch = Path(tempfile.mkdtemp(prefix="vsml-gpu-check-"))
@@ -539,8 +539,8 @@ def markdown(report: dict) -> str:
                                           "of compute-bound", "KiB/pair", "device peak MiB", "compile s"]), ""]
     levers = report["sections"]["g"]
     if levers and "speedup" in levers[0]:
-        rows = [[l["lever"], f"{l['updates_per_s']:.3g}", f"{l['speedup']:.2f}x", f"{l['max_rel_fitness_diff']:.1e}",
-                 fmt(l.get("antithetic_cosine"), ".4f")] for l in levers]
+        rows = [[lev["lever"], f"{lev['updates_per_s']:.3g}", f"{lev['speedup']:.2f}x", f"{lev['max_rel_fitness_diff']:.1e}",
+                 fmt(lev.get("antithetic_cosine"), ".4f")] for lev in levers]
         lines += [f"(g) Speed levers, {levers[0]['pairs']} pairs, episode {levers[0]['length']}:", "",
                   throughput.table(rows, ["lever", "updates/s", "vs default", "max rel fitness diff",
                                           "cosine of pair differences"]), ""]

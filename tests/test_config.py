@@ -7,7 +7,6 @@ import yaml
 
 from vsml import config as C
 
-
 # A small hand-written base so expectations do not depend on default.yaml's values.
 BASE = {
     'seed': 42,

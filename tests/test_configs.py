@@ -25,8 +25,8 @@ from vsml.config import array_tasks, build_config, load_yaml_file, resolve_for_r
 from vsml.data import tfds_source
 from vsml.experiment import check_config
 from vsml.learners import build_learner, learner_type
-from vsml.validation import validate
 from vsml.settings import data_settings
+from vsml.validation import validate
 
 RANKS = 11                 # views of ranks 0..10 (resolving does not depend on the rank count)
 LAUNCH_SIZES = (1, 4)      # rank counts the whole start-up check (population split included) must pass
@@ -100,7 +100,7 @@ def _spec(name, subset, rank_config, length=1, batch=1):
     return _SPECS[key]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _check_learner(model_json, input_shape, num_classes, episode_shapes):
     model = json.loads(model_json)
     learner = build_learner(model, input_shape, num_classes)

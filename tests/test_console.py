@@ -13,12 +13,11 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import HANG_GUARD_S, ROOT, TINY, assert_hint_runs_this_python, launch
+from tests.conftest import HANG_GUARD_S, ROOT, TINY, launch
 from vsml import environment
 from vsml.logging import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 from vsml.preemption import StopRequest

@@ -80,10 +80,10 @@ def test_random_is_a_small_memorisation_set_per_episode(config):
     spec, arrays = data.load_dataset("random", "train", data_settings(config))
     inputs, labels = data.sample_episode(spec, arrays, jax.random.PRNGKey(4), 200, 1)
     flat = np.asarray(inputs).reshape(200, -1)
-    distinct, first = np.unique(flat, axis=0, return_index=True)
+    distinct = np.unique(flat, axis=0)
     assert len(distinct) <= 20
     targets = np.asarray(labels).argmax(-1)[:, 0]
-    for row, index in zip(distinct, first):  # an image always carries the same label
+    for row in distinct:  # an image always carries the same label
         assert len(set(targets[(flat == row).all(1)])) == 1
     other, _ = data.sample_episode(spec, arrays, jax.random.PRNGKey(5), 200, 1)
     assert not np.allclose(np.asarray(other)[0], np.asarray(inputs)[0])

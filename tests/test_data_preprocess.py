@@ -9,7 +9,8 @@ import pytest
 
 from vsml import data
 from vsml.config import build_config, resolve_for_rank
-from vsml.data import offline_source as sources, preprocess
+from vsml.data import offline_source as sources
+from vsml.data import preprocess
 from vsml.data.fewshot_source import FewShotSampler
 from vsml.settings import data_settings
 

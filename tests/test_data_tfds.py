@@ -4,6 +4,7 @@ episodes, a launch.py meta-training run, MPI ranks on different data, and the of
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -11,7 +12,6 @@ import sys
 import textwrap
 import threading
 
-import fcntl
 import jax
 import numpy as np
 import pytest

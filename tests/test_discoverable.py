@@ -10,7 +10,9 @@ import yaml
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT
 from vsml.config import build_config, describe_config, resolve_for_rank
-from vsml.data import __main__ as data_cli, offline_source as sources, tfds_source
+from vsml.data import __main__ as data_cli
+from vsml.data import offline_source as sources
+from vsml.data import tfds_source
 
 
 def _run(*args, timeout=HANG_GUARD_S):

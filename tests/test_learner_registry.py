@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
+from tests.test_learners import BATCH, CLASSES, INPUT_SHAPE, STEPS, episode, model_config
 from vsml.config import load_default
 from vsml.learners import LEARNER_TYPES, learner_type
-from tests.test_learners import CLASSES, INPUT_SHAPE, STEPS, BATCH, episode, model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_VSML = ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=3", "model.vsml_rnn.num_micro_ticks=1"]

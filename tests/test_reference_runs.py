@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.data.make_reference import CASES, REFERENCE, REGENERATE, run_case, versions
+from tests.data.make_reference import REFERENCE, REGENERATE, run_case, versions
 
 
 def reference_arrays(case: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

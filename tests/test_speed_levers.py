@@ -21,8 +21,8 @@ from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
 from vsml.experiment import load_task, make_strategy
 from vsml.learners import build_learner, vsml
-from vsml.validation import validate
 from vsml.settings import data_settings, run_settings
+from vsml.validation import validate
 
 
 def _strategy(dtype: str, overrides: list[str], files=()):

@@ -21,8 +21,8 @@ import copy
 import dataclasses
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import yaml

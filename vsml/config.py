@@ -35,7 +35,8 @@ import math
 import os
 import pathlib
 import re
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -214,7 +215,7 @@ def _known_keys(root: Any, prefix: str = '') -> list[str]:
     return keys
 
 
-def _closest_key(key: str, root: dict) -> Optional[str]:
+def _closest_key(key: str, root: dict) -> str | None:
     """The known key a user most likely meant by the unknown dotted ``key``."""
     known = _known_keys(root)
     known_set = set(known)
@@ -524,9 +525,9 @@ def _add_tags(config: dict, tags: Iterable[str]) -> dict:
 
 
 def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), array_file=None,
-                 task: Optional[int] = None, base: Optional[dict] = None,
-                 environ: Optional[Mapping[str, str]] = None, subset: Optional[Iterable[int]] = None,
-                 tags: Iterable[str] = (), job_type: Optional[str] = None) -> dict:
+                 task: int | None = None, base: dict | None = None,
+                 environ: Mapping[str, str] | None = None, subset: Iterable[int] | None = None,
+                 tags: Iterable[str] = (), job_type: str | None = None) -> dict:
     """Layer base < config files < array task < ``key=value`` overrides.
 
     The array task (``--task``, else ``SLURM_ARRAY_TASK_ID``; with ``subset``

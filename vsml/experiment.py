@@ -22,9 +22,9 @@ with generation g + 1, exactly as if the run had not stopped.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +35,9 @@ from vsml.comm import Comm
 from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
-from vsml.preemption import StopRequest
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.api import pair_slice
+from vsml.preemption import StopRequest
 from vsml.settings import RunSettings, run_settings
 
 

@@ -186,7 +186,7 @@ def chance_levels(config: dict, datasets) -> tuple[dict[str, float], float | Non
 
     chance = {}
     for name in datasets:
-        classes = agreed(lambda _, settings: data.class_count(name, settings))
+        classes = agreed(lambda _, settings, name=name: data.class_count(name, settings))
         if classes:
             chance[name] = 1.0 / classes
     train_classes = agreed(lambda train_dataset, settings: data.class_count(train_dataset, settings))

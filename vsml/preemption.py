@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGHUP") if hasattr(signal, name)
@@ -120,7 +120,7 @@ class StopRequest:
                 if signum in STOP_SIGNALS and not own:
                     self._received(signum)
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         """Installs the handlers and the watcher thread (main thread only); returns self."""
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -144,7 +144,7 @@ class StopRequest:
             self._watcher.join(timeout=5)
             os.close(read_fd)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         return self.install()
 
     def __exit__(self, *exc) -> None:

@@ -20,8 +20,9 @@ structure (e.g. VSML's ``layer_specs``) is checked.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from vsml.data import preprocess
 from vsml.data.api import DataSettings, FewShotSettings, RandomDatasetSettings, SumDatasetSettings

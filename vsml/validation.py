@@ -18,7 +18,8 @@ typed sections are built from the validated dict by :mod:`vsml.settings`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vsml.config import ConfigError, flatten, load_default
 from vsml.data import NORMALIZATION_MODES, SUBSETS

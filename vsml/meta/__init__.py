@@ -12,7 +12,7 @@ such a ``from_settings`` and one entry here (validation accepts the keys of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from vsml.meta import backprop, es
 from vsml.meta.api import MetaState, NonFiniteError, OptimizerSettings, OuterLoop, fit_chunk

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +42,17 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, fixed_point_scale,
-                           fixed_point_sum, from_fixed_point, make_optimizer, pair_key)
+from vsml.meta.api import (
+    MetaState,
+    NonFiniteError,
+    OptimizerSettings,
+    SlicedLoop,
+    fixed_point_scale,
+    fixed_point_sum,
+    from_fixed_point,
+    make_optimizer,
+    pair_key,
+)
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 

@@ -7,7 +7,7 @@ meta-loss (ES fitness, lower is better) is their mean over the episode
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
