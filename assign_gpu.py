@@ -153,10 +153,7 @@ def gpu_list(environ: Mapping[str, str]) -> list[str]:
     count = _get(environ, "GPU_COUNT")
     if count is not None:
         if not _UINT.fullmatch(count) or int(count) <= 0:
-            raise AssignGpuError(
-                f"GPU_COUNT must be a positive integer (GPUs per node), got {count!r}; "
-                f"e.g. {EXAMPLE}"
-            )
+            raise AssignGpuError(f"GPU_COUNT must be a positive integer (GPUs per node), got {count!r}; e.g. {EXAMPLE}")
         return [str(i) for i in range(int(count))]
     visible = _get(environ, "CUDA_VISIBLE_DEVICES")
     devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else []

@@ -35,25 +35,54 @@ Plots: python3 -m vsml.plot RUN_DIR. Python API: vsml/api.py (README "Python API
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Meta-train or evaluate learned learning algorithms (VSML).",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE",
-                        help="YAML files layered in order on configs/default.yaml")
-    parser.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="overrides, values parsed as YAML (e.g. training.population_size=128)")
+    parser = argparse.ArgumentParser(
+        description="Meta-train or evaluate learned learning algorithms (VSML).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config_files",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="YAML files layered in order on configs/default.yaml",
+    )
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, values parsed as YAML (e.g. training.population_size=128)",
+    )
     parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
     parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
-    parser.add_argument("--subset", type=int, nargs="+", metavar="I",
-                        help="0-based entries of --array: task N runs entry subset[N-1] (as the original release)")
-    parser.add_argument("--tags", nargs="+", action="extend", default=[], metavar="TAG",
-                        help="wandb tags (added to logging.tags and the --array task's tags)")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="0-based entries of --array: task N runs entry subset[N-1] (as the original release)",
+    )
+    parser.add_argument(
+        "--tags",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TAG",
+        help="wandb tags (added to logging.tags and the --array task's tags)",
+    )
     parser.add_argument("--job_type", metavar="NAME", help="wandb job type (logging.job_type)")
     parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue RUN_DIR from its latest checkpoint with its saved config")
-    parser.add_argument("--print_config", action="store_true",
-                        help="print the resolved configuration (rank 0, and every rank's mpi_split values) "
-                             "and exit, without loading data or compiling")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint with its saved config"
+    )
+    parser.add_argument(
+        "--print_config",
+        action="store_true",
+        help="print the resolved configuration (rank 0, and every rank's mpi_split values) "
+        "and exit, without loading data or compiling",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,8 +95,9 @@ def build(args):
     saved = Path(args.resume) / "config.yaml"
     if not saved.is_file():
         raise ValueError(f"--resume {args.resume}: no config.yaml there; give a run directory written by launch.py")
-    config = cfg.build_config(args.config_files, args.config, args.array, args.task,
-                              base=cfg.load_yaml_file(saved), **_sweep_args(args))
+    config = cfg.build_config(
+        args.config_files, args.config, args.array, args.task, base=cfg.load_yaml_file(saved), **_sweep_args(args)
+    )
     config["checkpoint"]["restore"]["path"] = str(args.resume)
     return config
 
@@ -130,8 +160,11 @@ def run(config, run_dir, resume, comm, stop) -> int:
     result = experiment.train(config, comm, run_dir, resume=resume, stop=stop)
     if comm.is_root:
         if result.stopped_by:
-            print(f"stopped after generation {result.state.generation} ({result.stopped_by}); "
-                  f"resume with: {python_command()} launch.py --resume {run_dir}", flush=True)
+            print(
+                f"stopped after generation {result.state.generation} ({result.stopped_by}); "
+                f"resume with: {python_command()} launch.py --resume {run_dir}",
+                flush=True,
+            )
         else:
             print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
     return 0

@@ -72,23 +72,29 @@ QUICKSTART_RESERVE_S = 75.0  # kept free for (e) on the device while (b) and (g)
 def plan(smoke: bool) -> dict:
     """Cases of each section (``throughput.run_case`` dicts)."""
     if smoke:
-        tiny = {"dataset": "digits", "repeats": 1,
-                "config": ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=4"]}
+        tiny = {"dataset": "digits", "repeats": 1, "config": ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=4"]}
         return {
             # chunk null outside (b) and (g): auto compiles a one-pair slice first, twice the compile time
             "a": [{**tiny, "impl": impl, "pairs": 2, "length": 4, "chunk": None} for impl in ("fast", "literal")],
             "b": [{**tiny, "impl": "fast", "pairs": p, "length": t, "chunk": "auto"} for t, p in ((4, 2), (8, 1))],
-            "d": [{"dataset": "digits", "repeats": 1, "model": m, "pairs": 1, "length": 3, "chunk": None}
-                  for m in ("SGD", "MetaRNN")],
+            "d": [
+                {"dataset": "digits", "repeats": 1, "model": m, "pairs": 1, "length": 3, "chunk": None}
+                for m in ("SGD", "MetaRNN")
+            ],
             "g": {"pairs": 2, "length": 4, "base": tiny},
             "e": {"generations": 2, "extra": ["training.population_size=2", "training.episode_length=4"]},
             "peaks_scale": 0.001,
         }
     return {
-        "a": [{"impl": impl, "pairs": 8, "length": 100, "chunk": "auto", "repeats": 1, "env": EXACT_MATMULS}
-              for impl in ("fast", "literal")],
-        "b": [{"impl": "fast", "pairs": p, "length": t, "chunk": "auto", "repeats": 2}
-              for t in (100, 500) for p in (8, 32, 128, 512)],
+        "a": [
+            {"impl": impl, "pairs": 8, "length": 100, "chunk": "auto", "repeats": 1, "env": EXACT_MATMULS}
+            for impl in ("fast", "literal")
+        ],
+        "b": [
+            {"impl": "fast", "pairs": p, "length": t, "chunk": "auto", "repeats": 2}
+            for t in (100, 500)
+            for p in (8, 32, 128, 512)
+        ],
         "d": [{"model": m, "pairs": 16, "length": 100, "chunk": "auto", "repeats": 2} for m in BASELINES],
         "g": {"pairs": 128, "length": 100, "base": {"repeats": 2}},
         "e": {"generations": 20, "extra": []},
@@ -102,8 +108,10 @@ def lever_cases(g: dict) -> list[tuple[str, dict]]:
     return [
         ("default (pairs_per_chunk auto, float32)", {**base, "chunk": "auto"}),
         ("all pairs in one chunk (pairs_per_chunk null)", {**base, "chunk": None}),
-        ("bfloat16 states (state_dtype bfloat16)",
-         {**base, "chunk": "auto", "config": [*config, "model.vsml_rnn.state_dtype=bfloat16"]}),
+        (
+            "bfloat16 states (state_dtype bfloat16)",
+            {**base, "chunk": "auto", "config": [*config, "model.vsml_rnn.state_dtype=bfloat16"]},
+        ),
     ]
 
 
@@ -194,8 +202,12 @@ def nvidia_smi_facts() -> dict:
         return {}
     facts = {}
     try:
-        query = subprocess.run([command, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=30)
+        query = subprocess.run(
+            [command, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         rows = [row.split(", ") for row in query.stdout.strip().splitlines() if row.count(", ") >= 2]
         if rows:
             facts.update(gpu=rows[0][0], driver=rows[0][1], gpu_memory=rows[0][2], gpus=len(rows))
@@ -210,8 +222,14 @@ def nvidia_smi_facts() -> dict:
 
 def cuda_packages() -> dict:
     found = {}
-    for name in ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt", "nvidia-cuda-runtime-cu12",
-                 "nvidia-cudnn-cu12"):
+    for name in (
+        "jax-cuda12-plugin",
+        "jax-cuda12-pjrt",
+        "jax-cuda13-plugin",
+        "jax-cuda13-pjrt",
+        "nvidia-cuda-runtime-cu12",
+        "nvidia-cudnn-cu12",
+    ):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -226,13 +244,23 @@ def probe(scale: float) -> dict:
 
     info = machine.describe()
     peaks = machine.measure_peaks(scale=scale)
-    return {"machine": info, "announce": runtime.announce(), "peaks": peaks,
-            "floor": machine.floor_updates_per_s(peaks, 16)}
+    return {
+        "machine": info,
+        "announce": runtime.announce(),
+        "peaks": peaks,
+        "floor": machine.floor_updates_per_s(peaks, 16),
+    }
 
 
 def probe_in_subprocess(scale: float, timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--probe", str(scale)], cwd=ROOT,
-                          env=throughput.case_environ(""), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__)), "--probe", str(scale)],
+        cwd=ROOT,
+        env=throughput.case_environ(""),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"machine probe failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -247,11 +275,25 @@ def start_quickstart(run_dir: Path, generations: int, extra: list[str], cpu: boo
     env = {**os.environ, "PYTHONPATH": str(ROOT), **EXACT_MATMULS}
     if cpu:
         env["JAX_PLATFORMS"] = "cpu"
-    command = [sys.executable, str(ROOT / "launch.py"), "--config_files", "configs/quickstart.yaml",
-               "--run_dir", str(run_dir), "--config", f"training.iterations={generations}",
-               f"checkpoint.frequency={generations}", "summary.frequency=1", "evaluation.frequency=1000",
-               "evaluation.datasets=[digits]", "evaluation.count=1", "evaluation.episode_length=5",
-               "logging.wandb=disabled", "runtime.compilation_cache='off'", *extra]
+    command = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "--config_files",
+        "configs/quickstart.yaml",
+        "--run_dir",
+        str(run_dir),
+        "--config",
+        f"training.iterations={generations}",
+        f"checkpoint.frequency={generations}",
+        "summary.frequency=1",
+        "evaluation.frequency=1000",
+        "evaluation.datasets=[digits]",
+        "evaluation.count=1",
+        "evaluation.episode_length=5",
+        "logging.wandb=disabled",
+        "runtime.compilation_cache='off'",
+        *extra,
+    ]
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 — closed with the process
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -307,8 +349,14 @@ def finish_quickstart(runs: dict, timeout: float, overrides: list[str], cpu_only
     diff = max(float(np.abs(device[n] - cpu[n]).max()) for n in cpu)
     change = max(float(np.abs(cpu[n] - start[n]).max()) for n in cpu)
     tolerance = PARAMS_ATOL + PARAMS_RTOL * change
-    return {"max_abs_diff": diff, "max_change": change, "tolerance": tolerance, "agree": diff <= tolerance,
-            "count": int(sum(v.size for v in cpu.values())), **where}
+    return {
+        "max_abs_diff": diff,
+        "max_change": change,
+        "tolerance": tolerance,
+        "agree": diff <= tolerance,
+        "count": int(sum(v.size for v in cpu.values())),
+        **where,
+    }
 
 
 # --------------------------------------------------------------------------- formatting
@@ -336,8 +384,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probe", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="every section at tiny size in one process (CPU)")
-    parser.add_argument("--budget", type=float, default=420.0,
-                        help="seconds for all sections; remaining sizes are skipped with a note (default 420)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds for all sections; remaining sizes are skipped with a note (default 420)",
+    )
     parser.add_argument("--markdown", default="gpu_check.md", help="where the markdown block goes")
     parser.add_argument("--json", help="also write every figure as JSON")
     args = parser.parse_args(argv)
@@ -350,19 +402,25 @@ def main(argv=None) -> int:
 
     budget = Budget(args.budget)
     sizes = plan(args.smoke)
-    report = {"smoke": args.smoke, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "nvidia_smi": nvidia_smi_facts(), "cuda_packages": cuda_packages(),
-              "matmul_precision": os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "default"), "sections": {}}
+    report = {
+        "smoke": args.smoke,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "nvidia_smi": nvidia_smi_facts(),
+        "cuda_packages": cuda_packages(),
+        "matmul_precision": os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "default"),
+        "sections": {},
+    }
     scratch = Path(tempfile.mkdtemp(prefix="vsml-gpu-check-"))
     # (e): the CPU reference runs in the background from the start (the slow half); the device
     # run waits until the benchmark cases are done (they must not share the GPU), except under
     # --smoke, where both are CPU runs.
     quick = sizes["e"]
-    runs = {"cpu": (start_quickstart(scratch / "cpu", quick["generations"], quick["extra"], cpu=True),
-                    scratch / "cpu")}
+    runs = {"cpu": (start_quickstart(scratch / "cpu", quick["generations"], quick["extra"], cpu=True), scratch / "cpu")}
     if args.smoke:
-        runs["device"] = (start_quickstart(scratch / "device", quick["generations"], quick["extra"], cpu=False),
-                          scratch / "device")
+        runs["device"] = (
+            start_quickstart(scratch / "device", quick["generations"], quick["extra"], cpu=False),
+            scratch / "device",
+        )
     reserve = 0.0 if args.smoke else QUICKSTART_RESERVE_S
 
     # ---- machine and (c) peaks
@@ -375,46 +433,63 @@ def main(argv=None) -> int:
     for line in probed["announce"]:
         print(f"  {line}")
     print(f"  {machine.summary_line(info)}")
-    print(f"  GPU: {smi.get('gpu', '(no nvidia-smi)')}, driver {smi.get('driver', '-')}, "
-          f"CUDA (driver) {smi.get('cuda_driver', '-')}, memory {smi.get('gpu_memory', '-')}; "
-          f"jax CUDA packages: {report['cuda_packages'] or '(none)'}; "
-          f"matmul precision: {report['matmul_precision']}", flush=True)
+    print(
+        f"  GPU: {smi.get('gpu', '(no nvidia-smi)')}, driver {smi.get('driver', '-')}, "
+        f"CUDA (driver) {smi.get('cuda_driver', '-')}, memory {smi.get('gpu_memory', '-')}; "
+        f"jax CUDA packages: {report['cuda_packages'] or '(none)'}; "
+        f"matmul precision: {report['matmul_precision']}",
+        flush=True,
+    )
     report.update(machine=info, announce=probed["announce"], peaks=peaks, floor=floor)
     runner = Runner(args.smoke, budget)
 
     # ---- (a) fast vs literal
-    print(f"== (a) fast path vs literal version, same population (matmul precision "
-          f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']})", flush=True)
+    print(
+        f"== (a) fast path vs literal version, same population (matmul precision "
+        f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']})",
+        flush=True,
+    )
     a = [runner.run(case, f"(a) {case['impl']}") for case in sizes["a"]]
     a_ok = None
     if all(a):
         diff = max_rel_diff(a[0], a[1])
         a_ok = diff <= FITNESS_RTOL
-        print(f"  {a[0]['pairs']} pairs, episode {a[0]['length']}: max |fitness diff| / max(1, |fitness|) = "
-              f"{diff:.1e} ({'agree' if a_ok else 'DISAGREE'}, tolerance {FITNESS_RTOL:g}); "
-              f"fast {a[0]['generation_s']:.3f} s, literal {a[1]['generation_s']:.3f} s per slice", flush=True)
+        print(
+            f"  {a[0]['pairs']} pairs, episode {a[0]['length']}: max |fitness diff| / max(1, |fitness|) = "
+            f"{diff:.1e} ({'agree' if a_ok else 'DISAGREE'}, tolerance {FITNESS_RTOL:g}); "
+            f"fast {a[0]['generation_s']:.3f} s, literal {a[1]['generation_s']:.3f} s per slice",
+            flush=True,
+        )
     report["sections"]["a"] = {"cases": a, "agree": a_ok}
 
     # ---- (b) throughput grid + (c) fractions of the limits
     print("== (b) paper model, chunking auto; (c) as a fraction of the measured limits", flush=True)
-    print(f"  measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
-          f"tanh {peaks['tanh_per_s']:.3g}/s -> limits: memory-bound {floor['memory_bound']:.3g}, "
-          f"compute-bound {floor['compute_bound']:.3g} synapse updates/s", flush=True)
+    print(
+        f"  measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
+        f"tanh {peaks['tanh_per_s']:.3g}/s -> limits: memory-bound {floor['memory_bound']:.3g}, "
+        f"compute-bound {floor['compute_bound']:.3g} synapse updates/s",
+        flush=True,
+    )
     grid, rate = [], None
     for case in sizes["b"]:
         result = runner.run(case, f"(b) {case['pairs']} pairs, episode {case['length']}", rate, reserve)
         if result is None:
             continue
         limits = machine.floor_updates_per_s(peaks, result["slow_size"])  # the case's own state size
-        result.update(of_memory_bound=result["updates_per_s"] / limits["memory_bound"],
-                      of_compute_bound=result["updates_per_s"] / limits["compute_bound"])
+        result.update(
+            of_memory_bound=result["updates_per_s"] / limits["memory_bound"],
+            of_compute_bound=result["updates_per_s"] / limits["compute_bound"],
+        )
         grid.append(result)
         rate = result.get("updates_per_s") or rate
-        print(f"  {result['pairs']:>4} pairs T {result['length']:>4}: {fmt(result.get('updates_per_s'))} updates/s "
-              f"({result['of_memory_bound']:.0%} of memory-bound, "
-              f"{result['of_compute_bound']:.0%} of compute-bound), chunk "
-              f"{result['chosen_chunk'] or 'whole slice'}, {fmt_kib(result.get('bytes_per_pair'))} KiB/pair, "
-              f"compile {result['compile_s']:.1f} s", flush=True)
+        print(
+            f"  {result['pairs']:>4} pairs T {result['length']:>4}: {fmt(result.get('updates_per_s'))} updates/s "
+            f"({result['of_memory_bound']:.0%} of memory-bound, "
+            f"{result['of_compute_bound']:.0%} of compute-bound), chunk "
+            f"{result['chosen_chunk'] or 'whole slice'}, {fmt_kib(result.get('bytes_per_pair'))} KiB/pair, "
+            f"compile {result['compile_s']:.1f} s",
+            flush=True,
+        )
     report["sections"]["b"] = grid
 
     # ---- (g) levers
@@ -430,17 +505,25 @@ def main(argv=None) -> int:
             lever["speedup"] = lever["updates_per_s"] / base["updates_per_s"]
             lever["max_rel_fitness_diff"] = max_rel_diff(lever, base)
             lever["antithetic_cosine"] = antithetic_agreement(lever, base)
-            print(f"  {lever['lever']}: {fmt(lever['updates_per_s'])} updates/s ({lever['speedup']:.2f}x), "
-                  f"max rel fitness diff {lever['max_rel_fitness_diff']:.1e}, cosine of pair differences "
-                  f"{fmt(lever['antithetic_cosine'], '.4f')}", flush=True)
+            print(
+                f"  {lever['lever']}: {fmt(lever['updates_per_s'])} updates/s ({lever['speedup']:.2f}x), "
+                f"max rel fitness diff {lever['max_rel_fitness_diff']:.1e}, cosine of pair differences "
+                f"{fmt(lever['antithetic_cosine'], '.4f')}",
+                flush=True,
+            )
     report["sections"]["g"] = levers
 
     # ---- (e) quick start on the device vs the CPU
-    print(f"== (e) quick start, {quick['generations']} generations: default device vs CPU (matmul precision "
-          f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']})", flush=True)
+    print(
+        f"== (e) quick start, {quick['generations']} generations: default device vs CPU (matmul precision "
+        f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']})",
+        flush=True,
+    )
     if "device" not in runs:
-        runs["device"] = (start_quickstart(scratch / "device", quick["generations"], quick["extra"], cpu=False),
-                          scratch / "device")
+        runs["device"] = (
+            start_quickstart(scratch / "device", quick["generations"], quick["extra"], cpu=False),
+            scratch / "device",
+        )
     e = finish_quickstart(runs, budget.left(), quick["extra"], cpu_only=not args.smoke)
     for proc, _ in runs.values():  # a run that failed early leaves the other one running
         if proc.poll() is None:
@@ -450,9 +533,12 @@ def main(argv=None) -> int:
         print(f"  {e['error']}", flush=True)
     else:
         print(f"  device run: {e['device_runs_on']}", flush=True)
-        print(f"  max |meta-parameter diff| {e['max_abs_diff']:.2e} over {e['count']} meta-parameters "
-              f"(they moved up to {fmt(e['max_change'])}; tolerance {e['tolerance']:.1e}): "
-              f"{'agree' if e['agree'] else 'DISAGREE'}", flush=True)
+        print(
+            f"  max |meta-parameter diff| {e['max_abs_diff']:.2e} over {e['count']} meta-parameters "
+            f"(they moved up to {fmt(e['max_change'])}; tolerance {e['tolerance']:.1e}): "
+            f"{'agree' if e['agree'] else 'DISAGREE'}",
+            flush=True,
+        )
     report["sections"]["e"] = e
 
     # ---- (d) baselines
@@ -462,8 +548,11 @@ def main(argv=None) -> int:
         result = runner.run(case, f"(d) {case['model']}")
         if result is not None:
             baselines.append(result)
-            print(f"  {result['model']}: {result['generation_s']:.3f} s/gen ({result['pairs']} pairs, episode "
-                  f"{result['length']}), compile {result['compile_s']:.1f} s", flush=True)
+            print(
+                f"  {result['model']}: {result['generation_s']:.3f} s/gen ({result['pairs']} pairs, episode "
+                f"{result['length']}), compile {result['compile_s']:.1f} s",
+                flush=True,
+            )
     report["sections"]["d"] = baselines
 
     # ---- (f) projection
@@ -498,9 +587,11 @@ def projection(grid: list[dict]) -> dict:
     synapses = best.get("synapses", 7840)
     total = 2 * FIG6["pairs"] * FIG6["length"] * synapses * 2 * FIG6["generations"]
     hours = total / best["updates_per_s"] / 3600
-    text = (f"{total:.3g} synapse updates at {best['updates_per_s']:.3g}/s (measured at {best['pairs']} pairs, "
-            f"episode {best['length']}) = {hours:.3g} device-hours on one device "
-            f"({hours / 8:.3g} h on 8, ideal scaling; ES communication is negligible, bench/RESULTS.md)")
+    text = (
+        f"{total:.3g} synapse updates at {best['updates_per_s']:.3g}/s (measured at {best['pairs']} pairs, "
+        f"episode {best['length']}) = {hours:.3g} device-hours on one device "
+        f"({hours / 8:.3g} h on 8, ideal scaling; ES communication is negligible, bench/RESULTS.md)"
+    )
     if synapses != 7840:
         text += " [not the paper's model: smoke sizes]"
     return {"text": text, "hours": hours, "rate": best["updates_per_s"], "from": [best["pairs"], best["length"]]}
@@ -510,56 +601,114 @@ def markdown(report: dict) -> str:
     info, smi, floor, peaks = report["machine"], report["nvidia_smi"], report["floor"], report["peaks"]
     from bench import machine  # noqa: PLC0415
 
-    lines = [f"### GPU check ({report['date']}{', SMOKE: tiny sizes, not figures' if report['smoke'] else ''})", "",
-             f"Machine: {machine.summary_line(info)}; backend {info['backend']}, device {info['device']}.  ",
-             f"GPU: {smi.get('gpu', '-')} ({smi.get('gpu_memory', '-')}), driver {smi.get('driver', '-')}, "
-             f"CUDA (driver) {smi.get('cuda_driver', '-')}; jax CUDA packages: "
-             f"{', '.join(f'{k} {v}' for k, v in report['cuda_packages'].items()) or 'none'}; "
-             f"matmul precision {report['matmul_precision']} for the rates, "
-             f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']} for (a) and (e).  ",
-             f"Measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
-             f"tanh {peaks['tanh_per_s']:.3g}/s; limits {floor['memory_bound']:.3g} (memory-bound, 256 B/update) and "
-             f"{floor['compute_bound']:.3g} (compute-bound) synapse updates/s.", ""]
+    lines = [
+        f"### GPU check ({report['date']}{', SMOKE: tiny sizes, not figures' if report['smoke'] else ''})",
+        "",
+        f"Machine: {machine.summary_line(info)}; backend {info['backend']}, device {info['device']}.  ",
+        f"GPU: {smi.get('gpu', '-')} ({smi.get('gpu_memory', '-')}), driver {smi.get('driver', '-')}, "
+        f"CUDA (driver) {smi.get('cuda_driver', '-')}; jax CUDA packages: "
+        f"{', '.join(f'{k} {v}' for k, v in report['cuda_packages'].items()) or 'none'}; "
+        f"matmul precision {report['matmul_precision']} for the rates, "
+        f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']} for (a) and (e).  ",
+        f"Measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
+        f"tanh {peaks['tanh_per_s']:.3g}/s; limits {floor['memory_bound']:.3g} (memory-bound, 256 B/update) and "
+        f"{floor['compute_bound']:.3g} (compute-bound) synapse updates/s.",
+        "",
+    ]
     a = report["sections"]["a"]
     if a["agree"] is not None:
         fast, literal = a["cases"]
-        lines.append(f"(a) fast vs literal, {fast['pairs']} pairs, episode {fast['length']}: max relative fitness "
-                     f"difference {max_rel_diff(fast, literal):.1e} — {'agree' if a['agree'] else 'DISAGREE'}; "
-                     f"{literal['generation_s'] / fast['generation_s']:.1f}x faster.")
+        lines.append(
+            f"(a) fast vs literal, {fast['pairs']} pairs, episode {fast['length']}: max relative fitness "
+            f"difference {max_rel_diff(fast, literal):.1e} — {'agree' if a['agree'] else 'DISAGREE'}; "
+            f"{literal['generation_s'] / fast['generation_s']:.1f}x faster."
+        )
         lines.append("")
     grid = report["sections"]["b"]
     if grid:
-        rows = [[r["pairs"], r["length"], r["chosen_chunk"] or "whole", f"{r['generation_s']:.3f}",
-                 f"{r['updates_per_s']:.3g}", f"{r['of_memory_bound']:.0%}",
-                 f"{r['of_compute_bound']:.0%}", fmt_kib(r.get("bytes_per_pair")),
-                 throughput.fmt_mib(r.get("device_peak_bytes")), f"{r['compile_s']:.1f}"] for r in grid]
-        model = ("tiny model (smoke)" if report["smoke"] else "Paper model (784→10, M 8, S 16, 2 ticks)")
-        lines += [f"(b, c) {model}, `pairs_per_chunk: auto`; limits for the model's state size:", "",
-                  throughput.table(rows, ["pairs", "T", "chunk", "s/slice", "updates/s", "of memory-bound",
-                                          "of compute-bound", "KiB/pair", "device peak MiB", "compile s"]), ""]
+        rows = [
+            [
+                r["pairs"],
+                r["length"],
+                r["chosen_chunk"] or "whole",
+                f"{r['generation_s']:.3f}",
+                f"{r['updates_per_s']:.3g}",
+                f"{r['of_memory_bound']:.0%}",
+                f"{r['of_compute_bound']:.0%}",
+                fmt_kib(r.get("bytes_per_pair")),
+                throughput.fmt_mib(r.get("device_peak_bytes")),
+                f"{r['compile_s']:.1f}",
+            ]
+            for r in grid
+        ]
+        model = "tiny model (smoke)" if report["smoke"] else "Paper model (784→10, M 8, S 16, 2 ticks)"
+        lines += [
+            f"(b, c) {model}, `pairs_per_chunk: auto`; limits for the model's state size:",
+            "",
+            throughput.table(
+                rows,
+                [
+                    "pairs",
+                    "T",
+                    "chunk",
+                    "s/slice",
+                    "updates/s",
+                    "of memory-bound",
+                    "of compute-bound",
+                    "KiB/pair",
+                    "device peak MiB",
+                    "compile s",
+                ],
+            ),
+            "",
+        ]
     levers = report["sections"]["g"]
     if levers and "speedup" in levers[0]:
-        rows = [[lev["lever"], f"{lev['updates_per_s']:.3g}", f"{lev['speedup']:.2f}x", f"{lev['max_rel_fitness_diff']:.1e}",
-                 fmt(lev.get("antithetic_cosine"), ".4f")] for lev in levers]
-        lines += [f"(g) Speed levers, {levers[0]['pairs']} pairs, episode {levers[0]['length']}:", "",
-                  throughput.table(rows, ["lever", "updates/s", "vs default", "max rel fitness diff",
-                                          "cosine of pair differences"]), ""]
+        rows = [
+            [
+                lev["lever"],
+                f"{lev['updates_per_s']:.3g}",
+                f"{lev['speedup']:.2f}x",
+                f"{lev['max_rel_fitness_diff']:.1e}",
+                fmt(lev.get("antithetic_cosine"), ".4f"),
+            ]
+            for lev in levers
+        ]
+        lines += [
+            f"(g) Speed levers, {levers[0]['pairs']} pairs, episode {levers[0]['length']}:",
+            "",
+            throughput.table(
+                rows, ["lever", "updates/s", "vs default", "max rel fitness diff", "cosine of pair differences"]
+            ),
+            "",
+        ]
     baselines = report["sections"]["d"]
     if baselines:
         rows = [[r["model"], f"{r['generation_s']:.3f}", f"{r['compile_s']:.1f}"] for r in baselines]
-        lines += [f"(d) Baselines, {baselines[0]['pairs']} pairs, episode {baselines[0]['length']}:", "",
-                  throughput.table(rows, ["model", "s/gen", "compile s"]), ""]
+        lines += [
+            f"(d) Baselines, {baselines[0]['pairs']} pairs, episode {baselines[0]['length']}:",
+            "",
+            throughput.table(rows, ["model", "s/gen", "compile s"]),
+            "",
+        ]
     e = report["sections"]["e"]
-    lines.append("(e) Quick start on the device vs the CPU: " + (
-        e["error"] if "error" in e else
-        f"max |meta-parameter diff| {e['max_abs_diff']:.2e} (moved up to {fmt(e['max_change'])}, tolerance "
-        f"{e['tolerance']:.1e}) — {'agree' if e['agree'] else 'DISAGREE'}; the device run said "
-        f"`{e['device_runs_on']}`."))
+    lines.append(
+        "(e) Quick start on the device vs the CPU: "
+        + (
+            e["error"]
+            if "error" in e
+            else f"max |meta-parameter diff| {e['max_abs_diff']:.2e} (moved up to {fmt(e['max_change'])}, tolerance "
+            f"{e['tolerance']:.1e}) — {'agree' if e['agree'] else 'DISAGREE'}; the device run said "
+            f"`{e['device_runs_on']}`."
+        )
+    )
     lines += ["", f"(f) Fig. 6 projection: {report['sections']['f']['text']}.", ""]
     if report["skipped"]:
         lines += ["Skipped or failed:", *[f"- {note}" for note in report["skipped"]], ""]
-    lines.append(f"Whole check: {report['elapsed_s']:.0f} s (`python3 bench/gpu_check.py"
-                 f"{' --smoke' if report['smoke'] else ''}`).")
+    lines.append(
+        f"Whole check: {report['elapsed_s']:.0f} s (`python3 bench/gpu_check.py"
+        f"{' --smoke' if report['smoke'] else ''}`)."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -80,7 +80,7 @@ def measure_peaks(scale: float = 1.0) -> dict:
     leave the caches on a CPU and to fill a GPU.
     """
     gpu = jax.default_backend() != "cpu"
-    n = int((8192 if gpu else 2048) * scale ** 0.5) // 64 * 64 or 64
+    n = int((8192 if gpu else 2048) * scale**0.5) // 64 * 64 or 64
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x: x @ x)
     flops = 2 * n**3 / _best_time(matmul, a)
@@ -129,7 +129,8 @@ def device_peak_bytes() -> int | None:
 
 def summary_line(info: dict) -> str:
     accel = "" if info["backend"] == "cpu" else f", {info['device_count']}x {info['device']}"
-    return (f"{info['cpu']} ({info['cpu_cores']} cores, {info['cpu_vector_isa']}, {info['memory_gib']} GiB)"
-            f"{accel}; jax {info['jax']}, jaxlib {info['jaxlib']}, python {info['python']}"
-            + (f"; XLA_FLAGS={info['xla_flags']}" if info["xla_flags"] else ""))
-
+    return (
+        f"{info['cpu']} ({info['cpu_cores']} cores, {info['cpu_vector_isa']}, {info['memory_gib']} GiB)"
+        f"{accel}; jax {info['jax']}, jaxlib {info['jaxlib']}, python {info['python']}"
+        + (f"; XLA_FLAGS={info['xla_flags']}" if info["xla_flags"] else "")
+    )

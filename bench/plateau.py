@@ -77,23 +77,36 @@ SMOOTH = 10  # generations averaged for "meta-loss at generation g"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--generations", type=int, default=500, help="ES generations per seed (default 500)")
-    parser.add_argument("--at", type=int, nargs="+", default=None,
-                        help="generations to report meta-loss and accuracy at (default: 5 evenly spaced); "
-                             "held-out accuracy is evaluated at each of them")
+    parser.add_argument(
+        "--at",
+        type=int,
+        nargs="+",
+        default=None,
+        help="generations to report meta-loss and accuracy at (default: 5 evenly spaced); "
+        "held-out accuracy is evaluated at each of them",
+    )
     parser.add_argument("--config_files", nargs="*", default=[], help="YAML files layered on the small setting")
     parser.add_argument("--config", nargs="*", default=[], help="K=V overrides layered last")
     parser.add_argument("--label", default="", help="a name for this setting in the report")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (default 1)")
     parser.add_argument("--runs_dir", default=None, help="where the run directories go (default runs/plateau-<time>)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 seeds, 24 generations: checks the benchmark")
-    parser.add_argument("--summarise", nargs="+", default=None, metavar="RUN_DIR",
-                        help="run nothing: report finished run directories (metrics.jsonl, evaluation.csv, "
-                             "config.yaml with the seed), e.g. runs of another implementation written in this format")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 2 seeds, 24 generations: checks the benchmark"
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="run nothing: report finished run directories (metrics.jsonl, evaluation.csv, "
+        "config.yaml with the seed), e.g. runs of another implementation written in this format",
+    )
     args = parser.parse_args(argv)
     args.config_files = [str(Path(f).resolve()) for f in args.config_files]  # the runs start in the repository
     if args.quick:
@@ -118,11 +131,14 @@ def eval_frequency(points: list[int]) -> int:
 def overrides_for(args, seed: int) -> list[str]:
     """The ``--config`` list of one seed's run (the small setting, then the user's overrides)."""
     base = SMALL_SETTING + (QUICK_SETTING if args.quick else [])
-    return [*base,
-            f"training.iterations={args.generations + 1}",  # generations 0..N, so N is evaluated too
-            f"evaluation.frequency={eval_frequency(args.at)}",
-            f"checkpoint.frequency={args.generations + 1}",
-            f"seed={seed}", *args.config]
+    return [
+        *base,
+        f"training.iterations={args.generations + 1}",  # generations 0..N, so N is evaluated too
+        f"evaluation.frequency={eval_frequency(args.at)}",
+        f"checkpoint.frequency={args.generations + 1}",
+        f"seed={seed}",
+        *args.config,
+    ]
 
 
 def run_seed(args, seed: int, run_dir: Path) -> dict:
@@ -134,8 +150,13 @@ def run_seed(args, seed: int, run_dir: Path) -> dict:
     start = time.perf_counter()
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    return {"seed": seed, "returncode": proc.returncode, "wall_s": time.perf_counter() - start,
-            "run_dir": str(run_dir), "log": str(run_dir.parent / f"{run_dir.name}.log")}
+    return {
+        "seed": seed,
+        "returncode": proc.returncode,
+        "wall_s": time.perf_counter() - start,
+        "run_dir": str(run_dir),
+        "log": str(run_dir.parent / f"{run_dir.name}.log"),
+    }
 
 
 def escape_generation(steps: list[int], losses: list[float], threshold: float) -> int | None:
@@ -187,9 +208,13 @@ def summarise(run: dict, args, num_classes: int, dataset: str) -> dict:
             "accuracy": row.get(f"eval/{dataset}/accuracy"),
             "last_quarter_accuracy": quarter.get(g),
         }
-    return {**run, "generations_run": (max(steps) + 1) if steps else 0,
-            "escape_generation": escape_generation(steps, losses, threshold),
-            "threshold": threshold, "at": at}
+    return {
+        **run,
+        "generations_run": (max(steps) + 1) if steps else 0,
+        "escape_generation": escape_generation(steps, losses, threshold),
+        "threshold": threshold,
+        "at": at,
+    }
 
 
 def fmt(value, spec=".3f", missing="–") -> str:
@@ -197,13 +222,18 @@ def fmt(value, spec=".3f", missing="–") -> str:
 
 
 def report(results: list[dict], args, machine: dict) -> str:
-    lines = [f"setting: {args.label or 'small setting'} | generations {args.generations} | "
-             f"overrides: {' '.join(args.config) or '(none)'}"
-             + (f" | config files: {' '.join(args.config_files)}" if args.config_files else ""),
-             f"machine: {machine['cpu']}, {machine['cpu_cores']} cores ({machine['affinity']} usable), "
-             f"jax {machine['jax']}, Python {machine['python']}",
-             f"escape: first generation from which the meta-loss stays below ln C - {PLATEAU_MARGIN} "
-             f"= {results[0]['threshold']:.4f}" if results else "no results", ""]
+    lines = [
+        f"setting: {args.label or 'small setting'} | generations {args.generations} | "
+        f"overrides: {' '.join(args.config) or '(none)'}"
+        + (f" | config files: {' '.join(args.config_files)}" if args.config_files else ""),
+        f"machine: {machine['cpu']}, {machine['cpu_cores']} cores ({machine['affinity']} usable), "
+        f"jax {machine['jax']}, Python {machine['python']}",
+        f"escape: first generation from which the meta-loss stays below ln C - {PLATEAU_MARGIN} "
+        f"= {results[0]['threshold']:.4f}"
+        if results
+        else "no results",
+        "",
+    ]
     header = ["seed", "escape gen"] + [f"g{g}: loss / acc / last¼" for g in args.at] + ["wall s"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
@@ -211,16 +241,22 @@ def report(results: list[dict], args, machine: dict) -> str:
         if r["returncode"] != 0:
             lines.append(f"| {r['seed']} | run failed (exit {r['returncode']}, see {r['log']}) |")
             continue
-        escape = (str(r["escape_generation"]) if r["escape_generation"] is not None
-                  else f"not within {r['generations_run']}")
-        cells = [f"{fmt(a['meta_loss'])} / {fmt(a['accuracy'], '.1%')} / {fmt(a['last_quarter_accuracy'], '.1%')}"
-                 for a in r["at"].values()]
+        escape = (
+            str(r["escape_generation"]) if r["escape_generation"] is not None else f"not within {r['generations_run']}"
+        )
+        cells = [
+            f"{fmt(a['meta_loss'])} / {fmt(a['accuracy'], '.1%')} / {fmt(a['last_quarter_accuracy'], '.1%')}"
+            for a in r["at"].values()
+        ]
         lines.append("| " + " | ".join([str(r["seed"]), escape, *cells, f"{r['wall_s']:.0f}"]) + " |")
-    escapes = sorted(r["escape_generation"] for r in results
-                     if r["returncode"] == 0 and r["escape_generation"] is not None)
+    escapes = sorted(
+        r["escape_generation"] for r in results if r["returncode"] == 0 and r["escape_generation"] is not None
+    )
     lines.append("")
-    lines.append(f"escaped: {len(escapes)} of {len(results)} seeds"
-                 + (f"; median escape generation of those: {escapes[len(escapes) // 2]}" if escapes else ""))
+    lines.append(
+        f"escaped: {len(escapes)} of {len(results)} seeds"
+        + (f"; median escape generation of those: {escapes[len(escapes) // 2]}" if escapes else "")
+    )
     return "\n".join(lines)
 
 
@@ -229,8 +265,13 @@ def describe_machine() -> dict:
 
     from bench.machine import cpu_model  # noqa: PLC0415
 
-    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "jax": jax.__version__, "python": platform.python_version()}
+    return {
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def dataset_facts(args) -> tuple[str, int]:
@@ -256,8 +297,13 @@ def existing_run(run_dir: str) -> dict:
         raise SystemExit(f"--summarise: {path} has no metrics.jsonl; give a run directory")
     config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
     rows = read_metrics(path)
-    return {"seed": config.get("seed", "?"), "returncode": 0, "wall_s": float(rows[-1].get("time", 0.0)) if rows else 0.0,
-            "run_dir": str(path), "log": str(path)}
+    return {
+        "seed": config.get("seed", "?"),
+        "returncode": 0,
+        "wall_s": float(rows[-1].get("time", 0.0)) if rows else 0.0,
+        "run_dir": str(path),
+        "log": str(path),
+    }
 
 
 def main(argv=None) -> int:
@@ -276,10 +322,21 @@ def main(argv=None) -> int:
     machine = describe_machine()
     print(report(results, args, machine))
     if args.json:
-        Path(args.json).write_text(json.dumps({"label": args.label, "generations": args.generations,
-                                               "config": args.config, "config_files": args.config_files,
-                                               "dataset": dataset, "num_classes": num_classes,
-                                               "machine": machine, "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "label": args.label,
+                    "generations": args.generations,
+                    "config": args.config,
+                    "config_files": args.config_files,
+                    "dataset": dataset,
+                    "num_classes": num_classes,
+                    "machine": machine,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     return 0 if all(r["returncode"] == 0 for r in results) else 1
 
 

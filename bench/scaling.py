@@ -47,10 +47,17 @@ def worker(args) -> None:
     from vsml.settings import run_settings  # noqa: PLC0415
 
     comm = world()
-    config = build_config([], [
-        "training.dataset=mnist_offline", f"training.population_size={args.population}",
-        f"training.episode_length={args.length}", f"training.pairs_per_chunk={json.dumps(args.chunk)}",
-        "logging.wandb=disabled", *args.config])
+    config = build_config(
+        [],
+        [
+            "training.dataset=mnist_offline",
+            f"training.population_size={args.population}",
+            f"training.episode_length={args.length}",
+            f"training.pairs_per_chunk={json.dumps(args.chunk)}",
+            "logging.wandb=disabled",
+            *args.config,
+        ],
+    )
     settings = run_settings(resolve_for_rank(config, comm.rank))
     training = settings.training
     task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
@@ -81,29 +88,54 @@ def worker(args) -> None:
     gathered = comm.gather_objects({"rows": rows, "collective": collective})
     if comm.is_root:
         per_generation = [max(rank["rows"][g]["wall"] for rank in gathered) for g in range(args.generations)]
+
         def median_of_max(key):
             return statistics.median(max(rank["rows"][g][key] for rank in gathered) for g in range(args.generations))
+
         evaluate = median_of_max("time/evaluate")
-        print(json.dumps({
-            "ranks": comm.size, "population": args.population, "pairs_per_rank": len(strategy.pair_indices),
-            "length": args.length, "dim": strategy.dim,
-            "generation_s": statistics.median(per_generation),
-            "evaluate_s": evaluate, "communicate_s": median_of_max("time/communicate"),
-            "update_s": median_of_max("time/update"),
-            "collective_s": statistics.median(max(rank["collective"][i] for rank in gathered)
-                                              for i in range(args.comm_repeats)),
-            "member_steps_per_s_per_rank": 2 * len(strategy.pair_indices) * args.length / evaluate,
-        }))
+        print(
+            json.dumps(
+                {
+                    "ranks": comm.size,
+                    "population": args.population,
+                    "pairs_per_rank": len(strategy.pair_indices),
+                    "length": args.length,
+                    "dim": strategy.dim,
+                    "generation_s": statistics.median(per_generation),
+                    "evaluate_s": evaluate,
+                    "communicate_s": median_of_max("time/communicate"),
+                    "update_s": median_of_max("time/update"),
+                    "collective_s": statistics.median(
+                        max(rank["collective"][i] for rank in gathered) for i in range(args.comm_repeats)
+                    ),
+                    "member_steps_per_s_per_rank": 2 * len(strategy.pair_indices) * args.length / evaluate,
+                }
+            )
+        )
 
 
 def spawn(ranks: int, extra: list[str], bind: str = "core", timeout: float = 3600) -> dict:
     from vsml.runtime import project_xla_flags  # noqa: PLC0415 — after main() put ROOT on sys.path
 
-    command = [str(MPIEXEC), "-n", str(ranks), "-bind-to", bind, sys.executable, str(Path(__file__)), "--worker",
-               *extra]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT),
-                               "XLA_FLAGS": project_xla_flags(os.environ.get("XLA_FLAGS", ""))})
+    command = [
+        str(MPIEXEC),
+        "-n",
+        str(ranks),
+        "-bind-to",
+        bind,
+        sys.executable,
+        str(Path(__file__)),
+        "--worker",
+        *extra,
+    ]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": project_xla_flags(os.environ.get("XLA_FLAGS", ""))},
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{' '.join(command)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -118,14 +150,21 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs-per-rank", type=int, default=8, help="weak scaling: pairs each rank evaluates")
     parser.add_argument("--length", type=int, default=50, help="episode length of the weak-scaling runs")
     parser.add_argument("--population", type=int, default=1024, help="population of the communication run")
-    parser.add_argument("--default-length", type=int, default=500,
-                        help="episode length the communication share is extrapolated to (training.episode_length)")
+    parser.add_argument(
+        "--default-length",
+        type=int,
+        default=500,
+        help="episode length the communication share is extrapolated to (training.episode_length)",
+    )
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--comm-repeats", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=2, help="training.pairs_per_chunk")
     parser.add_argument("--config", nargs="*", default=[], help="extra KEY=VALUE overrides for every run")
-    parser.add_argument("--bind", default="core",
-                        help="mpiexec -bind-to value: core (one core per rank) or none (ranks share all cores)")
+    parser.add_argument(
+        "--bind",
+        default="core",
+        help="mpiexec -bind-to value: core (one core per rank) or none (ranks share all cores)",
+    )
     parser.add_argument("--json", help="write all figures to this file")
     args = parser.parse_args(argv)
     if args.worker:
@@ -138,23 +177,57 @@ def main(argv=None) -> int:
     if args.quick:
         args.pairs_per_rank, args.length, args.population, args.generations = 1, 3, 8, 1
         args.comm_repeats, args.config = 3, ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=4", *args.config]
-    common = ["--generations", str(args.generations), "--comm-repeats", str(args.comm_repeats),
-              "--chunk", str(args.chunk), "--config", *args.config]
+    common = [
+        "--generations",
+        str(args.generations),
+        "--comm-repeats",
+        str(args.comm_repeats),
+        "--chunk",
+        str(args.chunk),
+        "--config",
+        *args.config,
+    ]
     print(f"machine: {machine.summary_line(machine.describe())}; mpiexec -bind-to {args.bind}\n", flush=True)
 
     weak = []
     for ranks in args.ranks:
-        result = spawn(ranks, ["--population", str(args.pairs_per_rank * ranks), "--length", str(args.length),
-                               *common], args.bind)
+        result = spawn(
+            ranks, ["--population", str(args.pairs_per_rank * ranks), "--length", str(args.length), *common], args.bind
+        )
         weak.append(result)
         print(f"  weak scaling: {ranks} rank(s): {result['generation_s']:.3f} s/gen", flush=True)
     base = weak[0]["generation_s"]
-    rows = [[r["ranks"], r["pairs_per_rank"], r["ranks"] * r["pairs_per_rank"], f"{r['generation_s']:.3f}",
-             f"{base / r['generation_s']:.0%}", f"{r['evaluate_s']:.3f}", f"{r['communicate_s'] * 1e3:.2f}",
-             f"{r['update_s'] * 1e3:.1f}", f"{r['communicate_s'] / r['generation_s']:.2%}"] for r in weak]
+    rows = [
+        [
+            r["ranks"],
+            r["pairs_per_rank"],
+            r["ranks"] * r["pairs_per_rank"],
+            f"{r['generation_s']:.3f}",
+            f"{base / r['generation_s']:.0%}",
+            f"{r['evaluate_s']:.3f}",
+            f"{r['communicate_s'] * 1e3:.2f}",
+            f"{r['update_s'] * 1e3:.1f}",
+            f"{r['communicate_s'] / r['generation_s']:.2%}",
+        ]
+        for r in weak
+    ]
     print(f"\nWeak scaling ({args.pairs_per_rank} pairs per rank, episode {args.length}):")
-    print(_table(rows, ["ranks", "pairs/rank", "population", "s/gen", "efficiency", "evaluate s",
-                        "communicate ms", "update ms", "communicate share"]))
+    print(
+        _table(
+            rows,
+            [
+                "ranks",
+                "pairs/rank",
+                "population",
+                "s/gen",
+                "efficiency",
+                "evaluate s",
+                "communicate ms",
+                "update ms",
+                "communicate share",
+            ],
+        )
+    )
 
     comm_runs = []
     for ranks in args.ranks:
@@ -165,13 +238,38 @@ def main(argv=None) -> int:
         estimate = 2 * result["pairs_per_rank"] * args.default_length / per_rank + result["update_s"]
         result.update(estimated_generation_s=estimate, share=result["collective_s"] / estimate)
         comm_runs.append(result)
-    rows = [[r["ranks"], r["population"], r["dim"], f"{r['collective_s'] * 1e3:.2f}", f"{r['update_s'] * 1e3:.1f}",
-             f"{r['generation_s']:.3f}", f"{r['estimated_generation_s']:.1f}", f"{r['share']:.4%}"]
-            for r in comm_runs]
-    print(f"\nCommunication at population {args.population} (all-gather of {2 * args.population} floats + "
-          f"all-reduce of D floats, after a barrier):")
-    print(_table(rows, ["ranks", "population", "D", "collectives ms", "update ms", "s/gen at T=1",
-                        f"est. s/gen at T={args.default_length}", "communication share"]))
+    rows = [
+        [
+            r["ranks"],
+            r["population"],
+            r["dim"],
+            f"{r['collective_s'] * 1e3:.2f}",
+            f"{r['update_s'] * 1e3:.1f}",
+            f"{r['generation_s']:.3f}",
+            f"{r['estimated_generation_s']:.1f}",
+            f"{r['share']:.4%}",
+        ]
+        for r in comm_runs
+    ]
+    print(
+        f"\nCommunication at population {args.population} (all-gather of {2 * args.population} floats + "
+        f"all-reduce of D floats, after a barrier):"
+    )
+    print(
+        _table(
+            rows,
+            [
+                "ranks",
+                "population",
+                "D",
+                "collectives ms",
+                "update ms",
+                "s/gen at T=1",
+                f"est. s/gen at T={args.default_length}",
+                "communication share",
+            ],
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"weak": weak, "communication": comm_runs}, indent=1))
     return 0

@@ -98,23 +98,31 @@ def run_case(case: dict) -> dict:
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
 
-    result = {**case, "generation_s": seconds, "min_s": min(times), "compile_s": max(first - seconds, 0.0),
-              "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
-              "peak_rss_bytes": machine.cpu_peak_rss_bytes(), "rss_before_bytes": rss_before,
-              "device_peak_bytes": machine.device_peak_bytes(),
-              "chosen_chunk": strategy.pairs_per_chunk,
-              # XLA's plan of one pair (what `auto` divides its budget by), outside the timed calls
-              "bytes_per_pair": (strategy.working_bytes_per_pair(params, task.arrays)
-                                 if case.get("chunk") == "auto" else None),
-              "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds}
+    result = {
+        **case,
+        "generation_s": seconds,
+        "min_s": min(times),
+        "compile_s": max(first - seconds, 0.0),
+        "fitness": np.asarray(fitness, dtype=np.float64).ravel().tolist(),
+        "peak_rss_bytes": machine.cpu_peak_rss_bytes(),
+        "rss_before_bytes": rss_before,
+        "device_peak_bytes": machine.device_peak_bytes(),
+        "chosen_chunk": strategy.pairs_per_chunk,
+        # XLA's plan of one pair (what `auto` divides its budget by), outside the timed calls
+        "bytes_per_pair": (
+            strategy.working_bytes_per_pair(params, task.arrays) if case.get("chunk") == "auto" else None
+        ),
+        "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds,
+    }
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
     if isinstance(spec, vsml.VSMLSpec) and not spec.conv_layers:
         sizes = vsml.layer_sizes(spec, int(np.prod(task.spec.input_shape)), task.spec.num_classes)
         synapses = sum(a * b for a, b in sizes)
         updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
-        result.update(synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds,
-                      slow_size=spec.slow_size)
+        result.update(
+            synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds, slow_size=spec.slow_size
+        )
     return result
 
 
@@ -135,8 +143,14 @@ def case_environ(xla_flags: str) -> dict:
 def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
     """Runs one case in a fresh interpreter with ``XLA_FLAGS`` (and the case's ``env``) set; returns its figures."""
     env = {**case_environ(xla_flags), **case.get("env", {})}
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--case", json.dumps(case)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__)), "--case", json.dumps(case)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"case {case} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -145,8 +159,15 @@ def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
 
 def spawn_peaks(scale: float, xla_flags: str) -> dict:
     env = case_environ(xla_flags)
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--peaks", str(scale)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__)), "--peaks", str(scale)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -174,14 +195,21 @@ def plan(args, vector_flags: str) -> dict:
     if args.quick:
         small = {"repeats": 1, "config": ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=4"]}
         return {
-            "ladder": [({"impl": "literal", "pairs": 2, "length": 5, **small}, ""),
-                       ({"impl": "fast", "pairs": 2, "length": 5, **small}, ""),
-                       ({"impl": "fast", "pairs": 2, "length": 5, "chunk": 1, **small}, vector_flags)],
-            "grid": [({"impl": impl, "pairs": p, "length": 5, **small}, vector_flags)
-                     for p in (1, 2) for impl in ("fast", "literal")],
+            "ladder": [
+                ({"impl": "literal", "pairs": 2, "length": 5, **small}, ""),
+                ({"impl": "fast", "pairs": 2, "length": 5, **small}, ""),
+                ({"impl": "fast", "pairs": 2, "length": 5, "chunk": 1, **small}, vector_flags),
+            ],
+            "grid": [
+                ({"impl": impl, "pairs": p, "length": 5, **small}, vector_flags)
+                for p in (1, 2)
+                for impl in ("fast", "literal")
+            ],
             "baselines": [({"model": "SGD", "pairs": 2, "length": 5, "repeats": 1}, vector_flags)],
-            "memory": [({"impl": "fast", "pairs": 4, "length": 5, "chunk": c, "memory_analysis": True, **small},
-                        vector_flags) for c in (None, 1)],
+            "memory": [
+                ({"impl": "fast", "pairs": 4, "length": 5, "chunk": c, "memory_analysis": True, **small}, vector_flags)
+                for c in (None, 1)
+            ],
             "cache": [],
         }
     chunk = args.chunk or None
@@ -194,21 +222,28 @@ def plan(args, vector_flags: str) -> dict:
             ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r}, ""),
             ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "unroll": 2}, ""),
             *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, "") for c in (1, 2, 4)],
-            *[({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, vector_flags)
-              for c in (None, 1, 2, 4, "auto")],
-            ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": chunk, "unroll": 2},
-             vector_flags),
+            *[
+                ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": c}, vector_flags)
+                for c in (None, 1, 2, 4, "auto")
+            ],
+            ({"impl": "fast", "pairs": 16, "length": 100, "repeats": r, "chunk": chunk, "unroll": 2}, vector_flags),
         ],
         # Pair slices and episode lengths, best settings against the literal version.
-        "grid": [({**best, "impl": impl, "pairs": p, "length": t, "repeats": r}, flags)
-                 for p, t in ((1, 100), (4, 100), (16, 100), (64, 100), (4, 500), (4, 2000))
-                 for impl, flags in (("fast", vector_flags), ("literal", vector_flags))
-                 if not (impl == "literal" and t > 500)],
-        "baselines": [({"model": m, "pairs": 16, "length": 100, "repeats": r, "chunk": chunk}, vector_flags)
-                      for m in ("MetaRNN", "HebbianFW", "FWP", "FWMemory", "SGD", "NodePert")],
+        "grid": [
+            ({**best, "impl": impl, "pairs": p, "length": t, "repeats": r}, flags)
+            for p, t in ((1, 100), (4, 100), (16, 100), (64, 100), (4, 500), (4, 2000))
+            for impl, flags in (("fast", vector_flags), ("literal", vector_flags))
+            if not (impl == "literal" and t > 500)
+        ],
+        "baselines": [
+            ({"model": m, "pairs": 16, "length": 100, "repeats": r, "chunk": chunk}, vector_flags)
+            for m in ("MetaRNN", "HebbianFW", "FWP", "FWMemory", "SGD", "NodePert")
+        ],
         # Peak memory against the chunk size at a 64-pair slice.
-        "memory": [({**best, "pairs": p, "length": 100, "repeats": 1, "chunk": c, "memory_analysis": True},
-                    vector_flags) for p, c in ((16, None), (64, None), (64, 16), (64, 4), (64, 1), (16, 1))],
+        "memory": [
+            ({**best, "pairs": p, "length": 100, "repeats": 1, "chunk": c, "memory_analysis": True}, vector_flags)
+            for p, c in ((16, None), (64, None), (64, 16), (64, 4), (64, 1), (16, 1))
+        ],
         "cache": [{**best, "pairs": 16, "length": 100, "repeats": 1}],
     }
 
@@ -219,8 +254,12 @@ def main(argv=None) -> int:
     parser.add_argument("--peaks", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs (seconds)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
-    parser.add_argument("--chunk", type=int, default=2,
-                        help="training.pairs_per_chunk of the best settings (0: null, the whole slice; use on a GPU)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=2,
+        help="training.pairs_per_chunk of the best settings (0: null, the whole slice; use on a GPU)",
+    )
     parser.add_argument("--unroll", type=int, default=1, help="scan unroll of the best settings")
     parser.add_argument("--json", help="write all figures to this file")
     parser.add_argument("--sections", nargs="+", default=["ladder", "grid", "baselines", "memory", "cache"])
@@ -242,11 +281,15 @@ def main(argv=None) -> int:
     peaks = spawn_peaks(0.01 if args.quick else 1.0, vector_flags)  # with the flags of the best settings
     floor = machine.floor_updates_per_s(peaks, 4 if args.quick else 16)
     print(f"machine: {machine.summary_line(info)}")
-    print(f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
-          f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s")
+    print(
+        f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
+        f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s"
+    )
     print(f"XLA flags of the best settings: {case_environ(vector_flags)['XLA_FLAGS'] or '(none)'}")
-    print(f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
-          f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n")
+    print(
+        f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
+        f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n"
+    )
     report = {"machine": info, "peaks": peaks, "floor": floor, "sections": {}}
     sections = plan(args, vector_flags)
 
@@ -255,22 +298,44 @@ def main(argv=None) -> int:
         for case, flags in cases:
             result = spawn(case, flags)
             results.append(result)
-            print(f"  [{name}] {describe_case(result)}: {result['generation_s']:.3f} s/gen"
-                  + (f", {result['updates_per_s']:.3g} updates/s" if "updates_per_s" in result else ""),
-                  flush=True)
+            print(
+                f"  [{name}] {describe_case(result)}: {result['generation_s']:.3f} s/gen"
+                + (f", {result['updates_per_s']:.3g} updates/s" if "updates_per_s" in result else ""),
+                flush=True,
+            )
         report["sections"][name] = results
         return results
 
     if "ladder" in args.sections:
         ladder = run_section("ladder", sections["ladder"])
         base = ladder[0]
-        rows = [[describe_case(r), f"{r['generation_s']:.3f}", fmt_rate(r.get("updates_per_s")),
-                 f"{r['updates_per_s'] / base['updates_per_s']:.2f}x",
-                 f"{r['updates_per_s'] / floor['compute_bound']:.0%}", f"{r['compile_s']:.1f}",
-                 f"{max_abs_diff(r, base):.1e}"] for r in ladder]
+        rows = [
+            [
+                describe_case(r),
+                f"{r['generation_s']:.3f}",
+                fmt_rate(r.get("updates_per_s")),
+                f"{r['updates_per_s'] / base['updates_per_s']:.2f}x",
+                f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
+                f"{r['compile_s']:.1f}",
+                f"{max_abs_diff(r, base):.1e}",
+            ]
+            for r in ladder
+        ]
         print("\nWhat each step buys (16 pairs, episode 100, batch 1):")
-        print(table(rows, ["variant", "s/gen", "updates/s", "vs literal", "of compute floor", "compile s",
-                           "max |fitness - literal|"]))
+        print(
+            table(
+                rows,
+                [
+                    "variant",
+                    "s/gen",
+                    "updates/s",
+                    "vs literal",
+                    "of compute floor",
+                    "compile s",
+                    "max |fitness - literal|",
+                ],
+            )
+        )
     if "grid" in args.sections:
         grid = run_section("grid", sections["grid"])
         literal = {(r["pairs"], r["length"]): r for r in grid if r.get("impl") == "literal"}
@@ -279,37 +344,80 @@ def main(argv=None) -> int:
             if r.get("impl") != "fast":
                 continue
             ref = literal.get((r["pairs"], r["length"]))
-            rows.append([r["pairs"], r["length"], f"{r['generation_s']:.3f}", fmt_rate(r["updates_per_s"]),
-                         f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
-                         f"{r['updates_per_s'] / ref['updates_per_s']:.2f}x" if ref else "-",
-                         f"{max_abs_diff(r, ref):.1e}" if ref else "-", f"{r['compile_s']:.1f}",
-                         fmt_mib(r["peak_rss_bytes"]), fmt_mib(r["device_peak_bytes"])])
+            rows.append(
+                [
+                    r["pairs"],
+                    r["length"],
+                    f"{r['generation_s']:.3f}",
+                    fmt_rate(r["updates_per_s"]),
+                    f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
+                    f"{r['updates_per_s'] / ref['updates_per_s']:.2f}x" if ref else "-",
+                    f"{max_abs_diff(r, ref):.1e}" if ref else "-",
+                    f"{r['compile_s']:.1f}",
+                    fmt_mib(r["peak_rss_bytes"]),
+                    fmt_mib(r["device_peak_bytes"]),
+                ]
+            )
         print("\nFast path (best settings) by slice and episode length:")
-        print(table(rows, ["pairs", "T", "s/gen", "updates/s", "of compute floor", "vs literal",
-                           "max |fitness diff|", "compile s", "peak RSS MiB", "device peak MiB"]))
+        print(
+            table(
+                rows,
+                [
+                    "pairs",
+                    "T",
+                    "s/gen",
+                    "updates/s",
+                    "of compute floor",
+                    "vs literal",
+                    "max |fitness diff|",
+                    "compile s",
+                    "peak RSS MiB",
+                    "device peak MiB",
+                ],
+            )
+        )
     if "baselines" in args.sections:
         baselines = run_section("baselines", sections["baselines"])
-        rows = [[r["model"], f"{r['generation_s']:.3f}", f"{r['member_steps_per_s']:.3g}", f"{r['compile_s']:.1f}",
-                 fmt_mib(r["peak_rss_bytes"])] for r in baselines]
+        rows = [
+            [
+                r["model"],
+                f"{r['generation_s']:.3f}",
+                f"{r['member_steps_per_s']:.3g}",
+                f"{r['compile_s']:.1f}",
+                fmt_mib(r["peak_rss_bytes"]),
+            ]
+            for r in baselines
+        ]
         print("\nBaselines (16 pairs, episode 100, batch 1, 28x28x1 -> 10 classes):")
         print(table(rows, ["model", "s/gen", "member-steps/s", "compile s", "peak RSS MiB"]))
     if "memory" in args.sections:
         memory = run_section("memory", sections["memory"])
-        rows = [[r["pairs"], r.get("chunk") or "whole slice", fmt_mib(r["xla_temp_bytes"]),
-                 fmt_mib(r["peak_rss_bytes"] - r["rss_before_bytes"]), fmt_mib(r["device_peak_bytes"]),
-                 f"{r['generation_s']:.3f}"] for r in memory]
-        print("\nMemory of a slice by pairs_per_chunk (XLA's working buffers of the evaluation; RSS growth "
-              "during compile + evaluation):")
-        print(table(rows, ["pairs", "pairs_per_chunk", "XLA temp MiB", "extra RSS MiB", "device peak MiB",
-                           "s/gen"]))
+        rows = [
+            [
+                r["pairs"],
+                r.get("chunk") or "whole slice",
+                fmt_mib(r["xla_temp_bytes"]),
+                fmt_mib(r["peak_rss_bytes"] - r["rss_before_bytes"]),
+                fmt_mib(r["device_peak_bytes"]),
+                f"{r['generation_s']:.3f}",
+            ]
+            for r in memory
+        ]
+        print(
+            "\nMemory of a slice by pairs_per_chunk (XLA's working buffers of the evaluation; RSS growth "
+            "during compile + evaluation):"
+        )
+        print(table(rows, ["pairs", "pairs_per_chunk", "XLA temp MiB", "extra RSS MiB", "device peak MiB", "s/gen"]))
     if "cache" in args.sections and sections["cache"]:
         with tempfile.TemporaryDirectory() as cache_dir:
             case = {**sections["cache"][0], "cache_dir": cache_dir}
             cold = spawn(case, vector_flags)
             warm = spawn(case, vector_flags)
         report["sections"]["cache"] = [cold, warm]
-        print(f"\nPersistent compilation cache: compile {cold['compile_s']:.2f} s cold, "
-              f"{warm['compile_s']:.2f} s from the cache")
+        print(
+            f"\nPersistent compilation cache: compile {cold['compile_s']:.2f} s cold, "
+            f"{warm['compile_s']:.2f} s from the cache"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -30,13 +30,34 @@ from pathlib import Path
 SCHEDULE_SH = Path(__file__).resolve().parent / "schedule.sh"
 
 # schedule.sh's options that take a value, and those that do not.
-VALUE_OPTIONS = {"--nodes", "--ntasks-per-node", "--time", "--array", "--partition", "--account",
-                 "--constraint", "--gpus-per-node", "--cpus-per-task", "--signal-before", "--chain",
-                 "--run_dir", "--run-dir", "--job-name", "--sbatch-arg"}
+VALUE_OPTIONS = {
+    "--nodes",
+    "--ntasks-per-node",
+    "--time",
+    "--array",
+    "--partition",
+    "--account",
+    "--constraint",
+    "--gpus-per-node",
+    "--cpus-per-task",
+    "--signal-before",
+    "--chain",
+    "--run_dir",
+    "--run-dir",
+    "--job-name",
+    "--sbatch-arg",
+}
 FLAG_OPTIONS = {"--dry-run", "--help", "-h"}
 # sbatch's short options for schedule.sh's long ones.
-SHORT_OPTIONS = {"-N": "--nodes", "-t": "--time", "-p": "--partition", "-A": "--account", "-C": "--constraint",
-                 "-J": "--job-name", "-c": "--cpus-per-task"}
+SHORT_OPTIONS = {
+    "-N": "--nodes",
+    "-t": "--time",
+    "-p": "--partition",
+    "-A": "--account",
+    "-C": "--constraint",
+    "-J": "--job-name",
+    "-c": "--cpus-per-task",
+}
 
 
 def normalise(args: list[str], environ=os.environ) -> list[str]:
@@ -54,7 +75,7 @@ def normalise(args: list[str], environ=os.environ) -> list[str]:
         if name in SHORT_OPTIONS:
             name = SHORT_OPTIONS[name]
         elif name.startswith("-") and not name.startswith("--") and len(name) > 2 and name[:2] in SHORT_OPTIONS:
-            name, has_value, value = SHORT_OPTIONS[name[:2]], "=", name[2:]   # -N4, -t04:00:00
+            name, has_value, value = SHORT_OPTIONS[name[:2]], "=", name[2:]  # -N4, -t04:00:00
         if name in FLAG_OPTIONS and not has_value:
             out.append(name)
             i += 1

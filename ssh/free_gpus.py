@@ -46,8 +46,13 @@ def free_gpus(report: dict, max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB) -> t
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-memory", type=float, default=DEFAULT_MAX_MEMORY_MIB, metavar="MIB",
-                        help=f"most memory in use on a free GPU (default {DEFAULT_MAX_MEMORY_MIB} MiB)")
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        default=DEFAULT_MAX_MEMORY_MIB,
+        metavar="MIB",
+        help=f"most memory in use on a free GPU (default {DEFAULT_MAX_MEMORY_MIB} MiB)",
+    )
     args = parser.parse_args(argv)
     text = sys.stdin.read()
     try:

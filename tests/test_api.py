@@ -25,8 +25,12 @@ def digits_npz(tmp_path_factory):
 
 def _overrides(npz):
     # pairs_per_chunk: null skips the memory-plan compile of 'auto' (the result does not depend on it)
-    return {"training.dataset": f"npz:{npz}", "evaluation.datasets": [f"npz:{npz}"], "training.iterations": 2,
-            "training.pairs_per_chunk": None}
+    return {
+        "training.dataset": f"npz:{npz}",
+        "evaluation.datasets": [f"npz:{npz}"],
+        "training.iterations": 2,
+        "training.pairs_per_chunk": None,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +50,11 @@ def test_train_on_npz_then_run_on_another_input_size(trained, digits_npz):
     inputs, labels = rng.normal(size=(7, 5, 5, 1)), rng.integers(0, 3, size=7)  # 5x5 inputs, 3 classes
     logits = algorithm.run(inputs, labels)
     assert logits.shape == (7, 3) and logits.dtype == np.float32 and np.isfinite(logits).all()
-    np.testing.assert_array_equal(algorithm.run(inputs, labels), logits)        # deterministic
+    np.testing.assert_array_equal(algorithm.run(inputs, labels), logits)  # deterministic
     np.testing.assert_array_equal(api.load(trained.run_dir).run(inputs, labels), logits)  # and across loads
-    batch = algorithm.run(rng.normal(size=(7, 2, 30)), rng.integers(0, 4, size=(7, 2)))   # [T, B, D], 4 classes
+    batch = algorithm.run(rng.normal(size=(7, 2, 30)), rng.integers(0, 4, size=(7, 2)))  # [T, B, D], 4 classes
     assert batch.shape == (7, 2, 4)
-    assert algorithm.run(inputs, np.eye(3)[labels]).shape == (7, 3)             # one-hot labels
+    assert algorithm.run(inputs, np.eye(3)[labels]).shape == (7, 3)  # one-hot labels
 
 
 def test_run_is_online_prediction_before_feedback(trained):
@@ -61,15 +65,15 @@ def test_run_is_online_prediction_before_feedback(trained):
     base = algorithm.run(inputs, labels, num_classes=4)
     t = 5
     later_inputs, later_labels = inputs.copy(), labels.copy()
-    later_inputs[t + 1:] = rng.normal(size=later_inputs[t + 1:].shape)
+    later_inputs[t + 1 :] = rng.normal(size=later_inputs[t + 1 :].shape)
     later_labels[t:] = (later_labels[t:] + 1) % 4
     changed = algorithm.run(later_inputs, later_labels, num_classes=4)
-    np.testing.assert_array_equal(changed[:t + 1], base[:t + 1])
+    np.testing.assert_array_equal(changed[: t + 1], base[: t + 1])
     other_label = labels.copy()
     other_label[t] = (labels[t] + 1) % 4
     relabelled = algorithm.run(inputs, other_label, num_classes=4)  # only the feedback after step t differs
-    np.testing.assert_array_equal(relabelled[:t + 1], base[:t + 1])
-    assert not np.array_equal(relabelled[t + 1:], base[t + 1:])  # it learns from the feedback it gets
+    np.testing.assert_array_equal(relabelled[: t + 1], base[: t + 1])
+    assert not np.array_equal(relabelled[t + 1 :], base[t + 1 :])  # it learns from the feedback it gets
 
 
 def test_checkpoint_file_loads_like_its_run_dir_and_holds_the_trained_params(trained):
@@ -91,9 +95,16 @@ def test_evaluate_matches_call_evaluate(trained, digits_npz, tmp_path):
     assert set(np.unique(curves["accuracy"])) <= {0.0, 1.0}  # batch 1: each prediction right or wrong
     np.testing.assert_array_equal(algorithm.evaluate(dataset, episodes=3, length=9)["loss"], curves["loss"])
     # the command line's evaluation of the same checkpoint, settings and seed (in-process, same code path)
-    config = api.build_config(["configs/test.yaml"], {
-        **_overrides(digits_npz), "call": "evaluate", "checkpoint.restore.path": str(trained.run_dir),
-        "evaluation.count": 3, "evaluation.episode_length": 9})
+    config = api.build_config(
+        ["configs/test.yaml"],
+        {
+            **_overrides(digits_npz),
+            "call": "evaluate",
+            "checkpoint.restore.path": str(trained.run_dir),
+            "evaluation.count": 3,
+            "evaluation.episode_length": 9,
+        },
+    )
     experiment.evaluate(config, SingleProcessComm(), tmp_path)
     rows = [row for row in read_evaluation_table(tmp_path / "evaluation.csv") if row["episode"] != "mean"]
     table = np.zeros((3, 9))
@@ -109,8 +120,16 @@ def test_repeated_training_in_one_process_equals_launch_py(trained, digits_npz, 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     overrides = [f"{key}={'null' if value is None else value}" for key, value in _overrides(digits_npz).items()]
     try:
-        status = launch.main(["--config_files", "configs/test.yaml", "--run_dir", str(tmp_path / "cli"),
-                              "--config", *[o.replace("['", "[").replace("']", "]") for o in overrides]])
+        status = launch.main(
+            [
+                "--config_files",
+                "configs/test.yaml",
+                "--run_dir",
+                str(tmp_path / "cli"),
+                "--config",
+                *[o.replace("['", "[").replace("']", "]") for o in overrides],
+            ]
+        )
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -154,9 +173,16 @@ def test_default_run_dir_is_one_level_for_npz_datasets(tmp_path):
 
 
 def test_a_fixed_size_learner_runs_on_its_training_size_only(tmp_path):
-    result = api.train(["configs/test.yaml"], {"model.type": "MetaRNN", "model.meta_rnn.slow_size": 8,
-                                               "training.iterations": 1, "training.pairs_per_chunk": None},
-                       run_dir=tmp_path / "meta_rnn")
+    result = api.train(
+        ["configs/test.yaml"],
+        {
+            "model.type": "MetaRNN",
+            "model.meta_rnn.slow_size": 8,
+            "training.iterations": 1,
+            "training.pairs_per_chunk": None,
+        },
+        run_dir=tmp_path / "meta_rnn",
+    )
     algorithm = api.load(result.run_dir)
     assert algorithm.input_shape == (8, 8, 1) and algorithm.num_classes == 10
     rng = np.random.default_rng(2)

@@ -17,11 +17,17 @@ _spec = importlib.util.spec_from_file_location("assign_gpu", SCRIPT)
 ag = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ag)
 
-LAUNCHER_VARS = [
-    v for entry in ag.LAUNCHERS for v in entry[1:] if v is not None
-] + ["SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID"]
-GPU_VARS = ["GPU_COUNT", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-            "VSML_RANKS_PER_DEVICE"]
+LAUNCHER_VARS = [v for entry in ag.LAUNCHERS for v in entry[1:] if v is not None] + [
+    "SLURM_STEP_TASKS_PER_NODE",
+    "SLURM_NODEID",
+]
+GPU_VARS = [
+    "GPU_COUNT",
+    "CUDA_VISIBLE_DEVICES",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "VSML_RANKS_PER_DEVICE",
+]
 PRINT_CVD = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"
 
 
@@ -45,9 +51,7 @@ def run_script(*cmd: str, timeout: float = 30, **env: str) -> subprocess.Complet
 # ---------------------------------------------------------------- local rank
 
 
-@pytest.mark.parametrize(
-    "var", ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"]
-)
+@pytest.mark.parametrize("var", ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"])
 def test_local_rank_from_each_launcher(var):
     assert ag.local_rank({var: "3"}) == 3
     assert ag.launcher({var: "3"})[1] == var
@@ -113,9 +117,7 @@ def test_empty_gpu_count_falls_back_to_cuda_visible_devices():
     assert ag.gpu_list({"GPU_COUNT": "", "CUDA_VISIBLE_DEVICES": "7"}) == ["7"]
 
 
-@pytest.mark.parametrize(
-    "env", [{}, {"GPU_COUNT": ""}, {"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": " , "}]
-)
+@pytest.mark.parametrize("env", [{}, {"GPU_COUNT": ""}, {"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": " , "}])
 def test_no_gpus_is_an_error_naming_both_variables(env):
     with pytest.raises(ag.AssignGpuError) as info:
         ag.gpu_list(env)
@@ -152,10 +154,17 @@ def test_shared_gpu_disables_jax_preallocation_unless_user_set_it():
 
 def test_import_has_no_side_effects():
     out = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); "
-         "import os; before = dict(os.environ); import assign_gpu; "
-         "assert dict(os.environ) == before; print('ok')"],
-        env=clean_env(), capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); "
+            "import os; before = dict(os.environ); import assign_gpu; "
+            "assert dict(os.environ) == before; print('ok')",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0 and out.stdout == "ok\n" and out.stderr == ""
 
@@ -188,7 +197,9 @@ def test_exec_replaces_the_process():
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), sys.executable, "-c", code],
         env=clean_env(GPU_COUNT="1", MPI_LOCALRANKID="0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
@@ -207,7 +218,9 @@ def test_sigterm_reaches_wrapped_command():
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), sys.executable, "-c", code],
         env=clean_env(GPU_COUNT="1", SLURM_LOCALID="0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -284,7 +297,9 @@ def test_under_mpiexec_two_ranks_get_devices_0_and_1(tmp_path):
     out = subprocess.run(
         [str(MPIEXEC), "-n", "2", sys.executable, str(SCRIPT), sys.executable, "-c", code],
         env=clean_env(GPU_COUNT="2"),
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "rank0").read_text() == "0" and (tmp_path / "rank1").read_text() == "1"
@@ -315,9 +330,18 @@ def test_help_exits_0():
 # ---------------------------------------------------------------- ranks sharing a GPU
 
 
-@pytest.mark.parametrize("gpus,size,rank,expected", [
-    (4, 16, 0, 4), (4, 16, 15, 4), (4, 4, 2, 1), (4, 5, 0, 2), (4, 5, 1, 1), (1, 2, 1, 2), (2, 3, 1, 1),
-])
+@pytest.mark.parametrize(
+    "gpus,size,rank,expected",
+    [
+        (4, 16, 0, 4),
+        (4, 16, 15, 4),
+        (4, 4, 2, 1),
+        (4, 5, 0, 2),
+        (4, 5, 1, 1),
+        (1, 2, 1, 2),
+        (2, 3, 1, 1),
+    ],
+)
 def test_ranks_on_gpu_counts_the_local_ranks_given_the_same_gpu(gpus, size, rank, expected):
     env = {"GPU_COUNT": str(gpus), "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": str(size)}
     assert ag.ranks_on_gpu(env) == expected
@@ -353,7 +377,10 @@ def test_under_mpiexec_two_ranks_on_one_gpu_each_get_at_most_half(tmp_path):
     )
     out = subprocess.run(
         [str(MPIEXEC), "-n", "2", sys.executable, str(SCRIPT), sys.executable, "-c", code],
-        env=clean_env(GPU_COUNT="1"), capture_output=True, text=True, timeout=120,
+        env=clean_env(GPU_COUNT="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     for rank in (0, 1):

@@ -31,8 +31,13 @@ class RankComm(SingleProcessComm):
 
 def _strategy(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, **kwargs):
     params = {"x": jnp.full((5,), 0.5)}
-    strategy = backprop.MetaGradient(fitness, params, backprop.BackpropConfig(population, **kwargs),
-                                     api.make_optimizer(lr, {}, clip), comm or SingleProcessComm())
+    strategy = backprop.MetaGradient(
+        fitness,
+        params,
+        backprop.BackpropConfig(population, **kwargs),
+        api.make_optimizer(lr, {}, clip),
+        comm or SingleProcessComm(),
+    )
     return strategy, strategy.init(params, seed=11)
 
 
@@ -40,15 +45,15 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
     strategy, state = _strategy()
     grad_sum, finite, losses = strategy.partial_sums(state, {})
     # Independent: the targets of the episode keys key(data, g, i) that ES uses for pair i.
-    targets = np.stack([np.asarray(jax.random.normal(api.pair_key(state.rng["data"], 0, i), (5,)))
-                        for i in range(8)])
+    targets = np.stack([np.asarray(jax.random.normal(api.pair_key(state.rng["data"], 0, i), (5,))) for i in range(8)])
     x = np.full(5, 0.5)
     np.testing.assert_allclose(grad_sum / 8, np.mean(2 * (x - targets), 0), rtol=1e-5)
     np.testing.assert_allclose(losses, np.sum((x - targets) ** 2, 1), rtol=1e-5)
     assert finite.all()
     # ES evaluates exactly these episodes: with a tiny σ its fitness equals these losses.
-    es_strategy = es.EvolutionStrategy(keyed_loss, state.params, es.ESConfig(8, 1e-6),
-                                       api.make_optimizer(0.1, {}, 0.0), SingleProcessComm())
+    es_strategy = es.EvolutionStrategy(
+        keyed_loss, state.params, es.ESConfig(8, 1e-6), api.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
+    )
     fitness = es_strategy.evaluate(es_strategy.init(state.params, seed=11), {})
     np.testing.assert_allclose(fitness[:, 0], losses, rtol=1e-4)
 
@@ -94,12 +99,21 @@ def test_nonfinite_episodes_are_dropped_and_counted():
 # --------------------------------------------------------------------------- every learner
 
 
-TINY = ["model.sub_rnn.msg_size=4", "model.sub_rnn.slow_size=4", "model.meta_rnn.slow_size=8",
-        "model.fwp.fast_size=6", "model.fw_memory.slow_size=8", "model.fw_memory.memory_size=4",
-        "model.sgd.hidden_size=8", "model.nodepert.hidden_size=8"]
+TINY = [
+    "model.sub_rnn.msg_size=4",
+    "model.sub_rnn.slow_size=4",
+    "model.meta_rnn.slow_size=8",
+    "model.fwp.fast_size=6",
+    "model.fw_memory.slow_size=8",
+    "model.fw_memory.memory_size=4",
+    "model.sgd.hidden_size=8",
+    "model.nodepert.hidden_size=8",
+]
 # One in the default run (each compiles an ES and a meta-gradient step: 10-20 s on busy cores), all with -m slow.
-MODEL_TYPES = ["SGD"] + [pytest.param(kind, marks=pytest.mark.slow)
-                         for kind in ("VSMLRNN", "MetaRNN", "HebbianFW", "FWP", "FWMemory", "NodePert")]
+MODEL_TYPES = ["SGD"] + [
+    pytest.param(kind, marks=pytest.mark.slow)
+    for kind in ("VSMLRNN", "MetaRNN", "HebbianFW", "FWP", "FWMemory", "NodePert")
+]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +127,9 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
     config, (spec, arrays) = digits
     model = {**config["model"], "type": model_type}
     learner = build_learner(model, spec.input_shape, spec.num_classes)
-    fitness = objective.make_fitness(objective.make_episode(
-        learner.run, lambda a, k: data.sample_episode(spec, a, k, 6, 2)), "mean")
+    fitness = objective.make_fitness(
+        objective.make_episode(learner.run, lambda a, k: data.sample_episode(spec, a, k, 6, 2)), "mean"
+    )
     params = learner.init(jax.random.PRNGKey(0))
     for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
         settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, adam_kwargs={}, clip_gradnorm=1.0)

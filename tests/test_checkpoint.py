@@ -20,9 +20,16 @@ def _state():
 
 
 def _save(run_dir, params, opt_state, step=7, **kwargs):
-    return checkpoint.save(run_dir, params=params, opt_state=opt_state, step=step,
-                           rng={"noise": np.array([1, 2], np.uint32), "data": np.array([3, 4], np.uint32)},
-                           wall_time=12.5, config_yaml="seed: 1\n", **kwargs)
+    return checkpoint.save(
+        run_dir,
+        params=params,
+        opt_state=opt_state,
+        step=step,
+        rng={"noise": np.array([1, 2], np.uint32), "data": np.array([3, 4], np.uint32)},
+        wall_time=12.5,
+        config_yaml="seed: 1\n",
+        **kwargs,
+    )
 
 
 def test_plain_npz_layout(tmp_path):
@@ -54,7 +61,11 @@ def test_with_step_keeps_a_numbered_copy(tmp_path):
     _save(tmp_path, params, opt_state, step=3, with_step=True)
     _save(tmp_path, params, opt_state, step=5, with_step=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-3.npz", "checkpoint-5.npz", "checkpoint.npz", "checkpoint.prev.npz"]
+        "checkpoint-3.npz",
+        "checkpoint-5.npz",
+        "checkpoint.npz",
+        "checkpoint.prev.npz",
+    ]
     assert checkpoint.restore(tmp_path / "checkpoint-3.npz", params)["step"] == 3
 
 

@@ -56,9 +56,14 @@ def test_collectives_under_mpiexec():
         if c.is_root:
             print(json.dumps(rows))
     """)
-    result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=HANG_GUARD_S,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     outputs = sorted(json.loads(result.stdout.strip().splitlines()[-1]), key=lambda o: o["rank"])
     for out in outputs:

@@ -28,8 +28,8 @@ from vsml.learners import build_learner, learner_type
 from vsml.settings import data_settings
 from vsml.validation import validate
 
-RANKS = 11                 # views of ranks 0..10 (resolving does not depend on the rank count)
-LAUNCH_SIZES = (1, 4)      # rank counts the whole start-up check (population split included) must pass
+RANKS = 11  # views of ranks 0..10 (resolving does not depend on the rank count)
+LAUNCH_SIZES = (1, 4)  # rank counts the whole start-up check (population split included) must pass
 NOT_STANDALONE = {"default.yaml"}
 
 CONFIG_FILES = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name not in NOT_STANDALONE)
@@ -67,10 +67,9 @@ def _cases():
 def _fake_tfds(name, subset, config):
     """Tiny stand-in for a prepared TFDS split: the real shape and class count, every class present."""
     source = tfds_source.TFDS_SOURCES[name]
-    classes_present = min(source.num_classes, 20)      # omniglot: 20 of its 1,623 classes suffice
+    classes_present = min(source.num_classes, 20)  # omniglot: 20 of its 1,623 classes suffice
     labels = np.repeat(np.arange(classes_present, dtype=np.int32), 2)
-    images = (np.arange(len(labels))[:, None, None, None] * 7 % 256
-              * np.ones((1, *source.shape))).astype(np.uint8)
+    images = (np.arange(len(labels))[:, None, None, None] * 7 % 256 * np.ones((1, *source.shape))).astype(np.uint8)
     return images, labels, source.num_classes
 
 
@@ -81,8 +80,9 @@ def offline_tfds(monkeypatch):
 
 
 def _data_key(name, subset, rank_config):
-    relevant = {k: rank_config[k] for k in ("seed", "data", "random_dataset", "sum_dataset",
-                                            "omniglot_fewshot_dataset")}
+    relevant = {
+        k: rank_config[k] for k in ("seed", "data", "random_dataset", "sum_dataset", "omniglot_fewshot_dataset")
+    }
     return (name, subset, json.dumps(relevant, sort_keys=True))
 
 
@@ -94,8 +94,9 @@ def _spec(name, subset, rank_config, length=1, batch=1):
     key = (*_data_key(name, subset, rank_config), length, batch)
     if key not in _SPECS:
         spec, arrays = data.load_dataset(name, subset, data_settings(rank_config))
-        episode = jax.eval_shape(lambda a, k: data.sample_episode(spec, a, k, length, batch), arrays,
-                                 jax.random.PRNGKey(0))
+        episode = jax.eval_shape(
+            lambda a, k: data.sample_episode(spec, a, k, length, batch), arrays, jax.random.PRNGKey(0)
+        )
         _SPECS[key] = (spec, episode)
     return _SPECS[key]
 
@@ -112,15 +113,21 @@ def _check_learner(model_json, input_shape, num_classes, episode_shapes):
 
 def _fresh_networks(view) -> bool:
     """A hand-designed rule evaluated without a checkpoint: a network per dataset, of its sizes."""
-    return (view["call"] == "evaluate" and view["checkpoint"]["restore"]["path"] is None
-            and learner_type(view["model"]["type"]).hand_designed)
+    return (
+        view["call"] == "evaluate"
+        and view["checkpoint"]["restore"]["path"] is None
+        and learner_type(view["model"]["type"]).hand_designed
+    )
 
 
 def _build(case):
     _, files, array, number = case
     config = build_config(list(files), array_file=array, task=number)
-    if (config["call"] == "evaluate" and config["checkpoint"]["restore"]["path"] is None
-            and not learner_type(config["model"]["type"]).hand_designed):
+    if (
+        config["call"] == "evaluate"
+        and config["checkpoint"]["restore"]["path"] is None
+        and not learner_type(config["model"]["type"]).hand_designed
+    ):
         # evaluation configs take the checkpoint on the command line, as their headers show
         config = build_config(base=config, overrides=["checkpoint.restore.path=runs/RUN"])
     return config
@@ -140,45 +147,84 @@ def test_config_builds_validates_and_loads_for_every_rank(case):
         seen.add(text)
         validate(view)
         fixed_size = view["model"]["type"] != "VSMLRNN" and not _fresh_networks(view)
-        if view["call"] == "train" or fixed_size:   # evaluate builds a baseline for the training data's sizes
+        if view["call"] == "train" or fixed_size:  # evaluate builds a baseline for the training data's sizes
             train_spec, _ = _spec(view["training"]["dataset"], "train", view)
         evaluation = view["evaluation"]
         training = view["training"]
-        names = ([(training["dataset"], "train", training["episode_length"], training["batch_size"])]
-                 if view["call"] == "train" else [])
-        names += [(name, evaluation["subset"], evaluation["episode_length"], evaluation["batch_size"])
-                  for name in evaluation["datasets"]]
+        names = (
+            [(training["dataset"], "train", training["episode_length"], training["batch_size"])]
+            if view["call"] == "train"
+            else []
+        )
+        names += [
+            (name, evaluation["subset"], evaluation["episode_length"], evaluation["batch_size"])
+            for name in evaluation["datasets"]
+        ]
         for name, subset, length, batch in names:
             spec, (inputs, labels) = _spec(name, subset, view, length, batch)
-            shape, classes = ((train_spec.input_shape, train_spec.num_classes) if fixed_size
-                              else (spec.input_shape, spec.num_classes))
+            shape, classes = (
+                (train_spec.input_shape, train_spec.num_classes) if fixed_size else (spec.input_shape, spec.num_classes)
+            )
             if fixed_size:
                 assert (spec.input_shape, spec.num_classes) == (shape, classes), (
-                        f"rank {rank}: {view['model']['type']} is built for {shape}/{classes} but "
-                        f"{name} has {spec.input_shape}/{spec.num_classes}; pad the data")
-            _check_learner(json.dumps(view["model"], sort_keys=True), tuple(shape), int(classes),
-                           ((inputs.shape, inputs.dtype), (labels.shape, labels.dtype)))
+                    f"rank {rank}: {view['model']['type']} is built for {shape}/{classes} but "
+                    f"{name} has {spec.input_shape}/{spec.num_classes}; pad the data"
+                )
+            _check_learner(
+                json.dumps(view["model"], sort_keys=True),
+                tuple(shape),
+                int(classes),
+                ((inputs.shape, inputs.dtype), (labels.shape, labels.dtype)),
+            )
 
 
 def test_every_paper_run_has_a_config():
     names = {p.name for p in CONFIG_FILES} | {f"array/{p.name}" for p in ARRAY_FILES}
-    for needed in ("rand_proj.yaml", "rand_proj_backprop.yaml", "invariance.yaml", "omniglot_fewshot.yaml",
-                   "evaluate_all.yaml", "test.yaml", "array/datasets.yaml", "array/learners_datasets.yaml",
-                   "array/eval_invariances.yaml"):
+    for needed in (
+        "rand_proj.yaml",
+        "rand_proj_backprop.yaml",
+        "invariance.yaml",
+        "omniglot_fewshot.yaml",
+        "evaluate_all.yaml",
+        "test.yaml",
+        "array/datasets.yaml",
+        "array/learners_datasets.yaml",
+        "array/eval_invariances.yaml",
+    ):
         assert needed in names
     assert len(array_tasks(load_yaml_file(ROOT / "configs/array/datasets.yaml"))) == 11  # --array=1-11
     # The original release's configs/ (its names; where we renamed a file, both exist).
-    for original in ("backprop.yaml", "backward_pass.yaml", "cifar10.yaml", "conv.yaml", "deep.yaml",
-                     "evaluation.yaml", "fwmemory.yaml", "hebbian.yaml", "invariances.yaml", "metarnn.yaml",
-                     "no_fashion_mnist.yaml", "omniglot.yaml", "pad.yaml", "pretrained.yaml", "rand_proj.yaml",
-                     "sgd.yaml", "sgd_omniglot.yaml", "test.yaml", "array/conv.yaml", "array/datasets.yaml",
-                     "array/eval_invariances.yaml", "array/sgd.yaml"):
+    for original in (
+        "backprop.yaml",
+        "backward_pass.yaml",
+        "cifar10.yaml",
+        "conv.yaml",
+        "deep.yaml",
+        "evaluation.yaml",
+        "fwmemory.yaml",
+        "hebbian.yaml",
+        "invariances.yaml",
+        "metarnn.yaml",
+        "no_fashion_mnist.yaml",
+        "omniglot.yaml",
+        "pad.yaml",
+        "pretrained.yaml",
+        "rand_proj.yaml",
+        "sgd.yaml",
+        "sgd_omniglot.yaml",
+        "test.yaml",
+        "array/conv.yaml",
+        "array/datasets.yaml",
+        "array/eval_invariances.yaml",
+        "array/sgd.yaml",
+    ):
         assert original in names, original
-    assert len(array_tasks(load_yaml_file(ROOT / "configs/array/sgd.yaml"))) == 4   # --array=1-4
+    assert len(array_tasks(load_yaml_file(ROOT / "configs/array/sgd.yaml"))) == 4  # --array=1-4
 
 
-@pytest.mark.parametrize("original, ours", [("omniglot.yaml", "omniglot_fewshot.yaml"),
-                                            ("invariances.yaml", "invariance.yaml")])
+@pytest.mark.parametrize(
+    "original, ours", [("omniglot.yaml", "omniglot_fewshot.yaml"), ("invariances.yaml", "invariance.yaml")]
+)
 def test_renamed_files_keep_the_original_name_with_the_same_values(original, ours):
     assert build_config([ROOT / "configs" / original]) == build_config([ROOT / "configs" / ours])
 
@@ -192,7 +238,14 @@ def test_every_config_names_its_command():
 
 def test_smoke_config_trains_and_writes_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = launch("--config_files", "configs/test.yaml", "--run_dir", run_dir,
-                    "--config", "logging.wandb=disabled", timeout=HANG_GUARD_S)
+    result = launch(
+        "--config_files",
+        "configs/test.yaml",
+        "--run_dir",
+        run_dir,
+        "--config",
+        "logging.wandb=disabled",
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "checkpoint.npz").is_file()

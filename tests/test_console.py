@@ -22,8 +22,10 @@ from vsml import environment
 from vsml.logging import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 from vsml.preemption import StopRequest
 
-SUMMARY = re.compile(r"^gen (\d+)/(\d+) · meta-loss [-\d.e+]+ · ([\d.e-]+) s/gen "
-                     r"\(eval (\d+)% · comm (\d+)% · update (\d+)%\)( · ETA \S+| · done in \S+)$")
+SUMMARY = re.compile(
+    r"^gen (\d+)/(\d+) · meta-loss [-\d.e+]+ · ([\d.e-]+) s/gen "
+    r"\(eval (\d+)% · comm (\d+)% · update (\d+)%\)( · ETA \S+| · done in \S+)$"
+)
 PROGRESS = re.compile(r"^gen (\d+)/(\d+) · [\d.e-]+ s/gen · ETA (\S+)$")
 
 
@@ -35,14 +37,19 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize("seconds,text", [(0, "0s"), (42.4, "42s"), (412, "6m52s"), (3600 + 7 * 60 + 5, "1h07m"),
-                                          (2 * 86400 + 5 * 3600, "2d05h")])
+@pytest.mark.parametrize(
+    "seconds,text",
+    [(0, "0s"), (42.4, "42s"), (412, "6m52s"), (3600 + 7 * 60 + 5, "1h07m"), (2 * 86400 + 5 * 3600, "2d05h")],
+)
 def test_durations_read_like_a_clock(seconds, text):
     assert format_duration(seconds) == text
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=6)
-       .filter(lambda values: sum(values) > 1e-3))
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=6).filter(
+        lambda values: sum(values) > 1e-3
+    )
+)
 def test_percent_shares_add_to_100_and_stay_within_a_point(values):
     shares = percent_shares(values)
     assert sum(shares) == 100
@@ -57,8 +64,14 @@ def _console(tmp_path, progress_seconds=30.0):
 
 def _generation(console, clock, seconds, evaluate=0.8, communicate=0.05, update=0.15, loss=2.0):
     clock.now += seconds
-    console.progress({"meta_loss": loss, "time/evaluate": evaluate * seconds,
-                      "time/communicate": communicate * seconds, "time/update": update * seconds})
+    console.progress(
+        {
+            "meta_loss": loss,
+            "time/evaluate": evaluate * seconds,
+            "time/communicate": communicate * seconds,
+            "time/update": update * seconds,
+        }
+    )
 
 
 def test_summary_line_has_the_total_the_time_per_generation_its_shares_and_an_eta(tmp_path):
@@ -84,11 +97,19 @@ def test_last_summary_line_says_how_long_the_whole_run_took(tmp_path):
 
 
 def test_evaluation_results_get_their_own_line():
-    row = {"step": 250, "meta_loss": 2.0, "eval/digits/loss": 1.7, "eval/digits/accuracy": 0.443,
-           "eval/digits/final_loss": 1.2, "eval/digits/final_accuracy": 0.5, "eval/mnist_offline/accuracy": 0.19,
-           "eval/mnist_offline/final_accuracy": 0.1875}
-    assert evaluation_line(row) == ("meta-test gen 250 · digits 44.3% (last step 50.0%) · "
-                                    "mnist_offline 19.0% (last step 18.8%)")
+    row = {
+        "step": 250,
+        "meta_loss": 2.0,
+        "eval/digits/loss": 1.7,
+        "eval/digits/accuracy": 0.443,
+        "eval/digits/final_loss": 1.2,
+        "eval/digits/final_accuracy": 0.5,
+        "eval/mnist_offline/accuracy": 0.19,
+        "eval/mnist_offline/final_accuracy": 0.1875,
+    }
+    assert evaluation_line(row) == (
+        "meta-test gen 250 · digits 44.3% (last step 50.0%) · mnist_offline 19.0% (last step 18.8%)"
+    )
     assert evaluation_line({"step": 3, "meta_loss": 2.0}) is None
 
 
@@ -111,8 +132,17 @@ def test_without_a_terminal_progress_comes_as_periodic_lines_also_in_console_log
 
 def test_piped_run_prints_progress_lines_console_log_holds_them_and_resume_continues_it(tmp_path):
     run_dir = tmp_path / "run"
-    result = launch("--run_dir", run_dir, "--config", *TINY, "training.iterations=6", "summary.frequency=4",
-                    "evaluation.frequency=4", "logging.progress_seconds=0", "logging.wandb=offline")
+    result = launch(
+        "--run_dir",
+        run_dir,
+        "--config",
+        *TINY,
+        "training.iterations=6",
+        "summary.frequency=4",
+        "evaluation.frequency=4",
+        "logging.progress_seconds=0",
+        "logging.wandb=offline",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     logged = (run_dir / CONSOLE).read_text().splitlines()
@@ -163,17 +193,35 @@ def _read_until(stream, predicate, seen: list[str], timeout: float) -> str | Non
 
 def test_ctrl_c_while_compiling_is_acknowledged_at_once_and_a_second_one_stops_now(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--run_dir", str(run_dir), "--config", *TINY,
-                             "training.iterations=1000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "--run_dir",
+            str(run_dir),
+            "--config",
+            *TINY,
+            "training.iterations=1000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     try:
         seen: list[str] = []
-        assert _read_until(proc.stdout, lambda line: "compiling the meta-test and the generation step" in line,
-                           seen, timeout=HANG_GUARD_S), seen
+        assert _read_until(
+            proc.stdout,
+            lambda line: "compiling the meta-test and the generation step" in line,
+            seen,
+            timeout=HANG_GUARD_S,
+        ), seen
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
-        acknowledged = _read_until(proc.stdout, lambda line: line.startswith("Ctrl-C: stopping after this generation"),
-                                   seen, timeout=60)
+        acknowledged = _read_until(
+            proc.stdout, lambda line: line.startswith("Ctrl-C: stopping after this generation"), seen, timeout=60
+        )
         waited = time.monotonic() - sent
         assert acknowledged and "press Ctrl-C again to stop now" in acknowledged, seen
         # within a second on an idle machine; a wide margin for a busy one, and before compiling ended
@@ -200,16 +248,25 @@ def test_second_ctrl_c_stops_now_and_other_signals_only_once():
     finally:
         stop.uninstall()
     assert stop.signal_name == "SIGTERM"
-    assert announced == ["SIGTERM: stopping after this generation (a checkpoint is written)",
-                         "Ctrl-C again: stopping now; the last checkpoint stays as it is"]
+    assert announced == [
+        "SIGTERM: stopping after this generation (a checkpoint is written)",
+        "Ctrl-C again: stopping now; the last checkpoint stays as it is",
+    ]
 
 
-@pytest.mark.parametrize("command", [["launch.py", "--config_files", "configs/test.yaml"],
-                                     ["-m", "vsml.data", "status"], ["-m", "vsml.plot", "runs/x"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["launch.py", "--config_files", "configs/test.yaml"],
+        ["-m", "vsml.data", "status"],
+        ["-m", "vsml.plot", "runs/x"],
+    ],
+)
 def test_missing_packages_are_one_line_naming_the_install_command(command):
     # -S: no site-packages, so nothing from requirements.txt is importable
-    result = subprocess.run([sys.executable, "-S", *command], cwd=ROOT, capture_output=True, text=True,
-                            timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [sys.executable, "-S", *command], cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S
+    )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "numpy" in result.stderr and "install -r requirements.txt" in result.stderr
@@ -218,8 +275,9 @@ def test_missing_packages_are_one_line_naming_the_install_command(command):
 def test_prepare_without_tensorflow_says_what_to_install(tmp_path, monkeypatch, capsys):
     from vsml.data import __main__ as data_main
 
-    monkeypatch.setattr(environment, "missing_modules",
-                        lambda modules: ["tensorflow-cpu"] if "tensorflow" in modules else [])
+    monkeypatch.setattr(
+        environment, "missing_modules", lambda modules: ["tensorflow-cpu"] if "tensorflow" in modules else []
+    )
     assert data_main.main(["prepare", "mnist", "--data_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "requirements-prepare.txt" in err and "mnist" in err

@@ -86,7 +86,9 @@ def test_pad_input_and_output():
 
 def test_resize_at_load_time_and_on_device_for_procedural_data():
     spec, arrays, inputs, _ = episode(cfg("data.preprocess.resize=[4, 4]"))
-    assert spec.input_shape == (4, 4, 1) and arrays["images"].shape[1:] == (4, 4, 1) and inputs.shape == (40, 2, 4, 4, 1)
+    assert (
+        spec.input_shape == (4, 4, 1) and arrays["images"].shape[1:] == (4, 4, 1) and inputs.shape == (40, 2, 4, 4, 1)
+    )
     images = sources.load_array_source("digits", "train")[0]
     # shrinking by 2 keeps the image mean (bilinear, anti-aliased) and a constant stays constant
     np.testing.assert_allclose(np.asarray(arrays["images"]).mean((1, 2, 3)), images.mean((1, 2, 3)), atol=0.03)
@@ -97,8 +99,11 @@ def test_resize_at_load_time_and_on_device_for_procedural_data():
 
 
 def test_preprocessing_combines_per_rank_through_mpi_split():
-    split = ("training.dataset={mpi_split: [digits, mnist_offline]}",
-             "data.preprocess.rand_proj={mpi_split: [false, true]}", "data.preprocess.pad.output=[12]")
+    split = (
+        "training.dataset={mpi_split: [digits, mnist_offline]}",
+        "data.preprocess.rand_proj={mpi_split: [false, true]}",
+        "data.preprocess.pad.output=[12]",
+    )
     specs = []
     for rank in range(2):
         config = cfg(*split, rank=rank)
@@ -111,9 +116,11 @@ def test_preprocessing_combines_per_rank_through_mpi_split():
 
 
 def test_bad_preprocess_values_name_the_key():
-    for override, message in [("data.preprocess.resize=[4]", "data.preprocess.resize: [4] is not a list of 2"),
-                              ("data.preprocess.rand_proj=maybe", "data.preprocess.rand_proj: 'maybe' is not true"),
-                              ("data.filter_classes=[1, 1]", "data.filter_classes: [1, 1] is not a list of distinct")]:
+    for override, message in [
+        ("data.preprocess.resize=[4]", "data.preprocess.resize: [4] is not a list of 2"),
+        ("data.preprocess.rand_proj=maybe", "data.preprocess.rand_proj: 'maybe' is not true"),
+        ("data.filter_classes=[1, 1]", "data.filter_classes: [1, 1] is not a list of distinct"),
+    ]:
         with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("]", "\\]")):
             data.check_dataset_available("digits", data_settings(cfg(override)))
     with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'sum'"):
@@ -124,15 +131,20 @@ def test_bad_preprocess_values_name_the_key():
 
 
 def fewshot_spec(way, test_last, rotate=False, shape=(3, 3, 1)):
-    return data.DataSpec(name="omniglot_fewshot",
-                         sampler=FewShotSampler(way=way, rotate=rotate, test_last=test_last),
-                         input_shape=shape, num_classes=way, data_classes=way)
+    return data.DataSpec(
+        name="omniglot_fewshot",
+        sampler=FewShotSampler(way=way, rotate=rotate, test_last=test_last),
+        input_shape=shape,
+        num_classes=way,
+        data_classes=way,
+    )
 
 
 def fewshot_arrays(classes=12, per_class=6):
     """Image i is constant, equal to i; by_class[k] lists class k's images."""
-    images = jnp.broadcast_to(jnp.arange(classes * per_class, dtype=jnp.float32)[:, None, None, None],
-                              (classes * per_class, 3, 3, 1))
+    images = jnp.broadcast_to(
+        jnp.arange(classes * per_class, dtype=jnp.float32)[:, None, None, None], (classes * per_class, 3, 3, 1)
+    )
     return {"images": images, "by_class": jnp.arange(classes * per_class, dtype=jnp.int32).reshape(classes, per_class)}
 
 
@@ -145,9 +157,9 @@ def test_fewshot_episode_with_the_query_last():
         for b in range(3):
             ids, y = inputs[:, b, 0, 0, 0].astype(int), labels[:, b].argmax(-1)
             classes = ids // 6
-            assert len(set(ids)) == 11                       # every example distinct, query unseen
-            assert sorted(np.bincount(y[:-1], minlength=5)) == [2] * 5   # 2 shots of each of 5 classes
-            for label in range(5):                           # a label means one original class
+            assert len(set(ids)) == 11  # every example distinct, query unseen
+            assert sorted(np.bincount(y[:-1], minlength=5)) == [2] * 5  # 2 shots of each of 5 classes
+            for label in range(5):  # a label means one original class
                 assert len(set(classes[y == label])) == 1
             assert len(set(classes)) == 5
 

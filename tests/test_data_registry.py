@@ -30,8 +30,11 @@ def test_every_name_has_exactly_one_source_and_unknown_names_list_them():
 
 
 def test_an_offline_dataset_from_the_registry_loads_and_samples_its_own_examples(config):
-    name = next(name for name in registry.available_datasets() if registry.source_of(name).stored_classes
-                and registry.source_of(name) is registry.SOURCES[0])   # an offline source: no download
+    name = next(
+        name
+        for name in registry.available_datasets()
+        if registry.source_of(name).stored_classes and registry.source_of(name) is registry.SOURCES[0]
+    )  # an offline source: no download
     source = registry.source_of(name)
     loaded = source.load(name, "test", data_settings(config), LoadOptions())
     spec, arrays = data.load_dataset(name, "test", data_settings(config))
@@ -39,8 +42,9 @@ def test_an_offline_dataset_from_the_registry_loads_and_samples_its_own_examples
     inputs, labels = jax.jit(lambda key: data.sample_episode(spec, arrays, key, 9, 4))(jax.random.PRNGKey(0))
     assert inputs.shape == (9, 4, *spec.input_shape) and labels.shape == (9, 4, spec.num_classes)
     # Every sampled (input, label) pair is an example of the split, normalised as the spec says.
-    stored = (loaded.arrays["images"].reshape(len(loaded.arrays["labels"]), -1).astype(np.float64) * loaded.scale
-              - spec.mean) / spec.std
+    stored = (
+        loaded.arrays["images"].reshape(len(loaded.arrays["labels"]), -1).astype(np.float64) * loaded.scale - spec.mean
+    ) / spec.std
     flat, classes = np.asarray(inputs).reshape(36, -1), np.asarray(labels).reshape(36, -1).argmax(1)
     for row, label in zip(flat, classes):
         match = np.abs(stored - row).max(axis=1) < 1e-5
@@ -91,13 +95,18 @@ def test_a_new_source_needs_only_its_module_and_a_registry_entry(config, monkeyp
     assert "parity" in registry.available_datasets()
     data.check_dataset_available("parity", data_settings(config), "training.dataset")
     assert data.class_count("parity", data_settings(config)) == 2
-    padded = {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"],
-                                                                   "pad": {"input": [7], "output": [4]}}}}
+    padded = {
+        **config,
+        "data": {
+            **config["data"],
+            "preprocess": {**config["data"]["preprocess"], "pad": {"input": [7], "output": [4]}},
+        },
+    }
     spec, arrays = data.load_dataset("parity", "train", data_settings(padded))
     assert spec.input_shape == (7,) and spec.num_classes == 4 and spec.kind == "parity"
     inputs, labels = map(np.asarray, data.sample_episode(spec, arrays, jax.random.PRNGKey(3), 50, 2))
-    assert (inputs[..., 5:] == 0).all() and labels[..., 2:].sum() == 0   # padding after the source's data
-    expected = (inputs[..., :5] < 0).sum(-1) % 2                         # an independent count
+    assert (inputs[..., 5:] == 0).all() and labels[..., 2:].sum() == 0  # padding after the source's data
+    expected = (inputs[..., :5] < 0).sum(-1) % 2  # an independent count
     np.testing.assert_array_equal(labels.argmax(-1), expected)
     filtered = {**config, "data": {**config["data"], "filter_classes": [0]}}
     with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'parity'"):

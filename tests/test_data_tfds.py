@@ -64,8 +64,14 @@ def tfds_dir(tmp_path_factory):
     """A data directory holding a prepared tiny 'mnist' (60 train / 20 test examples)."""
     root = tmp_path_factory.mktemp("tfds")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", BUILD, str(root), str(TRAIN), str(TEST)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD, str(root), str(TRAIN), str(TEST)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "tfds"
 
@@ -100,11 +106,20 @@ def test_prepare_twice_is_a_no_op_and_the_lock_serialises(tfds_dir, monkeypatch)
         assert tfds_source.prepare("mnist", tfds_dir, download=False).is_dir()
     lock = tfds_source._lock_path("mnist", tfds_dir)
     # The holder keeps the lock until told to let go: no sleeps, so no timing to lose on a busy machine.
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, sys
         with open({str(lock)!r}, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); sys.stdin.readline()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     acquired = threading.Event()
 
@@ -147,11 +162,23 @@ def test_launch_offline_with_an_unprepared_dataset_exits_fast_with_one_line(tmp_
 
 def test_prepare_cli_offline_names_the_dataset(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "vsml.data", "prepare", "kmnist", "--data_dir", str(tmp_path)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "vsml.data", "prepare", "kmnist", "--data_dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 2 and "'kmnist' is a TFDS dataset" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "vsml.data", "prepare", "mnsit"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "vsml.data", "prepare", "mnsit"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 2 and "unknown dataset(s) mnsit" in result.stderr
 
 
@@ -161,9 +188,17 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     from vsml.comm import world  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
 
-    cfg = config_for(tfds_dir, "training.population_size=2", "model.sub_rnn.msg_size=4",
-                     "model.sub_rnn.slow_size=4", "data.preprocess.resize=[5, 5]", "data.preprocess.shuffle=true",
-                     "data.preprocess.rand_proj=true", "data.preprocess.pad.output=12", "data.filter_classes=[1, 2, 3]")
+    cfg = config_for(
+        tfds_dir,
+        "training.population_size=2",
+        "model.sub_rnn.msg_size=4",
+        "model.sub_rnn.slow_size=4",
+        "data.preprocess.resize=[5, 5]",
+        "data.preprocess.shuffle=true",
+        "data.preprocess.rand_proj=true",
+        "data.preprocess.pad.output=12",
+        "data.filter_classes=[1, 2, 3]",
+    )
     task = experiment.load_task("mnist", "train", data_settings(cfg), 6, 1)
     assert task.spec.input_shape == (5, 5, 1) and task.spec.num_classes == 12 and task.spec.data_classes == 3
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
@@ -171,17 +206,29 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     strategy = experiment.make_strategy(learner, task, run_settings(cfg), params, world())
     state, stats = strategy.step(strategy.init(params, 0), task.arrays)
     assert state.generation == 1 and np.isfinite(stats["meta_loss"])
-    moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params,
-                                   state.params)
+    moved = jax.tree_util.tree_map(
+        lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params, state.params
+    )
     assert max(jax.tree_util.tree_leaves(moved)) > 0
 
 
 @pytest.mark.slow
 def test_meta_training_runs_on_tfds_mnist_with_preprocessing(tfds_dir, tmp_path):
     run = tmp_path / "run"
-    result = launch("--run_dir", run, "--config", *TINY, "training.dataset=mnist", "evaluation.datasets=[mnist]",
-                    "training.iterations=1", f"data.dir={tfds_dir}", "data.preprocess.resize=[6, 6]",
-                    "data.preprocess.rand_proj=true", "data.preprocess.pad.output=12", timeout=HANG_GUARD_S)
+    result = launch(
+        "--run_dir",
+        run,
+        "--config",
+        *TINY,
+        "training.dataset=mnist",
+        "evaluation.datasets=[mnist]",
+        "training.iterations=1",
+        f"data.dir={tfds_dir}",
+        "data.preprocess.resize=[6, 6]",
+        "data.preprocess.rand_proj=true",
+        "data.preprocess.pad.output=12",
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["meta_loss"]) and 0 <= rows[0]["eval/mnist/accuracy"] <= 1
@@ -211,11 +258,20 @@ RANK_SCRIPT = textwrap.dedent("""
 
 
 def test_mpi_split_over_datasets_and_rand_proj_gives_each_rank_its_data(tfds_dir):
-    overrides = [f"data.dir={tfds_dir}", "training.dataset={mpi_split: [mnist, digits]}",
-                 "data.preprocess.rand_proj={mpi_split: [false, 7]}"]
+    overrides = [
+        f"data.dir={tfds_dir}",
+        "training.dataset={mpi_split: [mnist, digits]}",
+        "data.preprocess.rand_proj={mpi_split: [false, 7]}",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", RANK_SCRIPT, *overrides], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, "-c", RANK_SCRIPT, *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = {row["rank"]: row for row in json.loads(result.stdout.strip().splitlines()[-1])}
     assert set(ranks) == {0, 1} and ranks[0]["size"] == 2

@@ -16,8 +16,7 @@ from vsml.data import tfds_source
 
 
 def _run(*args, timeout=HANG_GUARD_S):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_shows_examples_and_where_the_keys_are_documented():
@@ -32,8 +31,9 @@ def test_help_shows_examples_and_where_the_keys_are_documented():
 
 
 def test_print_config_shows_the_resolved_config_without_running_anything(tmp_path):
-    result = _run("launch.py", "--config_files", "configs/quickstart.yaml", "--print_config",
-                  "--run_dir", tmp_path / "run")
+    result = _run(
+        "launch.py", "--config_files", "configs/quickstart.yaml", "--print_config", "--run_dir", tmp_path / "run"
+    )
     assert result.returncode == 0, result.stderr
     assert "  population_size: 32\n" in result.stdout
     shown = yaml.safe_load(result.stdout)
@@ -42,11 +42,13 @@ def test_print_config_shows_the_resolved_config_without_running_anything(tmp_pat
 
 
 def test_print_config_loads_no_data_and_starts_no_backend():
-    code = ("import sys, launch; status = launch.main(['--config_files', 'configs/quickstart.yaml', "
-            "'--print_config']); assert status == 0; "
-            "started = 'jax' in sys.modules and sys.modules['jax']._src.xla_bridge.backends_are_initialized(); "
-            "print(started, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'sklearn', "
-            "'mlxtend', 'tensorflow_datasets') or m == 'vsml.experiment'))")
+    code = (
+        "import sys, launch; status = launch.main(['--config_files', 'configs/quickstart.yaml', "
+        "'--print_config']); assert status == 0; "
+        "started = 'jax' in sys.modules and sys.modules['jax']._src.xla_bridge.backends_are_initialized(); "
+        "print(started, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'sklearn', "
+        "'mlxtend', 'tensorflow_datasets') or m == 'vsml.experiment'))"
+    )
     result = _run("-c", code)
     assert result.returncode == 0, result.stderr
     # Nothing compiled, nothing that reads a dataset imported (validation imports vsml.data's
@@ -55,22 +57,24 @@ def test_print_config_loads_no_data_and_starts_no_backend():
 
 
 def test_print_config_lists_every_ranks_split_values():
-    config = build_config(["configs/quickstart.yaml"], [
-        "training.dataset={mpi_split: [digits, mnist_offline], mpi_repeat: 2}", "seed={mpi_split: [1, 2, 3]}"])
+    config = build_config(
+        ["configs/quickstart.yaml"],
+        ["training.dataset={mpi_split: [digits, mnist_offline], mpi_repeat: 2}", "seed={mpi_split: [1, 2, 3]}"],
+    )
     text = describe_config(config)
     lines = [line for line in text.splitlines() if line.startswith("# rank ")]
     assert len(lines) == 12  # the pattern repeats every lcm(2 * 2, 3) ranks
     for rank, line in enumerate(lines):
         resolved = resolve_for_rank(config, rank)
-        assert line == (f"# rank {rank}: seed={resolved['seed']}, "
-                        f"training.dataset={resolved['training']['dataset']}")
+        assert line == (f"# rank {rank}: seed={resolved['seed']}, training.dataset={resolved['training']['dataset']}")
     assert len([line for line in describe_config(config, ranks=16).splitlines() if line.startswith("# rank ")]) == 16
 
 
 def test_print_config_refuses_bad_values_in_one_line():
     result = _run("launch.py", "--print_config", "--config", "training.population_size=-1")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "error: training.population_size: must be a positive integer, got -1")
+        "error: training.population_size: must be a positive integer, got -1"
+    )
 
 
 def test_data_status_lists_offline_procedural_tfds_and_npz(tmp_path):

@@ -22,8 +22,13 @@ def smooth_loss(params, key, data):
 
 def _strategy(population, noise_std=0.01, shaping="raw", comm=None, lr=0.025):
     params = {"x": jnp.full((12,), 0.2), "y": jnp.asarray(0.7)}
-    strategy = es.EvolutionStrategy(smooth_loss, params, es.ESConfig(population, noise_std, shaping),
-                                    api.make_optimizer(lr, {}, 0.0), comm or SingleProcessComm())
+    strategy = es.EvolutionStrategy(
+        smooth_loss,
+        params,
+        es.ESConfig(population, noise_std, shaping),
+        api.make_optimizer(lr, {}, 0.0),
+        comm or SingleProcessComm(),
+    )
     return strategy, strategy.init(params, seed=3)
 
 
@@ -57,8 +62,9 @@ def test_raw_estimate_has_the_gradient_scale():
 def test_step_applies_exactly_the_composed_estimate():
     """``step`` = evaluate, shape, weigh, sum the noise, average, apply (here plain SGD, lr 1)."""
     params = {"x": jnp.full((12,), 0.2), "y": jnp.asarray(0.7)}
-    strategy = es.EvolutionStrategy(smooth_loss, params, es.ESConfig(16, 0.01, "centered_rank"), optax.sgd(1.0),
-                                    SingleProcessComm())
+    strategy = es.EvolutionStrategy(
+        smooth_loss, params, es.ESConfig(16, 0.01, "centered_rank"), optax.sgd(1.0), SingleProcessComm()
+    )
     state = strategy.init(params, seed=3)
     expected = jax.flatten_util.ravel_pytree(params)[0] - _estimate(strategy, state, "centered_rank")
     new_state, stats = strategy.step(state, {})
@@ -135,8 +141,9 @@ def test_rank_partial_sums_add_up_to_the_same_gradient_in_any_split():
         weights = es.pair_weights(es.shape_fitness(fitness, shaping)[0], 0.1)
         gradients = []
         for ranks in (1, 2, 4, 8):
-            total = sum(es.noise_sum(key, 2, api.pair_slice(population, rank, ranks), weights, dim)
-                        for rank in range(ranks))
+            total = sum(
+                es.noise_sum(key, 2, api.pair_slice(population, rank, ranks), weights, dim) for rank in range(ranks)
+            )
             gradients.append(es.mean_gradient(total, weights, population))
         for gradient in gradients[1:]:
             np.testing.assert_array_equal(gradient, gradients[0])

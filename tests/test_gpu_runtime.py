@@ -40,8 +40,16 @@ def test_a_run_names_what_it_runs_on_and_warns_once_about_an_unused_gpu_before_c
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"}
     for name in ("GPU_COUNT", "CUDA_VISIBLE_DEVICES"):
         env[name] = ""
-    proc = launch("--config_files", "configs/test.yaml", "--config", *TINY, "training.iterations=1",
-                  "--run_dir", tmp_path / "run", env=env)
+    proc = launch(
+        "--config_files",
+        "configs/test.yaml",
+        "--config",
+        *TINY,
+        "training.iterations=1",
+        "--run_dir",
+        tmp_path / "run",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = proc.stdout.splitlines()[0]
     assert first.startswith("runs on: cpu (") and f"jax {jax.__version__}" in first
@@ -54,14 +62,17 @@ def test_a_run_names_what_it_runs_on_and_warns_once_about_an_unused_gpu_before_c
     assert compiles and warnings[0] < compiles[0]  # said before anything was compiled
 
 
-@pytest.mark.parametrize("environ,expected", [
-    ({"GPU_COUNT": "4"}, "GPU_COUNT=4"),
-    ({"CUDA_VISIBLE_DEVICES": "1,2"}, "CUDA_VISIBLE_DEVICES=1,2"),
-    ({"CUDA_VISIBLE_DEVICES": "-1"}, None),  # CUDA's way of hiding every GPU
-    ({"CUDA_VISIBLE_DEVICES": ""}, None),
-    ({"GPU_COUNT": "0"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({"GPU_COUNT": "4"}, "GPU_COUNT=4"),
+        ({"CUDA_VISIBLE_DEVICES": "1,2"}, "CUDA_VISIBLE_DEVICES=1,2"),
+        ({"CUDA_VISIBLE_DEVICES": "-1"}, None),  # CUDA's way of hiding every GPU
+        ({"CUDA_VISIBLE_DEVICES": ""}, None),
+        ({"GPU_COUNT": "0"}, None),
+        ({}, None),
+    ],
+)
 def test_visible_gpu_from_the_environment(environ, expected, tmp_path):
     assert runtime.visible_nvidia_gpu({"PATH": str(tmp_path), **environ}) == expected  # no nvidia-smi on PATH
 
@@ -108,8 +119,10 @@ def test_gpu_budget_is_half_of_this_ranks_share_of_the_device():
     limit = int(total * 0.225)
     assert runtime.chunk_budget_bytes("gpu", limit, ranks_sharing=4, device_total_bytes=total) == limit // 2
     # The user gave every rank 0.9 of the GPU: 4 ranks still plan for a quarter each.
-    assert runtime.chunk_budget_bytes("gpu", int(total * 0.9), ranks_sharing=4,
-                                      device_total_bytes=total) == total // 4 // 2
+    assert (
+        runtime.chunk_budget_bytes("gpu", int(total * 0.9), ranks_sharing=4, device_total_bytes=total)
+        == total // 4 // 2
+    )
     # One rank: half the allocator's limit, as before.
     assert runtime.chunk_budget_bytes("gpu", 60 * GIB, ranks_sharing=1, device_total_bytes=total) == 30 * GIB
     assert runtime.chunk_budget_bytes("gpu", 60 * GIB, ranks_sharing=2) == 15 * GIB  # total unknown
@@ -117,9 +130,12 @@ def test_gpu_budget_is_half_of_this_ranks_share_of_the_device():
     # Whatever the fractions, the ranks on one GPU together plan for at most half of it.
     for fraction, ranks in ((0.9, 4), (0.75, 16), (0.45, 2), (0.225, 4)):
         limit = int(total * fraction)
-        each = runtime.chunk_budget_bytes("gpu", limit, ranks_sharing=ranks,
-                                          device_total_bytes=runtime.device_total_bytes(
-                                              limit, {"XLA_PYTHON_CLIENT_MEM_FRACTION": str(fraction)}))
+        each = runtime.chunk_budget_bytes(
+            "gpu",
+            limit,
+            ranks_sharing=ranks,
+            device_total_bytes=runtime.device_total_bytes(limit, {"XLA_PYTHON_CLIENT_MEM_FRACTION": str(fraction)}),
+        )
         assert each * ranks <= total // 2 + ranks and each <= limit // 2
 
 
@@ -155,8 +171,9 @@ def test_auto_chunk_budget_of_a_run_is_divided_by_the_ranks_on_the_node(monkeypa
 
     rank_config = resolve_for_rank(build_config([], [*TINY, "training.pairs_per_chunk=auto"]), 0)
     training = rank_config["training"]
-    task = experiment.load_task(training["dataset"], "train", data_settings(rank_config),
-                                training["episode_length"], training["batch_size"])
+    task = experiment.load_task(
+        training["dataset"], "train", data_settings(rank_config), training["episode_length"], training["batch_size"]
+    )
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     experiment.make_strategy(learner, task, run_settings(rank_config), params, TwoOnTheNode())
@@ -164,10 +181,18 @@ def test_auto_chunk_budget_of_a_run_is_divided_by_the_ranks_on_the_node(monkeypa
 
 
 def test_comm_knows_the_ranks_on_its_node(tmp_path):
-    code = ("import sys; from vsml.comm import world; c = world(); "
-            f"open({str(tmp_path)!r} + f'/rank{{c.rank}}', 'w').write(f'{{c.size}} {{c.local_size}}')")
-    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=HANG_GUARD_S, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; from vsml.comm import world; c = world(); "
+        f"open({str(tmp_path)!r} + f'/rank{{c.rank}}', 'w').write(f'{{c.size}} {{c.local_size}}')"
+    )
+    proc = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "rank0").read_text() == "2 2" and (tmp_path / "rank1").read_text() == "2 2"
     assert comm.SingleProcessComm().local_size == 1

@@ -41,7 +41,8 @@ def _check_spread(w, fan_in: int, what: str):
     # Relative standard error of a sample std is about 1/sqrt(2n); 4% is > 5 SE for n ≥ 8,000.
     assert w.size >= 8000, f"{what}: too few draws ({w.size}) for a statistical check"
     assert abs(w.std() / scale - TRUNC_STD) < 0.04 * TRUNC_STD, (
-        f"{what}: std {w.std():.4g} = {w.std() / scale:.3f}/sqrt({fan_in}), expected {TRUNC_STD:.3f}/sqrt(fan_in)")
+        f"{what}: std {w.std():.4g} = {w.std() / scale:.3f}/sqrt({fan_in}), expected {TRUNC_STD:.3f}/sqrt(fan_in)"
+    )
     assert abs(w.mean()) < 0.05 * scale, what
     assert np.abs(w).max() <= 2 * scale * (1 + 1e-6), f"{what}: not truncated at ±2/sqrt(fan_in)"
     assert np.abs(w).max() > 1.9 * scale, f"{what}: the tails reach ±2/sqrt(fan_in)"
@@ -54,8 +55,9 @@ def test_sub_rnn_gates_and_heads():
     _check_spread(gates, 2 * 32 + 64, "sub-RNN gates (fan in: fwd msg + bwd msg + hidden)")
     heads = np.concatenate([np.ravel(p["w_fwd_out"]), np.ravel(p["w_bwd_out"])])
     # heads are [S, M] = 64 x 32 each: 4,096 draws; add more sets to have enough
-    more = vsml.init(jax.random.PRNGKey(1), vsml.VSMLSpec(slow_size=64, msg_size=32, layerwise_rnns=True,
-                                                          hidden_sizes=(8,)))["forward"]
+    more = vsml.init(
+        jax.random.PRNGKey(1), vsml.VSMLSpec(slow_size=64, msg_size=32, layerwise_rnns=True, hidden_sizes=(8,))
+    )["forward"]
     heads = np.concatenate([heads, *[np.ravel(q[k]) for q in more for k in ("w_fwd_out", "w_bwd_out")]])
     _check_spread(heads, 64, "sub-RNN message heads (fan in: state)")
 
@@ -96,8 +98,9 @@ def test_baseline_layers():
 
 def test_init_scale_multiplies_every_vsml_draw():
     """``model.sub_rnn.init_scale`` (default 1.0, the original's) scales gates, heads and initial cells."""
-    cfg = build_config(overrides=["model.sub_rnn.init_scale=1.1369", "model.sub_rnn.slow_size=64",
-                                  "model.sub_rnn.msg_size=32"])["model"]
+    cfg = build_config(
+        overrides=["model.sub_rnn.init_scale=1.1369", "model.sub_rnn.slow_size=64", "model.sub_rnn.msg_size=32"]
+    )["model"]
     assert build_config()["model"]["sub_rnn"]["init_scale"] == 1.0
     spec = vsml.spec_from_config(cfg)
     (p,) = vsml.init(jax.random.PRNGKey(0), spec)["forward"]

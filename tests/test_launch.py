@@ -31,8 +31,17 @@ def test_typo_in_a_key_exits_at_once_naming_the_right_key():
 
 def test_train_writes_config_metrics_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
-    _ok(launch("--run_dir", run_dir, "--config", *TINY, "training.iterations=4", "checkpoint.with_step=true",
-               "logging.wandb=offline"))
+    _ok(
+        launch(
+            "--run_dir",
+            run_dir,
+            "--config",
+            *TINY,
+            "training.iterations=4",
+            "checkpoint.with_step=true",
+            "logging.wandb=offline",
+        )
+    )
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["training"]["iterations"] == 4 and saved["training"]["dataset"] == "digits"
     rows = _rows(run_dir)
@@ -43,12 +52,17 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path):
         assert (EVAL_KEYS <= set(row)) == (row["step"] % 2 == 0)
     assert 0.0 <= rows[0]["eval/digits/accuracy"] <= 1.0
     assert sorted(p.name for p in run_dir.glob("checkpoint*.npz")) == [
-        "checkpoint-2.npz", "checkpoint-4.npz", "checkpoint.npz", "checkpoint.prev.npz"]
+        "checkpoint-2.npz",
+        "checkpoint-4.npz",
+        "checkpoint.npz",
+        "checkpoint.prev.npz",
+    ]
     table = (run_dir / "evaluation.csv").read_text().splitlines()
     assert table[0] == "train_step,dataset,episode,step,loss,accuracy"
     # the mean curve over evaluation episodes, 12 inner steps, at generations 0 and 2
     assert [line.split(",")[:4] for line in table[1:]] == [
-        [str(g), "digits", "mean", str(t)] for g in (0, 2) for t in range(12)]
+        [str(g), "digits", "mean", str(t)] for g in (0, 2) for t in range(12)
+    ]
     mean_accuracy = np.mean([float(line.split(",")[5]) for line in table[1:13]])
     assert mean_accuracy == pytest.approx(rows[0]["eval/digits/accuracy"], abs=1e-5)
     with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ckpt:
@@ -75,8 +89,15 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.mpi
 def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
-    args = ["--config_files", "configs/quickstart.yaml", "--config", "training.iterations=3",
-            "training.population_size=4", "evaluation.count=2", "logging.wandb=disabled"]
+    args = [
+        "--config_files",
+        "configs/quickstart.yaml",
+        "--config",
+        "training.iterations=3",
+        "training.population_size=4",
+        "evaluation.count=2",
+        "logging.wandb=disabled",
+    ]
     _ok(launch(*args, "--run_dir", tmp_path / "one"))
     two = _ok(launch(*args, "--run_dir", tmp_path / "two", ranks=2))
     assert "ranks: 2" in two.stdout
@@ -91,15 +112,22 @@ def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
 def test_population_not_divisible_by_ranks_is_refused():
     result = launch("--config", *TINY, "training.population_size=3", ranks=2)
     assert result.returncode == 2
-    assert ("training.population_size: a population of 3 cannot be split evenly among 2 ranks"
-            in result.stderr)
+    assert "training.population_size: a population of 3 cannot be split evenly among 2 ranks" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_evaluate_restores_and_reports(tmp_path):
     _ok(launch("--run_dir", tmp_path / "train", "--config", *TINY, "training.iterations=2"))
-    _ok(launch("--run_dir", tmp_path / "eval", "--config", *TINY, "call=evaluate",
-               f"checkpoint.restore.path={tmp_path / 'train'}"))
+    _ok(
+        launch(
+            "--run_dir",
+            tmp_path / "eval",
+            "--config",
+            *TINY,
+            "call=evaluate",
+            f"checkpoint.restore.path={tmp_path / 'train'}",
+        )
+    )
     (row,) = _rows(tmp_path / "eval")
     assert row["step"] == 2 and EVAL_KEYS <= set(row)
     table = [line.split(",") for line in (tmp_path / "eval" / "evaluation.csv").read_text().splitlines()[1:]]
@@ -111,25 +139,40 @@ def test_evaluate_restores_and_reports(tmp_path):
 
 def test_array_task_from_slurm_environment(tmp_path):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"grid": [{"training.loss_type": ["mean", "last"]},
-                                              {"seed": [1, 2, 3]}]}))
-    _ok(launch("--array", sweep, "--run_dir", tmp_path / "run", "--config", *TINY, "training.iterations=1",
-               env={"SLURM_ARRAY_TASK_ID": "4"}))
+    sweep.write_text(yaml.safe_dump({"grid": [{"training.loss_type": ["mean", "last"]}, {"seed": [1, 2, 3]}]}))
+    _ok(
+        launch(
+            "--array",
+            sweep,
+            "--run_dir",
+            tmp_path / "run",
+            "--config",
+            *TINY,
+            "training.iterations=1",
+            env={"SLURM_ARRAY_TASK_ID": "4"},
+        )
+    )
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     # n = 4 - 1 = 3; the first axis varies fastest (the original release's numbering):
     # loss_type option 3 % 2 = 1, seed option 3 // 2 = 1.
     assert saved["training"]["loss_type"] == "last" and saved["seed"] == 2
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--resume", "/nonexistent/run"], "no config.yaml there"),
-    (["--config", *TINY, "model.type=Nope"], "model.type: 'Nope' is not available; valid: VSMLRNN, MetaRNN"),
-    (["--config", *TINY, "training.dataset=mnsit"], "unknown dataset 'mnsit'"),
-    (["--config", *TINY, "evaluation.frequency=3", "summary.frequency=2"], "multiple of summary.frequency"),
-    (["--config", *TINY, "optimizer.fitness_shaping=rank"], "optimizer.fitness_shaping: must be one of raw, centered_rank"),
-    (["--config", "training.dataset=mnist"], "'mnist' is a TFDS dataset"),
-    (["--config_files", "configs/missing.yaml"], "missing.yaml"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--resume", "/nonexistent/run"], "no config.yaml there"),
+        (["--config", *TINY, "model.type=Nope"], "model.type: 'Nope' is not available; valid: VSMLRNN, MetaRNN"),
+        (["--config", *TINY, "training.dataset=mnsit"], "unknown dataset 'mnsit'"),
+        (["--config", *TINY, "evaluation.frequency=3", "summary.frequency=2"], "multiple of summary.frequency"),
+        (
+            ["--config", *TINY, "optimizer.fitness_shaping=rank"],
+            "optimizer.fitness_shaping: must be one of raw, centered_rank",
+        ),
+        (["--config", "training.dataset=mnist"], "'mnist' is a TFDS dataset"),
+        (["--config_files", "configs/missing.yaml"], "missing.yaml"),
+    ],
+)
 def test_bad_input_is_refused_with_one_line(args, message):
     result = launch(*args)
     assert result.returncode == 2, result.stderr

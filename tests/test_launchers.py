@@ -43,7 +43,8 @@ FAKES = {
     # ssh HOST COMMAND: runs COMMAND with bash in a fake home directory (the fakes stay on PATH).
     "ssh": RECORD + 'shift; cd "$FAKE_HOME"; exec bash -c "$*"\n',
     # srun COMMAND...: records its environment; with FAKE_SRUN_WAIT set, waits for a signal.
-    "srun": RECORD + r"""env > "$base.env"
+    "srun": RECORD
+    + r"""env > "$base.env"
 if [[ -n ${FAKE_SRUN_WAIT:-} ]]; then
     trap 'echo USR1 > "$FAKE_CALLS/srun-signal"; exit 0' USR1
     touch "$FAKE_CALLS/srun-started"
@@ -55,10 +56,16 @@ fi
 
 # Five GPUs: 0 runs a process, 2 has memory in use without a visible process; 1, 3, 4 are free.
 GPUSTAT = {
-    "hostname": "gpu1", "query_time": "2024-01-01T00:00:00",
+    "hostname": "gpu1",
+    "query_time": "2024-01-01T00:00:00",
     "gpus": [
-        {"index": 0, "name": "A100", "memory.used": 30000, "memory.total": 40000,
-         "processes": [{"username": "alice", "command": "python", "gpu_memory_usage": 30000, "pid": 11}]},
+        {
+            "index": 0,
+            "name": "A100",
+            "memory.used": 30000,
+            "memory.total": 40000,
+            "processes": [{"username": "alice", "command": "python", "gpu_memory_usage": 30000, "pid": 11}],
+        },
         {"index": 1, "name": "A100", "memory.used": 3, "memory.total": 40000, "processes": []},
         {"index": 2, "name": "A100", "memory.used": 9000, "memory.total": 40000, "processes": []},
         {"index": 3, "name": "A100", "memory.used": 0, "memory.total": 40000, "processes": []},
@@ -79,22 +86,33 @@ class Fakes:
             (self.bin / name).chmod(0o755)
         self.gpustat = root / "gpustat.json"
         self.gpustat.write_text(json.dumps(GPUSTAT))
-        self.env = {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
-                    "FAKE_CALLS": str(self.calls), "FAKE_HOME": str(self.home),
-                    "FAKE_GPUSTAT": str(self.gpustat)}
+        self.env = {
+            **os.environ,
+            "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_CALLS": str(self.calls),
+            "FAKE_HOME": str(self.home),
+            "FAKE_GPUSTAT": str(self.gpustat),
+        }
         for name in list(self.env):
             if name.startswith(("VSML_", "SLURM_")):
                 del self.env[name]
 
     def run(self, *args, cwd=None, env=None, timeout=HANG_GUARD_S):
-        return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                              cwd=cwd or ROOT, env={**self.env, **(env or {})})
+        return subprocess.run(
+            ["bash", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or ROOT,
+            env={**self.env, **(env or {})},
+        )
 
     def records(self, tool: str | None = None) -> list[list[str]]:
         """argv lists of the recorded calls (of ``tool`` only, if given), in call order."""
         files = sorted(self.calls.glob("*.argv"))
-        return [f.read_bytes().decode().split("\0")[:-1] for f in files
-                if tool is None or f.name.endswith(f"-{tool}.argv")]
+        return [
+            f.read_bytes().decode().split("\0")[:-1] for f in files if tool is None or f.name.endswith(f"-{tool}.argv")
+        ]
 
     def srun_env(self) -> dict[str, str]:
         (path,) = self.calls.glob("*-srun.env")
@@ -116,7 +134,7 @@ def _directives(script: str) -> dict[str, str]:
     out = {}
     for line in script.splitlines():
         if line.startswith("#SBATCH --"):
-            name, _, value = line[len("#SBATCH --"):].partition("=")
+            name, _, value = line[len("#SBATCH --") :].partition("=")
             out[name] = value
     return out
 
@@ -131,8 +149,22 @@ def _job_line(script: str) -> list[str]:
 
 def test_slurm_submits_nodes_tasks_and_the_pre_timeout_signal(fakes, tmp_path):
     run_dir = tmp_path / "run"
-    result = _ok(fakes.run(SLURM, "--nodes=7", "--ntasks-per-node=12", "--time", "04:00:00", "--run_dir", run_dir,
-                           "--", "python3", "launch.py", "--config_files", "configs/quickstart.yaml"))
+    result = _ok(
+        fakes.run(
+            SLURM,
+            "--nodes=7",
+            "--ntasks-per-node=12",
+            "--time",
+            "04:00:00",
+            "--run_dir",
+            run_dir,
+            "--",
+            "python3",
+            "launch.py",
+            "--config_files",
+            "configs/quickstart.yaml",
+        )
+    )
     (argv,) = fakes.records("sbatch")
     assert argv == [str(run_dir / "sbatch-1.sh")]
     script = Path(argv[0]).read_text()
@@ -141,16 +173,36 @@ def test_slurm_submits_nodes_tasks_and_the_pre_timeout_signal(fakes, tmp_path):
     assert sbatch["signal"] == "B:USR1@300"
     assert sbatch["output"] == f"{run_dir}/slurm-%j.out"
     assert "gres" not in sbatch and "array" not in sbatch and "partition" not in sbatch
-    assert _job_line(script) == [str(SLURM_JOB), "--run-dir", str(run_dir), "--",
-                                 "python3", "launch.py", "--config_files", "configs/quickstart.yaml"]
+    assert _job_line(script) == [
+        str(SLURM_JOB),
+        "--run-dir",
+        str(run_dir),
+        "--",
+        "python3",
+        "launch.py",
+        "--config_files",
+        "configs/quickstart.yaml",
+    ]
     assert "submitted job 101" in result.stdout and f"tail -f {run_dir}/slurm-101.out" in result.stdout
 
 
 def test_slurm_array_maps_tasks_to_their_own_run_dirs_and_gpus_come_from_the_environment(fakes, tmp_path):
     run_dir = tmp_path / "sweep"
-    _ok(fakes.run(SLURM, "--array=1-11", "--nodes=32", "--", "python3", "launch.py",
-                  "--array", "configs/array/datasets.yaml", "--run_dir", run_dir,
-                  env={"VSML_PARTITION": "gpu", "VSML_GPUS_PER_NODE": "4", "VSML_SIGNAL_SECONDS": "600"}))
+    _ok(
+        fakes.run(
+            SLURM,
+            "--array=1-11",
+            "--nodes=32",
+            "--",
+            "python3",
+            "launch.py",
+            "--array",
+            "configs/array/datasets.yaml",
+            "--run_dir",
+            run_dir,
+            env={"VSML_PARTITION": "gpu", "VSML_GPUS_PER_NODE": "4", "VSML_SIGNAL_SECONDS": "600"},
+        )
+    )
     (argv,) = fakes.records("sbatch")
     script = Path(argv[0]).read_text()
     sbatch = _directives(script)
@@ -158,20 +210,30 @@ def test_slurm_array_maps_tasks_to_their_own_run_dirs_and_gpus_come_from_the_env
     assert sbatch["partition"] == "gpu" and sbatch["gres"] == "gpu:4" and sbatch["signal"] == "B:USR1@600"
     assert sbatch["output"] == f"{run_dir}/slurm-%A_%a.out"
     # the command's --run_dir became the sweep directory; job.sh adds task-<id> per task
-    assert _job_line(script) == [str(SLURM_JOB), "--run-dir", str(run_dir), "--gpus", "--",
-                                 "python3", "launch.py", "--array", "configs/array/datasets.yaml"]
+    assert _job_line(script) == [
+        str(SLURM_JOB),
+        "--run-dir",
+        str(run_dir),
+        "--gpus",
+        "--",
+        "python3",
+        "launch.py",
+        "--array",
+        "configs/array/datasets.yaml",
+    ]
 
 
 def test_slurm_chain_resumes_the_same_run_after_each_job(fakes, tmp_path):
     run_dir = tmp_path / "run"
-    result = _ok(fakes.run(SLURM, "--chain=3", "--run_dir", run_dir, "--",
-                           "python3", "launch.py", "--config_files", "c.yaml"))
+    result = _ok(
+        fakes.run(SLURM, "--chain=3", "--run_dir", run_dir, "--", "python3", "launch.py", "--config_files", "c.yaml")
+    )
     calls = fakes.records("sbatch")
     assert [argv[:-1] for argv in calls] == [[], ["--dependency=afterany:101"], ["--dependency=afterany:102"]]
     jobs = [_job_line(Path(argv[-1]).read_text()) for argv in calls]
     assert "--resume" not in jobs[0]
     assert all(job[job.index("--") - 1] == "--resume" for job in jobs[1:])
-    assert all(job[job.index("--"):] == ["--", "python3", "launch.py", "--config_files", "c.yaml"] for job in jobs)
+    assert all(job[job.index("--") :] == ["--", "python3", "launch.py", "--config_files", "c.yaml"] for job in jobs)
     assert "scancel 101 102 103" in result.stdout
 
 
@@ -188,20 +250,39 @@ def test_slurm_resume_command_runs_unchanged_in_every_job_of_the_chain(fakes, tm
 
 def test_slurm_dry_run_prints_the_scripts_and_submits_nothing(fakes, tmp_path):
     run_dir = tmp_path / "run"
-    result = _ok(fakes.run(SLURM, "--dry-run", "--chain", "2", "--nodes", "3", "--partition=p", "--run_dir", run_dir,
-                           "--", "python3", "launch.py", "--config", "seed=1"))
+    result = _ok(
+        fakes.run(
+            SLURM,
+            "--dry-run",
+            "--chain",
+            "2",
+            "--nodes",
+            "3",
+            "--partition=p",
+            "--run_dir",
+            run_dir,
+            "--",
+            "python3",
+            "launch.py",
+            "--config",
+            "seed=1",
+        )
+    )
     assert fakes.records() == [] and not run_dir.exists()
     assert result.stdout.count("#SBATCH --nodes=3") == 2 and "#SBATCH --partition=p" in result.stdout
     assert "--dependency=afterany:" in result.stdout and "--resume --" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "no command"),
-    (["--nodes=0", "--", "python3", "launch.py"], "--nodes"),
-    (["--array=1-4", "--", "python3", "launch.py"], "--array FILE"),
-    (["--chain=2", "--", "python3", "train.py"], "launch.py"),
-    (["--bogus=1", "--", "python3", "launch.py"], "unknown option '--bogus'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "no command"),
+        (["--nodes=0", "--", "python3", "launch.py"], "--nodes"),
+        (["--array=1-4", "--", "python3", "launch.py"], "--array FILE"),
+        (["--chain=2", "--", "python3", "train.py"], "launch.py"),
+        (["--bogus=1", "--", "python3", "launch.py"], "unknown option '--bogus'"),
+    ],
+)
 def test_slurm_bad_usage_exits_2_with_a_clear_message(fakes, args, message):
     result = fakes.run(SLURM, *args)
     assert result.returncode == 2 and message in result.stderr and "--help" in result.stderr
@@ -222,11 +303,32 @@ def _srun_argv(fakes):
 
 
 def test_slurm_job_runs_array_task_in_its_task_dir_through_assign_gpu(fakes, tmp_path):
-    _ok(fakes.run(SLURM_JOB, "--run-dir", tmp_path / "sweep", "--gpus", "--", "python3", "launch.py",
-                  "--array", "a.yaml", cwd=tmp_path,
-                  env={"SLURM_ARRAY_TASK_ID": "3", "VSML_SRUN_ARGS": "--mpi=pmix"}))
-    assert _srun_argv(fakes) == ["--mpi=pmix", "python3", str(ROOT / "assign_gpu.py"), "python3", "launch.py",
-                                 "--array", "a.yaml", "--run_dir", str(tmp_path / "sweep" / "task-3")]
+    _ok(
+        fakes.run(
+            SLURM_JOB,
+            "--run-dir",
+            tmp_path / "sweep",
+            "--gpus",
+            "--",
+            "python3",
+            "launch.py",
+            "--array",
+            "a.yaml",
+            cwd=tmp_path,
+            env={"SLURM_ARRAY_TASK_ID": "3", "VSML_SRUN_ARGS": "--mpi=pmix"},
+        )
+    )
+    assert _srun_argv(fakes) == [
+        "--mpi=pmix",
+        "python3",
+        str(ROOT / "assign_gpu.py"),
+        "python3",
+        "launch.py",
+        "--array",
+        "a.yaml",
+        "--run_dir",
+        str(tmp_path / "sweep" / "task-3"),
+    ]
     assert fakes.srun_env()["SLURM_ARRAY_TASK_ID"] == "3"
 
 
@@ -236,17 +338,37 @@ def test_slurm_job_resumes_only_when_a_checkpoint_exists(fakes, tmp_path, has_ch
     run_dir.mkdir()
     if has_checkpoint:
         (run_dir / "checkpoint.npz").write_bytes(b"")
-    _ok(fakes.run(SLURM_JOB, "--run-dir", run_dir, "--resume", "--", ".venv/bin/python", "launch.py",
-                  "--config_files", "c.yaml", cwd=tmp_path))
-    expected = ([".venv/bin/python", "launch.py", "--resume", str(run_dir)] if has_checkpoint else
-                [".venv/bin/python", "launch.py", "--config_files", "c.yaml", "--run_dir", str(run_dir)])
+    _ok(
+        fakes.run(
+            SLURM_JOB,
+            "--run-dir",
+            run_dir,
+            "--resume",
+            "--",
+            ".venv/bin/python",
+            "launch.py",
+            "--config_files",
+            "c.yaml",
+            cwd=tmp_path,
+        )
+    )
+    expected = (
+        [".venv/bin/python", "launch.py", "--resume", str(run_dir)]
+        if has_checkpoint
+        else [".venv/bin/python", "launch.py", "--config_files", "c.yaml", "--run_dir", str(run_dir)]
+    )
     assert _srun_argv(fakes) == expected
 
 
 def test_slurm_job_forwards_the_pre_timeout_signal_to_srun(fakes, tmp_path):
-    process = subprocess.Popen(["bash", str(SLURM_JOB), "--", "python3", "launch.py"], cwd=tmp_path,
-                               env={**fakes.env, "FAKE_SRUN_WAIT": "1"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        ["bash", str(SLURM_JOB), "--", "python3", "launch.py"],
+        cwd=tmp_path,
+        env={**fakes.env, "FAKE_SRUN_WAIT": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + HANG_GUARD_S
     while not (fakes.calls / "srun-started").exists():
         assert time.monotonic() < deadline and process.poll() is None, "fake srun did not start"
@@ -267,8 +389,24 @@ def _tmux_windows(fakes) -> list[tuple[list[str], list[str]]]:
 
 
 def test_ssh_copies_code_picks_free_gpus_and_starts_mpirun_in_tmux(fakes):
-    result = _ok(fakes.run(SSH, "--host", "gpu1", "--nodes=2", "--ntasks-per-node=4", "--run_dir", "runs/r",
-                           "--", "python3", "launch.py", "--config_files", "c.yaml", "--config", "note=it's a b"))
+    result = _ok(
+        fakes.run(
+            SSH,
+            "--host",
+            "gpu1",
+            "--nodes=2",
+            "--ntasks-per-node=4",
+            "--run_dir",
+            "runs/r",
+            "--",
+            "python3",
+            "launch.py",
+            "--config_files",
+            "c.yaml",
+            "--config",
+            "note=it's a b",
+        )
+    )
     (rsync,) = fakes.records("rsync")
     assert rsync[-2:] == [f"{ROOT}/", "gpu1:vsml/"]
     excluded = {rsync[i + 1] for i, word in enumerate(rsync) if word == "--exclude"}
@@ -278,27 +416,62 @@ def test_ssh_copies_code_picks_free_gpus_and_starts_mpirun_in_tmux(fakes):
     ((tmux, job),) = _tmux_windows(fakes)
     assert tmux[:2] == ["new-session", "-d"] and tmux[tmux.index("-n") + 1] == "run"
     assert tmux[tmux.index("-c") + 1] == str(fakes.home / "vsml")  # the synced code directory on the host
-    assert job == ["bash", "ssh/job.sh", "--ranks", "8", "--run-dir", "runs/r", "--gpus", "1,3", "--",
-                   "python3", "launch.py", "--config_files", "c.yaml", "--config", "note=it's a b"]
+    assert job == [
+        "bash",
+        "ssh/job.sh",
+        "--ranks",
+        "8",
+        "--run-dir",
+        "runs/r",
+        "--gpus",
+        "1,3",
+        "--",
+        "python3",
+        "launch.py",
+        "--config_files",
+        "c.yaml",
+        "--config",
+        "note=it's a b",
+    ]
     assert (fakes.home / "vsml").is_dir()
     session = tmux[tmux.index("-s") + 1]
     assert f"ssh -t gpu1 tmux attach -t {session}" in result.stdout
 
 
 def test_ssh_array_tasks_get_their_own_window_gpus_task_and_run_dir(fakes):
-    _ok(fakes.run(SSH, "--host=gpu1", "--array=1-3", "--run_dir=runs/s", "--",
-                  "python3", "launch.py", "--array", "configs/array/datasets.yaml"))
+    _ok(
+        fakes.run(
+            SSH,
+            "--host=gpu1",
+            "--array=1-3",
+            "--run_dir=runs/s",
+            "--",
+            "python3",
+            "launch.py",
+            "--array",
+            "configs/array/datasets.yaml",
+        )
+    )
     windows = _tmux_windows(fakes)
     assert [tmux[0] for tmux, _ in windows] == ["new-session", "new-window", "new-window"]
     assert [tmux[tmux.index("-n") + 1] for tmux, _ in windows] == ["task-1", "task-2", "task-3"]
     for (_, job), task, gpu in zip(windows, "123", "134"):
-        assert job[2:job.index("--")] == ["--ranks", "1", "--task", task, "--run-dir", f"runs/s/task-{task}",
-                                          "--gpus", gpu]
+        assert job[2 : job.index("--")] == [
+            "--ranks",
+            "1",
+            "--task",
+            task,
+            "--run-dir",
+            f"runs/s/task-{task}",
+            "--gpus",
+            gpu,
+        ]
 
 
 def test_ssh_too_few_free_gpus_is_an_error_before_anything_starts(fakes):
-    result = fakes.run(SSH, "--host", "gpu1", "--nodes=2", "--array=1-2", "--",
-                       "python3", "launch.py", "--array", "a.yaml")
+    result = fakes.run(
+        SSH, "--host", "gpu1", "--nodes=2", "--array=1-2", "--", "python3", "launch.py", "--array", "a.yaml"
+    )
     assert result.returncode == 2
     assert "3 free GPU(s) (1,3,4); 4 needed" in result.stderr and "GPU 0 is busy" in result.stderr
     assert fakes.records("tmux") == []
@@ -314,8 +487,21 @@ def test_ssh_explicit_gpus_or_cpu_skip_gpustat(fakes):
 
 
 def test_ssh_dry_run_prints_every_remote_command_and_runs_none(fakes):
-    result = _ok(fakes.run(SSH, "--host", "gpu1", "--install", "--array=1-2", "--dry-run", "--",
-                           "python3", "launch.py", "--array", "a.yaml"))
+    result = _ok(
+        fakes.run(
+            SSH,
+            "--host",
+            "gpu1",
+            "--install",
+            "--array=1-2",
+            "--dry-run",
+            "--",
+            "python3",
+            "launch.py",
+            "--array",
+            "a.yaml",
+        )
+    )
     assert fakes.records() == []
     lines = result.stdout.splitlines()
     assert any(line.startswith("rsync -az ") and line.endswith(" gpu1:vsml/") for line in lines)
@@ -324,16 +510,21 @@ def test_ssh_dry_run_prints_every_remote_command_and_runs_none(fakes):
     assert sum("tmux new-" in line for line in lines) == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--", "python3", "launch.py"], "--host"),
-    (["--host", "h", "--array=1-2", "--", "python3", "launch.py"], "--array FILE"),
-    (["--host", "h", "--array=x", "--", "python3", "launch.py", "--array", "a.yaml"], "--array must"),
-    (["--host", "h"], "no command"),
-    (["--host", "h", "--", "python3", "launch.py", "--resume", "runs/x"], "resuming over ssh"),
-    (["--host", "h", "--array=1-2", "--", "python3", "launch.py", "--array", "a.yaml", "--task", "1"],
-     "--task but --array=1-2"),
-    (["--host", "h", "--", "python3", "launch.py", "--run_dir"], "--run_dir in the command needs a value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--", "python3", "launch.py"], "--host"),
+        (["--host", "h", "--array=1-2", "--", "python3", "launch.py"], "--array FILE"),
+        (["--host", "h", "--array=x", "--", "python3", "launch.py", "--array", "a.yaml"], "--array must"),
+        (["--host", "h"], "no command"),
+        (["--host", "h", "--", "python3", "launch.py", "--resume", "runs/x"], "resuming over ssh"),
+        (
+            ["--host", "h", "--array=1-2", "--", "python3", "launch.py", "--array", "a.yaml", "--task", "1"],
+            "--task but --array=1-2",
+        ),
+        (["--host", "h", "--", "python3", "launch.py", "--run_dir"], "--run_dir in the command needs a value"),
+    ],
+)
 def test_ssh_bad_usage_exits_2_with_a_clear_message(fakes, args, message):
     result = fakes.run(SSH, *args)
     assert result.returncode == 2 and message in result.stderr
@@ -351,13 +542,38 @@ def test_free_gpus_skips_gpus_with_processes_or_memory_in_use():
 
 def test_ssh_job_runs_ranks_under_mpiexec_pinned_to_the_picked_gpus(tmp_path):
     # Each rank writes its own file: lines that several ranks print at once can interleave.
-    probe = ("import os, sys; rank = os.environ['MPI_LOCALRANKID']; "
-             f"open(os.path.join({str(tmp_path)!r}, 'rank' + rank), 'w').write("
-             "repr([rank, os.environ['CUDA_VISIBLE_DEVICES'], sys.argv[1:]])); print('RANK', rank)")
-    result = subprocess.run(["bash", str(SSH_JOB), "--ranks", "2", "--gpus", "3,5", "--mpirun", str(MPIEXEC),
-                             "--venv", "none", "--task", "2", "--run-dir", str(tmp_path / "run"), "--",
-                             sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    probe = (
+        "import os, sys; rank = os.environ['MPI_LOCALRANKID']; "
+        f"open(os.path.join({str(tmp_path)!r}, 'rank' + rank), 'w').write("
+        "repr([rank, os.environ['CUDA_VISIBLE_DEVICES'], sys.argv[1:]])); print('RANK', rank)"
+    )
+    result = subprocess.run(
+        [
+            "bash",
+            str(SSH_JOB),
+            "--ranks",
+            "2",
+            "--gpus",
+            "3,5",
+            "--mpirun",
+            str(MPIEXEC),
+            "--venv",
+            "none",
+            "--task",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--",
+            sys.executable,
+            "-c",
+            probe,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     tail = ["--task", "2", "--run_dir", str(tmp_path / "run")]
     assert (tmp_path / "rank0").read_text() == repr(["0", "3", tail])
@@ -366,7 +582,25 @@ def test_ssh_job_runs_ranks_under_mpiexec_pinned_to_the_picked_gpus(tmp_path):
 
 
 def test_ssh_job_exits_with_the_commands_status(tmp_path):
-    result = subprocess.run(["bash", str(SSH_JOB), "--ranks", "1", "--mpirun", str(MPIEXEC), "--venv", "none",
-                             "--", sys.executable, "-c", "raise SystemExit(3)"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            "bash",
+            str(SSH_JOB),
+            "--ranks",
+            "1",
+            "--mpirun",
+            str(MPIEXEC),
+            "--venv",
+            "none",
+            "--",
+            sys.executable,
+            "-c",
+            "raise SystemExit(3)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 3 and "finished with status 3" in result.stdout

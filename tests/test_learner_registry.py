@@ -67,16 +67,22 @@ def _compared_names(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Compare):
             for operand in (node.left, *node.comparators):
-                names |= {leaf.value for leaf in ast.walk(operand)
-                          if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str)}
+                names |= {
+                    leaf.value
+                    for leaf in ast.walk(operand)
+                    if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str)
+                }
     return names
 
 
 def test_no_code_outside_the_learners_compares_learner_names():
     """Dispatch goes through the registry: nothing outside vsml/learners/ compares a name to a learner's."""
     sources = [*(ROOT / "vsml").rglob("*.py"), *(ROOT / "bench").rglob("*.py"), ROOT / "launch.py"]
-    offenders = {str(path.relative_to(ROOT)): sorted(_compared_names(path) & set(LEARNER_TYPES))
-                 for path in sources if "learners" not in path.parts}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_compared_names(path) & set(LEARNER_TYPES))
+        for path in sources
+        if "learners" not in path.parts
+    }
     assert not {path: names for path, names in offenders.items() if names}
 
 
@@ -84,8 +90,12 @@ def test_no_learner_module_imports_vsml_but_vsmls_own_and_the_registry():
     allowed = {"vsml.py", "vsml_reference.py", "__init__.py"}
     for path in (ROOT / "vsml" / "learners").glob("*.py"):
         tree = ast.parse(path.read_text())
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                    and node.module == "vsml.learners" for alias in node.names}
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "vsml.learners"
+            for alias in node.names
+        }
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         if path.name not in allowed:
             assert "vsml" not in imported and "vsml.learners.vsml" not in imported, path.name

@@ -16,9 +16,16 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 INPUT_SHAPE, CLASSES, STEPS, BATCH = (4, 4, 1), 3, 7, 2
 # Small sizes so every learner compiles in about a second.
-TINY_MODEL = ["model.meta_rnn.slow_size=8", "model.fwp.fast_size=6", "model.fw_memory.slow_size=8",
-              "model.fw_memory.memory_size=4", "model.sgd.hidden_size=8", "model.sgd.num_layers=2",
-              "model.nodepert.hidden_size=8", "model.nodepert.num_layers=2"]
+TINY_MODEL = [
+    "model.meta_rnn.slow_size=8",
+    "model.fwp.fast_size=6",
+    "model.fw_memory.slow_size=8",
+    "model.fw_memory.memory_size=4",
+    "model.sgd.hidden_size=8",
+    "model.sgd.num_layers=2",
+    "model.nodepert.hidden_size=8",
+    "model.nodepert.num_layers=2",
+]
 BASELINES = ["MetaRNN", "HebbianFW", "FWP", "FWMemory", "SGD", "NodePert"]
 CONV_SECTIONS = {"MetaRNN": "meta_rnn", "HebbianFW": "hebbian_fw", "FWMemory": "fw_memory", "SGD": "sgd"}
 
@@ -48,9 +55,11 @@ def _softmax(z):
 
 # The conv variants (but SGD's) only with -m slow, to keep the default run short.
 CASES = [pytest.param(kind, (), id=kind) for kind in BASELINES] + [
-    pytest.param(kind, (f"model.{sec}.use_conv=true",), id=f"{kind}-conv",
-                 marks=() if kind == "SGD" else pytest.mark.slow)
-    for kind, sec in CONV_SECTIONS.items()]
+    pytest.param(
+        kind, (f"model.{sec}.use_conv=true",), id=f"{kind}-conv", marks=() if kind == "SGD" else pytest.mark.slow
+    )
+    for kind, sec in CONV_SECTIONS.items()
+]
 
 
 @pytest.mark.parametrize("kind,overrides", CASES)
@@ -65,9 +74,9 @@ def test_shapes_and_online_property(kind, overrides):
     t = 3
     changed = labels.at[t:].set(jnp.roll(labels[t:], 1, axis=-1))  # every later label different
     other = np.asarray(run(params, jax.random.PRNGKey(2), inputs, changed))
-    np.testing.assert_array_equal(other[:t + 1], logits[:t + 1])
+    np.testing.assert_array_equal(other[: t + 1], logits[: t + 1])
     # ... and the learner does learn from labels: later predictions react to them.
-    assert np.abs(other[t + 1:] - logits[t + 1:]).max() > 1e-6
+    assert np.abs(other[t + 1 :] - logits[t + 1 :]).max() > 1e-6
 
 
 def test_fixed_size_learners_refuse_other_sizes_and_default_to_padded_sizes():
@@ -92,8 +101,11 @@ def test_registry_errors_name_the_problem():
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("adam", 0.05)])
 def test_sgd_learner_matches_a_plain_optax_training_loop(optimizer, lr):
-    learner = build_learner(model_config("SGD", f"model.sgd.optimizer={optimizer}", f"model.sgd.lr={lr}",
-                                         "model.sgd.tanh_bound=5"), INPUT_SHAPE, CLASSES)
+    learner = build_learner(
+        model_config("SGD", f"model.sgd.optimizer={optimizer}", f"model.sgd.lr={lr}", "model.sgd.tanh_bound=5"),
+        INPUT_SHAPE,
+        CLASSES,
+    )
     params = learner.init(jax.random.PRNGKey(3))
     inputs, labels = episode(seed=4, steps=12, batch=3)
     logits = np.asarray(jax.jit(learner.run)(params, jax.random.PRNGKey(0), inputs, labels))
@@ -133,12 +145,15 @@ def test_hebb_and_oja_updates_by_hand():
     fast = jnp.asarray([[1.0, 0.0], [0.0, 2.0]])
     pre, post = jnp.asarray([[1.0, 2.0]]), jnp.asarray([[0.25, 0.75]])
     # Hebb: (1 - 0.5) F + 0.5 * pre ⊗ post
-    np.testing.assert_allclose(hebbian.hebb_update(fast, pre, post, 0.5),
-                               [[0.5 + 0.125, 0.375], [0.25, 1.0 + 0.75]], rtol=1e-6)
+    np.testing.assert_allclose(
+        hebbian.hebb_update(fast, pre, post, 0.5), [[0.5 + 0.125, 0.375], [0.25, 1.0 + 0.75]], rtol=1e-6
+    )
     # Oja: F + 0.5 (pre ⊗ post - F * post²), post² = [1/16, 9/16]
-    np.testing.assert_allclose(hebbian.oja_update(fast, pre, post, 0.5),
-                               [[1 + 0.5 * (0.25 - 1 / 16), 0.5 * 0.75], [0.5 * 0.5, 2 + 0.5 * (1.5 - 2 * 9 / 16)]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        hebbian.oja_update(fast, pre, post, 0.5),
+        [[1 + 0.5 * (0.25 - 1 / 16), 0.5 * 0.75], [0.5 * 0.5, 2 + 0.5 * (1.5 - 2 * 9 / 16)]],
+        rtol=1e-6,
+    )
     # a batch of two: the batch mean of the outer products
     pre2, post2 = jnp.asarray([[1.0, 0.0], [0.0, 1.0]]), jnp.asarray([[1.0, 0.0], [0.0, 1.0]])
     np.testing.assert_allclose(hebbian.hebb_update(jnp.zeros((2, 2)), pre2, post2, 1.0), 0.5 * np.eye(2))
@@ -160,7 +175,7 @@ def np_hebbian(p, inputs, labels, use_oja, bound):
         pre = np.concatenate([x, _softmax(logits) - y, y], -1)
         post = _softmax(pre @ weight + p["b"])
         if use_oja:
-            fast = fast + eta * sum(np.outer(a, b) - fast * b ** 2 for a, b in zip(pre, post)) / len(x)
+            fast = fast + eta * sum(np.outer(a, b) - fast * b**2 for a, b in zip(pre, post)) / len(x)
         else:
             fast = (1 - eta) * fast + eta * sum(np.outer(a, b) for a, b in zip(pre, post)) / len(x)
     return np.stack(out)
@@ -168,13 +183,15 @@ def np_hebbian(p, inputs, labels, use_oja, bound):
 
 @pytest.mark.parametrize("use_oja", [False, True])
 def test_hebbian_episode_matches_numpy(use_oja):
-    learner = build_learner(model_config("HebbianFW", f"model.hebbian_fw.use_oja={str(use_oja).lower()}",
-                                         "model.hebbian_fw.tanh_bound=10"), INPUT_SHAPE, CLASSES)
+    learner = build_learner(
+        model_config("HebbianFW", f"model.hebbian_fw.use_oja={str(use_oja).lower()}", "model.hebbian_fw.tanh_bound=10"),
+        INPUT_SHAPE,
+        CLASSES,
+    )
     params = learner.init(jax.random.PRNGKey(5))
     key = jax.random.PRNGKey(6)
     # random plasticity and a large η so the fast weights matter
-    params = {**params, "plasticity": jax.random.normal(key, params["plasticity"].shape),
-              "eta_logit": jnp.asarray(0.3)}
+    params = {**params, "plasticity": jax.random.normal(key, params["plasticity"].shape), "eta_logit": jnp.asarray(0.3)}
     inputs, labels = episode(seed=7, batch=3)
     logits = np.asarray(learner.run(params, key, inputs, labels))
     np.testing.assert_allclose(logits, np_hebbian(params, inputs, labels, use_oja, 10.0), rtol=1e-4, atol=1e-5)

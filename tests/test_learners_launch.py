@@ -10,16 +10,29 @@ import launch
 from tests.conftest import TINY
 
 MODEL_TYPES = ["VSMLRNN", "MetaRNN", "HebbianFW", "FWP", "FWMemory", "SGD", "NodePert"]
-SMALL_BASELINES = ["model.meta_rnn.slow_size=16", "model.fw_memory.slow_size=8", "model.sgd.hidden_size=16",
-                   "model.nodepert.hidden_size=16", "model.fwp.fast_size=8"]
+SMALL_BASELINES = [
+    "model.meta_rnn.slow_size=16",
+    "model.fw_memory.slow_size=8",
+    "model.sgd.hidden_size=16",
+    "model.nodepert.hidden_size=16",
+    "model.fwp.fast_size=8",
+]
 
 
 def _one_generation(tmp_path, model_type, optimizer, pad, capsys):
     args = ["--run_dir", str(tmp_path / "run")]
     if pad:
         args += ["--config_files", "configs/pad.yaml"]
-    args += ["--config", *TINY, *SMALL_BASELINES, f"model.type={model_type}", f"optimizer.type={optimizer}",
-             "training.iterations=1", "training.population_size=2", "evaluation.count=1"]
+    args += [
+        "--config",
+        *TINY,
+        *SMALL_BASELINES,
+        f"model.type={model_type}",
+        f"optimizer.type={optimizer}",
+        "training.iterations=1",
+        "training.population_size=2",
+        "evaluation.count=1",
+    ]
     status = launch.main(args)
     captured = capsys.readouterr()
     assert status == 0, captured.err[-3000:]
@@ -47,8 +60,18 @@ def test_every_learner_optimizer_and_padding(tmp_path, model_type, optimizer, pa
 
 @pytest.mark.parametrize("model_type", ["SGD", "NodePert"])
 def test_hand_designed_rules_evaluate_without_a_checkpoint(tmp_path, model_type, capsys):
-    status = launch.main(["--run_dir", str(tmp_path), "--config", *TINY, *SMALL_BASELINES, "call=evaluate",
-                          f"model.type={model_type}", "evaluation.episode_length=300"])
+    status = launch.main(
+        [
+            "--run_dir",
+            str(tmp_path),
+            "--config",
+            *TINY,
+            *SMALL_BASELINES,
+            "call=evaluate",
+            f"model.type={model_type}",
+            "evaluation.episode_length=300",
+        ]
+    )
     assert status == 0, capsys.readouterr().err[-3000:]
     (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 0 and 0.0 <= row["eval/digits/accuracy"] <= 1.0

@@ -44,8 +44,10 @@ def cosine(a, b):
 
 
 def layer_cosines(estimate, true):
-    return [cosine(np.concatenate([e["w"].ravel(), e["b"]]), np.concatenate([np.ravel(t["w"]), t["b"]]))
-            for e, t in zip(estimate, true)]
+    return [
+        cosine(np.concatenate([e["w"].ravel(), e["b"]]), np.concatenate([np.ravel(t["w"]), t["b"]]))
+        for e, t in zip(estimate, true)
+    ]
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -73,7 +75,7 @@ def shared_noise_batch_mean(layers, x, y, key, sigma, bound):
     noise = [sigma * jax.random.normal(k, (1, p["b"].shape[0])) for k, p in zip(keys, layers)]
     _, noisy = mlp.forward(layers, x, bound, [jnp.broadcast_to(xi, (x.shape[0], xi.shape[1])) for xi in noise])
     delta = jnp.mean(optax.softmax_cross_entropy(noisy, y)) - jnp.mean(optax.softmax_cross_entropy(clean, y))
-    scale = delta / sigma ** 2
+    scale = delta / sigma**2
     return [{"w": scale * jnp.mean(h, 0)[:, None] * xi, "b": scale * xi[0]} for h, xi in zip(inputs, noise)], clean
 
 
@@ -91,8 +93,14 @@ def test_shared_noise_with_batch_mean_loss_is_biased_at_batch_16():
 
 def test_nodepert_learner_applies_minus_lr_times_the_estimate():
     """One step of the learner equals a hand-made step with the estimator and the same key."""
-    cfg = build_config(overrides=["model.type=NodePert", "model.nodepert.num_layers=2",
-                                  "model.nodepert.hidden_size=10", "model.nodepert.lr=0.5"])["model"]
+    cfg = build_config(
+        overrides=[
+            "model.type=NodePert",
+            "model.nodepert.num_layers=2",
+            "model.nodepert.hidden_size=10",
+            "model.nodepert.lr=0.5",
+        ]
+    )["model"]
     learner = build_learner(cfg, (6,), 4)
     params = learner.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 6))
@@ -120,8 +128,9 @@ def online_accuracy(model_type: str, overrides=(), steps=3000, dataset="digits")
     config = build_config(overrides=[f"model.type={model_type}", *overrides])
     spec, arrays = data.load_dataset(dataset, "train", data_settings(config))
     learner = build_learner(config["model"], spec.input_shape, spec.num_classes)
-    curves = objective.make_curves(objective.make_episode(
-        learner.run, lambda a, k: data.sample_episode(spec, a, k, steps, 1)))
+    curves = objective.make_curves(
+        objective.make_episode(learner.run, lambda a, k: data.sample_episode(spec, a, k, steps, 1))
+    )
     _, accuracy = jax.jit(curves)(learner.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), arrays)
     return np.asarray(accuracy)
 

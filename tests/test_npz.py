@@ -32,7 +32,7 @@ def test_given_test_split_and_statistics_of_the_training_split(tmp_path, config,
     np.savez(path, x=x, y=y, x_test=x_test, y_test=y[:300])
     train_spec, train_arrays = data.load_dataset(f"npz:{path}", "train", data_settings(config))
     test_spec, test_arrays = data.load_dataset(f"npz:{path}", "test", data_settings(config))
-    assert train_spec.input_shape == (8, 8, 1) and train_spec.num_classes == 10   # [N, H, W] gains a channel
+    assert train_spec.input_shape == (8, 8, 1) and train_spec.num_classes == 10  # [N, H, W] gains a channel
     for spec in (train_spec, test_spec):
         assert spec.mean == pytest.approx(float(x.astype(np.float64).mean()), rel=1e-6)
         assert spec.std == pytest.approx(float(x.astype(np.float64).std()), rel=1e-6)
@@ -117,13 +117,15 @@ def test_bad_files_are_refused_in_one_line_before_anything_runs(tmp_path, case, 
 def test_unreadable_and_missing_files_name_the_key(tmp_path, capsys):
     text = tmp_path / "notes.npz"
     text.write_text("not a zip")
-    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY,
-                          f"evaluation.datasets=[digits, 'npz:{text}']"])
+    status = launch.main(
+        ["--run_dir", str(tmp_path / "run"), "--config", *TINY, f"evaluation.datasets=[digits, 'npz:{text}']"]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in err
     assert err.startswith(f"error: evaluation.datasets: npz file '{text}': cannot be read as a NumPy .npz file")
-    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY,
-                          f"training.dataset=npz:{tmp_path / 'absent.npz'}"])
+    status = launch.main(
+        ["--run_dir", str(tmp_path / "run"), "--config", *TINY, f"training.dataset=npz:{tmp_path / 'absent.npz'}"]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in err and f"npz file '{tmp_path / 'absent.npz'}' not found" in err
 

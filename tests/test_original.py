@@ -39,13 +39,27 @@ ORIGINAL_COMMANDS = [
 # What each command's run must be: (model.type, tags in config.yaml, SLURM_ARRAY_TASK_ID or None).
 # datasets.yaml tags its tasks as the original did: datasets, mnist-family, then the task's own.
 FAMILY = ["datasets", "mnist-family"]
-EXPECTED = [("VSMLRNN", [*FAMILY, "no-fashion-mnist"], "8"), ("MetaRNN", [*FAMILY, "all", "metarnn"], "6"),
-            ("FWMemory", [*FAMILY, "mnist", "fwmemory"], "1"), ("SGD", ["sgd"], "2"),
-            ("HebbianFW", [*FAMILY, "no-kmnist", "hebbian"], "11"), ("VSMLRNN", [], None), ("VSMLRNN", [], None)]
+EXPECTED = [
+    ("VSMLRNN", [*FAMILY, "no-fashion-mnist"], "8"),
+    ("MetaRNN", [*FAMILY, "all", "metarnn"], "6"),
+    ("FWMemory", [*FAMILY, "mnist", "fwmemory"], "1"),
+    ("SGD", ["sgd"], "2"),
+    ("HebbianFW", [*FAMILY, "no-kmnist", "hebbian"], "11"),
+    ("VSMLRNN", [], None),
+    ("VSMLRNN", [], None),
+]
 # Appended to every command: offline data, tiny sizes, no wandb.
-OFFLINE = [*TINY, "training.iterations=1", "training.population_size=2", "evaluation.count=1",
-           "model.meta_rnn.slow_size=8", "model.fw_memory.slow_size=8", "model.fw_memory.memory_size=4",
-           "model.sgd.hidden_size=16", "training.pairs_per_chunk=null"]
+OFFLINE = [
+    *TINY,
+    "training.iterations=1",
+    "training.population_size=2",
+    "evaluation.count=1",
+    "model.meta_rnn.slow_size=8",
+    "model.fw_memory.slow_size=8",
+    "model.fw_memory.memory_size=4",
+    "model.sgd.hidden_size=16",
+    "training.pairs_per_chunk=null",
+]
 
 # configs/array/sgd.yaml and configs/array/conv.yaml of the original release, verbatim.
 ORIGINAL_SGD_SWEEP = """\
@@ -123,7 +137,7 @@ def _words(command: str) -> list[str]:
 
 def _launch_args(command: str) -> list[str]:
     words = _words(command)
-    return words[words.index("launch.py") + 1:]
+    return words[words.index("launch.py") + 1 :]
 
 
 # ---------------------------------------------------------------- sweep files
@@ -178,21 +192,32 @@ def test_tags_and_job_type_reach_wandb_and_config_yaml(tmp_path):
 def _run_original_command(tmp_path, monkeypatch, capsys, number, generations):
     model_type, tags, array_task = EXPECTED[number]
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    if array_task is not None:   # what Slurm sets in array task N
+    if array_task is not None:  # what Slurm sets in array task N
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", array_task)
     run_dir = tmp_path / "run"
-    status = launch.main([*_launch_args(ORIGINAL_COMMANDS[number]), "--run_dir", str(run_dir),
-                          "--config", *OFFLINE, f"training.iterations={generations}"])
+    status = launch.main(
+        [
+            *_launch_args(ORIGINAL_COMMANDS[number]),
+            "--run_dir",
+            str(run_dir),
+            "--config",
+            *OFFLINE,
+            f"training.iterations={generations}",
+        ]
+    )
     assert status == 0, capsys.readouterr().err[-3000:]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["type"] == model_type and saved["logging"]["tags"] == tags
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     if generations or saved["call"] == "evaluate":
         assert rows and "eval/digits/accuracy" in rows[0]
-    if model_type == "SGD":   # task 2 of array/sgd.yaml: 2 layers, plain SGD at 0.01, evaluated only
+    if model_type == "SGD":  # task 2 of array/sgd.yaml: 2 layers, plain SGD at 0.01, evaluated only
         assert saved["call"] == "evaluate"
-        assert (saved["model"]["sgd"]["num_layers"], saved["model"]["sgd"]["optimizer"],
-                saved["model"]["sgd"]["lr"]) == (2, "sgd", 0.01)
+        assert (
+            saved["model"]["sgd"]["num_layers"],
+            saved["model"]["sgd"]["optimizer"],
+            saved["model"]["sgd"]["lr"],
+        ) == (2, "sgd", 0.01)
 
 
 @pytest.mark.parametrize("number", range(len(ORIGINAL_COMMANDS)), ids=lambda n: f"command{n + 1}")
@@ -209,8 +234,14 @@ def test_original_command_trains_a_generation_through_launch(tmp_path, monkeypat
 
 def _dry_run(program: list[str], options: list[str], command: list[str]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VSML_", "SLURM_", "CHAIN"))}
-    result = subprocess.run([*program, "--dry-run", *options, "--", *command], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=HANG_GUARD_S)
+    result = subprocess.run(
+        [*program, "--dry-run", *options, "--", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=HANG_GUARD_S,
+    )
     assert result.returncode == 0, result.stderr
     return re.sub(r"runs/\d{8}-\d{6}-", "runs/<time>-", result.stdout)
 
@@ -219,13 +250,17 @@ def _dry_run(program: list[str], options: list[str], command: list[str]) -> str:
 def test_original_schedule_py_line_gives_schedule_sh_request(number):
     words = _words(ORIGINAL_COMMANDS[number]) + ["--config", *OFFLINE]
     split = words.index("--")
-    options, command = words[1:split], words[split + 1:]
-    from_py = _dry_run([str(ROOT / "slurm" / "schedule.py")], options, command)     # run as printed
-    from_sh = _dry_run(["bash", str(ROOT / "slurm" / "schedule.sh")],
-                       [option.replace("--time 04", "--time=04") for option in options], command)
+    options, command = words[1:split], words[split + 1 :]
+    from_py = _dry_run([str(ROOT / "slurm" / "schedule.py")], options, command)  # run as printed
+    from_sh = _dry_run(
+        ["bash", str(ROOT / "slurm" / "schedule.sh")],
+        [option.replace("--time 04", "--time=04") for option in options],
+        command,
+    )
     assert from_py == from_sh
-    directives = dict(line[len("#SBATCH --"):].split("=", 1) for line in from_py.splitlines()
-                      if line.startswith("#SBATCH --"))
+    directives = dict(
+        line[len("#SBATCH --") :].split("=", 1) for line in from_py.splitlines() if line.startswith("#SBATCH --")
+    )
     expected = dict(option[2:].split("=", 1) for option in options if "=" in option)
     expected["time"] = options[options.index("--time") + 1]
     assert {key: directives.get(key) for key in expected} == expected
@@ -237,11 +272,36 @@ def test_schedule_py_reads_sbatch_options_as_the_original_passed_them():
         import schedule  # noqa: PLC0415 — slurm/schedule.py
     finally:
         sys.path.pop(0)
-    words = ["--nodes", "4", "-t", "01:00:00", "-pgpu", "--mem", "64G", "--exclusive", "--qos=debug", "--",
-             "python3", "launch.py", "--nodes", "9"]
+    words = [
+        "--nodes",
+        "4",
+        "-t",
+        "01:00:00",
+        "-pgpu",
+        "--mem",
+        "64G",
+        "--exclusive",
+        "--qos=debug",
+        "--",
+        "python3",
+        "launch.py",
+        "--nodes",
+        "9",
+    ]
     assert schedule.normalise(words, environ={"CHAIN": "3"}) == [
-        "--nodes=4", "--time=01:00:00", "--partition=gpu", "--sbatch-arg=--mem=64G", "--sbatch-arg=--exclusive",
-        "--sbatch-arg=--qos=debug", "--chain=3", "--", "python3", "launch.py", "--nodes", "9"]
+        "--nodes=4",
+        "--time=01:00:00",
+        "--partition=gpu",
+        "--sbatch-arg=--mem=64G",
+        "--sbatch-arg=--exclusive",
+        "--sbatch-arg=--qos=debug",
+        "--chain=3",
+        "--",
+        "python3",
+        "launch.py",
+        "--nodes",
+        "9",
+    ]
 
 
 # ---------------------------------------------------------------- restoring from wandb
@@ -259,8 +319,15 @@ def _params():
 
 
 def _save(run_dir, params):
-    return checkpoint.save(run_dir, params=params, opt_state={}, step=5, rng={"noise": np.zeros(2, np.uint32),
-                           "data": np.ones(2, np.uint32)}, wall_time=1.0, config_yaml="{}")
+    return checkpoint.save(
+        run_dir,
+        params=params,
+        opt_state={},
+        step=5,
+        rng={"noise": np.zeros(2, np.uint32), "data": np.ones(2, np.uint32)},
+        wall_time=1.0,
+        config_yaml="{}",
+    )
 
 
 def _restore_config(tmp_path, run_path, **restore):
@@ -272,10 +339,10 @@ def _restore_config(tmp_path, run_path, **restore):
 
 def test_run_path_restores_from_an_offline_wandb_run_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")          # nothing may go to the network
+    monkeypatch.setenv("WANDB_MODE", "offline")  # nothing may go to the network
     run_dir = tmp_path / "runs" / "20240101-000000-train-digits"
     config = build_config(["/".join([str(ROOT), "configs/test.yaml"])], overrides=["logging.wandb=offline"])
-    log = RunLog(run_dir, config, to_yaml(config), wandb_mode="offline")   # a real offline wandb run
+    log = RunLog(run_dir, config, to_yaml(config), wandb_mode="offline")  # a real offline wandb run
     try:
         log.attach(_save(run_dir, _params()))
         run_id = log._wandb.id
@@ -340,20 +407,27 @@ def test_run_path_downloads_through_the_wandb_api_when_no_local_run_has_it(tmp_p
     jax.tree_util.tree_map(np.testing.assert_array_equal, checkpoint.restore(path, _params())["params"], _params())
 
 
-@pytest.mark.parametrize("restore, environ, message", [
-    ({"run_path": "ent/proj/nope"}, {"WANDB_MODE": "offline"},
-     "checkpoint.restore.run_path 'ent/proj/nope': no local wandb run directory with id 'nope'"),
-    ({"run_path": "just-an-id"}, {}, "must look like ENTITY/PROJECT/RUN_ID"),
-    ({"run_path": "ent/proj/abc", "file_name": "model.chkp"}, {}, "original release (pickled haiku"),
-    ({"run_path": "ent/proj/abc", "path": "runs/x"}, {}, "not both"),
-])
+@pytest.mark.parametrize(
+    "restore, environ, message",
+    [
+        (
+            {"run_path": "ent/proj/nope"},
+            {"WANDB_MODE": "offline"},
+            "checkpoint.restore.run_path 'ent/proj/nope': no local wandb run directory with id 'nope'",
+        ),
+        ({"run_path": "just-an-id"}, {}, "must look like ENTITY/PROJECT/RUN_ID"),
+        ({"run_path": "ent/proj/abc", "file_name": "model.chkp"}, {}, "original release (pickled haiku"),
+        ({"run_path": "ent/proj/abc", "path": "runs/x"}, {}, "not both"),
+    ],
+)
 def test_run_path_that_does_not_resolve_is_one_line(tmp_path, monkeypatch, capsys, restore, environ, message):
     monkeypatch.chdir(tmp_path)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     overrides = [f"checkpoint.restore.{key}={value}" for key, value in restore.items()]
-    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY,
-                          f"logging.dir={tmp_path / 'runs'}", *overrides])
+    status = launch.main(
+        ["--run_dir", str(tmp_path / "run"), "--config", *TINY, f"logging.dir={tmp_path / 'runs'}", *overrides]
+    )
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
@@ -371,8 +445,16 @@ def test_run_path_unknown_to_the_wandb_api_is_one_line(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setattr(wandb, "Api", NoSuchRun)
-    status = launch.main(["--run_dir", str(tmp_path / "run"), "--config", *TINY, "call=evaluate",
-                          "checkpoint.restore.run_path=ent/proj/gone"])
+    status = launch.main(
+        [
+            "--run_dir",
+            str(tmp_path / "run"),
+            "--config",
+            *TINY,
+            "call=evaluate",
+            "checkpoint.restore.run_path=ent/proj/gone",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "the wandb API could not give its file 'checkpoint.npz'" in err and "Could not find run" in err
@@ -392,11 +474,20 @@ def test_evaluate_restores_meta_parameters_from_a_wandb_run(tmp_path, monkeypatc
         run_id = log._wandb.id
     finally:
         log.close()
-    status = launch.main(["--run_dir", str(tmp_path / "eval"), "--config", *TINY, f"logging.dir={tmp_path / 'runs'}",
-                          "call=evaluate", f"checkpoint.restore.run_path=me/vsml/{run_id}"])
+    status = launch.main(
+        [
+            "--run_dir",
+            str(tmp_path / "eval"),
+            "--config",
+            *TINY,
+            f"logging.dir={tmp_path / 'runs'}",
+            "call=evaluate",
+            f"checkpoint.restore.run_path=me/vsml/{run_id}",
+        ]
+    )
     assert status == 0, capsys.readouterr().err[-2000:]
     (row,) = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
-    assert row["step"] == 5                                   # the step stored in that checkpoint
+    assert row["step"] == 5  # the step stored in that checkpoint
     saved = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())
     assert saved["checkpoint"]["restore"]["path"].endswith(f"-{run_id}/files/checkpoint.npz")
 
@@ -412,38 +503,57 @@ def test_train_and_evaluate_start_from_a_wandb_run(tmp_path, monkeypatch, capsys
     assert launch.main(["--run_dir", str(first), *common, "training.iterations=2", "logging.wandb=offline"]) == 0
     trained = dict(np.load(first / "checkpoint.npz"))
     first_config = yaml.safe_load((first / "config.yaml").read_text())
-    initial = checkpoint.flatten_tree("params", build_learner(first_config["model"]).init(
-        jax.random.PRNGKey(first_config["seed"])))
-    assert any(not np.allclose(initial[name], trained[name]) for name in initial)   # training moved them
-    run_id = (first / "wandb-run-id").read_text().strip()      # the run directory names its wandb run
+    initial = checkpoint.flatten_tree(
+        "params", build_learner(first_config["model"]).init(jax.random.PRNGKey(first_config["seed"]))
+    )
+    assert any(not np.allclose(initial[name], trained[name]) for name in initial)  # training moved them
+    run_id = (first / "wandb-run-id").read_text().strip()  # the run directory names its wandb run
     (wandb_run,) = checkpoint.local_wandb_runs(run_id, runs)
     run_path = f"me/vsml/{run_id}"
 
     evaluated = tmp_path / "evaluated"
-    assert launch.main(["--run_dir", str(evaluated), *common, "call=evaluate",
-                        f"checkpoint.restore.run_path={run_path}"]) == 0, capsys.readouterr().err[-2000:]
+    assert (
+        launch.main(["--run_dir", str(evaluated), *common, "call=evaluate", f"checkpoint.restore.run_path={run_path}"])
+        == 0
+    ), capsys.readouterr().err[-2000:]
     (row,) = [json.loads(line) for line in (evaluated / "metrics.jsonl").read_text().splitlines()]
-    assert row["step"] == int(trained["step"]) == 2       # the restored checkpoint's generation
+    assert row["step"] == int(trained["step"]) == 2  # the restored checkpoint's generation
 
     # a new training run from those meta-parameters; a vanishing learning rate keeps them as restored
     second = tmp_path / "second"
-    assert launch.main(["--run_dir", str(second), *common, "training.iterations=1", "optimizer.lr=1e-30",
-                        f"checkpoint.restore.run_path={run_path}"]) == 0, capsys.readouterr().err[-2000:]
+    assert (
+        launch.main(
+            [
+                "--run_dir",
+                str(second),
+                *common,
+                "training.iterations=1",
+                "optimizer.lr=1e-30",
+                f"checkpoint.restore.run_path={run_path}",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err[-2000:]
     continued = dict(np.load(second / "checkpoint.npz"))
-    assert int(continued["step"]) == 1                     # a new run, not a resume
+    assert int(continued["step"]) == 1  # a new run, not a resume
     for name in (n for n in trained if n.startswith("params/")):
         np.testing.assert_allclose(continued[name], trained[name], rtol=0, atol=1e-6)
     saved = yaml.safe_load((second / "config.yaml").read_text())
     assert saved["checkpoint"]["restore"]["path"] == str(wandb_run / "files" / "checkpoint.npz")
 
 
-@pytest.mark.parametrize("entries, args, message", [
-    ([{"config": {"seed": 1}, "tag": ["x"]}], ["--task", "1"],
-     "has unknown entry key 'tag'; an entry holds only config, tags, config_files"),
-    ([{"seed": 1}, {"seed": 2}], ["--task", "1", "--subset", "2"],
-     "--subset index 2 is out of range: array file"),
-    ([{"seed": 1}, {"seed": 2}], ["--task", "2", "--subset", "1"], "task 2 is out of range: --subset"),
-])
+@pytest.mark.parametrize(
+    "entries, args, message",
+    [
+        (
+            [{"config": {"seed": 1}, "tag": ["x"]}],
+            ["--task", "1"],
+            "has unknown entry key 'tag'; an entry holds only config, tags, config_files",
+        ),
+        ([{"seed": 1}, {"seed": 2}], ["--task", "1", "--subset", "2"], "--subset index 2 is out of range: array file"),
+        ([{"seed": 1}, {"seed": 2}], ["--task", "2", "--subset", "1"], "task 2 is out of range: --subset"),
+    ],
+)
 def test_bad_sweep_input_is_one_line(tmp_path, capsys, entries, args, message):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"array": entries}))
@@ -469,8 +579,17 @@ def test_every_rank_restores_the_same_wandb_run(tmp_path):
         run_id = log._wandb.id
     finally:
         log.close()
-    result = launch_process("--run_dir", tmp_path / "eval", "--config", *TINY, f"logging.dir={runs}", "call=evaluate",
-                            f"checkpoint.restore.run_path=me/vsml/{run_id}", ranks=2, env={"WANDB_MODE": "offline"})
+    result = launch_process(
+        "--run_dir",
+        tmp_path / "eval",
+        "--config",
+        *TINY,
+        f"logging.dir={runs}",
+        "call=evaluate",
+        f"checkpoint.restore.run_path=me/vsml/{run_id}",
+        ranks=2,
+        env={"WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 5

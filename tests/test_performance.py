@@ -24,10 +24,19 @@ from vsml.settings import data_settings, run_settings
 
 
 def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
-    config = build_config([], [
-        "training.dataset=digits", f"training.population_size={pairs}", f"training.episode_length={length}",
-        f"training.pairs_per_chunk={json.dumps(chunk)}", f"model.sub_rnn.msg_size={msg}",
-        f"model.sub_rnn.slow_size={slow}", f"optimizer.type={optimizer}", "logging.wandb=disabled"])
+    config = build_config(
+        [],
+        [
+            "training.dataset=digits",
+            f"training.population_size={pairs}",
+            f"training.episode_length={length}",
+            f"training.pairs_per_chunk={json.dumps(chunk)}",
+            f"model.sub_rnn.msg_size={msg}",
+            f"model.sub_rnn.slow_size={slow}",
+            f"optimizer.type={optimizer}",
+            "logging.wandb=disabled",
+        ],
+    )
     rank_config = resolve_for_rank(config, 0)
     task = load_task("digits", "train", data_settings(rank_config), length, 1)
     learner = build_learner(rank_config["model"])
@@ -94,8 +103,10 @@ def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     assert fit_chunk(strategy, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
 
 
-@pytest.mark.parametrize("per_pair,budget,pairs,expected", [
-    (10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)])
+@pytest.mark.parametrize(
+    "per_pair,budget,pairs,expected",
+    [(10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)],
+)
 def test_chunk_for_budget(per_pair, budget, pairs, expected):
     assert api.chunk_for_budget(per_pair, budget, pairs) == expected
 
@@ -130,16 +141,19 @@ def test_a_generation_reports_where_its_time_went():
 YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-@pytest.mark.parametrize("xla_flags,cpu,ynn_known,expected", [
-    ("", {"avx2", "avx512f"}, False, "--xla_cpu_prefer_vector_width=512"),
-    ("", {"avx2", "avx512f"}, True, f"{YNN} --xla_cpu_prefer_vector_width=512"),
-    ("--xla_dump_to=/tmp/x", {"avx512f"}, False, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
-    ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, True, f"--xla_cpu_prefer_vector_width=256 {YNN}"),
-    ("", {"avx2", "fma"}, False, ""),  # no AVX-512: XLA's default is right
-    ("", {"avx2", "fma"}, True, YNN),
-    (f"{YNN}ynn_fusion_type_elementwise", set(), True, f"{YNN}ynn_fusion_type_elementwise"),  # the user's choice
-    ("--xla_dump_to=/tmp/x", set(), False, "--xla_dump_to=/tmp/x"),
-])
+@pytest.mark.parametrize(
+    "xla_flags,cpu,ynn_known,expected",
+    [
+        ("", {"avx2", "avx512f"}, False, "--xla_cpu_prefer_vector_width=512"),
+        ("", {"avx2", "avx512f"}, True, f"{YNN} --xla_cpu_prefer_vector_width=512"),
+        ("--xla_dump_to=/tmp/x", {"avx512f"}, False, "--xla_dump_to=/tmp/x --xla_cpu_prefer_vector_width=512"),
+        ("--xla_cpu_prefer_vector_width=256", {"avx512f"}, True, f"--xla_cpu_prefer_vector_width=256 {YNN}"),
+        ("", {"avx2", "fma"}, False, ""),  # no AVX-512: XLA's default is right
+        ("", {"avx2", "fma"}, True, YNN),
+        (f"{YNN}ynn_fusion_type_elementwise", set(), True, f"{YNN}ynn_fusion_type_elementwise"),  # the user's choice
+        ("--xla_dump_to=/tmp/x", set(), False, "--xla_dump_to=/tmp/x"),
+    ],
+)
 def test_project_flags_never_override_the_user(xla_flags, cpu, ynn_known, expected):
     assert runtime.xla_flags(xla_flags, cpu, ynn_known) == expected
     once = runtime.xla_flags(xla_flags, cpu, ynn_known)
@@ -150,10 +164,18 @@ def test_wide_vectors_can_be_left_to_xla():
     assert runtime.xla_flags("", {"avx512f"}, True, wide_vectors=False) == YNN
 
 
-@pytest.mark.parametrize("version,expected", [
-    ("0.8.0", False), ("0.8.1", True), ("0.9.2", True), ("0.10.2", True), ("0.12.0.1", True),
-    ("0.4.38", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "version,expected",
+    [
+        ("0.8.0", False),
+        ("0.8.1", True),
+        ("0.9.2", True),
+        ("0.10.2", True),
+        ("0.12.0.1", True),
+        ("0.4.38", False),
+        (None, False),
+    ],
+)
 def test_ynn_flag_only_for_jaxlib_versions_that_know_it(version, expected):
     assert runtime.knows_ynn_flag(version, None) is expected
 
@@ -179,12 +201,15 @@ def test_cpu_flags_come_from_cpuinfo(tmp_path):
     assert runtime.cpu_flags(str(tmp_path / "missing")) == set()
 
 
-@pytest.mark.parametrize("setting,backend,expected", [
-    ("auto", "cpu", None),
-    ("auto", "gpu", "XDG/vsml/jax"),
-    ("off", "gpu", None),
-    ("some/dir", "cpu", "some/dir"),
-])
+@pytest.mark.parametrize(
+    "setting,backend,expected",
+    [
+        ("auto", "cpu", None),
+        ("auto", "gpu", "XDG/vsml/jax"),
+        ("off", "gpu", None),
+        ("some/dir", "cpu", "some/dir"),
+    ],
+)
 def test_compilation_cache_setting(setting, backend, expected):
     directory = runtime.compilation_cache_dir(setting, backend, environ={"XDG_CACHE_HOME": "XDG"})
     assert (None if directory is None else directory.as_posix()) == expected
@@ -195,8 +220,15 @@ def test_second_run_loads_every_program_from_the_compilation_cache(tmp_path):
     env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # cache even the tiny programs of this run
     entries = []
     for attempt in range(2):
-        proc = launch("--config", *TINY, "training.iterations=2", f"runtime.compilation_cache={cache}",
-                      "--run_dir", tmp_path / f"run{attempt}", env=env)
+        proc = launch(
+            "--config",
+            *TINY,
+            "training.iterations=2",
+            f"runtime.compilation_cache={cache}",
+            "--run_dir",
+            tmp_path / f"run{attempt}",
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         entries.append(sorted(path.name for path in cache.glob("*-cache")))
     assert entries[0], "nothing was cached"
@@ -208,8 +240,13 @@ def test_second_run_loads_every_program_from_the_compilation_cache(tmp_path):
 
 def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
     out = tmp_path / "figures.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick", "--sections", "grid",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick", "--sections", "grid", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["machine"]["cpu_cores"] >= 1 and report["floor"]["floor"] > 0

@@ -42,9 +42,21 @@ def test_eval_frequency_hits_every_reported_generation():
 
 def test_quick_run_reports_every_seed(tmp_path):
     out = tmp_path / "plateau.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "plateau.py"), "--quick",
-                           "--runs_dir", str(tmp_path / "runs"), "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "plateau.py"),
+            "--quick",
+            "--runs_dir",
+            str(tmp_path / "runs"),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "escape gen" in proc.stdout and "machine:" in proc.stdout
     data = json.loads(out.read_text())
@@ -71,9 +83,10 @@ def test_summarise_reports_a_finished_run_directory(tmp_path, capsys):
     rows = [{"step": i, "meta_loss": v, "time": 2.0 * i} for i, v in enumerate(losses)]
     rows[10]["eval/mnist_offline/accuracy"] = 0.4
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (run / "evaluation.csv").write_text("train_step,dataset,episode,step,loss,accuracy\n"
-                                        + "".join(f"10,mnist_offline,mean,{s},2.0,{0.2 if s < 3 else 0.6}\n"
-                                                  for s in range(4)))
+    (run / "evaluation.csv").write_text(
+        "train_step,dataset,episode,step,loss,accuracy\n"
+        + "".join(f"10,mnist_offline,mean,{s},2.0,{0.2 if s < 3 else 0.6}\n" for s in range(4))
+    )
     assert plateau.main(["--summarise", str(run), "--generations", "10", "--at", "10"]) == 0
     out = capsys.readouterr().out
     window = sum(losses[1:11]) / 10  # the 10 generations ending at 10; the last quarter of 4 steps is step 3

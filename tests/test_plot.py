@@ -56,15 +56,23 @@ def _table_rows(with_mean: bool):
             for e, accs in enumerate(episodes):
                 rows += [[train_step, dataset, e, s, 2.0 - a, a] for s, a in enumerate(accs)]
             if with_mean:
-                rows += [[train_step, dataset, "mean", s, 2.0 - (a + b) / 2, (a + b) / 2 + 0.3]
-                         for s, (a, b) in enumerate(zip(*episodes))]  # +0.3: tells mean rows apart
+                rows += [
+                    [train_step, dataset, "mean", s, 2.0 - (a + b) / 2, (a + b) / 2 + 0.3]
+                    for s, (a, b) in enumerate(zip(*episodes))
+                ]  # +0.3: tells mean rows apart
     return rows
 
 
 def _cli(*args, cwd=None):
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "vsml.plot", *map(str, args)], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "vsml.plot", *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env=env,
+    )
 
 
 def test_load_curves_reads_meta_loss_and_eval_accuracy_from_metrics(run_copy):
@@ -78,8 +86,9 @@ def test_load_curves_reads_meta_loss_and_eval_accuracy_from_metrics(run_copy):
     assert curves.eval_accuracy["digits"].x.tolist() == [0, 2]
     np.testing.assert_allclose(curves.eval_accuracy["digits"].y, [row["eval/digits/accuracy"] for row in evaluated])
     last = evaluated[-1]
-    np.testing.assert_allclose(curves.final["digits"], (last["eval/digits/accuracy"],
-                                                       last["eval/digits/final_accuracy"]))
+    np.testing.assert_allclose(
+        curves.final["digits"], (last["eval/digits/accuracy"], last["eval/digits/final_accuracy"])
+    )
 
 
 def test_learning_curve_is_the_latest_train_steps_mean_rows(run_copy):
@@ -106,8 +115,11 @@ def test_learning_curves_of_the_training_runs_own_table(trained):
         rows = list(csv.DictReader(handle))
     latest = max(int(row["train_step"]) for row in rows)
     assert latest == 2  # evaluated at steps 0 and 2
-    mean = [row for row in rows if row["train_step"] == str(latest) and row["episode"] == "mean"
-            and row["dataset"] == "digits"]
+    mean = [
+        row
+        for row in rows
+        if row["train_step"] == str(latest) and row["episode"] == "mean" and row["dataset"] == "digits"
+    ]
     curves = plot.load_curves(trained)
     assert curves.learning_train_step["digits"] == latest
     assert curves.learning["digits"].x.tolist() == [int(row["step"]) for row in mean] == list(range(12))
@@ -159,7 +171,10 @@ def test_cli_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 def test_run_labels_disambiguate_repeated_names(tmp_path):
     assert plot.run_labels([tmp_path / "a" / "task-1", tmp_path / "b" / "task-1", tmp_path / "c"]) == [
-        "a/task-1", "b/task-1", "c"]
+        "a/task-1",
+        "b/task-1",
+        "c",
+    ]
 
 
 def test_nan_accuracy_is_shown_as_a_dash():
@@ -170,7 +185,7 @@ def test_smooth_is_the_mean_of_the_last_n_points():
     y = np.array([1.0, 3.0, np.nan, 5.0, 9.0, 2.0])
     expected = []
     for i in range(len(y)):
-        window = [v for v in y[max(0, i - 2):i + 1] if not math.isnan(v)]
+        window = [v for v in y[max(0, i - 2) : i + 1] if not math.isnan(v)]
         expected.append(sum(window) / len(window))
     np.testing.assert_allclose(plot.smooth(y, 3), expected)
     np.testing.assert_array_equal(plot.smooth(y, 1), y)
@@ -182,8 +197,14 @@ def test_chance_levels_come_from_the_runs_config(run_copy):
     assert curves.uniform_loss == pytest.approx(math.log(10))
     from vsml.config import build_config  # noqa: PLC0415
 
-    config = build_config((), ["training.dataset=random", "random_dataset.target_count=5",
-                               "data.filter_classes={mpi_split: [[1, 2], [1, 2, 3]]}"])
+    config = build_config(
+        (),
+        [
+            "training.dataset=random",
+            "random_dataset.target_count=5",
+            "data.filter_classes={mpi_split: [[1, 2], [1, 2, 3]]}",
+        ],
+    )
     chance, uniform = plot.chance_levels(config, ["sum", "random", "digits", "omniglot_fewshot"])
     # filter_classes differs per rank: no single chance level for a stored dataset
     assert chance == {"sum": 0.5, "random": 0.2, "omniglot_fewshot": 0.2} and uniform == pytest.approx(math.log(5))

@@ -26,8 +26,14 @@ def _popen(args, ranks=None):
     command = [sys.executable, str(ROOT / "launch.py"), *map(str, args)]
     if ranks:
         command = [str(MPIEXEC), "-n", str(ranks), *command]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
 
 
 def _rank_pids(run_dir: Path) -> list[int]:
@@ -65,8 +71,10 @@ def _metric_rows(run_dir: Path) -> int:
 def test_sigterm_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, ranks_before, ranks_after):
     whole, part = tmp_path / "whole", tmp_path / "part"
     iterations = 300
-    proc = _popen(["--run_dir", part, "--config", *LONG, f"training.iterations={iterations}"],
-                  ranks=ranks_before if ranks_before > 1 else None)
+    proc = _popen(
+        ["--run_dir", part, "--config", *LONG, f"training.iterations={iterations}"],
+        ranks=ranks_before if ranks_before > 1 else None,
+    )
     stop_after = random.Random().randint(3, 40)
     assert _wait_for(lambda: _metric_rows(part) >= stop_after), "run never got going"
     victim = _rank_pids(part)[-1]  # one rank only: the others must follow it
@@ -92,8 +100,9 @@ def test_sigterm_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, ranks_b
 
 @pytest.mark.mpi
 def test_killed_rank_ends_the_job_and_the_checkpoint_survives(tmp_path):
-    proc = _popen(["--run_dir", tmp_path, "--config", *TINY, "checkpoint.frequency=5",
-                   "training.iterations=1000000"], ranks=2)
+    proc = _popen(
+        ["--run_dir", tmp_path, "--config", *TINY, "checkpoint.frequency=5", "training.iterations=1000000"], ranks=2
+    )
     assert _wait_for(lambda: (tmp_path / "checkpoint.npz").exists()), "no checkpoint written"
     os.kill(_rank_pids(tmp_path)[-1], signal.SIGKILL)
     proc.communicate(timeout=HANG_GUARD_S)  # ends rather than hangs (no speed asserted: machines get busy)
@@ -116,9 +125,14 @@ def test_exception_on_one_rank_ends_every_rank_with_its_traceback(tmp_path):
             experiment.train = broken
         sys.exit(launch.main(["--run_dir", {str(tmp_path)!r}, "--config", *{TINY!r}, "training.iterations=100000"]))
     """)
-    result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=HANG_GUARD_S,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"},
+    )
     assert result.returncode != 0
     assert result.stderr.count("rank 1 failed") == 1 and "RuntimeError: boom on purpose" in result.stderr
 
@@ -141,9 +155,18 @@ def test_corrupt_latest_checkpoint_falls_back_and_resumes_exactly(tmp_path):
 def test_non_finite_meta_parameters_stop_the_run(tmp_path):
     # A huge step saturates every member to the same fitness, the ES gradient becomes exactly 0,
     # and Adam without epsilon then divides 0 by 0.
-    result = launch("--run_dir", tmp_path, "--config", *TINY, "training.iterations=50", "checkpoint.frequency=1",
-                    "optimizer.lr=1e38",
-                    "optimizer.kwargs.b1=0.0", "optimizer.kwargs.b2=0.0", "optimizer.kwargs.eps=0.0")
+    result = launch(
+        "--run_dir",
+        tmp_path,
+        "--config",
+        *TINY,
+        "training.iterations=50",
+        "checkpoint.frequency=1",
+        "optimizer.lr=1e38",
+        "optimizer.kwargs.b1=0.0",
+        "optimizer.kwargs.b2=0.0",
+        "optimizer.kwargs.eps=0.0",
+    )
     assert result.returncode == 1
     assert "meta-parameters became non-finite in generation" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -14,8 +14,9 @@ from tests.conftest import launch
 @pytest.mark.slow
 @pytest.mark.parametrize("config_file", ["configs/quickstart.yaml", "configs/quickstart_paper.yaml"])
 def test_quickstart_meta_learns_above_chance(config_file, tmp_path):
-    result = launch("--config_files", config_file, "--run_dir", tmp_path,
-                    "--config", "logging.wandb=disabled", timeout=3600)  # a hang guard only
+    result = launch(
+        "--config_files", config_file, "--run_dir", tmp_path, "--config", "logging.wandb=disabled", timeout=3600
+    )  # a hang guard only
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = np.array([row["meta_loss"] for row in rows])

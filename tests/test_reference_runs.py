@@ -33,7 +33,7 @@ def state_kind(key: str) -> str:
     parts = key.split("/")
     for end, part in enumerate(parts):
         if part in ("mu", "nu"):
-            return "/".join(parts[:end + 1])
+            return "/".join(parts[: end + 1])
     return parts[0]
 
 
@@ -47,19 +47,24 @@ def state_scales(arrays: dict[str, np.ndarray]) -> dict[str, float]:
     return scales
 
 
-@pytest.mark.parametrize("case", [
-    "es_1rank",
-    pytest.param("es_2ranks", marks=[pytest.mark.mpi, pytest.mark.slow]),  # ~30 s on 2 busy cores
-    "metagrad_1rank",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "es_1rank",
+        pytest.param("es_2ranks", marks=[pytest.mark.mpi, pytest.mark.slow]),  # ~30 s on 2 busy cores
+        "metagrad_1rank",
+    ],
+)
 def test_run_reproduces_the_stored_checkpoint(case, tmp_path):
     expected, made_with = reference_arrays(case)
     assert expected, f"{REFERENCE} has no case {case}; regenerate it with `{REGENERATE}`"
     got = run_case(case, tmp_path)
     assert sorted(got) == sorted(expected), "the checkpoint layout changed"
-    note = (f"{case} no longer reproduces {REFERENCE.name} (made with jax {made_with['jax']}, "
-            f"numpy {made_with['numpy']}; running jax {versions()['jax']}, numpy {versions()['numpy']}). "
-            f"If the change is deliberate, regenerate it with `{REGENERATE}` in that commit and say so")
+    note = (
+        f"{case} no longer reproduces {REFERENCE.name} (made with jax {made_with['jax']}, "
+        f"numpy {made_with['numpy']}; running jax {versions()['jax']}, numpy {versions()['numpy']}). "
+        f"If the change is deliberate, regenerate it with `{REGENERATE}` in that commit and say so"
+    )
     exact = made_with == versions()
     scales = state_scales(expected)
     for key in sorted(expected):
@@ -67,7 +72,10 @@ def test_run_reproduces_the_stored_checkpoint(case, tmp_path):
             np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{key}: {note}")
         else:  # another compiler: equal up to float32 rounding, relative to the magnitude of that kind of state
             scale = scales[state_kind(key)]
-            np.testing.assert_allclose(got[key], expected[key], rtol=1e-3, atol=1e-4 * scale,
-                                       err_msg=f"{key} (compared within float32 rounding: {made_with} "
-                                               f"vs {versions()}): {note}")
-
+            np.testing.assert_allclose(
+                got[key],
+                expected[key],
+                rtol=1e-3,
+                atol=1e-4 * scale,
+                err_msg=f"{key} (compared within float32 rounding: {made_with} vs {versions()}): {note}",
+            )

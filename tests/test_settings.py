@@ -16,8 +16,12 @@ def settings_for(*overrides: str) -> RunSettings:
 
 
 def test_sections_are_typed_and_frozen():
-    settings = settings_for("training.population_size=24", "evaluation.datasets=[digits, mnist_offline]",
-                            "data.preprocess.resize=[14, 14]", "optimizer.kwargs.eps=1e-6")
+    settings = settings_for(
+        "training.population_size=24",
+        "evaluation.datasets=[digits, mnist_offline]",
+        "data.preprocess.resize=[14, 14]",
+        "optimizer.kwargs.eps=1e-6",
+    )
     assert settings.training.population_size == 24
     assert settings.evaluation.datasets == ("digits", "mnist_offline")
     assert settings.data.resize == (14, 14) and settings.data.pad_input is None
@@ -32,8 +36,12 @@ def test_sections_are_typed_and_frozen():
 
 
 def test_sections_follow_the_rank_resolution():
-    config = build_config(overrides=["training.dataset={mpi_split: [digits, mnist_offline]}",
-                                     "data.preprocess.rand_proj={mpi_split: [1, 2]}"])
+    config = build_config(
+        overrides=[
+            "training.dataset={mpi_split: [digits, mnist_offline]}",
+            "data.preprocess.rand_proj={mpi_split: [1, 2]}",
+        ]
+    )
     ranks = [run_settings(resolve_for_rank(config, rank)) for rank in range(2)]
     assert [s.training.dataset for s in ranks] == ["digits", "mnist_offline"]
     assert [s.data.rand_proj for s in ranks] == [1, 2]
@@ -54,10 +62,16 @@ def test_building_validates_and_names_the_key():
 # Keys kept as they are (a learner's section goes to its spec builder) or accepted and unused.
 UNTYPED = {"model", "data.shuffle_buffer_size"}
 # Where a key lives when its field name differs from the key.
-RENAMED = {"summary.frequency": "summary_frequency", "runtime.compilation_cache": "compilation_cache",
-           "optimizer.kwargs": "optimizer.adam_kwargs", "data.preprocess.pad.input": "data.pad_input",
-           "data.preprocess.pad.output": "data.pad_output", "omniglot_fewshot_dataset": "data.fewshot",
-           "random_dataset": "data.random_dataset", "sum_dataset": "data.sum_dataset"}
+RENAMED = {
+    "summary.frequency": "summary_frequency",
+    "runtime.compilation_cache": "compilation_cache",
+    "optimizer.kwargs": "optimizer.adam_kwargs",
+    "data.preprocess.pad.input": "data.pad_input",
+    "data.preprocess.pad.output": "data.pad_output",
+    "omniglot_fewshot_dataset": "data.fewshot",
+    "random_dataset": "data.random_dataset",
+    "sum_dataset": "data.sum_dataset",
+}
 
 
 def _field_paths(obj, prefix: str = "") -> set[str]:
@@ -75,7 +89,7 @@ def _home(key: str) -> str:
     """The settings path that holds config key ``key`` (an independent mapping of the YAML layout)."""
     for old, new in RENAMED.items():
         if key == old or key.startswith(old + "."):
-            return new + key[len(old):] if not new.startswith("data.fewshot") else new
+            return new + key[len(old) :] if not new.startswith("data.fewshot") else new
     key = key.replace("checkpoint.restore.", "checkpoint.restore_")
     return key.replace("data.preprocess.", "data.")
 

@@ -26,8 +26,10 @@ from vsml.validation import validate
 
 
 def _strategy(dtype: str, overrides: list[str], files=()):
-    config = build_config(list(files), [*overrides, "training.pairs_per_chunk=null",
-                                        f"model.vsml_rnn.state_dtype={dtype}", "logging.wandb=disabled"])
+    config = build_config(
+        list(files),
+        [*overrides, "training.pairs_per_chunk=null", f"model.vsml_rnn.state_dtype={dtype}", "logging.wandb=disabled"],
+    )
     rank_config = resolve_for_rank(config, 0)
     training = rank_config["training"]
     task = load_task(training["dataset"], "train", data_settings(rank_config), training["episode_length"], 1)
@@ -75,7 +77,7 @@ def test_float32_is_the_default_and_bfloat16_keeps_the_gate_maths_in_float32():
     assert spec.state_dtype == "float32"
     reduced = vsml.VSMLSpec(state_dtype="bfloat16")
     params = vsml.init(jax.random.PRNGKey(0), reduced)
-    (hidden, cell), = vsml.initial_states(jax.random.PRNGKey(1), reduced, [(3, 2)], batch=1)
+    ((hidden, cell),) = vsml.initial_states(jax.random.PRNGKey(1), reduced, [(3, 2)], batch=1)
     assert hidden.dtype == cell.dtype == jax.numpy.bfloat16
     fwd_in, bwd_in = jax.numpy.ones((1, 3, 8)), jax.numpy.zeros((1, 2, 8))
     (hidden, cell), fwd_out, bwd_out = vsml.dense_layer(params["forward"][0], (hidden, cell), fwd_in, bwd_in, reduced)
@@ -86,8 +88,16 @@ def test_float32_is_the_default_and_bfloat16_keeps_the_gate_maths_in_float32():
 def test_state_dtype_is_validated_with_one_line():
     with pytest.raises(ConfigError, match="model.vsml_rnn.state_dtype"):
         validate(resolve_for_rank(build_config([], ["model.vsml_rnn.state_dtype=float16"]), 0))
-    conv = resolve_for_rank(build_config([], ["model.vsml_rnn.state_dtype=bfloat16", "model.vsml_rnn.layer_specs="
-                                              "[{type: conv, kernel_size: 3, out_channels: 2}, {type: dense}]"]), 0)
+    conv = resolve_for_rank(
+        build_config(
+            [],
+            [
+                "model.vsml_rnn.state_dtype=bfloat16",
+                "model.vsml_rnn.layer_specs=[{type: conv, kernel_size: 3, out_channels: 2}, {type: dense}]",
+            ],
+        ),
+        0,
+    )
     validate(conv)  # each key alone is valid; the learner's builder checks them together
     with pytest.raises(ValueError, match="model.vsml_rnn.state_dtype: bfloat16 states are for dense layers"):
         vsml.spec_from_config(conv["model"])
@@ -98,9 +108,23 @@ def test_state_dtype_is_validated_with_one_line():
 
 def test_gpu_check_smoke_runs_every_section(tmp_path):
     markdown = tmp_path / "gpu_check.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--budget", "600",
-                           "--markdown", str(markdown), "--json", str(tmp_path / "report.json")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu_check.py"),
+            "--smoke",
+            "--budget",
+            "600",
+            "--markdown",
+            str(markdown),
+            "--json",
+            str(tmp_path / "report.json"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for header in ("== machine", "== (a)", "== (b)", "== (g)", "== (d)", "== (e)", "== (f)"):
         assert header in proc.stdout, proc.stdout[-3000:]

@@ -127,13 +127,14 @@ def test_later_layers_win_and_dotted_equals_nested(layers):
 
 
 @settings(max_examples=60, deadline=None)
-@given(options=st.lists(small_ints, min_size=1, max_size=5), repeat=st.integers(1, 4),
-       rank=st.integers(0, 63))
+@given(options=st.lists(small_ints, min_size=1, max_size=5), repeat=st.integers(1, 4), rank=st.integers(0, 63))
 def test_mpi_split_picks_by_rank_and_repeat(options, repeat, rank):
     built = C.build_config(overrides=[f"seed={{mpi_split: {options}, mpi_repeat: {repeat}}}"])
     resolved = C.resolve_for_rank(built, rank)
     assert resolved["seed"] == options[(rank // repeat) % len(options)]
     # every rank in one block of `repeat` consecutive ranks sees the same value
     block_start = rank - rank % repeat
-    assert all(C.resolve_for_rank(built, r)["seed"] == resolved["seed"] for r in range(block_start, block_start + repeat))
+    assert all(
+        C.resolve_for_rank(built, r)["seed"] == resolved["seed"] for r in range(block_start, block_start + repeat)
+    )
     assert C.is_split(built["seed"])  # resolution never mutates the layered config

@@ -60,8 +60,9 @@ def np_run(params, key, inputs, labels, spec):
     labels = np.asarray(labels, np.float64)
     steps, batch, _ = inputs.shape
     sizes = vsml.layer_sizes(spec, inputs.shape[-1], labels.shape[-1])
-    states = [(np.asarray(h, np.float64), np.asarray(c, np.float64))
-              for h, c in vsml.initial_states(key, spec, sizes, batch)]
+    states = [
+        (np.asarray(h, np.float64), np.asarray(c, np.float64)) for h, c in vsml.initial_states(key, spec, sizes, batch)
+    ]
     m = spec.msg_size
     bwd_ins = [np.zeros((batch, b, m)) for _, b in sizes]
 
@@ -109,8 +110,12 @@ VARIANTS = {
     "default": {},
     "batch_feed_label": {"feed_label": True},
     "two_layers_layernorm": {"hidden_sizes": (3,), "layer_norm": True},
-    "backward_separate_layerwise": {"hidden_sizes": (3,), "backward_pass": True,
-                                    "separate_backward_rnn": True, "layerwise_rnns": True},
+    "backward_separate_layerwise": {
+        "hidden_sizes": (3,),
+        "backward_pass": True,
+        "separate_backward_rnn": True,
+        "layerwise_rnns": True,
+    },
     "backward_shared_three_ticks": {"backward_pass": True, "num_micro_ticks": 3},
 }
 
@@ -163,8 +168,9 @@ def test_one_tick_of_fast_layer_equals_numpy_loop():
     h, c = (jax.random.normal(k, (2, 5, 3, 6)) for k in keys[:2])
     fwd_in, bwd_in = jax.random.normal(keys[2], (2, 5, 4)), jax.random.normal(keys[3], (2, 3, 4))
     (fh, fc), fwd_out, bwd_out = vsml.dense_layer(p, (h, c), fwd_in, bwd_in, spec)
-    eh, ec, efwd, ebwd = np_layer(p, np.asarray(h, np.float64), np.asarray(c, np.float64),
-                                  np.asarray(fwd_in), np.asarray(bwd_in), spec)
+    eh, ec, efwd, ebwd = np_layer(
+        p, np.asarray(h, np.float64), np.asarray(c, np.float64), np.asarray(fwd_in), np.asarray(bwd_in), spec
+    )
     for got, want in [(fh, eh), (fc, ec), (fwd_out, efwd), (bwd_out, ebwd)]:
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
@@ -195,7 +201,7 @@ def test_logits_never_see_the_current_label():
 
 def test_initial_state_is_a_random_weight_init_in_the_first_cell_half():
     spec = vsml.VSMLSpec(slow_size=16, init_rand_proportion=0.5)
-    (h, c), = vsml.initial_states(jax.random.PRNGKey(0), spec, [(400, 30)], batch=2)
+    ((h, c),) = vsml.initial_states(jax.random.PRNGKey(0), spec, [(400, 30)], batch=2)
     h, c = np.asarray(h), np.asarray(c)
     assert np.all(h == 0)
     assert np.all(c[..., 8:] == 0)
@@ -209,8 +215,9 @@ def test_initial_state_is_a_random_weight_init_in_the_first_cell_half():
 def test_merge_batch_shares_first_half_and_keeps_second():
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 2, 8))
     merged = np.asarray(vsml.merge_batch(x))
-    np.testing.assert_allclose(merged[:, ..., :4], np.broadcast_to(np.asarray(x)[..., :4].mean(0), (3, 2, 2, 4)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        merged[:, ..., :4], np.broadcast_to(np.asarray(x)[..., :4].mean(0), (3, 2, 2, 4)), rtol=1e-6
+    )
     np.testing.assert_array_equal(merged[..., 4:], np.asarray(x)[..., 4:])
 
 

@@ -180,11 +180,17 @@ def test_conv_logits_never_see_the_current_label():
 
 RUN_VARIANTS = {
     "layerwise_backward_separate_layernorm": {
-        "layerwise_rnns": True, "backward_pass": True, "separate_backward_rnn": True, "layer_norm": True,
-        "feed_label": True},
+        "layerwise_rnns": True,
+        "backward_pass": True,
+        "separate_backward_rnn": True,
+        "layer_norm": True,
+        "feed_label": True,
+    },
     "two_conv_hidden_dense_backward_shared": {
-        "conv_layers": (vsml.ConvLayer(2, 1, 2), vsml.ConvLayer(3, 2, 2)), "hidden_sizes": (3,),
-        "backward_pass": True},
+        "conv_layers": (vsml.ConvLayer(2, 1, 2), vsml.ConvLayer(3, 2, 2)),
+        "hidden_sizes": (3,),
+        "backward_pass": True,
+    },
 }
 
 
@@ -226,19 +232,26 @@ def test_spec_from_config_reads_conv_layers():
 
     model = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["model"]
     net = model["vsml_rnn"]
-    net["layer_specs"] = [{"type": "conv", "kernel_size": 3, "stride": 2, "out_channels": 8},
-                          {"type": "conv", "kernel_size": 2, "out_channels": 4},
-                          {"type": "dense", "size": 16}, {"type": "dense"}]
+    net["layer_specs"] = [
+        {"type": "conv", "kernel_size": 3, "stride": 2, "out_channels": 8},
+        {"type": "conv", "kernel_size": 2, "out_channels": 4},
+        {"type": "dense", "size": 16},
+        {"type": "dense"},
+    ]
     spec = vsml.spec_from_config(model)
     assert spec.conv_layers == (vsml.ConvLayer(3, 2, 8), vsml.ConvLayer(2, 1, 4))
     assert spec.hidden_sizes == (16,) and spec.num_layers == 4
     bad = [
-        ([{"type": "dense", "size": 4}, {"type": "conv", "kernel_size": 3, "out_channels": 2}, {"type": "dense"}],
-         r"layer_specs\[1\].*after a dense layer"),
+        (
+            [{"type": "dense", "size": 4}, {"type": "conv", "kernel_size": 3, "out_channels": 2}, {"type": "dense"}],
+            r"layer_specs\[1\].*after a dense layer",
+        ),
         ([{"type": "conv", "kernel_size": 3, "out_channels": 2}], r"layer_specs\[0\].*last layer"),
         ([{"type": "conv", "kernel_size": 0, "out_channels": 2}, {"type": "dense"}], r"layer_specs\[0\]\.kernel_size"),
-        ([{"type": "conv", "kernel_size": 3, "stride": 1.5, "out_channels": 2}, {"type": "dense"}],
-         r"layer_specs\[0\]\.stride"),
+        (
+            [{"type": "conv", "kernel_size": 3, "stride": 1.5, "out_channels": 2}, {"type": "dense"}],
+            r"layer_specs\[0\]\.stride",
+        ),
         ([{"type": "conv", "kernel_size": 3}, {"type": "dense"}], r"layer_specs\[0\]\.out_channels"),
         ([{"type": "pool"}, {"type": "dense"}], r"layer_specs\[0\].*'pool'"),
     ]

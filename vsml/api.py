@@ -37,8 +37,8 @@ class TrainResult:
     """What :func:`train` leaves: the run directory, where training ended and why."""
 
     run_dir: Path
-    generation: int              # completed generations (the checkpoint's step)
-    stopped_by: str | None       # the signal that ended the run early (it can be resumed), or None
+    generation: int  # completed generations (the checkpoint's step)
+    stopped_by: str | None  # the signal that ended the run early (it can be resumed), or None
 
     @property
     def metrics(self) -> list[dict]:
@@ -61,8 +61,9 @@ def _layer(config: dict, overrides, source: str) -> dict:
     return config
 
 
-def build_config(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None,
-                 base: dict | None = None) -> dict:
+def build_config(
+    config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None, base: dict | None = None
+) -> dict:
     """The layered configuration: ``base`` (configs/default.yaml) < each file < ``overrides``.
 
     Raises ConfigError (a ValueError with one line) for an unknown key, a bad file or value.
@@ -71,8 +72,9 @@ def build_config(config_files: Iterable = (), overrides: Mapping | Iterable[str]
     return _layer(config, overrides, "overrides")
 
 
-def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None,
-          run_dir=None, resume: bool = False) -> TrainResult:
+def train(
+    config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None, run_dir=None, resume: bool = False
+) -> TrainResult:
     """Meta-trains as ``python3 launch.py --config_files ... --config ...`` does, in this process.
 
     Args:
@@ -103,8 +105,9 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
             raise ValueError("resume=True needs run_dir, the run directory to continue")
         saved = Path(run_dir) / "config.yaml"
         if not saved.is_file():
-            raise ValueError(f"resume: no config.yaml in {run_dir}; give a run directory written by launch.py "
-                             f"or vsml.api.train")
+            raise ValueError(
+                f"resume: no config.yaml in {run_dir}; give a run directory written by launch.py or vsml.api.train"
+            )
         config = build_config(config_files, overrides, base=cfg.load_yaml_file(saved))
         checkpoint.resolve_path(run_dir)
         config["checkpoint"]["restore"]["path"] = str(run_dir)
@@ -112,8 +115,10 @@ def train(config_files: Iterable = (), overrides: Mapping | Iterable[str] | None
     else:
         config = build_config(config_files, overrides)
         if config["call"] != "train":
-            raise ValueError(f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
-                             f"vsml.api.load(...).evaluate(...) to evaluate")
+            raise ValueError(
+                f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
+                f"vsml.api.load(...).evaluate(...) to evaluate"
+            )
         run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg.resolve_for_rank(config, 0))
         runs.check_new_run(run_dir, config["call"], "resume=True")
     experiment.check_config(config, comm)
@@ -155,8 +160,11 @@ class LearnedAlgorithm:
         self._evaluators: dict = {}
 
     def __repr__(self) -> str:
-        sizes = ("any input size and class count" if self.input_shape is None
-                 else f"inputs {list(self.input_shape)}, {self.num_classes} classes")
+        sizes = (
+            "any input size and class count"
+            if self.input_shape is None
+            else f"inputs {list(self.input_shape)}, {self.num_classes} classes"
+        )
         return f"LearnedAlgorithm({self.config['model']['type']}, step {self.step}, {sizes})"
 
     def run(self, inputs, labels, *, num_classes: int | None = None, seed: int = 0) -> np.ndarray:
@@ -196,25 +204,35 @@ class LearnedAlgorithm:
         elif labels.dtype.kind == "f":
             batched = labels.ndim == 3
             if labels.ndim not in (2, 3):
-                raise ValueError(f"labels: one-hot labels must be [T, C] or [T, B, C], got shape "
-                                 f"{list(labels.shape)}")
+                raise ValueError(f"labels: one-hot labels must be [T, C] or [T, B, C], got shape {list(labels.shape)}")
             one_hot = labels.astype(np.float32)
         else:
             raise ValueError(f"labels: give integer class indices or one-hot floats, got dtype {labels.dtype}")
         if not batched:
             inputs, one_hot = inputs[:, None], one_hot[:, None]
         if inputs.ndim < 2 or inputs.shape[:2] != one_hot.shape[:2]:
-            raise ValueError(f"inputs of shape {given_shape} and labels of shape {list(labels.shape)} disagree "
-                             f"on the steps T{' or the batch B' if batched else ''}")
+            raise ValueError(
+                f"inputs of shape {given_shape} and labels of shape {list(labels.shape)} disagree "
+                f"on the steps T{' or the batch B' if batched else ''}"
+            )
         if inputs.ndim < 3:
-            raise ValueError(f"inputs: give [T, *input_shape] (or [T, B, *input_shape] with labels [T, B]), "
-                             f"got shape {given_shape}")
+            raise ValueError(
+                f"inputs: give [T, *input_shape] (or [T, B, *input_shape] with labels [T, B]), got shape {given_shape}"
+            )
         logits = self._run(self.params, jax.random.PRNGKey(seed), jnp.asarray(inputs), jnp.asarray(one_hot))
         logits = np.asarray(logits)
         return logits if batched else logits[:, 0]
 
-    def evaluate(self, dataset: str, episodes: int = 32, length: int = 100, *, subset: str = "test",
-                 batch_size: int = 1, seed: int | None = None) -> dict[str, np.ndarray]:
+    def evaluate(
+        self,
+        dataset: str,
+        episodes: int = 32,
+        length: int = 100,
+        *,
+        subset: str = "test",
+        batch_size: int = 1,
+        seed: int | None = None,
+    ) -> dict[str, np.ndarray]:
         """Online learning curves on ``episodes`` fresh episodes of ``dataset``.
 
         The episodes are sampled and preprocessed as in a run (the ``data``
@@ -232,15 +250,22 @@ class LearnedAlgorithm:
         from vsml.settings import run_settings  # noqa: PLC0415
 
         config = copy.deepcopy(self.config)
-        config["evaluation"].update(datasets=[dataset], count=episodes, episode_length=length, subset=subset,
-                                    batch_size=batch_size, seed=config["evaluation"]["seed"] if seed is None else seed)
+        config["evaluation"].update(
+            datasets=[dataset],
+            count=episodes,
+            episode_length=length,
+            subset=subset,
+            batch_size=batch_size,
+            seed=config["evaluation"]["seed"] if seed is None else seed,
+        )
         settings = run_settings(config)  # one line naming evaluation.count / episode_length / ... for a bad argument
         cache_key = (dataset, episodes, length, subset, batch_size, settings.evaluation.seed)
         if cache_key not in self._evaluators:
             data.check_dataset_available(dataset, settings.data, "dataset")
             task = experiment.load_task(dataset, subset, settings.data, length, batch_size)
-            self._evaluators[cache_key] = experiment.make_evaluator(self.learner, task, episodes,
-                                                                    settings.evaluation.seed, rank=0)
+            self._evaluators[cache_key] = experiment.make_evaluator(
+                self.learner, task, episodes, settings.evaluation.seed, rank=0
+            )
         curves = self._evaluators[cache_key](self.params)
         return {key: np.asarray(value) for key, value in curves.items()}
 
@@ -265,8 +290,9 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
         raise checkpoint.CheckpointError(f"{file} is not a checkpoint of this project (no 'config')")
     saved = yaml.safe_load(str(arrays["config"]))
     base = cfg.load_default()
-    config = _layer(cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"),
-                    overrides, "overrides")
+    config = _layer(
+        cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"), overrides, "overrides"
+    )
     rank_config = cfg.resolve_for_rank(config, 0)
     settings = run_settings(rank_config)
     input_shape, num_classes = experiment.trained_sizes(settings)

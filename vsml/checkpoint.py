@@ -52,10 +52,7 @@ def _key_name(entry) -> str:
 def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
     """``{'<prefix>/<path>': array}`` for every leaf of ``tree``."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {
-        "/".join([prefix, *(_key_name(entry) for entry in path)]): np.asarray(leaf)
-        for path, leaf in leaves
-    }
+    return {"/".join([prefix, *(_key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
 
 
 def unflatten_tree(prefix: str, template, arrays, source: str):
@@ -65,14 +62,10 @@ def unflatten_tree(prefix: str, template, arrays, source: str):
     for path, leaf in leaves:
         name = "/".join([prefix, *(_key_name(entry) for entry in path)])
         if name not in arrays:
-            raise CheckpointError(
-                f"{source} has no '{name}': it was written for a different model or optimiser config"
-            )
+            raise CheckpointError(f"{source} has no '{name}': it was written for a different model or optimiser config")
         value = arrays[name]
         if value.shape != np.shape(leaf):
-            raise CheckpointError(
-                f"{source}: '{name}' has shape {value.shape}, this config needs {np.shape(leaf)}"
-            )
+            raise CheckpointError(f"{source}: '{name}' has shape {value.shape}, this config needs {np.shape(leaf)}")
         values.append(value.astype(np.asarray(leaf).dtype))
     return jax.tree_util.tree_unflatten(treedef, values)
 
@@ -135,8 +128,18 @@ def prune(run_dir: Path, keep: int | None) -> None:
         path.unlink(missing_ok=True)
 
 
-def save(run_dir: Path, *, params, opt_state, step: int, rng: dict, wall_time: float,
-         config_yaml: str, with_step: bool = False, keep: int | None = None) -> Path:
+def save(
+    run_dir: Path,
+    *,
+    params,
+    opt_state,
+    step: int,
+    rng: dict,
+    wall_time: float,
+    config_yaml: str,
+    with_step: bool = False,
+    keep: int | None = None,
+) -> Path:
     """Writes ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
 
     The replaced latest checkpoint survives as ``checkpoint.prev.npz``; of the
@@ -197,8 +200,9 @@ def restore(path, params_template, opt_state_template=None) -> dict:
             raise CheckpointError(f"{source} is not a checkpoint of this project (no '{name}')")
     return {
         "params": unflatten_tree("params", params_template, arrays, source),
-        "opt_state": (None if opt_state_template is None
-                      else unflatten_tree("opt_state", opt_state_template, arrays, source)),
+        "opt_state": (
+            None if opt_state_template is None else unflatten_tree("opt_state", opt_state_template, arrays, source)
+        ),
         "step": int(arrays["step"]),
         "rng": {"noise": arrays["rng/noise"], "data": arrays["rng/data"]},
         "wall_time": float(arrays.get("wall_time", 0.0)),
@@ -251,8 +255,10 @@ def parse_run_path(run_path: str) -> tuple[str, str, str]:
     if len(parts) == 4 and parts[2] == "runs":
         parts = [parts[0], parts[1], parts[3]]
     if len(parts) != 3 or not all(part.strip() for part in parts):
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
-                              "(the path shown on the wandb run's overview page)")
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
+            "(the path shown on the wandb run's overview page)"
+        )
     return parts[0], parts[1], parts[2]
 
 
@@ -292,7 +298,8 @@ def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download
         raise CheckpointError(
             f"checkpoint.restore.file_name '{file_name}' is a checkpoint of the original release (pickled haiku "
             f"parameters), which this project cannot read; restore a {LATEST} written by this project "
-            f"(checkpoint.restore.file_name: null)")
+            f"(checkpoint.restore.file_name: null)"
+        )
     local_runs = local_wandb_runs(run_id, logging_dir)
     for run_dir in local_runs:
         candidate = run_dir / "files" / file_name
@@ -300,13 +307,17 @@ def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download
             return candidate
     if local_runs:
         files = sorted(path.name for path in (local_runs[0] / "files").glob("*"))
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': the local wandb run {local_runs[0]} has no "
-                              f"files/{file_name} (it has: {', '.join(files) or 'nothing'}); set "
-                              "checkpoint.restore.file_name to one of them")
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': the local wandb run {local_runs[0]} has no "
+            f"files/{file_name} (it has: {', '.join(files) or 'nothing'}); set "
+            "checkpoint.restore.file_name to one of them"
+        )
     where = f"no local wandb run directory with id '{run_id}' (./wandb, runs/*/wandb)"
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and WANDB_MODE="
-                              f"{os.environ['WANDB_MODE']} rules out the wandb API")
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and WANDB_MODE="
+            f"{os.environ['WANDB_MODE']} rules out the wandb API"
+        )
     return _download_wandb_file(run_path, file_name, Path(download_dir), where)
 
 
@@ -314,8 +325,9 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
     try:
         import wandb  # noqa: PLC0415 — slow import, only when a run is restored online
     except ImportError:
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and wandb is not "
-                              "installed to download it") from None
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and wandb is not installed to download it"
+        ) from None
     try:
         run = wandb.Api(timeout=60).run(run_path)
         remote = run.file(file_name)
@@ -323,8 +335,10 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
         remote.download(root=str(download_dir), replace=True).close()
     except Exception as err:  # wandb raises CommError, UsageError, ValueError, HTTP errors alike
         detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': {where}, and the wandb API could not "
-                              f"give its file '{file_name}' ({type(err).__name__}: {detail})") from None
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and the wandb API could not "
+            f"give its file '{file_name}' ({type(err).__name__}: {detail})"
+        ) from None
     path = download_dir / file_name
     if not path.is_file():
         raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': wandb gave no file '{file_name}'")

@@ -40,14 +40,14 @@ from typing import Any
 
 import yaml
 
-DEFAULT_CONFIG_PATH = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'default.yaml'
+DEFAULT_CONFIG_PATH = pathlib.Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 # Sections whose children are free-form: new keys may appear anywhere below them
 # (extra optimizer arguments, statistics of user datasets).
-OPEN_SUBTREES = ('optimizer.kwargs', 'data.preprocess.dataset_stats')
+OPEN_SUBTREES = ("optimizer.kwargs", "data.preprocess.dataset_stats")
 
-SPLIT_KEY = 'mpi_split'
-REPEAT_KEY = 'mpi_repeat'
+SPLIT_KEY = "mpi_split"
+REPEAT_KEY = "mpi_repeat"
 
 
 class ConfigError(ValueError):
@@ -55,7 +55,7 @@ class ConfigError(ValueError):
 
     def __init__(self, message: str):
         # Callers print this as a single line next to the command they ran.
-        super().__init__(re.sub(r'\s*\n\s*', ' ', str(message)).strip())
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
 
 
 # ---------------------------------------------------------------- YAML reading
@@ -70,9 +70,9 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver(
-    'tag:yaml.org,2002:float',
-    re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'),
-    list('-+0123456789.'),
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
 )
 
 
@@ -82,10 +82,10 @@ def _yaml_load(text: str) -> Any:
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
     """Describe a YAML error with its 1-based line number when PyYAML knows it."""
-    mark = getattr(err, 'problem_mark', None) or getattr(err, 'context_mark', None)
-    problem = getattr(err, 'problem', None) or str(err)
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
     if mark is not None:
-        return f'line {mark.line + 1}, column {mark.column + 1}: {problem}'
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
     return problem
 
 
@@ -107,9 +107,7 @@ def load_yaml_file(path) -> dict:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(
-            f"config file '{path}' must hold a mapping of keys to values, not a {type(doc).__name__}"
-        )
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not a {type(doc).__name__}")
     return doc
 
 
@@ -124,14 +122,14 @@ def load_default() -> dict:
 _MISSING = object()
 
 # What a key of the base config allows (see _kind).
-_LEAF = 'leaf'          # replaced wholesale
-_SECTION = 'section'    # dict of known keys, merged
-_OPEN = 'open'          # dict that accepts new keys (an OPEN_SUBTREES root)
-_ANY = 'any'            # below an open root: dicts merge, anything else replaces
+_LEAF = "leaf"  # replaced wholesale
+_SECTION = "section"  # dict of known keys, merged
+_OPEN = "open"  # dict that accepts new keys (an OPEN_SUBTREES root)
+_ANY = "any"  # below an open root: dicts merge, anything else replaces
 
 
 def _join(prefix: str, key: str) -> str:
-    return f'{prefix}.{key}' if prefix and key else prefix or key
+    return f"{prefix}.{key}" if prefix and key else prefix or key
 
 
 def is_split(node: Any) -> bool:
@@ -144,15 +142,13 @@ def _check_split(node: dict, key: str, source: str) -> tuple[list, int]:
     where = f"'{key or '<root>'}' in {source}"
     extra = sorted(str(k) for k in node if k not in (SPLIT_KEY, REPEAT_KEY))
     if extra:
-        raise ConfigError(
-            f'{where} mixes {SPLIT_KEY} with other keys {extra}; put those keys inside each option'
-        )
+        raise ConfigError(f"{where} mixes {SPLIT_KEY} with other keys {extra}; put those keys inside each option")
     options = node.get(SPLIT_KEY)
     if not isinstance(options, list) or not options:
-        raise ConfigError(f'{SPLIT_KEY} of {where} must be a non-empty list of options, got {options!r}')
+        raise ConfigError(f"{SPLIT_KEY} of {where} must be a non-empty list of options, got {options!r}")
     repeat = node.get(REPEAT_KEY, 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ConfigError(f'{REPEAT_KEY} of {where} must be an integer >= 1, got {repeat!r}')
+        raise ConfigError(f"{REPEAT_KEY} of {where} must be an integer >= 1, got {repeat!r}")
     return options, repeat
 
 
@@ -183,7 +179,7 @@ def _deep_update(dst: dict, src: dict, atomic_splits: bool) -> None:
             dst[key] = value
 
 
-def _nest(mapping: Mapping, source: str, prefix: str = '') -> dict:
+def _nest(mapping: Mapping, source: str, prefix: str = "") -> dict:
     """Turn dotted keys into nested dicts (recursively, not into lists).
 
     Keys naming the same section are merged, so ``{a.b: 1, a: {c: 2}}`` becomes
@@ -192,7 +188,7 @@ def _nest(mapping: Mapping, source: str, prefix: str = '') -> dict:
     out: dict = {}
     for raw_key, value in mapping.items():
         key = str(raw_key)
-        parts = key.split('.')
+        parts = key.split(".")
         if any(not part.strip() for part in parts):
             raise ConfigError(f"bad config key '{_join(prefix, key)}' in {source}: empty part between dots")
         if isinstance(value, dict):
@@ -203,7 +199,7 @@ def _nest(mapping: Mapping, source: str, prefix: str = '') -> dict:
     return out
 
 
-def _known_keys(root: Any, prefix: str = '') -> list[str]:
+def _known_keys(root: Any, prefix: str = "") -> list[str]:
     """Every dotted key of ``root`` (sections and leaves), splits seen through."""
     node = _first_option(root)
     keys = []
@@ -219,7 +215,7 @@ def _closest_key(key: str, root: dict) -> str | None:
     """The known key a user most likely meant by the unknown dotted ``key``."""
     known = _known_keys(root)
     known_set = set(known)
-    parts = key.split('.')
+    parts = key.split(".")
 
     # 1. A typo in one component: fix it among its siblings, keep the rest.
     node, depth = _first_option(root), 0
@@ -229,15 +225,15 @@ def _closest_key(key: str, root: dict) -> str | None:
     if depth < len(parts) and isinstance(node, dict):
         match = difflib.get_close_matches(parts[depth], [str(k) for k in node], n=1, cutoff=0.6)
         if match:
-            fixed = '.'.join(parts[:depth] + match)
-            whole = '.'.join(parts[:depth] + match + parts[depth + 1:])
+            fixed = ".".join(parts[:depth] + match)
+            whole = ".".join(parts[:depth] + match + parts[depth + 1 :])
             return whole if whole in known_set else fixed
 
     def similarity(candidate: str) -> float:
         return difflib.SequenceMatcher(None, key, candidate).ratio()
 
     # 2. The right name in the wrong section (e.g. 'model.msg_size').
-    same_name = [k for k in known if k.split('.')[-1] == parts[-1]]
+    same_name = [k for k in known if k.split(".")[-1] == parts[-1]]
     if same_name:
         return max(same_name, key=similarity)
 
@@ -252,7 +248,7 @@ def _single_path(value: Any) -> str:
     while isinstance(value, dict) and len(value) == 1 and not is_split(value):
         key, value = next(iter(value.items()))
         parts.append(str(key))
-    return '.'.join(parts)
+    return ".".join(parts)
 
 
 def _unknown_key_error(key: str, root: dict, source: str) -> ConfigError:
@@ -272,8 +268,7 @@ def _kind(default: Any, key: str, in_open: bool) -> str:
     return _SECTION if isinstance(_first_option(default), dict) else _LEAF
 
 
-def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source: str,
-           in_open: bool) -> Any:
+def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source: str, in_open: bool) -> Any:
     """Apply layer ``value`` at ``key`` onto ``current``; return the new value (no mutation).
 
     ``default`` is the base config's value at ``key`` (``_MISSING`` below open
@@ -284,8 +279,10 @@ def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source:
     if is_split(value) and SPLIT_KEY not in value:
         # `--config x.mpi_repeat=k` after `--config x.mpi_split=[...]` adjusts that split.
         if not is_split(current):
-            raise ConfigError(f"{REPEAT_KEY} for '{key}' in {source} has no {SPLIT_KEY} to repeat; "
-                              f"give both, e.g. '{key}={{{SPLIT_KEY}: [a, b], {REPEAT_KEY}: 2}}'")
+            raise ConfigError(
+                f"{REPEAT_KEY} for '{key}' in {source} has no {SPLIT_KEY} to repeat; "
+                f"give both, e.g. '{key}={{{SPLIT_KEY}: [a, b], {REPEAT_KEY}: 2}}'"
+            )
         options, _ = _check_split(current, key, source)
         _, repeat = _check_split({SPLIT_KEY: options, **value}, key, source)
         return _make_split(copy.deepcopy(options), repeat)
@@ -298,14 +295,12 @@ def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source:
             # new options onto, so they start from the base value.
             shape = _first_option(default)
             start = copy.deepcopy(shape) if shape is not _MISSING else {}
-        return _make_split(
-            [_merge(start, opt, default, key, root, source, in_open) for opt in options], repeat)
+        return _make_split([_merge(start, opt, default, key, root, source, in_open) for opt in options], repeat)
 
     if is_split(current) and kind != _LEAF and (kind != _ANY or isinstance(value, dict)):
         # A later layer setting keys inside a split section applies to every option.
         options, repeat = _check_split(current, key, source)
-        return _make_split(
-            [_merge(opt, value, default, key, root, source, in_open) for opt in options], repeat)
+        return _make_split([_merge(opt, value, default, key, root, source, in_open) for opt in options], repeat)
 
     if kind == _LEAF:
         if isinstance(value, dict):
@@ -320,10 +315,11 @@ def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source:
 
     if not isinstance(value, dict):
         if not key:
-            raise ConfigError(f'{source} must be a mapping of config keys to values, got {value!r}')
+            raise ConfigError(f"{source} must be a mapping of config keys to values, got {value!r}")
         raise ConfigError(
             f"config key '{key}' in {source} is a section, not a value; "
-            f"set keys inside it instead (e.g. '{key}.<name>=...')")
+            f"set keys inside it instead (e.g. '{key}.<name>=...')"
+        )
 
     shape = _first_option(default)
     shape = shape if isinstance(shape, dict) else {}
@@ -332,8 +328,15 @@ def _merge(current: Any, value: Any, default: Any, key: str, root: dict, source:
         child_key = _join(key, child)
         if kind == _SECTION and child not in shape:
             raise _unknown_key_error(_join(child_key, _single_path(child_value)), root, source)
-        out[child] = _merge(out.get(child, _MISSING), child_value, shape.get(child, _MISSING),
-                            child_key, root, source, in_open or kind == _OPEN)
+        out[child] = _merge(
+            out.get(child, _MISSING),
+            child_value,
+            shape.get(child, _MISSING),
+            child_key,
+            root,
+            source,
+            in_open or kind == _OPEN,
+        )
     return out
 
 
@@ -342,22 +345,21 @@ def apply_layer(config: dict, layer: Any, base: dict, source: str) -> dict:
 
     ``source`` names the layer in error messages (e.g. "--config").
     """
-    return _merge(config, layer, base, '', base, source, in_open=False)
+    return _merge(config, layer, base, "", base, source, in_open=False)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split a ``key=value`` override; the value is YAML (``key=`` gives None)."""
-    if '=' not in text:
+    if "=" not in text:
         raise ConfigError(f"--config '{text}' must look like key=value (e.g. training.population_size=128)")
-    key, raw = text.split('=', 1)
+    key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"--config '{text}' has no key before '='")
     try:
         value = _yaml_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(
-            f"--config '{text}': value is not valid YAML ({_yaml_problem(err)}); quote it") from None
+        raise ConfigError(f"--config '{text}': value is not valid YAML ({_yaml_problem(err)}); quote it") from None
     return key, value
 
 
@@ -365,7 +367,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 # The keys of a sweep entry in the original release's format:
 # ``{config: {overrides}, tags: [...], config_files: [...]}``.
-ENTRY_KEYS = ('config', 'tags', 'config_files')
+ENTRY_KEYS = ("config", "tags", "config_files")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,42 +398,46 @@ def _entry(raw: Any, where: str) -> SweepTask:
     """One ``array:`` entry or grid option: a plain override mapping or an original-format entry."""
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ConfigError(f'{where} must be a mapping of overrides or of {", ".join(ENTRY_KEYS)}; got {raw!r}')
+        raise ConfigError(f"{where} must be a mapping of overrides or of {', '.join(ENTRY_KEYS)}; got {raw!r}")
     if not any(str(key) in ENTRY_KEYS for key in raw):
         return SweepTask(config=_nest(raw, where))
     unknown = sorted(str(key) for key in raw if str(key) not in ENTRY_KEYS)
     if unknown:
-        raise ConfigError(f"{where} has unknown entry key '{unknown[0]}'; an entry holds only "
-                          f"{', '.join(ENTRY_KEYS)} (or is a plain mapping of overrides)")
-    overrides = {} if raw.get('config') is None else raw['config']
+        raise ConfigError(
+            f"{where} has unknown entry key '{unknown[0]}'; an entry holds only "
+            f"{', '.join(ENTRY_KEYS)} (or is a plain mapping of overrides)"
+        )
+    overrides = {} if raw.get("config") is None else raw["config"]
     if not isinstance(overrides, dict):
         raise ConfigError(f"'config' of {where} must be a mapping of overrides, got {overrides!r}")
-    return SweepTask(config=_nest(overrides, where), tags=_names(raw.get('tags'), 'tags', where),
-                     config_files=_names(raw.get('config_files'), 'config_files', where))
+    return SweepTask(
+        config=_nest(overrides, where),
+        tags=_names(raw.get("tags"), "tags", where),
+        config_files=_names(raw.get("config_files"), "config_files", where),
+    )
 
 
 def _grid_axis(axis: Any, number: int, source: str) -> list[SweepTask]:
     """The options of one grid axis (a list of entries, or the {key: [values]} shorthand)."""
-    where = f'axis {number} of the grid in {source}'
+    where = f"axis {number} of the grid in {source}"
     if isinstance(axis, list):
-        options = [_entry(opt, f'option {index} of {where}') for index, opt in enumerate(axis, start=1)]
+        options = [_entry(opt, f"option {index} of {where}") for index, opt in enumerate(axis, start=1)]
     elif isinstance(axis, dict):
         if not all(isinstance(values, list) for values in axis.values()):
-            raise ConfigError(f'{where}: every key of the shorthand {{key: [values]}} needs a list of values')
+            raise ConfigError(f"{where}: every key of the shorthand {{key: [values]}} needs a list of values")
         lengths = {len(values) for values in axis.values()}
         if len(lengths) > 1:
-            sizes = ', '.join(f'{k}: {len(v)}' for k, v in axis.items())
-            raise ConfigError(f'{where} zips keys whose value lists differ in length ({sizes}); make them equal')
-        options = [SweepTask(config=_nest(dict(zip(axis.keys(), values)), where))
-                   for values in zip(*axis.values())]
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in axis.items())
+            raise ConfigError(f"{where} zips keys whose value lists differ in length ({sizes}); make them equal")
+        options = [SweepTask(config=_nest(dict(zip(axis.keys(), values)), where)) for values in zip(*axis.values())]
     else:
-        raise ConfigError(f'{where} must be a list of mappings or a {{key: [values]}} mapping')
+        raise ConfigError(f"{where} must be a list of mappings or a {{key: [values]}} mapping")
     if not options:
-        raise ConfigError(f'{where} has no options')
+        raise ConfigError(f"{where} has no options")
     return options
 
 
-def sweep_tasks(array_doc: dict, source: str = 'array file') -> list[SweepTask]:
+def sweep_tasks(array_doc: dict, source: str = "array file") -> list[SweepTask]:
     """The tasks of an --array file (task N is index N-1), as in the original release.
 
     ``array: [entry, ...]`` lists tasks; ``grid: [axis, ...]`` makes one task per
@@ -443,19 +449,19 @@ def sweep_tasks(array_doc: dict, source: str = 'array file') -> list[SweepTask]:
     """
     if not isinstance(array_doc, dict):
         raise ConfigError(f"{source} must be a mapping with an 'array:' or a 'grid:' list")
-    extra = sorted(str(k) for k in array_doc if k not in ('array', 'grid', 'base'))
+    extra = sorted(str(k) for k in array_doc if k not in ("array", "grid", "base"))
     if extra:
         raise ConfigError(f"{source} has unknown top-level keys {extra}; allowed are array, grid, base")
-    if ('array' in array_doc) == ('grid' in array_doc):
+    if ("array" in array_doc) == ("grid" in array_doc):
         raise ConfigError(f"{source} must have exactly one of 'array:' (a list of tasks) or 'grid:' (a list of axes)")
 
-    if 'array' in array_doc:
-        tasks = array_doc['array']
+    if "array" in array_doc:
+        tasks = array_doc["array"]
         if not isinstance(tasks, list) or not tasks:
             raise ConfigError(f"'array:' in {source} must be a non-empty list of tasks")
         return [_entry(task, f"task {number} of 'array:' in {source}") for number, task in enumerate(tasks, start=1)]
 
-    axes = array_doc['grid']
+    axes = array_doc["grid"]
     if not isinstance(axes, list) or not axes:
         raise ConfigError(f"'grid:' in {source} must be a non-empty list of axes")
     options = [_grid_axis(axis, number, source) for number, axis in enumerate(axes, start=1)]
@@ -473,7 +479,7 @@ def sweep_tasks(array_doc: dict, source: str = 'array file') -> list[SweepTask]:
     return out
 
 
-def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
+def array_tasks(array_doc: dict, source: str = "array file") -> list[dict]:
     """The overrides of every task of an --array file (see :func:`sweep_tasks`)."""
     return [task.config for task in sweep_tasks(array_doc, source)]
 
@@ -481,12 +487,11 @@ def array_tasks(array_doc: dict, source: str = 'array file') -> list[dict]:
 def _task_number(task: Any, environ: Mapping[str, str], count: int, path, subset=None) -> int:
     """The 1-based task to run: --task, else SLURM_ARRAY_TASK_ID (1..len(subset) with --subset)."""
     of = f"array file '{path}'" if subset is None else f"--subset (of array file '{path}')"
-    what = 'tasks' if subset is None else 'entries'
+    what = "tasks" if subset is None else "entries"
     if task is None:
-        task = environ.get('SLURM_ARRAY_TASK_ID')
-        if task is None or str(task).strip() == '':
-            raise ConfigError(
-                f"{of} has {count} {what}: pick one with --task N or SLURM_ARRAY_TASK_ID (1..{count})")
+        task = environ.get("SLURM_ARRAY_TASK_ID")
+        if task is None or str(task).strip() == "":
+            raise ConfigError(f"{of} has {count} {what}: pick one with --task N or SLURM_ARRAY_TASK_ID (1..{count})")
     try:
         number = int(str(task).strip())
     except ValueError:
@@ -500,11 +505,13 @@ def _check_subset(subset, count: int, path) -> list[int]:
     """--subset: 0-based indices of the array file's tasks (array task N runs index subset[N-1])."""
     subset = list(subset)
     if not subset:
-        raise ConfigError('--subset needs at least one 0-based task index')
+        raise ConfigError("--subset needs at least one 0-based task index")
     for index in subset:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-            raise ConfigError(f"--subset index {index!r} is out of range: array file '{path}' has {count} tasks "
-                              f"(0-based indices 0..{count - 1})")
+            raise ConfigError(
+                f"--subset index {index!r} is out of range: array file '{path}' has {count} tasks "
+                f"(0-based indices 0..{count - 1})"
+            )
     return subset
 
 
@@ -513,21 +520,28 @@ def _add_tags(config: dict, tags: Iterable[str]) -> dict:
     tags = list(tags)
     if not tags:
         return config
-    logging_section = config['logging'] = dict(config.get('logging') or {})  # never a layer's dict
-    current = logging_section.get('tags') or []
+    logging_section = config["logging"] = dict(config.get("logging") or {})  # never a layer's dict
+    current = logging_section.get("tags") or []
     if not isinstance(current, list):
-        raise ConfigError(f'logging.tags must be a list of names, got {current!r}')
-    logging_section['tags'] = list(dict.fromkeys([*current, *tags]))
+        raise ConfigError(f"logging.tags must be a list of names, got {current!r}")
+    logging_section["tags"] = list(dict.fromkeys([*current, *tags]))
     return config
 
 
 # ---------------------------------------------------------------- public API
 
 
-def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), array_file=None,
-                 task: int | None = None, base: dict | None = None,
-                 environ: Mapping[str, str] | None = None, subset: Iterable[int] | None = None,
-                 tags: Iterable[str] = (), job_type: str | None = None) -> dict:
+def build_config(
+    config_files: Iterable = (),
+    overrides: Iterable[str] = (),
+    array_file=None,
+    task: int | None = None,
+    base: dict | None = None,
+    environ: Mapping[str, str] | None = None,
+    subset: Iterable[int] | None = None,
+    tags: Iterable[str] = (),
+    job_type: str | None = None,
+) -> dict:
     """Layer base < config files < array task < ``key=value`` overrides.
 
     The array task (``--task``, else ``SLURM_ARRAY_TASK_ID``; with ``subset``
@@ -568,46 +582,46 @@ def build_config(config_files: Iterable = (), overrides: Iterable[str] = (), arr
         source = f"array file '{array_file}' task {index + 1}"
         for path in selected.config_files:
             config = apply_layer(config, load_yaml_file(path), base, f"config file '{path}' (from {source})")
-        if doc.get('base') is not None:
-            config = apply_layer(config, doc['base'], base, f"array file '{array_file}' (base:)")
+        if doc.get("base") is not None:
+            config = apply_layer(config, doc["base"], base, f"array file '{array_file}' (base:)")
         config = _add_tags(apply_layer(config, selected.config, base, source), selected.tags)
     elif task is not None:
-        raise ConfigError(f'--task {task} needs an --array file to pick the task from')
+        raise ConfigError(f"--task {task} needs an --array file to pick the task from")
     elif subset is not None:
-        raise ConfigError('--subset needs an --array file whose entries it selects')
+        raise ConfigError("--subset needs an --array file whose entries it selects")
 
     for text in overrides:
         key, value = parse_override(text)
-        config = apply_layer(config, {key: value}, base, '--config')
+        config = apply_layer(config, {key: value}, base, "--config")
     config = _add_tags(config, tags)
     if job_type is not None:
-        config['logging'] = {**(config.get('logging') or {}), 'job_type': job_type}
+        config["logging"] = {**(config.get("logging") or {}), "job_type": job_type}
     return config
 
 
 def resolve_for_rank(config: dict, rank: int) -> dict:
     """A new config with every mpi_split replaced by rank ``rank``'s option."""
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise ConfigError(f'rank must be an integer >= 0, got {rank!r}')
+        raise ConfigError(f"rank must be an integer >= 0, got {rank!r}")
 
     def resolve(node: Any, key: str) -> Any:
         while is_split(node):
-            options, repeat = _check_split(node, key, 'the config')
+            options, repeat = _check_split(node, key, "the config")
             node = options[(rank // repeat) % len(options)]
         if isinstance(node, dict):
             return {k: resolve(v, _join(key, str(k))) for k, v in node.items()}
         return copy.deepcopy(node)
 
-    return resolve(config, '')
+    return resolve(config, "")
 
 
 def get(config: dict, dotted_key: str) -> Any:
     """The value at ``dotted_key`` (e.g. 'training.population_size')."""
     node = config
-    for part in dotted_key.split('.'):
+    for part in dotted_key.split("."):
         if not isinstance(node, dict) or part not in node:
             best = _closest_key(dotted_key, config)
-            hint = f" (did you mean '{best}'?)" if best else ''
+            hint = f" (did you mean '{best}'?)" if best else ""
             raise ConfigError(f"config has no key '{dotted_key}'{hint}")
         node = node[part]
     return node
@@ -625,7 +639,7 @@ def flatten(config: dict) -> dict:
             else:
                 flat[dotted] = value
 
-    walk(config, '')
+    walk(config, "")
     return flat
 
 
@@ -645,7 +659,7 @@ def split_keys(config: dict) -> list[tuple[str, list, int]]:
 
     def walk(node: Any, key: str) -> None:
         if is_split(node):
-            options, repeat = _check_split(node, key, 'the config')
+            options, repeat = _check_split(node, key, "the config")
             found.append((key, options, repeat))
             for option in options:
                 walk(option, key)
@@ -653,14 +667,14 @@ def split_keys(config: dict) -> list[tuple[str, list, int]]:
             for child, value in node.items():
                 walk(value, _join(key, str(child)))
 
-    walk(config, '')
+    walk(config, "")
     return found
 
 
 def _inline(value: Any) -> str:
     """One-line YAML of a value (``null``, ``true``, ``[8, 8, 1]``, ``{mean: 0.1, std: 0.3}``)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=float('inf'), sort_keys=False).strip()
-    return text[:-3].strip() if text.endswith('...') else text
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False).strip()
+    return text[:-3].strip() if text.endswith("...") else text
 
 
 class _ReadableDumper(yaml.SafeDumper):
@@ -669,11 +683,11 @@ class _ReadableDumper(yaml.SafeDumper):
 
 def _represent_list(dumper: yaml.SafeDumper, value: list):
     flat = all(not isinstance(item, (dict, list)) for item in value)
-    return dumper.represent_sequence('tag:yaml.org,2002:seq', value, flow_style=flat)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flat)
 
 
 def _represent_dict(dumper: yaml.SafeDumper, value: dict):
-    return dumper.represent_mapping('tag:yaml.org,2002:map', value, flow_style=False)
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value, flow_style=False)
 
 
 _ReadableDumper.add_representer(list, _represent_list)
@@ -697,20 +711,22 @@ def describe_config(config: dict, ranks: int = 1) -> str:
     period of the split pattern when that is longer (capped at
     :data:`MAX_RANKS_SHOWN`).
     """
-    text = f'# resolved configuration (rank 0)\n{to_readable_yaml(resolve_for_rank(config, 0))}'
+    text = f"# resolved configuration (rank 0)\n{to_readable_yaml(resolve_for_rank(config, 0))}"
     splits = split_keys(config)
     if not splits:
-        return text + '# no mpi_split: every rank runs this configuration'
+        return text + "# no mpi_split: every rank runs this configuration"
     period = split_period(config)
     wanted = max(ranks, period)
     shown = min(wanted, MAX_RANKS_SHOWN)
     keys = list(dict.fromkeys(key for key, _, _ in splits))
-    lines = [f'# per-rank values (mpi_split; rank r takes option (r // mpi_repeat) % len(mpi_split)); '
-             f'the pattern repeats every {period} rank{"s" if period > 1 else ""}'
-             + (f'; this launch has {ranks}' if ranks > 1 else '')]
+    lines = [
+        f"# per-rank values (mpi_split; rank r takes option (r // mpi_repeat) % len(mpi_split)); "
+        f"the pattern repeats every {period} rank{'s' if period > 1 else ''}"
+        + (f"; this launch has {ranks}" if ranks > 1 else "")
+    ]
     for rank in range(shown):
         resolved = resolve_for_rank(config, rank)
-        lines.append(f'# rank {rank}: ' + ', '.join(f'{key}={_inline(get(resolved, key))}' for key in keys))
+        lines.append(f"# rank {rank}: " + ", ".join(f"{key}={_inline(get(resolved, key))}" for key in keys))
     if shown < wanted:
-        lines.append(f'# ... ({wanted - shown} more ranks)')
-    return text + '\n'.join(lines)
+        lines.append(f"# ... ({wanted - shown} more ranks)")
+    return text + "\n".join(lines)

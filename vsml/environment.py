@@ -20,9 +20,18 @@ PREPARE_REQUIREMENTS = "requirements-prepare.txt"
 
 # Import name -> what pip installs. Every entry point needs the run set; plots need less.
 RUN_MODULES = {
-    "numpy": "numpy", "jax": "jax", "chex": "chex", "optax": "optax", "yaml": "pyyaml", "tqdm": "tqdm",
-    "filelock": "filelock", "mpi4py": "mpi4py", "wandb": "wandb", "sklearn": "scikit-learn",
-    "mlxtend": "mlxtend", "matplotlib": "matplotlib",
+    "numpy": "numpy",
+    "jax": "jax",
+    "chex": "chex",
+    "optax": "optax",
+    "yaml": "pyyaml",
+    "tqdm": "tqdm",
+    "filelock": "filelock",
+    "mpi4py": "mpi4py",
+    "wandb": "wandb",
+    "sklearn": "scikit-learn",
+    "mlxtend": "mlxtend",
+    "matplotlib": "matplotlib",
 }
 PLOT_MODULES = {"numpy": "numpy", "tqdm": "tqdm", "matplotlib": "matplotlib"}
 ENTRY_MODULES = {"vsml.plot": PLOT_MODULES}  # python3 -m <entry>: what it needs (default RUN_MODULES)
@@ -70,18 +79,21 @@ def install_hint(requirements: str = RUN_REQUIREMENTS) -> str:
         return f"{python_command()} -m pip install -r {requirements}"
     venv_python = ROOT / ".venv" / "bin" / "python"
     if venv_python.exists():  # the venv exists, but this is another Python
-        return (f"{_shorten(venv_python.parent / 'pip')} install -r {requirements}, then run with "
-                f"{_shorten(venv_python)} instead of {python_command()}")
+        return (
+            f"{_shorten(venv_python.parent / 'pip')} install -r {requirements}, then run with "
+            f"{_shorten(venv_python)} instead of {python_command()}"
+        )
     return f"python3 -m venv .venv && .venv/bin/pip install -r {requirements}, then run with .venv/bin/python"
 
 
 def missing_message(what: str, missing: list[str], requirements: str = RUN_REQUIREMENTS) -> str:
-    return (f"error: {what} needs {', '.join(missing)}, which {python_command()} cannot import; "
-            f"install: {install_hint(requirements)}")
+    return (
+        f"error: {what} needs {', '.join(missing)}, which {python_command()} cannot import; "
+        f"install: {install_hint(requirements)}"
+    )
 
 
-def exit_if_missing(what: str, modules: dict[str, str] = RUN_MODULES,
-                    requirements: str = RUN_REQUIREMENTS) -> None:
+def exit_if_missing(what: str, modules: dict[str, str] = RUN_MODULES, requirements: str = RUN_REQUIREMENTS) -> None:
     """Exits with status 1 and one line on stderr when any of ``modules`` is not installed."""
     missing = missing_modules(modules)
     if missing:

@@ -56,8 +56,7 @@ class Task:
         return lambda arrays, key: data.sample_episode(spec, arrays, key, length, batch)
 
 
-def load_task(name: str, subset: str, data_settings: data.DataSettings, episode_length: int,
-              batch_size: int) -> Task:
+def load_task(name: str, subset: str, data_settings: data.DataSettings, episode_length: int, batch_size: int) -> Task:
     spec, arrays = data.load_dataset(name, subset, data_settings)
     return Task(name, spec, arrays, episode_length, batch_size)
 
@@ -79,11 +78,17 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, settings.data.dir))
         build_learner(settings.model)
         restore = settings.checkpoint
-        if (settings.call == "evaluate" and restore.restore_path is None and restore.restore_run_path is None
-                and not learner_type(settings.model["type"]).hand_designed):
-            raise ValueError(f"call: evaluate of a meta-learned {settings.model['type']} needs "
-                             "checkpoint.restore.path (a run directory or checkpoint file) "
-                             "or checkpoint.restore.run_path (a wandb run)")
+        if (
+            settings.call == "evaluate"
+            and restore.restore_path is None
+            and restore.restore_run_path is None
+            and not learner_type(settings.model["type"]).hand_designed
+        ):
+            raise ValueError(
+                f"call: evaluate of a meta-learned {settings.model['type']} needs "
+                "checkpoint.restore.path (a run directory or checkpoint file) "
+                "or checkpoint.restore.run_path (a wandb run)"
+            )
 
 
 def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
@@ -97,21 +102,26 @@ def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
     if restore.get("run_path") is None:
         return config
     if restore["path"] is not None:
-        raise ValueError("checkpoint.restore: give path (a run directory or checkpoint file) or run_path "
-                         f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})")
+        raise ValueError(
+            "checkpoint.restore: give path (a run directory or checkpoint file) or run_path "
+            f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})"
+        )
     outcome = None
     if comm.is_root:
         try:
-            local = checkpoint.fetch_wandb_file(restore["run_path"], restore.get("file_name"),
-                                                config["logging"]["dir"], Path(run_dir) / "restored")
+            local = checkpoint.fetch_wandb_file(
+                restore["run_path"], restore.get("file_name"), config["logging"]["dir"], Path(run_dir) / "restored"
+            )
             outcome = ("path", str(local))
         except checkpoint.CheckpointError as err:
             outcome = ("error", str(err))
     kind, value = comm.bcast_object(outcome)
     if kind == "error":
         raise checkpoint.CheckpointError(value)
-    resolved = {**config, "checkpoint": {**config["checkpoint"],
-                                         "restore": {**config["checkpoint"]["restore"], "path": value}}}
+    resolved = {
+        **config,
+        "checkpoint": {**config["checkpoint"], "restore": {**config["checkpoint"]["restore"], "path": value}},
+    }
     return resolved
 
 
@@ -126,7 +136,8 @@ def make_evaluator(learner, task: Task, count: int, seed: int, rank: int):
     """
     curves = objective.make_curves(objective.make_episode(learner.run, task.sampler()))
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), rank), i))(
-        jnp.arange(count))
+        jnp.arange(count)
+    )
 
     @jax.jit
     def evaluate(params, arrays):
@@ -166,8 +177,13 @@ def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, flo
 def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
     cfg = settings.evaluation
     return {
-        name: make_evaluator(learner, load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size),
-                             cfg.count, cfg.seed, rank)
+        name: make_evaluator(
+            learner,
+            load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size),
+            cfg.count,
+            cfg.seed,
+            rank,
+        )
         for name in cfg.datasets
     }
 
@@ -186,8 +202,9 @@ def make_strategy(learner, task: Task, settings: RunSettings, params_template, c
     training = settings.training
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()), training.loss_type)
     chunk = training.pairs_per_chunk
-    loop = build_outer_loop(settings.optimizer, training.population_size, None if chunk == "auto" else chunk,
-                            fitness, params_template, comm)
+    loop = build_outer_loop(
+        settings.optimizer, training.population_size, None if chunk == "auto" else chunk, fitness, params_template, comm
+    )
     if chunk == "auto":
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
@@ -240,8 +257,10 @@ def check_ranks_agree(params, comm: Comm, generation: int) -> None:
     digests = comm.allgather(np.asarray([checkpoint.digest(params)], dtype=np.int64))
     differing = [rank for rank, value in enumerate(digests) if value != digests[0]]
     if differing:
-        raise RunError(f"meta-parameters of ranks {differing} differ from rank 0's at generation {generation}; "
-                       "ranks must run the same code, jax version and optimizer config")
+        raise RunError(
+            f"meta-parameters of ranks {differing} differ from rank 0's at generation {generation}; "
+            "ranks must run the same code, jax version and optimizer config"
+        )
 
 
 @dataclasses.dataclass
@@ -254,15 +273,19 @@ class TrainResult:
 class Schedule:
     """When a training run evaluates, logs and checkpoints (generations, from the rank's config)."""
 
-    iterations: int        # training.iterations: the run ends when the generation counter reaches it
-    summary_every: int     # summary.frequency: a metrics row for generations g % this == 0
-    evaluate_every: int    # evaluation.frequency: meta-test theta_g when g % this == 0
+    iterations: int  # training.iterations: the run ends when the generation counter reaches it
+    summary_every: int  # summary.frequency: a metrics row for generations g % this == 0
+    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0
     checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
 
     @classmethod
     def from_settings(cls, settings: RunSettings) -> Schedule:
-        return cls(iterations=settings.training.iterations, summary_every=settings.summary_frequency,
-                   evaluate_every=settings.evaluation.frequency, checkpoint_every=settings.checkpoint.frequency)
+        return cls(
+            iterations=settings.training.iterations,
+            summary_every=settings.summary_frequency,
+            evaluate_every=settings.evaluation.frequency,
+            checkpoint_every=settings.checkpoint.frequency,
+        )
 
 
 @dataclasses.dataclass
@@ -272,24 +295,26 @@ class TrainingRun:
     comm: Comm
     task: Task
     outer_loop: OuterLoop
-    evaluators: dict                        # dataset name -> evaluate(params)
-    state: MetaState                        # fresh, or restored from a checkpoint
+    evaluators: dict  # dataset name -> evaluate(params)
+    state: MetaState  # fresh, or restored from a checkpoint
     schedule: Schedule
-    log: object                             # vsml.logging.RunLog (rank 0) or NullLog
-    clock: Stopwatch                        # wall time of the run, across resumes
-    save: Callable[[MetaState], None]       # writes a checkpoint of a state (rank 0)
+    log: object  # vsml.logging.RunLog (rank 0) or NullLog
+    clock: Stopwatch  # wall time of the run, across resumes
+    save: Callable[[MetaState], None]  # writes a checkpoint of a state (rank 0)
 
 
-def setup_training(settings: RunSettings, comm: Comm, run_dir: Path, resume: bool, log, config_yaml: str
-                   ) -> TrainingRun:
+def setup_training(
+    settings: RunSettings, comm: Comm, run_dir: Path, resume: bool, log, config_yaml: str
+) -> TrainingRun:
     """Builds the run: the training task, learner, evaluators, outer loop and (restored) state.
 
     Everything expensive that can fail happens here, before the first generation;
     the console shows what it is doing while it compiles or loads.
     """
     training = settings.training
-    log.message(f"loading data: {training.dataset} (training), "
-                f"{', '.join(settings.evaluation.datasets) or 'none'} (meta-test)…")
+    log.message(
+        f"loading data: {training.dataset} (training), {', '.join(settings.evaluation.datasets) or 'none'} (meta-test)…"
+    )
     task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     evaluators = build_evaluators(learner, settings, comm.rank)
@@ -299,12 +324,31 @@ def setup_training(settings: RunSettings, comm: Comm, run_dir: Path, resume: boo
     outer_loop = make_strategy(learner, task, settings, params, comm)
     state, wall_offset = initial_state(outer_loop, params, settings, resume, log)
     clock = Stopwatch(wall_offset)
-    save = partial(_save, comm=comm, run_dir=run_dir, config_yaml=config_yaml, clock=clock,
-                   with_step=settings.checkpoint.with_step, keep=settings.checkpoint.keep, log=log)
-    log.message(f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
-                f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}")
-    return TrainingRun(comm=comm, task=task, outer_loop=outer_loop, evaluators=evaluators, state=state,
-                       schedule=Schedule.from_settings(settings), log=log, clock=clock, save=save)
+    save = partial(
+        _save,
+        comm=comm,
+        run_dir=run_dir,
+        config_yaml=config_yaml,
+        clock=clock,
+        with_step=settings.checkpoint.with_step,
+        keep=settings.checkpoint.keep,
+        log=log,
+    )
+    log.message(
+        f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
+        f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}"
+    )
+    return TrainingRun(
+        comm=comm,
+        task=task,
+        outer_loop=outer_loop,
+        evaluators=evaluators,
+        state=state,
+        schedule=Schedule.from_settings(settings),
+        log=log,
+        clock=clock,
+        save=save,
+    )
 
 
 def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
@@ -332,8 +376,7 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
         # The last generation of the run (or of this session) always gets a row.
         if generation % schedule.summary_every == 0 or state.generation == schedule.iterations or stopped_by:
             log.log({"step": generation, **stats, "time": run.clock.elapsed(), **row})
-        if (state.generation % schedule.checkpoint_every == 0 or state.generation == schedule.iterations
-                or stopped_by):
+        if state.generation % schedule.checkpoint_every == 0 or state.generation == schedule.iterations or stopped_by:
             check_ranks_agree(state.params, comm, state.generation)
             run.save(state)
         if stopped_by:
@@ -342,8 +385,9 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
     return TrainResult(state=state, stopped_by=stopped_by)
 
 
-def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
-          ) -> TrainResult:
+def train(
+    config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
+) -> TrainResult:
     """Meta-trains for ``training.iterations`` generations: :func:`setup_training`, then :func:`run_generations`.
 
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
@@ -352,8 +396,14 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
     settings = run_settings(resolve_for_rank(config, comm.rank))
     stop = stop or StopRequest()
     config_yaml = to_yaml(config)
-    log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=config_yaml,
-                       wandb_mode=settings.logging.wandb, progress_seconds=settings.logging.progress_seconds)
+    log = open_run_log(
+        comm.is_root,
+        run_dir=run_dir,
+        config=config,
+        config_yaml=config_yaml,
+        wandb_mode=settings.logging.wandb,
+        progress_seconds=settings.logging.progress_seconds,
+    )
     for line in runtime.announce() if comm.is_root else []:  # what it runs on, also into console.log
         log.message(line, to_stderr=line.startswith("warning"))
     runtime.setup(settings.compilation_cache)
@@ -365,12 +415,29 @@ def train(config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: S
         log.close()
 
 
-def _save(state: MetaState, *, comm: Comm, run_dir: Path, config_yaml: str, clock: Stopwatch,
-          with_step: bool, keep: int | None, log) -> None:
+def _save(
+    state: MetaState,
+    *,
+    comm: Comm,
+    run_dir: Path,
+    config_yaml: str,
+    clock: Stopwatch,
+    with_step: bool,
+    keep: int | None,
+    log,
+) -> None:
     if comm.is_root:
-        latest = checkpoint.save(run_dir, params=state.params, opt_state=state.opt_state, step=state.generation,
-                                 rng=state.rng, wall_time=clock.elapsed(), config_yaml=config_yaml,
-                                 with_step=with_step, keep=keep)
+        latest = checkpoint.save(
+            run_dir,
+            params=state.params,
+            opt_state=state.opt_state,
+            step=state.generation,
+            rng=state.rng,
+            wall_time=clock.elapsed(),
+            config_yaml=config_yaml,
+            with_step=with_step,
+            keep=keep,
+        )
         log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
 
 
@@ -420,8 +487,9 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         learner = build_learner(settings.model, *trained_sizes(settings))
         saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(settings.seed)))
         evaluators = build_evaluators(learner, settings, comm.rank)
-    log = open_run_log(comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config),
-                       wandb_mode=settings.logging.wandb)
+    log = open_run_log(
+        comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config), wandb_mode=settings.logging.wandb
+    )
     try:
         log.message(f"meta-testing generation {saved['step']} on {', '.join(evaluators)} (compiling first)…")
         summary, curves = run_evaluations(evaluators, saved["params"], comm)

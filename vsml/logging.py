@@ -100,7 +100,7 @@ def percent_shares(values) -> list[int]:
     exact = [100.0 * value / total for value in values]
     shares = [math.floor(share) for share in exact]
     by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - shares[i], reverse=True)
-    for index in by_remainder[:100 - sum(shares)]:
+    for index in by_remainder[: 100 - sum(shares)]:
         shares[index] += 1
     return shares
 
@@ -119,12 +119,18 @@ def evaluation_line(row: dict) -> str | None:
     ``meta-test gen 250 · digits 44.3% (last step 50.0%) · mnist_offline 19.0% (last step 18.8%)``:
     online accuracy averaged over the episode, and at its last step.
     """
-    datasets = [key[len("eval/"):-len("/accuracy")] for key in row
-                if key.startswith("eval/") and key.endswith("/accuracy") and not key.endswith("/final_accuracy")]
+    datasets = [
+        key[len("eval/") : -len("/accuracy")]
+        for key in row
+        if key.startswith("eval/") and key.endswith("/accuracy") and not key.endswith("/final_accuracy")
+    ]
     if not datasets:
         return None
-    parts = [f"{name} {_percent(row.get(f'eval/{name}/accuracy'))} "
-             f"(last step {_percent(row.get(f'eval/{name}/final_accuracy'))})" for name in datasets]
+    parts = [
+        f"{name} {_percent(row.get(f'eval/{name}/accuracy'))} "
+        f"(last step {_percent(row.get(f'eval/{name}/final_accuracy'))})"
+        for name in datasets
+    ]
     return " · ".join([f"meta-test gen {row['step']}", *parts])
 
 
@@ -153,9 +159,9 @@ class Console:
         self._clock = clock
         self._bar = None
         self._total = None
-        self._done = 0                  # generations completed (of the whole run)
-        self._started_at = None         # when this process began its first generation
-        self._first_done = None         # (time, generations done) after this process's first generation
+        self._done = 0  # generations completed (of the whole run)
+        self._started_at = None  # when this process began its first generation
+        self._first_done = None  # (time, generations done) after this process's first generation
         self._last_line_at = None
         self._window = [0.0, 0.0, 0.0]  # timing sums since the last summary, first generation excluded
         self._window_count = 0
@@ -203,8 +209,14 @@ class Console:
             first_seconds = now - (self._started_at if self._started_at is not None else now)
             self.message(f"first generation took {first_seconds:.1f} s (compiling included)")
             if self._interactive and self._total is not None and self._done < self._total:
-                self._bar = tqdm(total=self._total, initial=self._done, unit="gen", dynamic_ncols=True,
-                                 file=self._stream, mininterval=1.0)
+                self._bar = tqdm(
+                    total=self._total,
+                    initial=self._done,
+                    unit="gen",
+                    dynamic_ncols=True,
+                    file=self._stream,
+                    mininterval=1.0,
+                )
             return
         timings = [stats.get(key) for key in TIMING_KEYS]
         if all(isinstance(t, (int, float)) for t in timings):
@@ -214,8 +226,7 @@ class Console:
             if isinstance(stats.get("meta_loss"), (int, float)):
                 self._bar.set_postfix(meta_loss=f"{stats['meta_loss']:.4f}", refresh=False)
             self._bar.update(1)
-        if (self._total is not None and self._done < self._total
-                and now - self._last_line_at >= self._progress_seconds):
+        if self._total is not None and self._done < self._total and now - self._last_line_at >= self._progress_seconds:
             line = self.progress_line()
             self._log_only(line) if self._interactive else self.message(line)
             self._last_line_at = now
@@ -242,8 +253,7 @@ class Console:
             parts.append(f"{row['es/nonfinite']} non-finite fitness")
         if self._window_count and sum(self._window) > 0:
             mean = [t / self._window_count for t in self._window]
-            shares = " · ".join(f"{label} {share}%" for label, share in
-                                zip(TIMING_LABELS, percent_shares(mean)))
+            shares = " · ".join(f"{label} {share}%" for label, share in zip(TIMING_LABELS, percent_shares(mean)))
             parts.append(f"{_seconds_per_generation(sum(mean))} ({shares})")
         if self._total is not None and self._done >= self._total:
             if isinstance(row.get("time"), (int, float)):  # wall time of the whole run, resumes included
@@ -325,9 +335,17 @@ class RunLog:
 
         run_id = stored_wandb_run_id(self.run_dir)  # a resumed run continues the same wandb run
         settings = config.get("logging", {})
-        return wandb.init(project="vsml", dir=str(self.run_dir), mode=mode, config=config,
-                          id=run_id, resume="allow", settings=wandb.Settings(silent=True),
-                          tags=settings.get("tags") or None, job_type=settings.get("job_type"))
+        return wandb.init(
+            project="vsml",
+            dir=str(self.run_dir),
+            mode=mode,
+            config=config,
+            id=run_id,
+            resume="allow",
+            settings=wandb.Settings(silent=True),
+            tags=settings.get("tags") or None,
+            job_type=settings.get("job_type"),
+        )
 
     def log(self, row: dict) -> None:
         """Appends one row (must hold ``step``) to metrics.jsonl, wandb and stdout."""
@@ -355,8 +373,10 @@ class RunLog:
             if per_episode:
                 series += [(str(index), loss[index], accuracy[index]) for index in range(loss.shape[0])]
             for episode, episode_loss, episode_accuracy in series:
-                lines += [f"{train_step},{dataset},{episode},{step},{episode_loss[step]:.6g},"
-                          f"{episode_accuracy[step]:.6g}\n" for step in range(loss.shape[1])]
+                lines += [
+                    f"{train_step},{dataset},{episode},{step},{episode_loss[step]:.6g},{episode_accuracy[step]:.6g}\n"
+                    for step in range(loss.shape[1])
+                ]
         with open(path, "a") as handle:
             handle.writelines(lines)
 

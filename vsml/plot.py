@@ -107,8 +107,10 @@ def eval_accuracy_curves(rows: list[dict]) -> dict[str, Curve]:
             match = _EVAL_ACCURACY.match(key)
             if match and value is not None:
                 points.setdefault(match.group(1), []).append((row["step"], _float(value)))
-    return {name: Curve(*(np.asarray(column, dtype=float) for column in zip(*sorted(pts))))
-            for name, pts in sorted(points.items())}
+    return {
+        name: Curve(*(np.asarray(column, dtype=float) for column in zip(*sorted(pts))))
+        for name, pts in sorted(points.items())
+    }
 
 
 def final_from_metrics(rows: list[dict]) -> dict[str, tuple[float, float]]:
@@ -129,19 +131,23 @@ def read_evaluation_table(path) -> list[dict]:
         reader = csv.DictReader(handle)
         missing = set(EVALUATION_COLUMNS) - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
-                             f"expected header {','.join(EVALUATION_COLUMNS)}")
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                f"expected header {','.join(EVALUATION_COLUMNS)}"
+            )
         rows = []
         for row in reader:
             episode = row["episode"].strip()
-            rows.append({
-                "train_step": int(row["train_step"]),
-                "dataset": row["dataset"],
-                "episode": episode if episode == MEAN_EPISODE else int(episode),
-                "step": int(row["step"]),
-                "loss": _float(row["loss"]),
-                "accuracy": _float(row["accuracy"]),
-            })
+            rows.append(
+                {
+                    "train_step": int(row["train_step"]),
+                    "dataset": row["dataset"],
+                    "episode": episode if episode == MEAN_EPISODE else int(episode),
+                    "step": int(row["step"]),
+                    "loss": _float(row["loss"]),
+                    "accuracy": _float(row["accuracy"]),
+                }
+            )
     return rows
 
 
@@ -214,16 +220,21 @@ def load_curves(run_dir) -> RunCurves:
         evaluation = read_evaluation_table(table)
         result.learning, result.learning_train_step = learning_curves(evaluation, "accuracy")
         result.learning_loss, _ = learning_curves(evaluation, "loss")
-        result.final = {name: (float(np.nanmean(c.y)) if np.isfinite(c.y).any() else math.nan,
-                               float(c.y[-1]) if len(c.y) else math.nan)
-                        for name, c in result.learning.items()}
+        result.final = {
+            name: (
+                float(np.nanmean(c.y)) if np.isfinite(c.y).any() else math.nan,
+                float(c.y[-1]) if len(c.y) else math.nan,
+            )
+            for name, c in result.learning.items()
+        }
     else:
         result.eval_accuracy = eval_accuracy_curves(rows)
         result.final = final_from_metrics(rows)
     if config is not None:
         try:
             result.chance, result.uniform_loss = chance_levels(
-                config, sorted({*result.learning, *result.eval_accuracy}))
+                config, sorted({*result.learning, *result.eval_accuracy})
+            )
         except (KeyError, TypeError, ValueError):  # a config of another version: no chance lines
             pass
     return result
@@ -247,8 +258,9 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 def run_labels(run_dirs: list[Path]) -> list[str]:
     """Short names for runs: the directory name, with its parent's when names repeat."""
     names = [Path(d).resolve().name for d in run_dirs]
-    return [f"{Path(d).resolve().parent.name}/{name}" if names.count(name) > 1 else name
-            for d, name in zip(run_dirs, names)]
+    return [
+        f"{Path(d).resolve().parent.name}/{name}" if names.count(name) > 1 else name for d, name in zip(run_dirs, names)
+    ]
 
 
 def _fmt(value: float, percent: bool = False) -> str:
@@ -259,8 +271,9 @@ def _fmt(value: float, percent: bool = False) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
-             for line in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -269,8 +282,9 @@ def summary(runs: list[RunCurves], labels: list[str]) -> str:
     loss_rows = []
     for run, label in zip(runs, labels):
         curve = run.meta_loss
-        loss_rows.append([label, "-" if curve is None else str(int(curve.x[-1])),
-                          "-" if curve is None else _fmt(float(curve.y[-1]))])
+        loss_rows.append(
+            [label, "-" if curve is None else str(int(curve.x[-1])), "-" if curve is None else _fmt(float(curve.y[-1]))]
+        )
     acc_rows = []
     for run, label in zip(runs, labels):
         source = EVALUATION_CSV if run.learning else METRICS
@@ -278,12 +292,14 @@ def summary(runs: list[RunCurves], labels: list[str]) -> str:
             at = run.learning_train_step.get(name)
             if at is None and name in run.eval_accuracy and len(run.eval_accuracy[name].x):
                 at = int(run.eval_accuracy[name].x[-1])
-            acc_rows.append([label, name, "-" if at is None else str(at),
-                             _fmt(mean_acc, True), _fmt(last_acc, True), source])
+            acc_rows.append(
+                [label, name, "-" if at is None else str(at), _fmt(mean_acc, True), _fmt(last_acc, True), source]
+            )
     text = _table(["run", "last step", "final meta_loss"], loss_rows)
     if acc_rows:
-        text += "\n\n" + _table(["run", "dataset", "at step", "accuracy (episode mean)",
-                                 "accuracy (last step)", "from"], acc_rows)
+        text += "\n\n" + _table(
+            ["run", "dataset", "at step", "accuracy (episode mean)", "accuracy (last step)", "from"], acc_rows
+        )
     else:
         text += "\n\n(no meta-test results: no evaluation.csv and no eval/* in metrics.jsonl)"
     return text
@@ -333,8 +349,13 @@ def plot(runs: list[RunCurves], labels: list[str], out, smoothing: int = 1) -> P
         if kind == "meta":
             level = _agreed([run.uniform_loss for run in runs])
             if level is not None:
-                ax.axhline(level, color="gray", linestyle="--", linewidth=1,
-                           label=f"uniform guess (ln {round(math.exp(level))} = {level:.3f})")
+                ax.axhline(
+                    level,
+                    color="gray",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"uniform guess (ln {round(math.exp(level))} = {level:.3f})",
+                )
         else:
             level = _agreed([run.chance.get(name) for run in runs])
             if level is not None:
@@ -342,18 +363,26 @@ def plot(runs: list[RunCurves], labels: list[str], out, smoothing: int = 1) -> P
         if kind == "meta":
             ax.set(title="meta-training loss", xlabel="meta-training step (generation)", ylabel="meta-loss")
         elif kind == "learning":
-            ax.set(title=f"meta-test on {name}: learning curve", xlabel="inner step (examples seen)",
-                   ylabel="accuracy (mean over episodes)", ylim=(0, 1))
+            ax.set(
+                title=f"meta-test on {name}: learning curve",
+                xlabel="inner step (examples seen)",
+                ylabel="accuracy (mean over episodes)",
+                ylim=(0, 1),
+            )
         else:
-            ax.set(title=f"meta-test on {name} during meta-training", xlabel="meta-training step",
-                   ylabel="accuracy (episode mean)", ylim=(0, 1))
+            ax.set(
+                title=f"meta-test on {name} during meta-training",
+                xlabel="meta-training step",
+                ylabel="accuracy (episode mean)",
+                ylim=(0, 1),
+            )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     out = Path(out)
@@ -381,19 +410,27 @@ def _window(text: str) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m vsml.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--out", type=Path, help="PNG file (default RUN_DIR/curves.png for one run, "
-                                                 "FIRST_RUN_DIR/compare.png for several)")
-    parser.add_argument("--smooth", type=_window, default=1, metavar="N",
-                        help="draw each line as the mean of its last N points over the faint raw line "
-                             "(default 1: raw)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="PNG file (default RUN_DIR/curves.png for one run, FIRST_RUN_DIR/compare.png for several)",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=_window,
+        default=1,
+        metavar="N",
+        help="draw each line as the mean of its last N points over the faint raw line (default 1: raw)",
+    )
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not run_dir.is_dir():
             print(f"error: {run_dir} is not a directory", file=sys.stderr)
             return 2
         if not (run_dir / METRICS).is_file() and not (run_dir / EVALUATION_CSV).is_file():
-            print(f"error: {run_dir} holds neither {METRICS} nor {EVALUATION_CSV}: not a run directory",
-                  file=sys.stderr)
+            print(
+                f"error: {run_dir} holds neither {METRICS} nor {EVALUATION_CSV}: not a run directory", file=sys.stderr
+            )
             return 2
     try:
         runs = [load_curves(run_dir) for run_dir in args.run_dirs]

@@ -58,8 +58,12 @@ class StopRequest:
         as soon as it runs Python again, instead of ending the process.
     """
 
-    def __init__(self, announce: Callable[[str], None] = _print_to_stderr,
-                 stop_now: Callable[[], None] | None = None, in_process: bool = False):
+    def __init__(
+        self,
+        announce: Callable[[str], None] = _print_to_stderr,
+        stop_now: Callable[[], None] | None = None,
+        in_process: bool = False,
+    ):
         self.signal_name: str | None = None
         self.announce = announce
         self.stop_now = stop_now or (self._interrupt_main_thread if in_process else _exit_now)

@@ -23,7 +23,7 @@ def default_run_dir(rank_config: dict, now: datetime.datetime | None = None) -> 
     stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
     dataset = rank_config["training"]["dataset"]
     if isinstance(dataset, str) and dataset.startswith("npz:"):
-        dataset = f"npz-{Path(dataset[len('npz:'):]).stem}"
+        dataset = f"npz-{Path(dataset[len('npz:') :]).stem}"
     dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-") if isinstance(dataset, str) else "mixed"
     return Path(rank_config["logging"]["dir"]) / f"{stamp}-{rank_config['call']}-{dataset or 'data'}"
 
@@ -35,5 +35,7 @@ def check_new_run(run_dir: Path, call: str, resume_hint: str) -> None:
     command line, ``resume=True`` in Python).
     """
     if call == "train" and (Path(run_dir) / LATEST_CHECKPOINT).exists():
-        raise ValueError(f"run directory {run_dir} already holds a run; continue it with {resume_hint} "
-                         f"or choose another run directory")
+        raise ValueError(
+            f"run directory {run_dir} already holds a run; continue it with {resume_hint} "
+            f"or choose another run directory"
+        )

@@ -193,8 +193,13 @@ MEM_FRACTION_VAR = "XLA_PYTHON_CLIENT_MEM_FRACTION"
 JAX_DEFAULT_MEM_FRACTION = 0.75  # jax's allocator limit without XLA_PYTHON_CLIENT_MEM_FRACTION
 
 
-def chunk_budget_bytes(backend: str, device_bytes_limit: int | None = None, l3_bytes: int | None = None,
-                       ranks_sharing: int = 1, device_total_bytes: int | None = None) -> int | None:
+def chunk_budget_bytes(
+    backend: str,
+    device_bytes_limit: int | None = None,
+    l3_bytes: int | None = None,
+    ranks_sharing: int = 1,
+    device_total_bytes: int | None = None,
+) -> int | None:
     """Working memory one chunk of pairs may use under ``training.pairs_per_chunk: auto``.
 
     CPU: half the L3 cache, split among the ``ranks_sharing`` ranks that share it —
@@ -254,8 +259,9 @@ def device_chunk_budget_bytes(ranks_on_node: int = 1, environ=os.environ) -> int
         return chunk_budget_bytes(backend, l3_bytes=l3_cache_bytes(), ranks_sharing=ranks)
     stats = jax.devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
-    return chunk_budget_bytes(backend, device_bytes_limit=limit, ranks_sharing=ranks,
-                              device_total_bytes=device_total_bytes(limit, environ))
+    return chunk_budget_bytes(
+        backend, device_bytes_limit=limit, ranks_sharing=ranks, device_total_bytes=device_total_bytes(limit, environ)
+    )
 
 
 def default_cache_dir(environ=os.environ) -> Path:
@@ -289,15 +295,23 @@ GPU_INSTALL_COMMAND = "pip install -r requirements-cuda.txt"
 CUDA_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
 
 
-def platform_line(backend: str, device_kind: str, devices: int, jax_version: str, jaxlib_version: str | None,
-                  cpu_cores: int | None = None) -> str:
+def platform_line(
+    backend: str,
+    device_kind: str,
+    devices: int,
+    jax_version: str,
+    jaxlib_version: str | None,
+    cpu_cores: int | None = None,
+) -> str:
     """The first line of a run: backend, device kind, devices per rank, jax version."""
     kind = f"{cpu_model()}, {cpu_cores} cores" if backend == "cpu" and cpu_cores else device_kind
     use = ""
     if backend != "cpu" and devices > 1:
         use = " (this rank uses the first; pin one per rank with assign_gpu.py)"
-    return (f"runs on: {backend} ({kind}) | devices per rank: {devices}{use} | "
-            f"jax {jax_version}, jaxlib {jaxlib_version or '?'}")
+    return (
+        f"runs on: {backend} ({kind}) | devices per rank: {devices}{use} | "
+        f"jax {jax_version}, jaxlib {jaxlib_version or '?'}"
+    )
 
 
 def visible_nvidia_gpu(environ=os.environ, nvidia_smi: str | None = None) -> str | None:
@@ -340,8 +354,10 @@ def missing_gpu_warning(backend: str, environ=os.environ, plugin_installed: bool
     if reason is None:
         return None
     if cuda_plugin_installed() if plugin_installed is None else plugin_installed:
-        cause = ("jax's CUDA plugin is installed but found no usable GPU (see jax's message above; "
-                 "driver and CUDA versions must match the plugin: python3 -c 'import jax; print(jax.devices())')")
+        cause = (
+            "jax's CUDA plugin is installed but found no usable GPU (see jax's message above; "
+            "driver and CUDA versions must match the plugin: python3 -c 'import jax; print(jax.devices())')"
+        )
     else:
         cause = f"jax has no GPU backend (the CPU-only jaxlib is installed); for the GPU: {GPU_INSTALL_COMMAND}"
     return f"warning: an NVIDIA GPU is visible ({reason}) but this run uses the CPU: {cause}"
@@ -353,8 +369,16 @@ def announce(environ=os.environ) -> list[str]:
 
     device = jax.devices()[0]
     backend = jax.default_backend()
-    lines = [platform_line(backend, getattr(device, "device_kind", str(device)), jax.local_device_count(),
-                           jax.__version__, installed_jaxlib()[0], os.cpu_count())]
+    lines = [
+        platform_line(
+            backend,
+            getattr(device, "device_kind", str(device)),
+            jax.local_device_count(),
+            jax.__version__,
+            installed_jaxlib()[0],
+            os.cpu_count(),
+        )
+    ]
     warning = missing_gpu_warning(backend, environ)
     if warning:
         lines.append(warning)

@@ -35,13 +35,13 @@ from vsml.validation import validate
 class TrainingSettings:
     """``training.*``: what is meta-trained on, and how much."""
 
-    iterations: int                         # generations (ES) or steps (meta-gradients)
+    iterations: int  # generations (ES) or steps (meta-gradients)
     dataset: str
-    batch_size: int                         # B of training episodes
-    episode_length: int                     # T of training episodes
-    population_size: int                    # ES antithetic pairs / meta-gradient episodes per step
-    loss_type: str                          # mean | last
-    pairs_per_chunk: int | str | None       # "auto", None (the whole slice) or a count
+    batch_size: int  # B of training episodes
+    episode_length: int  # T of training episodes
+    population_size: int  # ES antithetic pairs / meta-gradient episodes per step
+    loss_type: str  # mean | last
+    pairs_per_chunk: int | str | None  # "auto", None (the whole slice) or a count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +53,8 @@ class EvaluationSettings:
     batch_size: int
     episode_length: int
     seed: int
-    subset: str                             # train | test
-    count: int                              # episodes per rank
+    subset: str  # train | test
+    count: int  # episodes per rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,16 +64,16 @@ class CheckpointSettings:
     frequency: int
     with_step: bool
     keep: int | None
-    restore_path: str | None                # checkpoint.restore.path
-    restore_run_path: str | None            # checkpoint.restore.run_path (a wandb run)
-    restore_file_name: str | None           # checkpoint.restore.file_name
+    restore_path: str | None  # checkpoint.restore.path
+    restore_run_path: str | None  # checkpoint.restore.run_path (a wandb run)
+    restore_file_name: str | None  # checkpoint.restore.file_name
 
 
 @dataclasses.dataclass(frozen=True)
 class LoggingSettings:
     """``logging.*``: where a run's outputs go."""
 
-    wandb: str                              # offline | online | disabled
+    wandb: str  # offline | online | disabled
     dir: str
     tags: tuple[str, ...]
     job_type: str | None
@@ -85,16 +85,16 @@ class RunSettings:
     """One rank's whole configuration, validated and typed."""
 
     seed: int
-    call: str                               # train | evaluate
-    summary_frequency: int                  # summary.frequency
-    compilation_cache: str                  # runtime.compilation_cache
+    call: str  # train | evaluate
+    summary_frequency: int  # summary.frequency
+    compilation_cache: str  # runtime.compilation_cache
     training: TrainingSettings
     optimizer: OptimizerSettings
     evaluation: EvaluationSettings
     data: DataSettings
     checkpoint: CheckpointSettings
     logging: LoggingSettings
-    model: Mapping[str, Any]                # the model section, for the learner registry (read-only)
+    model: Mapping[str, Any]  # the model section, for the learner registry (read-only)
 
 
 def run_settings(rank_config: dict) -> RunSettings:
@@ -111,31 +111,54 @@ def run_settings(rank_config: dict) -> RunSettings:
         summary_frequency=rank_config["summary"]["frequency"],
         compilation_cache=rank_config["runtime"]["compilation_cache"],
         training=TrainingSettings(
-            iterations=training["iterations"], dataset=training["dataset"], batch_size=training["batch_size"],
-            episode_length=training["episode_length"], population_size=training["population_size"],
-            loss_type=training["loss_type"], pairs_per_chunk=training["pairs_per_chunk"]),
+            iterations=training["iterations"],
+            dataset=training["dataset"],
+            batch_size=training["batch_size"],
+            episode_length=training["episode_length"],
+            population_size=training["population_size"],
+            loss_type=training["loss_type"],
+            pairs_per_chunk=training["pairs_per_chunk"],
+        ),
         optimizer=optimizer_settings(rank_config["optimizer"]),
         evaluation=EvaluationSettings(
-            frequency=evaluation["frequency"], datasets=tuple(evaluation["datasets"]),
-            batch_size=evaluation["batch_size"], episode_length=evaluation["episode_length"],
-            seed=evaluation["seed"], subset=evaluation["subset"], count=evaluation["count"]),
+            frequency=evaluation["frequency"],
+            datasets=tuple(evaluation["datasets"]),
+            batch_size=evaluation["batch_size"],
+            episode_length=evaluation["episode_length"],
+            seed=evaluation["seed"],
+            subset=evaluation["subset"],
+            count=evaluation["count"],
+        ),
         data=data_settings(rank_config),
         checkpoint=CheckpointSettings(
-            frequency=ckpt["frequency"], with_step=ckpt["with_step"], keep=ckpt["keep"],
-            restore_path=ckpt["restore"]["path"], restore_run_path=ckpt["restore"].get("run_path"),
-            restore_file_name=ckpt["restore"].get("file_name")),
-        logging=LoggingSettings(wandb=log["wandb"], dir=log["dir"], tags=tuple(log["tags"]),
-                                job_type=log["job_type"], progress_seconds=float(log["progress_seconds"])),
+            frequency=ckpt["frequency"],
+            with_step=ckpt["with_step"],
+            keep=ckpt["keep"],
+            restore_path=ckpt["restore"]["path"],
+            restore_run_path=ckpt["restore"].get("run_path"),
+            restore_file_name=ckpt["restore"].get("file_name"),
+        ),
+        logging=LoggingSettings(
+            wandb=log["wandb"],
+            dir=log["dir"],
+            tags=tuple(log["tags"]),
+            job_type=log["job_type"],
+            progress_seconds=float(log["progress_seconds"]),
+        ),
         model=MappingProxyType(rank_config["model"]),
     )
 
 
 def optimizer_settings(section: dict) -> OptimizerSettings:
     """The ``optimizer`` section (validated) as :class:`~vsml.meta.OptimizerSettings`."""
-    return OptimizerSettings(type=section["type"], noise_std=float(section["noise_std"]), lr=float(section["lr"]),
-                             adam_kwargs=MappingProxyType(dict(section["kwargs"])),
-                             clip_gradnorm=float(section["clip_gradnorm"]),
-                             fitness_shaping=section["fitness_shaping"])
+    return OptimizerSettings(
+        type=section["type"],
+        noise_std=float(section["noise_std"]),
+        lr=float(section["lr"]),
+        adam_kwargs=MappingProxyType(dict(section["kwargs"])),
+        clip_gradnorm=float(section["clip_gradnorm"]),
+        fitness_shaping=section["fitness_shaping"],
+    )
 
 
 def data_settings(rank_config: dict) -> DataSettings:
@@ -154,21 +177,25 @@ def data_settings(rank_config: dict) -> DataSettings:
         fewshot[name] = FewShotSettings(
             num_classes=int(section["num_classes"]),
             resize=preprocess.parse_shape(section.get("resize"), f"{name}_dataset.resize", 2),
-            rotate=bool(section["rotate"]), test_last=bool(section["test_last"]))
+            rotate=bool(section["rotate"]),
+            test_last=bool(section["test_last"]),
+        )
     return DataSettings(
         seed=rank_config["seed"],
         dir=data.get("dir"),
         filter_classes=preprocess.filter_class_list(data.get("filter_classes")),
         normalization_mode=pre["normalization_mode"],
-        dataset_stats=MappingProxyType({name: (float(stats["mean"]), float(stats["std"]))
-                                        for name, stats in pre["dataset_stats"].items()}),
+        dataset_stats=MappingProxyType(
+            {name: (float(stats["mean"]), float(stats["std"])) for name, stats in pre["dataset_stats"].items()}
+        ),
         resize=preprocess.parse_shape(pre.get("resize"), "data.preprocess.resize", 2),
         pad_input=preprocess.parse_shape(pad.get("input"), "data.preprocess.pad.input"),
         pad_output=preprocess.parse_shape(pad.get("output"), "data.preprocess.pad.output", 1),
         shuffle=pre.get("shuffle", False),
         rand_proj=pre.get("rand_proj", False),
-        random_dataset=RandomDatasetSettings(size=int(random["size"]), target_count=int(random["target_count"]),
-                                             img_size=tuple(random["img_size"])),
+        random_dataset=RandomDatasetSettings(
+            size=int(random["size"]), target_count=int(random["target_count"]), img_size=tuple(random["img_size"])
+        ),
         sum_dataset=SumDatasetSettings(input_size=tuple(total["input_size"])),
         fewshot=MappingProxyType(fewshot),
     )

@@ -171,11 +171,30 @@ RULES: dict[str, Check] = {
 }
 for _learner in LEARNER_TYPES.values():  # every learner's section has a logit bound
     RULES[f"model.{_learner.section}.tanh_bound"] = positive_number
-RULES.update({"model.sgd.lr": positive_number, "model.nodepert.lr": positive_number,
-              "model.nodepert.noise_std": positive_number, "model.nodepert.perturbation": one_of(*PERTURBATIONS)})
-RULES.update({f"model.{key}": positive_int for key in (  # the baselines' sizes and counts
-    "meta_rnn.slow_size", "meta_rnn.num_micro_ticks", "sgd.num_layers", "sgd.hidden_size", "fwp.fast_size",
-    "fw_memory.slow_size", "fw_memory.memory_size", "nodepert.num_layers", "nodepert.hidden_size")})
+RULES.update(
+    {
+        "model.sgd.lr": positive_number,
+        "model.nodepert.lr": positive_number,
+        "model.nodepert.noise_std": positive_number,
+        "model.nodepert.perturbation": one_of(*PERTURBATIONS),
+    }
+)
+RULES.update(
+    {
+        f"model.{key}": positive_int
+        for key in (  # the baselines' sizes and counts
+            "meta_rnn.slow_size",
+            "meta_rnn.num_micro_ticks",
+            "sgd.num_layers",
+            "sgd.hidden_size",
+            "fwp.fast_size",
+            "fw_memory.slow_size",
+            "fw_memory.memory_size",
+            "nodepert.num_layers",
+            "nodepert.hidden_size",
+        )
+    }
+)
 # Keys checked as numbers accept integers and floats whatever their default's type (``clip: 1`` or ``1.0``).
 NUMBER_RULES = (positive_number, non_negative_number, unit_interval, below_one)
 # Rules that accept several types decide the type themselves.
@@ -230,11 +249,14 @@ def validate(rank_config: dict, defaults: dict | None = None) -> None:
     _check_cross_keys(rank_config)
     for name, stats in rank_config["data"]["preprocess"]["dataset_stats"].items():
         if not (isinstance(stats, dict) and _is_number(stats.get("mean")) and positive_number(stats.get("std"))):
-            raise ConfigError(f"data.preprocess.dataset_stats.{name}: must be {{mean: number, std: positive number}}, "
-                              f"got {stats!r}")
+            raise ConfigError(
+                f"data.preprocess.dataset_stats.{name}: must be {{mean: number, std: positive number}}, got {stats!r}"
+            )
 
 
 def _check_cross_keys(config: dict) -> None:
     if config["evaluation"]["frequency"] % config["summary"]["frequency"]:
-        raise ConfigError(f"evaluation.frequency ({config['evaluation']['frequency']}) must be a multiple of "
-                          f"summary.frequency ({config['summary']['frequency']})")
+        raise ConfigError(
+            f"evaluation.frequency ({config['evaluation']['frequency']}) must be a multiple of "
+            f"summary.frequency ({config['summary']['frequency']})"
+        )

@@ -34,14 +34,31 @@ REGENERATE = "python tests/data/make_reference.py"
 # variant (optimizer.type: sgd, configs/backprop.yaml's optimiser) for 3 steps of
 # 4 short episodes (backprop through VSML is slow to compile).
 SMALL_EVALUATION = ["evaluation.datasets=[digits]", "evaluation.count=2", "evaluation.episode_length=10"]
-QUICKSTART = ["--config_files", "configs/quickstart.yaml", "--config", "logging.wandb=disabled",
-              "training.iterations=20", *SMALL_EVALUATION]
+QUICKSTART = [
+    "--config_files",
+    "configs/quickstart.yaml",
+    "--config",
+    "logging.wandb=disabled",
+    "training.iterations=20",
+    *SMALL_EVALUATION,
+]
 CASES = {
     "es_1rank": (QUICKSTART, None),
     "es_2ranks": (QUICKSTART, 2),
-    "metagrad_1rank": (["--config_files", "configs/quickstart.yaml", "configs/backprop.yaml", "--config",
-                        "logging.wandb=disabled", "training.iterations=3", "training.population_size=4",
-                        "training.episode_length=10", *SMALL_EVALUATION], None),
+    "metagrad_1rank": (
+        [
+            "--config_files",
+            "configs/quickstart.yaml",
+            "configs/backprop.yaml",
+            "--config",
+            "logging.wandb=disabled",
+            "training.iterations=3",
+            "training.population_size=4",
+            "training.episode_length=10",
+            *SMALL_EVALUATION,
+        ],
+        None,
+    ),
 }
 # Checkpoint entries that must not change (not wall_time or the config text).
 PINNED_PREFIXES = ("params/", "opt_state/", "rng/", "step")

@@ -24,8 +24,19 @@ from vsml.data.tfds_source import DatasetUnavailable
 NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
 SUBSETS = ("train", "test")
 
-__all__ = ["DataSettings", "DataSpec", "DatasetUnavailable", "SOURCES", "available_datasets", "check_dataset_available",
-           "check_dataset_name", "class_count", "load_dataset", "normalize", "sample_episode"]
+__all__ = [
+    "DataSettings",
+    "DataSpec",
+    "DatasetUnavailable",
+    "SOURCES",
+    "available_datasets",
+    "check_dataset_available",
+    "check_dataset_name",
+    "class_count",
+    "load_dataset",
+    "normalize",
+    "sample_episode",
+]
 
 
 def check_dataset_name(name: str, key: str) -> None:
@@ -81,10 +92,21 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
         arrays["permutation"] = jnp.asarray(preprocess.permutation(dim, shuffle_seed))
     if proj_seed is not None:
         arrays["projection"] = jnp.asarray(preprocess.projection_matrix(dim, proj_seed))
-    spec = DataSpec(name=name, sampler=loaded.sampler, input_shape=input_shape, num_classes=width,
-                    normalization_mode=settings.normalization_mode, mean=mean, std=std,
-                    base_shape=loaded.base_shape, data_classes=loaded.classes, scale=loaded.scale,
-                    pad_input=settings.pad_input, shuffle=shuffle_seed is not None, rand_proj=proj_seed is not None)
+    spec = DataSpec(
+        name=name,
+        sampler=loaded.sampler,
+        input_shape=input_shape,
+        num_classes=width,
+        normalization_mode=settings.normalization_mode,
+        mean=mean,
+        std=std,
+        base_shape=loaded.base_shape,
+        data_classes=loaded.classes,
+        scale=loaded.scale,
+        pad_input=settings.pad_input,
+        shuffle=shuffle_seed is not None,
+        rand_proj=proj_seed is not None,
+    )
     return spec, arrays
 
 
@@ -94,6 +116,8 @@ def _padded(shape: tuple[int, ...], target: tuple[int, ...] | None) -> tuple[int
         return tuple(shape)
     key = "data.preprocess.pad.output" if len(shape) == 1 else "data.preprocess.pad.input"
     if len(target) != len(shape) or any(t < s for s, t in zip(shape, target)):
-        raise ValueError(f"{key}: {list(target)} cannot hold the data's shape {list(shape)}; "
-                         f"give a shape at least that large in every axis")
+        raise ValueError(
+            f"{key}: {list(target)} cannot hold the data's shape {list(shape)}; "
+            f"give a shape at least that large in every axis"
+        )
     return tuple(target)

@@ -29,8 +29,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m vsml.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="download and prepare TFDS datasets")
-    prep.add_argument("names", nargs="+", metavar="NAME",
-                      help=f"any of {', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}")
+    prep.add_argument(
+        "names", nargs="+", metavar="NAME", help=f"any of {', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}"
+    )
     status = sub.add_parser("status", help="every dataset and whether it can be used here")
     for command in (prep, status):
         command.add_argument("--data_dir", help="default: $TFDS_DATA_DIR, else ~/tensorflow_datasets")
@@ -44,15 +45,23 @@ def main(argv=None) -> int:
     names = [FEWSHOT.get(name, name) for name in args.names]
     unknown = [name for name in names if name not in tfds_source.TFDS_SOURCES]
     if unknown:
-        print(f"error: unknown dataset(s) {', '.join(unknown)}; valid: "
-              f"{', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}", file=sys.stderr)
+        print(
+            f"error: unknown dataset(s) {', '.join(unknown)}; valid: "
+            f"{', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}",
+            file=sys.stderr,
+        )
         return 2
     to_prepare = [name for name in dict.fromkeys(names) if not tfds_source.is_prepared(name, directory)]
-    missing = environment.missing_modules({"tensorflow_datasets": "tensorflow-datasets",
-                                           "tensorflow": "tensorflow-cpu"})
+    missing = environment.missing_modules(
+        {"tensorflow_datasets": "tensorflow-datasets", "tensorflow": "tensorflow-cpu"}
+    )
     if to_prepare and missing:  # TFDS downloads and converts; it writes every image through TensorFlow
-        print(environment.missing_message(f"preparing {', '.join(to_prepare)}", missing,
-                                          environment.PREPARE_REQUIREMENTS), file=sys.stderr)
+        print(
+            environment.missing_message(
+                f"preparing {', '.join(to_prepare)}", missing, environment.PREPARE_REQUIREMENTS
+            ),
+            file=sys.stderr,
+        )
         return 1
     for name in tqdm.tqdm(dict.fromkeys(names), desc="datasets", unit="dataset"):
         try:

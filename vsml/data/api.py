@@ -37,9 +37,9 @@ class Sampler(Protocol):
 class RandomDatasetSettings:
     """``random_dataset``: episodes that memorise random labels of a fixed pool of random images."""
 
-    size: int = 20                              # images in an episode's pool
-    target_count: int = 10                      # classes
-    img_size: tuple[int, ...] = (28, 28, 1)     # shape of one image
+    size: int = 20  # images in an episode's pool
+    target_count: int = 10  # classes
+    img_size: tuple[int, ...] = (28, 28, 1)  # shape of one image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +53,10 @@ class SumDatasetSettings:
 class FewShotSettings:
     """``<name>_dataset`` of a few-shot source (``omniglot_fewshot_dataset``): N-way episodes."""
 
-    num_classes: int = 5                        # N
-    resize: tuple[int, int] | None = None       # before data.preprocess.resize
-    rotate: bool = False                        # a random multiple of 90 degrees per example
-    test_last: bool = False                     # the last step queries a held-out example
+    num_classes: int = 5  # N
+    resize: tuple[int, int] | None = None  # before data.preprocess.resize
+    rotate: bool = False  # a random multiple of 90 degrees per example
+    test_last: bool = False  # the last step queries a held-out example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,29 +67,31 @@ class DataSettings:
     ``dataset_stats`` and ``fewshot`` are read-only mappings.
     """
 
-    seed: int = 42                                          # seed: rand_proj / shuffle ``true`` derive theirs
-    dir: str | None = None                                  # data.dir (TFDS); else $TFDS_DATA_DIR
-    filter_classes: tuple[int, ...] | None = None           # data.filter_classes
-    normalization_mode: str = "dataset_standard"            # data.preprocess.normalization_mode
+    seed: int = 42  # seed: rand_proj / shuffle ``true`` derive theirs
+    dir: str | None = None  # data.dir (TFDS); else $TFDS_DATA_DIR
+    filter_classes: tuple[int, ...] | None = None  # data.filter_classes
+    normalization_mode: str = "dataset_standard"  # data.preprocess.normalization_mode
     dataset_stats: Mapping[str, tuple[float, float]] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))       # name -> (mean, std) of values in [0, 1]
-    resize: tuple[int, int] | None = None                   # data.preprocess.resize
-    pad_input: tuple[int, ...] | None = None                # data.preprocess.pad.input
-    pad_output: tuple[int] | None = None                    # data.preprocess.pad.output
-    shuffle: bool | int = False                             # data.preprocess.shuffle (true or a seed)
-    rand_proj: bool | int = False                           # data.preprocess.rand_proj (true or a seed)
+        default_factory=lambda: MappingProxyType({})
+    )  # name -> (mean, std) of values in [0, 1]
+    resize: tuple[int, int] | None = None  # data.preprocess.resize
+    pad_input: tuple[int, ...] | None = None  # data.preprocess.pad.input
+    pad_output: tuple[int] | None = None  # data.preprocess.pad.output
+    shuffle: bool | int = False  # data.preprocess.shuffle (true or a seed)
+    rand_proj: bool | int = False  # data.preprocess.rand_proj (true or a seed)
     random_dataset: RandomDatasetSettings = RandomDatasetSettings()
     sum_dataset: SumDatasetSettings = SumDatasetSettings()
     fewshot: Mapping[str, FewShotSettings] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))       # few-shot dataset name -> its section
+        default_factory=lambda: MappingProxyType({})
+    )  # few-shot dataset name -> its section
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
     """The preprocessing settings a source applies itself while loading (validated, parsed)."""
 
-    resize: tuple[int, int] | None = None   # data.preprocess.resize [H', W']
-    keep: tuple[int, ...] | None = None     # data.filter_classes (stored sources only)
+    resize: tuple[int, int] | None = None  # data.preprocess.resize [H', W']
+    keep: tuple[int, ...] | None = None  # data.filter_classes (stored sources only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,4 +169,3 @@ class NamedSource(abc.ABC):
 
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         return table_stats(settings, name)
-

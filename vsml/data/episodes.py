@@ -40,7 +40,7 @@ class DataSpec:
     std: float = 1.0
     base_shape: tuple[int, ...] | None = None
     data_classes: int | None = None
-    scale: float = 1.0                      # stored value * scale is in [0, 1] (1/255 for uint8)
+    scale: float = 1.0  # stored value * scale is in [0, 1] (1/255 for uint8)
     pad_input: tuple[int, ...] | None = None
     shuffle: bool = False
     rand_proj: bool = False

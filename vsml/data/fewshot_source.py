@@ -19,15 +19,15 @@ import numpy as np
 from vsml.data import preprocess, tfds_source
 from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource, table_stats
 
-FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}   # few-shot dataset -> the TFDS dataset it draws from
+FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}  # few-shot dataset -> the TFDS dataset it draws from
 
 
 @dataclasses.dataclass(frozen=True)
 class FewShotSampler:
     """Arrays: ``images [M, H, W, C]`` and ``by_class [K, S]`` (indices of the S examples of each of K classes)."""
 
-    way: int                 # N: classes per episode
-    rotate: bool = False     # each example rotated by a random multiple of 90°
+    way: int  # N: classes per episode
+    rotate: bool = False  # each example rotated by a random multiple of 90°
     test_last: bool = False  # the last step is a query of an unseen example
     kind = "fewshot"
 
@@ -36,8 +36,10 @@ class FewShotSampler:
         way = self.way
         if self.test_last:
             if (length - 1) % way:
-                raise ValueError(f"omniglot_fewshot_dataset.test_last: the episode length ({length}) must be "
-                                 f"1 + a multiple of num_classes ({way}), e.g. {way + 1} or {2 * way + 1}")
+                raise ValueError(
+                    f"omniglot_fewshot_dataset.test_last: the episode length ({length}) must be "
+                    f"1 + a multiple of num_classes ({way}), e.g. {way + 1} or {2 * way + 1}"
+                )
             return (length - 1) // way + 1
         return -(-length // way)
 
@@ -53,12 +55,14 @@ class FewShotSampler:
         way, by_class = self.way, arrays["by_class"]
         per = self.steps_per_class(length)
         if per > by_class.shape[1]:
-            raise ValueError(f"omniglot_fewshot: an episode of {length} steps needs {per} examples per class; "
-                             f"the data has {by_class.shape[1]}")
+            raise ValueError(
+                f"omniglot_fewshot: an episode of {length} steps needs {per} examples per class; "
+                f"the data has {by_class.shape[1]}"
+            )
         class_key, example_key, order_key, query_key, rotate_key = jax.random.split(key, 5)
         classes = jax.random.choice(class_key, by_class.shape[0], (way,), replace=False)
         ranks = jax.random.uniform(example_key, (way, by_class.shape[1])).argsort(axis=1)[:, :per]
-        chosen = by_class[classes[:, None], ranks]                                   # [N, per]
+        chosen = by_class[classes[:, None], ranks]  # [N, per]
         labels = jnp.broadcast_to(jnp.arange(way)[:, None], chosen.shape)
         if self.test_last:
             support, support_labels = chosen[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
@@ -106,8 +110,9 @@ class FewShotSource(NamedSource):
         classes, counts = np.unique(labels, return_counts=True)
         way = section.num_classes
         if way > len(classes):
-            raise ValueError(f"{name}_dataset.num_classes: {way} exceeds the {len(classes)} classes of the "
-                             f"'{subset}' split")
+            raise ValueError(
+                f"{name}_dataset.num_classes: {way} exceeds the {len(classes)} classes of the '{subset}' split"
+            )
         order = np.argsort(labels, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         by_class = order[starts[:, None] + np.arange(counts.min())[None, :]].astype(np.int32)
@@ -117,12 +122,23 @@ class FewShotSource(NamedSource):
         if rotate and images.shape[1] != images.shape[2]:
             raise ValueError(f"{name}_dataset.rotate: needs square images, got {images.shape[1:3]}")
         sampler = FewShotSampler(way=way, rotate=rotate, test_last=section.test_last)
-        return Loaded(sampler=sampler, arrays={"images": images, "by_class": by_class},
-                      base_shape=tuple(images.shape[1:]), classes=way, scale=scale)
+        return Loaded(
+            sampler=sampler,
+            arrays={"images": images, "by_class": by_class},
+            base_shape=tuple(images.shape[1:]),
+            classes=way,
+            scale=scale,
+        )
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
-        rows = [(name, "prepared" if tfds_source.is_prepared(source, directory) else "missing",
-                 f"N-way episodes of {source}") for name, source in FEWSHOT_SOURCES.items()]
+        rows = [
+            (
+                name,
+                "prepared" if tfds_source.is_prepared(source, directory) else "missing",
+                f"N-way episodes of {source}",
+            )
+            for name, source in FEWSHOT_SOURCES.items()
+        ]
         return f"TFDS (in {directory})", rows
 
 

@@ -48,9 +48,9 @@ class NpzData:
 
     path: Path
     train_images: np.ndarray
-    train_labels: np.ndarray   # [N_train] int32
+    train_labels: np.ndarray  # [N_train] int32
     test_images: np.ndarray
-    test_labels: np.ndarray    # [N_test] int32
+    test_labels: np.ndarray  # [N_test] int32
     num_classes: int
     scale: float
     mean: float
@@ -71,22 +71,20 @@ def is_npz(name) -> bool:
 
 
 def path_of(name: str) -> Path:
-    return Path(os.path.expanduser(name[len(PREFIX):]))
+    return Path(os.path.expanduser(name[len(PREFIX) :]))
 
 
 def check(name: str, key: str = "dataset") -> NpzData:
     """Reads and validates ``npz:PATH``; raises :class:`NpzError` (``key: npz file 'PATH': problem``)."""
     path = path_of(name)
-    if not name[len(PREFIX):]:
+    if not name[len(PREFIX) :]:
         raise NpzError(f"{key}: '{name}' names no file; write npz:PATH, e.g. npz:data/mine.npz")
     if "," in str(path):
-        raise NpzError(f"{key}: npz file '{path}': rename it without commas (the name is a column of "
-                       f"evaluation.csv)")
+        raise NpzError(f"{key}: npz file '{path}': rename it without commas (the name is a column of evaluation.csv)")
     try:
         stat = path.stat()
     except OSError:
-        raise NpzError(f"{key}: npz file '{path}' not found (relative paths start at "
-                       f"{Path.cwd()})") from None
+        raise NpzError(f"{key}: npz file '{path}' not found (relative paths start at {Path.cwd()})") from None
     try:
         return _read(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     except NpzError as err:
@@ -111,8 +109,9 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
         raise NpzError(f"cannot be read as a NumPy .npz file ({type(err).__name__}: {err})") from None
     missing = [name for name in ("x", "y") if name not in arrays]
     if missing:
-        raise NpzError(f"has no array {' or '.join(repr(m) for m in missing)}; save it with "
-                       f"numpy.savez(PATH, x=inputs, y=labels)")
+        raise NpzError(
+            f"has no array {' or '.join(repr(m) for m in missing)}; save it with numpy.savez(PATH, x=inputs, y=labels)"
+        )
     if ("x_test" in arrays) != ("y_test" in arrays):
         given, absent = ("x_test", "y_test") if "x_test" in arrays else ("y_test", "x_test")
         raise NpzError(f"has '{given}' but no '{absent}'; give both or neither")
@@ -122,19 +121,23 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
         x_test, y_test = _examples(arrays["x_test"], "x_test"), _labels(arrays["y_test"], "y_test")
         _same_length(x_test, y_test, "x_test", "y_test")
         if (x_test.dtype == np.uint8) != (x.dtype == np.uint8):
-            raise NpzError(f"x_test has dtype {x_test.dtype} but x has {x.dtype}; store both as uint8 pixels "
-                           f"or both as numbers")
+            raise NpzError(
+                f"x_test has dtype {x_test.dtype} but x has {x.dtype}; store both as uint8 pixels or both as numbers"
+            )
         if x_test.shape[1:] != x.shape[1:]:
-            raise NpzError(f"x_test has examples of shape {list(x_test.shape[1:])} but x has "
-                           f"{list(x.shape[1:])}; they must match")
+            raise NpzError(
+                f"x_test has examples of shape {list(x_test.shape[1:])} but x has {list(x.shape[1:])}; they must match"
+            )
         train_x, train_y = x, y
     else:
         train_index, test_index = _stratified_split(y, "train"), _stratified_split(y, "test")
         train_x, train_y, x_test, y_test = x[train_index], y[train_index], x[test_index], y[test_index]
     classes = np.unique(train_y)
     if len(classes) < 2:
-        raise NpzError(f"the training split has {len(classes)} class{'es' if len(classes) != 1 else ''} "
-                       f"(labels {classes.tolist()}); a classification task needs at least two")
+        raise NpzError(
+            f"the training split has {len(classes)} class{'es' if len(classes) != 1 else ''} "
+            f"(labels {classes.tolist()}); a classification task needs at least two"
+        )
     if len(y_test) == 0:
         raise NpzError("the test split is empty; give x_test / y_test or more examples per class")
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
@@ -142,9 +145,17 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
     mean, std = float(values.mean()), float(values.std())
     if not std > 0:
         raise NpzError(f"every value of the training inputs is {mean:g}; nothing to learn from")
-    return NpzData(path=Path(path), train_images=_stored(train_x), train_labels=train_y.astype(np.int32),
-                   test_images=_stored(x_test), test_labels=y_test.astype(np.int32),
-                   num_classes=int(max(y.max(), y_test.max())) + 1, scale=scale, mean=mean, std=std)
+    return NpzData(
+        path=Path(path),
+        train_images=_stored(train_x),
+        train_labels=train_y.astype(np.int32),
+        test_images=_stored(x_test),
+        test_labels=y_test.astype(np.int32),
+        num_classes=int(max(y.max(), y_test.max())) + 1,
+        scale=scale,
+        mean=mean,
+        std=std,
+    )
 
 
 def _examples(x: np.ndarray, name: str) -> np.ndarray:
@@ -197,8 +208,10 @@ class NpzSource:
     def check(self, name: str, settings: DataSettings, key: str) -> None:
         data = check(name, key)
         if settings.resize is not None and len(data.train_images.shape) != 4:
-            raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
-                             f"vectors of shape {list(data.train_images.shape[1:])}")
+            raise ValueError(
+                f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                f"vectors of shape {list(data.train_images.shape[1:])}"
+            )
 
     def class_count(self, name: str, settings: DataSettings) -> int | None:
         if settings.filter_classes:
@@ -217,8 +230,13 @@ class NpzSource:
         return stored.loaded_split(name, images, labels, data.num_classes, data.scale, options)
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
-        return "your own data", [("npz:PATH", "-", "a .npz with x [N, H, W(, C)] or [N, D] and integer labels "
-                                                    "y [N] (README 'Your own data')")]
+        return "your own data", [
+            (
+                "npz:PATH",
+                "-",
+                "a .npz with x [N, H, W(, C)] or [N, D] and integer labels y [N] (README 'Your own data')",
+            )
+        ]
 
 
 SOURCE = NpzSource()

@@ -46,9 +46,12 @@ def parse_shape(value, key: str, length: int | None = None) -> tuple[int, ...] |
     if value is None:
         return None
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(items, (list, tuple)) or not items
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
-            or (length is not None and len(items) != length)):
+    if (
+        not isinstance(items, (list, tuple))
+        or not items
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
+        or (length is not None and len(items) != length)
+    ):
         want = f"a list of {length} positive integers" if length else "a list of positive integers"
         raise ValueError(f"{key}: {value!r} is not {want} (or null)")
     return tuple(int(v) for v in items)
@@ -63,8 +66,11 @@ def transform_seed(value, key: str, seed: int, dataset: str) -> int | None:
     if value is False or value is None:
         return None
     if value is True:
-        return int(np.random.SeedSequence([seed, _SALTS[key.rsplit(".", 1)[-1]],
-                                           zlib.crc32(dataset.encode())]).generate_state(1)[0])
+        return int(
+            np.random.SeedSequence([seed, _SALTS[key.rsplit(".", 1)[-1]], zlib.crc32(dataset.encode())]).generate_state(
+                1
+            )[0]
+        )
     if isinstance(value, int):
         return value
     raise ValueError(f"{key}: {value!r} is not true, false or an integer seed")
@@ -73,9 +79,12 @@ def transform_seed(value, key: str, seed: int, dataset: str) -> int | None:
 def filter_class_list(value, key: str = "data.filter_classes") -> tuple[int, ...] | None:
     if value is None:
         return None
-    if (not isinstance(value, (list, tuple)) or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-            or len(set(value)) != len(value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        or len(set(value)) != len(value)
+    ):
         raise ValueError(f"{key}: {value!r} is not a list of distinct class indices (or null)")
     return tuple(value)
 
@@ -89,8 +98,10 @@ def filter_classes(images: np.ndarray, labels: np.ndarray, keep: tuple[int, ...]
     Returns ``(images [N', ...], labels [N'] int32)``.
     """
     if max(keep) >= num_classes:
-        raise ValueError(f"data.filter_classes: class {max(keep)} does not exist (the dataset has "
-                         f"{num_classes} classes, 0..{num_classes - 1})")
+        raise ValueError(
+            f"data.filter_classes: class {max(keep)} does not exist (the dataset has "
+            f"{num_classes} classes, 0..{num_classes - 1})"
+        )
     relabel = np.full(num_classes, -1, dtype=np.int32)
     relabel[list(keep)] = np.arange(len(keep), dtype=np.int32)
     new_labels = relabel[labels]
@@ -107,7 +118,7 @@ def resize_images(images: np.ndarray, size: tuple[int, int], scale: float, chunk
     resize = jax.jit(lambda x: jax.image.resize(x.astype(jnp.float32) * scale, (x.shape[0], *shape), "bilinear"))
     out = np.empty((len(images), *shape), dtype=np.float32)
     for start in range(0, len(images), chunk):
-        out[start:start + chunk] = np.asarray(resize(images[start:start + chunk]))
+        out[start : start + chunk] = np.asarray(resize(images[start : start + chunk]))
     return out
 
 

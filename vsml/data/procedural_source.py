@@ -81,8 +81,7 @@ class RandomSource(NamedSource):
         section = settings.random_dataset
         shape, classes = section.img_size, section.target_count
         sampler = RandomSampler(set_size=section.size, shape=shape, classes=classes, resize=options.resize)
-        return Loaded(sampler=sampler, arrays={}, base_shape=_base_shape(name, shape, options.resize),
-                      classes=classes)
+        return Loaded(sampler=sampler, arrays={}, base_shape=_base_shape(name, shape, options.resize), classes=classes)
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
         return "procedural", [("random", "ready", "random_dataset.*: memorise random labels")]
@@ -101,8 +100,12 @@ class SumSource(NamedSource):
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh
         shape = settings.sum_dataset.input_size
-        return Loaded(sampler=SumSampler(shape=shape, resize=options.resize), arrays={},
-                      base_shape=_base_shape(name, shape, options.resize), classes=2)
+        return Loaded(
+            sampler=SumSampler(shape=shape, resize=options.resize),
+            arrays={},
+            base_shape=_base_shape(name, shape, options.resize),
+            classes=2,
+        )
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
         return "procedural", [("sum", "ready", "sum_dataset.*: is the sum of the inputs >= 0")]

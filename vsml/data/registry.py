@@ -15,8 +15,14 @@ from vsml.data import fewshot_source, npz_source, offline_source, procedural_sou
 from vsml.data.api import DataSource
 
 # The order is the order of names in messages and of rows in ``python3 -m vsml.data status``.
-SOURCES: tuple[DataSource, ...] = (offline_source.SOURCE, procedural_source.RANDOM, procedural_source.SUM,
-                                   tfds_source.SOURCE, fewshot_source.SOURCE, npz_source.SOURCE)
+SOURCES: tuple[DataSource, ...] = (
+    offline_source.SOURCE,
+    procedural_source.RANDOM,
+    procedural_source.SUM,
+    tfds_source.SOURCE,
+    fewshot_source.SOURCE,
+    npz_source.SOURCE,
+)
 
 
 def available_datasets() -> tuple[str, ...]:
@@ -36,6 +42,8 @@ def source_of(name, key: str = "dataset") -> DataSource:
     source = find_source(name)
     if source is None:
         patterns = [source.pattern for source in SOURCES if source.pattern]
-        raise ValueError(f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}"
-                         + "".join(f", or {pattern}" for pattern in patterns))
+        raise ValueError(
+            f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}"
+            + "".join(f", or {pattern}" for pattern in patterns)
+        )
     return source

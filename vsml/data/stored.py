@@ -28,19 +28,27 @@ class StoredSampler:
         return arrays["images"][index], arrays["labels"][index]
 
 
-def loaded_split(name: str, images: np.ndarray, labels: np.ndarray, classes: int, scale: float,
-                 options: LoadOptions) -> Loaded:
+def loaded_split(
+    name: str, images: np.ndarray, labels: np.ndarray, classes: int, scale: float, options: LoadOptions
+) -> Loaded:
     """A stored split after class filtering and resizing: ``images [N, *shape]``, ``labels [N]``."""
     if options.keep is not None:
         images, labels = preprocess.filter_classes(images, labels, options.keep, classes)
         classes = len(options.keep)
     if options.resize is not None:
         if images.ndim != 4:
-            raise ValueError(f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
-                             f"vectors of shape {list(images.shape[1:])}")
+            raise ValueError(
+                f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
+                f"vectors of shape {list(images.shape[1:])}"
+            )
         images, scale = preprocess.resize_images(images, options.resize, scale), 1.0
-    return Loaded(sampler=StoredSampler(), arrays={"images": images, "labels": labels},
-                  base_shape=tuple(images.shape[1:]), classes=classes, scale=scale)
+    return Loaded(
+        sampler=StoredSampler(),
+        arrays={"images": images, "labels": labels},
+        base_shape=tuple(images.shape[1:]),
+        classes=classes,
+        scale=scale,
+    )
 
 
 def class_count(settings: DataSettings, stored_classes: int | None) -> int | None:

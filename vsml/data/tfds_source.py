@@ -43,17 +43,18 @@ PROBE_TIMEOUT_S = 3.0
 
 @dataclasses.dataclass(frozen=True)
 class TfdsDataset:
-    tfds_name: str                 # builder name (with config) in TFDS
-    shape: tuple[int, int, int]    # [H, W, C] as loaded (omniglot: one of its 3 equal channels)
+    tfds_name: str  # builder name (with config) in TFDS
+    shape: tuple[int, int, int]  # [H, W, C] as loaded (omniglot: one of its 3 equal channels)
     num_classes: int
-    host: str                      # download host, probed before an automatic download
+    host: str  # download host, probed before an automatic download
     port: int = 443
 
 
 TFDS_SOURCES = {
     "mnist": TfdsDataset("mnist", (28, 28, 1), 10, "storage.googleapis.com"),
-    "fashion_mnist": TfdsDataset("fashion_mnist", (28, 28, 1), 10,
-                                "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    "fashion_mnist": TfdsDataset(
+        "fashion_mnist", (28, 28, 1), 10, "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80
+    ),
     "kmnist": TfdsDataset("kmnist", (28, 28, 1), 10, "codh.rois.ac.jp", 80),
     "emnist": TfdsDataset("emnist/byclass", (28, 28, 1), 62, "biometrics.nist.gov"),
     "cifar10": TfdsDataset("cifar10", (32, 32, 3), 10, "www.cs.toronto.edu"),
@@ -129,10 +130,12 @@ def downloadable(name: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 
 def unavailable_message(name: str, directory: Path, key: str = "dataset") -> str:
-    return (f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory} and cannot be "
-            f"downloaded from here; "
-            f"on a machine with internet run 'python3 -m vsml.data prepare {name} --data_dir DIR' and copy "
-            f"DIR to {directory}, or point data.dir (or TFDS_DATA_DIR) at a directory that holds it")
+    return (
+        f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory} and cannot be "
+        f"downloaded from here; "
+        f"on a machine with internet run 'python3 -m vsml.data prepare {name} --data_dir DIR' and copy "
+        f"DIR to {directory}, or point data.dir (or TFDS_DATA_DIR) at a directory that holds it"
+    )
 
 
 def _missing_packages(need_tensorflow: bool) -> list[str]:
@@ -147,20 +150,24 @@ def check_available(name: str, directory: Path, key: str = "dataset") -> None:
         return
     missing = _missing_packages(need_tensorflow=False)
     if missing:
-        raise DatasetUnavailable(f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory}; "
-                                 f"preparing it needs {', '.join(missing)}: "
-                                 f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}, then "
-                                 f"{environment.python_command()} -m vsml.data prepare {name} (or prepare it on "
-                                 "another machine and copy the directory; data.dir or TFDS_DATA_DIR point at it)")
+        raise DatasetUnavailable(
+            f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory}; "
+            f"preparing it needs {', '.join(missing)}: "
+            f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}, then "
+            f"{environment.python_command()} -m vsml.data prepare {name} (or prepare it on "
+            "another machine and copy the directory; data.dir or TFDS_DATA_DIR point at it)"
+        )
     if _tfds_prepared(_builder(name, directory)):
         return
     if not downloadable(name):
         raise DatasetUnavailable(unavailable_message(name, directory, key))
     missing = _missing_packages(need_tensorflow=True)
     if missing:
-        raise DatasetUnavailable(f"{key}: '{name}' is not prepared in {directory}, and preparing it needs "
-                                 f"{', '.join(missing)} (TFDS encodes images with TensorFlow): "
-                                 f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}")
+        raise DatasetUnavailable(
+            f"{key}: '{name}' is not prepared in {directory}, and preparing it needs "
+            f"{', '.join(missing)} (TFDS encodes images with TensorFlow): "
+            f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}"
+        )
 
 
 @contextlib.contextmanager
@@ -229,8 +236,9 @@ def prepare(name: str, directory: Path, download: bool = True) -> Path:
                 raise DatasetUnavailable(unavailable_message(name, directory))
             import tensorflow_datasets as tfds  # noqa: PLC0415
 
-            builder.download_and_prepare(file_format="array_record",
-                                         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            builder.download_and_prepare(
+                file_format="array_record", download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
         version = str(builder.info.version)
         channels = TFDS_SOURCES[name].shape[-1]
         # test first: train.npz marks a complete cache (see _cached_versions)
@@ -283,8 +291,9 @@ class TfdsSource(NamedSource):
         for name, source in TFDS_SOURCES.items():
             state = "prepared" if is_prepared(name, directory) else "missing"
             shape = "x".join(map(str, source.shape))
-            rows.append((name, state, f"{shape}, {source.num_classes} classes; "
-                                      f"prepare: python3 -m vsml.data prepare {name}"))
+            rows.append(
+                (name, state, f"{shape}, {source.num_classes} classes; prepare: python3 -m vsml.data prepare {name}")
+            )
         return f"TFDS (in {directory})", rows
 
 

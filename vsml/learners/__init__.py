@@ -18,8 +18,7 @@ from vsml.learners import fw_memory, fwp, hebbian, meta_rnn, nodepert, sgd, vsml
 from vsml.learners.api import Learner, LearnerType
 
 LEARNER_TYPES: dict[str, LearnerType] = {
-    module.LEARNER_TYPE.name: module.LEARNER_TYPE
-    for module in (vsml, meta_rnn, hebbian, fwp, fw_memory, sgd, nodepert)
+    module.LEARNER_TYPE.name: module.LEARNER_TYPE for module in (vsml, meta_rnn, hebbian, fwp, fw_memory, sgd, nodepert)
 }
 
 

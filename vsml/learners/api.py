@@ -58,11 +58,12 @@ class LearnerType:
         """The :class:`Learner` of ``spec`` (with ``run_options`` fixed)."""
         unknown = sorted(set(run_options) - set(self.run_options))
         if unknown:
-            raise ValueError(f"{self.name} has no run option(s) {unknown}; "
-                             f"it has {list(self.run_options) or 'none'}")
+            raise ValueError(f"{self.name} has no run option(s) {unknown}; it has {list(self.run_options) or 'none'}")
         init, run = self.init, self.run
-        return Learner(init=lambda key: init(key, spec),
-                       run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec, **run_options))
+        return Learner(
+            init=lambda key: init(key, spec),
+            run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec, **run_options),
+        )
 
     def build(self, model_cfg: dict, input_shape=None, num_classes=None, **run_options) -> Learner:
         """The learner configured by the ``model`` section, for these data sizes."""

@@ -51,8 +51,11 @@ def spec_from_section(spec_class, section: dict, input_shape=None, num_classes=N
     Refuses an input shape the learner (with its conv stem, if any) cannot read.
     """
     shape, classes = resolve_sizes(input_shape, num_classes)
-    options = {field.name: type(field.default)(section[field.name]) for field in dataclasses.fields(spec_class)
-               if field.name not in ("input_shape", "num_classes")}
+    options = {
+        field.name: type(field.default)(section[field.name])
+        for field in dataclasses.fields(spec_class)
+        if field.name not in ("input_shape", "num_classes")
+    }
     spec = spec_class(input_shape=shape, num_classes=classes, **options)
     feature_size(spec.input_shape, getattr(spec, "use_conv", False))
     return spec
@@ -85,7 +88,7 @@ def dense(p: Params, x: jax.Array) -> jax.Array:
 def lstm_init(key, n_in: int, n_hidden: int) -> Params:
     """One LSTM cell: gates ``[i, g, f, o]`` from ``[x, h]``; forget-gate bias starts at +1."""
     k_in, k_h = jax.random.split(key)
-    bias = jnp.zeros((4 * n_hidden,)).at[2 * n_hidden:3 * n_hidden].set(1.0)
+    bias = jnp.zeros((4 * n_hidden,)).at[2 * n_hidden : 3 * n_hidden].set(1.0)
     return {
         "w_in": truncated_normal(k_in, (n_in, 4 * n_hidden), 1.0 / math.sqrt(n_in + n_hidden)),
         "w_h": truncated_normal(k_h, (n_hidden, 4 * n_hidden), 1.0 / math.sqrt(n_in + n_hidden)),
@@ -125,17 +128,23 @@ def stem_init(key, input_shape: tuple) -> Params:
         fan_in = STEM_KERNEL * STEM_KERNEL * c_in
         # He init (ReLU halves the variance), with the variance correction so the std is
         # sqrt(2 / fan_in), as haiku's VarianceScaling (the original's Conv2D default) corrects it.
-        layers.append({"w": truncated_normal(layer_key, (STEM_KERNEL, STEM_KERNEL, c_in, c_out),
-                                             math.sqrt(2.0 / fan_in) / TRUNCATED_STD),
-                       "b": jnp.zeros((c_out,))})
+        layers.append(
+            {
+                "w": truncated_normal(
+                    layer_key, (STEM_KERNEL, STEM_KERNEL, c_in, c_out), math.sqrt(2.0 / fan_in) / TRUNCATED_STD
+                ),
+                "b": jnp.zeros((c_out,)),
+            }
+        )
     return layers
 
 
 def stem_apply(layers: Params, x: jax.Array) -> jax.Array:
     """``[N, H, W, C] -> [N, F]`` features of the conv stem."""
     for p in layers:
-        x = jax.lax.conv_general_dilated(x, p["w"], (STEM_STRIDE, STEM_STRIDE), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x = jax.lax.conv_general_dilated(
+            x, p["w"], (STEM_STRIDE, STEM_STRIDE), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         x = jax.nn.relu(x + p["b"])
     return x.reshape(x.shape[0], -1)
 

@@ -73,7 +73,7 @@ def outer_key(p1, p2, h):
 
 def clip_norm(memory, max_norm=MAX_NORM):
     """Scales each example's ``M [B, m, m²]`` down to Frobenius norm ≤ ``max_norm``."""
-    norm = jnp.sqrt(jnp.sum(memory ** 2, axis=(1, 2), keepdims=True) + 1e-12)
+    norm = jnp.sqrt(jnp.sum(memory**2, axis=(1, 2), keepdims=True) + 1e-12)
     return memory * jnp.minimum(1.0, max_norm / norm)
 
 
@@ -94,16 +94,19 @@ def run(params, key, inputs, labels, spec: FWMemorySpec):
         beta = jax.nn.sigmoid(common.dense(params["beta"], h))
         memory = clip_norm(delta_write(memory, k, v, beta))
         read = jnp.einsum("bvk,bk->bv", memory, outer_key(params["query1"], params["query2"], h))
-        logits = numerics.bound_logits(common.dense(params["out"], jnp.concatenate([h, read], -1)),
-                                     spec.tanh_bound)
+        logits = numerics.bound_logits(common.dense(params["out"], jnp.concatenate([h, read], -1)), spec.tanh_bound)
         return (state, memory, common.error_signal(logits, y), y, read), logits
 
     zeros = jnp.zeros((batch, s))
-    carry = ((zeros, zeros), jnp.zeros((batch, m, m * m)), jnp.zeros((batch, c)), jnp.zeros((batch, c)),
-             jnp.zeros((batch, m)))
+    carry = (
+        (zeros, zeros),
+        jnp.zeros((batch, m, m * m)),
+        jnp.zeros((batch, c)),
+        jnp.zeros((batch, c)),
+        jnp.zeros((batch, m)),
+    )
     _, logits = jax.lax.scan(step, carry, (feats, labels.astype(jnp.float32)))
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="FWMemory", section="fw_memory", spec_from_config=spec_from_config,
-                           init=init, run=run)
+LEARNER_TYPE = LearnerType(name="FWMemory", section="fw_memory", spec_from_config=spec_from_config, init=init, run=run)

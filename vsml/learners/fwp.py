@@ -52,11 +52,13 @@ def init(key, spec: FWPSpec):
     keys = jax.random.split(key, 5)
     beta = common.dense_init(keys[3], n_in, 1)
     beta["b"] = jnp.full((1,), BETA_BIAS_INIT)
-    return {"query": common.dense_init(keys[0], n_in, spec.fast_size),
-            "key": common.dense_init(keys[1], n_in, spec.fast_size),
-            "value": common.dense_init(keys[2], n_in, spec.fast_size),
-            "beta": beta,
-            "out": common.dense_init(keys[4], spec.fast_size, spec.num_classes)}
+    return {
+        "query": common.dense_init(keys[0], n_in, spec.fast_size),
+        "key": common.dense_init(keys[1], n_in, spec.fast_size),
+        "value": common.dense_init(keys[2], n_in, spec.fast_size),
+        "beta": beta,
+        "out": common.dense_init(keys[4], spec.fast_size, spec.num_classes),
+    }
 
 
 def unit_norm(a: jax.Array) -> jax.Array:
@@ -94,5 +96,4 @@ def run(params, key, inputs, labels, spec: FWPSpec):
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="FWP", section="fwp", spec_from_config=spec_from_config,
-                           init=init, run=run)
+LEARNER_TYPE = LearnerType(name="FWP", section="fwp", spec_from_config=spec_from_config, init=init, run=run)

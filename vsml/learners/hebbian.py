@@ -73,7 +73,7 @@ def hebb_update(fast, pre, post, eta):
 def oja_update(fast, pre, post, eta):
     """``F ← F + η · mean_n (pre_n ⊗ post_n − F ⊙ post_n²)`` (Oja's rule per output column)."""
     outer = jnp.einsum("nr,nc->rc", pre, post) / pre.shape[0]
-    return fast + eta * (outer - fast * jnp.mean(post ** 2, axis=0))
+    return fast + eta * (outer - fast * jnp.mean(post**2, axis=0))
 
 
 def run(params, key, inputs, labels, spec: HebbianSpec):
@@ -89,8 +89,7 @@ def run(params, key, inputs, labels, spec: HebbianSpec):
         x, y = xy
         weight = params["w"] + params["plasticity"] * fast
         empty = jnp.zeros_like(y)
-        logits = numerics.bound_logits(jnp.concatenate([x, empty, empty], -1) @ weight + params["b"],
-                                     spec.tanh_bound)
+        logits = numerics.bound_logits(jnp.concatenate([x, empty, empty], -1) @ weight + params["b"], spec.tanh_bound)
         pre = jnp.concatenate([x, common.error_signal(logits, y), y], -1)
         post = jax.nn.softmax(pre @ weight + params["b"], axis=-1)
         return update(fast, pre, post, eta), logits
@@ -100,5 +99,6 @@ def run(params, key, inputs, labels, spec: HebbianSpec):
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="HebbianFW", section="hebbian_fw", spec_from_config=spec_from_config,
-                           init=init, run=run)
+LEARNER_TYPE = LearnerType(
+    name="HebbianFW", section="hebbian_fw", spec_from_config=spec_from_config, init=init, run=run
+)

@@ -42,8 +42,10 @@ def init(key, spec: MetaRNNSpec):
     """``{'stem'?: conv stem, 'lstm': cell, 'out': dense [H, C]}``."""
     k_stem, k_lstm, k_out = jax.random.split(key, 3)
     n_in = common.feature_size(spec.input_shape, spec.use_conv) + 2 * spec.num_classes
-    params = {"lstm": common.lstm_init(k_lstm, n_in, spec.slow_size),
-              "out": common.dense_init(k_out, spec.slow_size, spec.num_classes)}
+    params = {
+        "lstm": common.lstm_init(k_lstm, n_in, spec.slow_size),
+        "out": common.dense_init(k_out, spec.slow_size, spec.num_classes),
+    }
     if spec.use_conv:
         params["stem"] = common.stem_init(k_stem, spec.input_shape)
     return params
@@ -71,5 +73,4 @@ def run(params, key, inputs, labels, spec: MetaRNNSpec):
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="MetaRNN", section="meta_rnn", spec_from_config=spec_from_config,
-                           init=init, run=run)
+LEARNER_TYPE = LearnerType(name="MetaRNN", section="meta_rnn", spec_from_config=spec_from_config, init=init, run=run)

@@ -62,8 +62,9 @@ def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> Nod
 
 def init(key, spec: NodePertSpec):
     """The initial network ``{'layers': [...]}``."""
-    sizes = mlp.layer_sizes(common.feature_size(spec.input_shape, False), spec.num_layers, spec.hidden_size,
-                            spec.num_classes)
+    sizes = mlp.layer_sizes(
+        common.feature_size(spec.input_shape, False), spec.num_layers, spec.hidden_size, spec.num_classes
+    )
     return {"layers": mlp.init(key, sizes)}
 
 
@@ -85,9 +86,11 @@ def node_perturbation_grad(layers: list, x, y, key, noise_std: float, tanh_bound
     keys = jax.random.split(key, len(layers))
     noise = [noise_std * jax.random.normal(k, (n, p["b"].shape[0])) for k, p in zip(keys, layers)]
     _, noisy_logits = mlp.forward(layers, x, tanh_bound, noise)
-    scale = (_losses(noisy_logits, y) - _losses(clean_logits, y)) / noise_std ** 2  # [N], per example
-    estimate = [{"w": jnp.einsum("n,ni,no->io", scale, h, xi) / n, "b": jnp.einsum("n,no->o", scale, xi) / n}
-                for h, xi in zip(inputs, noise)]
+    scale = (_losses(noisy_logits, y) - _losses(clean_logits, y)) / noise_std**2  # [N], per example
+    estimate = [
+        {"w": jnp.einsum("n,ni,no->io", scale, h, xi) / n, "b": jnp.einsum("n,no->o", scale, xi) / n}
+        for h, xi in zip(inputs, noise)
+    ]
     return estimate, clean_logits
 
 
@@ -104,7 +107,7 @@ def weight_perturbation_grad(layers: list, x, y, key, noise_std: float, tanh_bou
         return mlp.apply(perturbed, one_x[None], tanh_bound)[0]
 
     noisy = jax.vmap(noisy_logits)(psi, x)
-    scale = (_losses(noisy, y) - _losses(clean_logits, y)) / noise_std ** 2
+    scale = (_losses(noisy, y) - _losses(clean_logits, y)) / noise_std**2
     estimate = jax.tree_util.tree_map(lambda p: jnp.tensordot(scale, p, axes=1) / n, psi)
     return estimate, clean_logits
 
@@ -122,10 +125,10 @@ def run(params, key, inputs, labels, spec: NodePertSpec):
         layers = jax.tree_util.tree_map(lambda p, g: p - spec.lr * g, layers, estimate)
         return layers, logits
 
-    _, logits = jax.lax.scan(step, params["layers"], (feats, labels.astype(jnp.float32),
-                                                      jax.random.split(key, steps)))
+    _, logits = jax.lax.scan(step, params["layers"], (feats, labels.astype(jnp.float32), jax.random.split(key, steps)))
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="NodePert", section="nodepert", spec_from_config=spec_from_config,
-                           init=init, run=run, hand_designed=True)
+LEARNER_TYPE = LearnerType(
+    name="NodePert", section="nodepert", spec_from_config=spec_from_config, init=init, run=run, hand_designed=True
+)

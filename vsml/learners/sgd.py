@@ -61,8 +61,9 @@ def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGD
 def init(key, spec: SGDSpec):
     """The initial network ``{'layers': [...], 'stem'?: [...]}``."""
     k_stem, k_mlp = jax.random.split(key)
-    sizes = mlp.layer_sizes(common.feature_size(spec.input_shape, spec.use_conv), spec.num_layers,
-                            spec.hidden_size, spec.num_classes)
+    sizes = mlp.layer_sizes(
+        common.feature_size(spec.input_shape, spec.use_conv), spec.num_layers, spec.hidden_size, spec.num_classes
+    )
     params = {"layers": mlp.init(k_mlp, sizes)}
     if spec.use_conv:
         params["stem"] = common.stem_init(k_stem, spec.input_shape)
@@ -95,5 +96,6 @@ def run(params, key, inputs, labels, spec: SGDSpec):
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="SGD", section="sgd", spec_from_config=spec_from_config,
-                           init=init, run=run, hand_designed=True)
+LEARNER_TYPE = LearnerType(
+    name="SGD", section="sgd", spec_from_config=spec_from_config, init=init, run=run, hand_designed=True
+)

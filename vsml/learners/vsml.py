@@ -97,12 +97,14 @@ def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSM
     hidden_sizes, conv_layers = _layers_from_config(net["layer_specs"])
     msg_size, output_idx = int(sub["msg_size"]), int(net["output_idx"])
     if not 0 <= output_idx < msg_size:
-        raise ValueError(f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), "
-                         f"got {output_idx}")
+        raise ValueError(
+            f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), got {output_idx}"
+        )
     state_dtype = str(net.get("state_dtype", "float32"))
     if state_dtype != "float32" and conv_layers:
-        raise ValueError("model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; "
-                         "use float32 with conv layers")
+        raise ValueError(
+            "model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; use float32 with conv layers"
+        )
     return VSMLSpec(
         msg_size=msg_size,
         slow_size=int(sub["slow_size"]),
@@ -135,8 +137,10 @@ def _layers_from_config(layer_specs) -> tuple[tuple[int, ...], tuple[ConvLayer, 
         if kind == "conv":
             if hidden_sizes or last:
                 where = "after a dense layer" if hidden_sizes else "as the last layer"
-                raise ValueError(f"{key}[{index}]: a conv layer cannot come {where}; "
-                                 "conv layers go first and the output layer is dense")
+                raise ValueError(
+                    f"{key}[{index}]: a conv layer cannot come {where}; "
+                    "conv layers go first and the output layer is dense"
+                )
             conv_layers.append(_conv_layer_from_config(index, layer))
         elif kind != "dense":
             raise ValueError(f"{key}[{index}]: layer type '{kind}' is not available; use 'dense' or 'conv'")
@@ -155,15 +159,11 @@ def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:
     for key, default in (("kernel_size", None), ("stride", 1), ("out_channels", None)):
         value = layer.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"model.vsml_rnn.layer_specs[{index}].{key} must be a positive int, got {value!r}"
-            )
+            raise ValueError(f"model.vsml_rnn.layer_specs[{index}].{key} must be a positive int, got {value!r}")
         values[key] = value
     unknown = set(layer) - {"type", "kernel_size", "stride", "out_channels"}
     if unknown:
-        raise ValueError(
-            f"model.vsml_rnn.layer_specs[{index}]: unknown conv key(s) {sorted(unknown)}"
-        )
+        raise ValueError(f"model.vsml_rnn.layer_specs[{index}]: unknown conv key(s) {sorted(unknown)}")
     return ConvLayer(**values)
 
 
@@ -254,9 +254,7 @@ def layer_geometries(spec: VSMLSpec, input_shape, num_classes: int) -> list:
     if len(input_shape) == 2:
         input_shape = (*input_shape, 1)
     if len(input_shape) != 3:
-        raise ValueError(
-            f"a conv VSML layer needs image inputs [H, W] or [H, W, C], got input shape {input_shape}"
-        )
+        raise ValueError(f"a conv VSML layer needs image inputs [H, W] or [H, W, C], got input shape {input_shape}")
     geometries, shape = [], input_shape
     for layer in spec.conv_layers:
         out_h, _ = same_padding(shape[0], layer.kernel_size, layer.stride)
@@ -371,13 +369,16 @@ def conv_patches(x: jax.Array, kernel: int, stride: int) -> jax.Array:
     out_h, pad_top = same_padding(height, kernel, stride)
     out_w, pad_left = same_padding(width, kernel, stride)
     span_h, span_w = (out_h - 1) * stride + kernel, (out_w - 1) * stride + kernel
-    pads = [(0, 0), (pad_top, max(span_h - height - pad_top, 0)),
-            (pad_left, max(span_w - width - pad_left, 0))] + [(0, 0)] * (x.ndim - 3)
+    pads = [(0, 0), (pad_top, max(span_h - height - pad_top, 0)), (pad_left, max(span_w - width - pad_left, 0))] + [
+        (0, 0)
+    ] * (x.ndim - 3)
     padded = jnp.pad(x, pads)
     rows = []
     for kh in range(kernel):
-        cols = [padded[:, kh:kh + (out_h - 1) * stride + 1:stride, kw:kw + (out_w - 1) * stride + 1:stride]
-                for kw in range(kernel)]
+        cols = [
+            padded[:, kh : kh + (out_h - 1) * stride + 1 : stride, kw : kw + (out_w - 1) * stride + 1 : stride]
+            for kw in range(kernel)
+        ]
         rows.append(jnp.stack(cols, axis=3))
     return jnp.stack(rows, axis=3)
 
@@ -397,13 +398,17 @@ def conv_unpatch(y: jax.Array, kernel: int, stride: int, height: int, width: int
         for kw in range(kernel):
             # Tap (kh, kw) of output i was read from padded row kh + i*stride: the transpose of
             # that strided slice is a pad with stride-1 zeros between entries.
-            acc = acc + jax.lax.pad(y[:, :, :, kh, kw], jnp.zeros((), y.dtype), [
-                (0, 0, 0),
-                (kh, full_h - kh - (out_h - 1) * stride - 1, stride - 1),
-                (kw, full_w - kw - (out_w - 1) * stride - 1, stride - 1),
-                *rest,
-            ])
-    return acc[:, pad_top:pad_top + height, pad_left:pad_left + width]
+            acc = acc + jax.lax.pad(
+                y[:, :, :, kh, kw],
+                jnp.zeros((), y.dtype),
+                [
+                    (0, 0, 0),
+                    (kh, full_h - kh - (out_h - 1) * stride - 1, stride - 1),
+                    (kw, full_w - kw - (out_w - 1) * stride - 1, stride - 1),
+                    *rest,
+                ],
+            )
+    return acc[:, pad_top : pad_top + height, pad_left : pad_left + width]
 
 
 def conv_fan_out(height: int, width: int, layer: ConvLayer) -> jax.Array:
@@ -561,15 +566,24 @@ def initial_carry(key, spec: VSMLSpec, num_inputs, num_classes: int, batch: int)
         sizes = layer_geometries(spec, shape, num_classes)
     states = initial_states(key, spec, sizes, batch)
     bwd_ins = tuple(
-        jnp.zeros((batch, *size.out_shape, spec.msg_size)) if isinstance(size, ConvGeometry)
+        jnp.zeros((batch, *size.out_shape, spec.msg_size))
+        if isinstance(size, ConvGeometry)
         else jnp.zeros((batch, size[1], spec.msg_size))
         for size in sizes
     )
     return tuple(states), bwd_ins
 
 
-def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec, layer_fn=dense_layer,
-        conv_layer_fn=conv_layer, unroll: int = 1):
+def run(
+    meta_params: Params,
+    key,
+    inputs: jax.Array,
+    labels: jax.Array,
+    spec: VSMLSpec,
+    layer_fn=dense_layer,
+    conv_layer_fn=conv_layer,
+    unroll: int = 1,
+):
     """Runs the VSML learner online over an episode.
 
     Args:
@@ -584,9 +598,7 @@ def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VS
     steps, batch = inputs.shape[:2]
     if spec.conv_layers:
         if inputs.ndim not in (4, 5):
-            raise ValueError(
-                f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}"
-            )
+            raise ValueError(f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}")
         images = inputs if inputs.ndim == 5 else inputs[..., None]
         images = images.astype(jnp.float32)
         carry = initial_carry(key, spec, images.shape[2:], labels.shape[-1], batch)
@@ -595,13 +607,21 @@ def run(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VS
         return logits
     flat = inputs.reshape(steps, batch, -1).astype(jnp.float32)
     carry = initial_carry(key, spec, flat.shape[-1], labels.shape[-1], batch)
-    _, logits = jax.lax.scan(make_time_step(meta_params, spec, layer_fn, conv_layer_fn), carry, (flat, labels),
-                             unroll=unroll)
+    _, logits = jax.lax.scan(
+        make_time_step(meta_params, spec, layer_fn, conv_layer_fn), carry, (flat, labels), unroll=unroll
+    )
     return logits
 
 
-def run_with_options(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec,
-                     unroll: int = 1, implementation: str = "fast"):
+def run_with_options(
+    meta_params: Params,
+    key,
+    inputs: jax.Array,
+    labels: jax.Array,
+    spec: VSMLSpec,
+    unroll: int = 1,
+    implementation: str = "fast",
+):
     """:func:`run` with the registry's run options: ``unroll`` and ``implementation``.
 
     ``implementation: literal`` runs the paper-literal layers of
@@ -616,6 +636,13 @@ def run_with_options(meta_params: Params, key, inputs: jax.Array, labels: jax.Ar
     return run(meta_params, key, inputs, labels, spec, unroll=unroll)
 
 
-LEARNER_TYPE = LearnerType(name="VSMLRNN", section="vsml_rnn", extra_sections=("sub_rnn",),
-                           spec_from_config=spec_from_config, init=init, run=run_with_options, any_size=True,
-                           run_options=("unroll", "implementation"))
+LEARNER_TYPE = LearnerType(
+    name="VSMLRNN",
+    section="vsml_rnn",
+    extra_sections=("sub_rnn",),
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run_with_options,
+    any_size=True,
+    run_options=("unroll", "implementation"),
+)

@@ -79,5 +79,13 @@ def literal_conv_layer(p, state, fwd_in, bwd_in, spec: vsml.VSMLSpec, layer: vsm
 
 def run(meta_params, key, inputs, labels, spec: vsml.VSMLSpec, unroll: int = 1):
     """The whole episode with the literal layers (same contract as :func:`vsml.learners.vsml.run`)."""
-    return vsml.run(meta_params, key, inputs, labels, spec, layer_fn=literal_dense_layer,
-                    conv_layer_fn=literal_conv_layer, unroll=unroll)
+    return vsml.run(
+        meta_params,
+        key,
+        inputs,
+        labels,
+        spec,
+        layer_fn=literal_dense_layer,
+        conv_layer_fn=literal_conv_layer,
+        unroll=unroll,
+    )

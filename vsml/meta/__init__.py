@@ -23,11 +23,24 @@ OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
 }
 
 
-def build_outer_loop(settings: OptimizerSettings, population_size: int, pairs_per_chunk: int | None,
-                     fitness: Callable, params_template, comm) -> OuterLoop:
+def build_outer_loop(
+    settings: OptimizerSettings,
+    population_size: int,
+    pairs_per_chunk: int | None,
+    fitness: Callable,
+    params_template,
+    comm,
+) -> OuterLoop:
     """The outer loop named by ``settings.type`` (a key of :data:`OUTER_LOOPS`, checked by validation)."""
     return OUTER_LOOPS[settings.type](settings, population_size, pairs_per_chunk, fitness, params_template, comm)
 
 
-__all__ = ["MetaState", "NonFiniteError", "OUTER_LOOPS", "OptimizerSettings", "OuterLoop", "build_outer_loop",
-           "fit_chunk"]
+__all__ = [
+    "MetaState",
+    "NonFiniteError",
+    "OUTER_LOOPS",
+    "OptimizerSettings",
+    "OuterLoop",
+    "build_outer_loop",
+    "fit_chunk",
+]

@@ -43,13 +43,14 @@ class OptimizerSettings:
     """The ``optimizer`` section, validated (docs/DESIGN.md §9): which outer loop, its ES settings and the
     outer optimiser (Adam after optional global-norm clipping)."""
 
-    type: str = "es"                        # a key of vsml.meta.OUTER_LOOPS
-    noise_std: float = 0.05                 # ES sigma
-    lr: float = 0.025                       # Adam learning rate
+    type: str = "es"  # a key of vsml.meta.OUTER_LOOPS
+    noise_std: float = 0.05  # ES sigma
+    lr: float = 0.025  # Adam learning rate
     adam_kwargs: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({"b1": 0.9, "b2": 0.999}))  # optimizer.kwargs, to optax.adam
-    clip_gradnorm: float = 0.0              # 0: no clipping
-    fitness_shaping: str = "raw"            # raw | centered_rank (ES)
+        default_factory=lambda: MappingProxyType({"b1": 0.9, "b2": 0.999})
+    )  # optimizer.kwargs, to optax.adam
+    clip_gradnorm: float = 0.0  # 0: no clipping
+    fitness_shaping: str = "raw"  # raw | centered_rank (ES)
 
 
 @chex.dataclass
@@ -257,4 +258,3 @@ def fixed_point_sum(terms: np.ndarray, scale: float) -> np.ndarray:
 def from_fixed_point(total: np.ndarray, scale: float) -> np.ndarray:
     """The float64 value of an int64 fixed-point sum (:func:`fixed_point_sum`)."""
     return np.asarray(total, dtype=np.float64) / scale
-

@@ -56,6 +56,7 @@ class MetaGradient(SlicedLoop):
 
         def evaluate_slice(flat_params, rng, generation, pair_indices, data):
             """Meta-loss ``[n]`` and its gradient ``[n, D]`` for the episodes of ``pair_indices``."""
+
             def one(index):
                 key = pair_key(rng["data"], generation, index)
                 return jax.value_and_grad(lambda flat: fitness(unravel(flat), key, data))(flat_params)
@@ -66,7 +67,7 @@ class MetaGradient(SlicedLoop):
 
     def _chunks(self):
         size = self.config.pairs_per_chunk or len(self.pair_indices)
-        return [self.pair_indices[start:start + size] for start in range(0, len(self.pair_indices), size)]
+        return [self.pair_indices[start : start + size] for start in range(0, len(self.pair_indices), size)]
 
     def partial_sums(self, state: MetaState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This rank's ``(sum of finite gradients [D] float64, finite flags [n], losses [n])``."""
@@ -119,8 +120,14 @@ class MetaGradient(SlicedLoop):
         return new_state, stats
 
 
-def from_settings(settings: OptimizerSettings, population_size: int, pairs_per_chunk: int | None,
-                  fitness: Callable, params_template, comm: Comm) -> MetaGradient:
+def from_settings(
+    settings: OptimizerSettings,
+    population_size: int,
+    pairs_per_chunk: int | None,
+    fitness: Callable,
+    params_template,
+    comm: Comm,
+) -> MetaGradient:
     """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
     optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
     return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)

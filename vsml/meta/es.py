@@ -183,8 +183,9 @@ class EvolutionStrategy(SlicedLoop):
 
     unit = "pairs"
 
-    def __init__(self, fitness: Callable, params_template, config: ESConfig,
-                 optimizer: optax.GradientTransformation, comm: Comm):
+    def __init__(
+        self, fitness: Callable, params_template, config: ESConfig, optimizer: optax.GradientTransformation, comm: Comm
+    ):
         if config.fitness_shaping not in FITNESS_SHAPINGS:
             raise ValueError(f"fitness shaping '{config.fitness_shaping}' is not one of {', '.join(FITNESS_SHAPINGS)}")
         super().__init__(fitness, params_template, config, optimizer, comm)
@@ -251,15 +252,37 @@ class EvolutionStrategy(SlicedLoop):
         return new_state, stats
 
 
-def from_settings(settings: OptimizerSettings, population_size: int, pairs_per_chunk: int | None,
-                  fitness: Callable, params_template, comm: Comm) -> EvolutionStrategy:
+def from_settings(
+    settings: OptimizerSettings,
+    population_size: int,
+    pairs_per_chunk: int | None,
+    fitness: Callable,
+    params_template,
+    comm: Comm,
+) -> EvolutionStrategy:
     """ES configured by the ``optimizer`` section (``type: es``)."""
-    config = ESConfig(population_size=population_size, noise_std=settings.noise_std,
-                      fitness_shaping=settings.fitness_shaping, pairs_per_chunk=pairs_per_chunk)
+    config = ESConfig(
+        population_size=population_size,
+        noise_std=settings.noise_std,
+        fitness_shaping=settings.fitness_shaping,
+        pairs_per_chunk=pairs_per_chunk,
+    )
     optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
-__all__ = ["ESConfig", "EvolutionStrategy", "FITNESS_SHAPINGS", "MetaState", "NonFiniteError", "from_settings",
-           "make_slice_evaluator", "mean_gradient", "noise_sum", "pair_epsilon", "pair_noise", "pair_weights",
-           "shape_fitness"]
+__all__ = [
+    "ESConfig",
+    "EvolutionStrategy",
+    "FITNESS_SHAPINGS",
+    "MetaState",
+    "NonFiniteError",
+    "from_settings",
+    "make_slice_evaluator",
+    "mean_gradient",
+    "noise_sum",
+    "pair_epsilon",
+    "pair_noise",
+    "pair_weights",
+    "shape_fitness",
+]
