@@ -28,6 +28,9 @@ from typing import Any
 
 import jax
 import numpy as np
+import yaml
+
+from vsml import resources
 
 LATEST = "checkpoint.npz"
 PREVIOUS = "checkpoint.prev.npz"
@@ -168,7 +171,12 @@ def save(
 
 
 def resolve_path(path) -> Path:
-    """A checkpoint file from a run directory or a file path."""
+    """A checkpoint file from a run directory, a file path, or ``pretrained:NAME`` (a shipped algorithm)."""
+    if str(path).startswith(resources.PRETRAINED_SCHEME):
+        try:
+            return resources.pretrained_file(str(path)[len(resources.PRETRAINED_SCHEME) :])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     path = Path(path)
     if path.is_dir():
         path = path / LATEST
@@ -343,3 +351,19 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
     if not path.is_file():
         raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': wandb gave no file '{file_name}'")
     return path
+
+
+def load_card(path) -> dict | None:
+    """The YAML description beside a shipped checkpoint (``vsml/pretrained/NAME.yaml``), or None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    card = yaml.safe_load(path.read_text())
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{path}: a pre-trained algorithm's card must be a YAML mapping")
+    return card
+
+
+def write_card(path, card: dict) -> None:
+    """Writes a shipped checkpoint's description as YAML (keys in the given order)."""
+    Path(path).write_text(yaml.safe_dump(card, sort_keys=False, width=100))

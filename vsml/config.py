@@ -40,7 +40,9 @@ from typing import Any
 
 import yaml
 
-DEFAULT_CONFIG_PATH = pathlib.Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+from vsml import resources
+
+DEFAULT_CONFIG_PATH = resources.configs_dir() / "default.yaml"
 
 # Sections whose children are free-form: new keys may appear anywhere below them
 # (extra optimizer arguments, statistics of user datasets).
@@ -93,7 +95,7 @@ def load_yaml_file(path) -> dict:
     """Read one YAML mapping from ``path``; an empty file is ``{}``."""
     path = pathlib.Path(path)
     try:
-        text = path.read_text()
+        text = resources.find_config_file(path).read_text()  # configs/NAME: also the installed package's
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' not found") from None
     except OSError as err:

@@ -1,0 +1,281 @@
+"""Python API: meta-train in-process, load a learned learning algorithm, run it on arrays.
+
+    from vsml import api
+
+    result = api.train(config_files=["configs/test.yaml"], overrides={"training.iterations": 4},
+                       run_dir="runs/mine")
+    algorithm = api.load(result.run_dir)              # or a checkpoint .npz
+    logits = algorithm.run(inputs, labels)            # inputs [T, *shape], labels [T] -> logits [T, C]
+    curves = algorithm.evaluate("digits", episodes=8, length=100)   # {'loss', 'accuracy'}: [8, 100]
+
+:func:`train` runs exactly what ``python3 launch.py`` runs (same configuration
+layering and checks, same training loop, same run directory files), as one
+process. Nothing here keeps state between calls: every call builds its own
+configuration, learner and compiled functions, so several runs and loaded
+algorithms can live side by side in one Python session.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import yaml
+
+from vsml import config as cfg
+from vsml import runs
+from vsml.runs import TrainResult
+
+
+def _layer(config: dict, overrides, source: str) -> dict:
+    """``config`` with ``overrides`` applied: a mapping of (dotted) keys to values, or ``key=value`` strings."""
+    if not overrides:
+        return config
+    base = cfg.load_default()
+    if isinstance(overrides, Mapping):
+        return cfg.apply_layer(config, dict(overrides), base, source)
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for text in overrides:
+        key, value = cfg.parse_override(text)
+        config = cfg.apply_layer(config, {key: value}, base, source)
+    return config
+
+
+def build_config(
+    config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None, base: dict | None = None
+) -> dict:
+    """The layered configuration: ``base`` (configs/default.yaml) < each file < ``overrides``.
+
+    Raises ConfigError (a ValueError with one line) for an unknown key, a bad file or value.
+    """
+    config = cfg.build_config(config_files, (), base=base)
+    return _layer(config, overrides, "overrides")
+
+
+def train(
+    config_files: Iterable = (), overrides: Mapping | Iterable[str] | None = None, run_dir=None, resume: bool = False
+) -> TrainResult:
+    """Meta-trains as ``python3 launch.py --config_files ... --config ...`` does, in this process.
+
+    Args:
+      config_files: YAML files layered in order on configs/default.yaml.
+      overrides: ``{"training.population_size": 64, ...}`` (dotted or nested keys,
+        Python values) or ``["training.population_size=64", ...]``; applied last.
+      run_dir: where outputs go (default ``<logging.dir>/<date>-<time>-train-<dataset>``).
+        Refused when it already holds a run, unless ``resume``.
+      resume: continue the run in ``run_dir`` from its latest checkpoint with its
+        saved configuration (``config_files`` / ``overrides`` layered on top), as
+        ``launch.py --resume`` does.
+    Returns:
+      :class:`TrainResult`. Configuration problems raise a ValueError of one line
+      before any data is loaded or anything is compiled.
+
+    Ctrl-C (in the main thread) stops after the current generation with a
+    checkpoint, as on the command line; a second Ctrl-C interrupts at once.
+    ``mpi_split`` values resolve to rank 0's: this is one process.
+    """
+    from vsml import experiment, runtime  # noqa: PLC0415 — jax, only once called
+    from vsml.comm import SingleProcessComm  # noqa: PLC0415
+    from vsml.preemption import StopRequest  # noqa: PLC0415
+
+    runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs run_dir, the run directory to continue")
+    resume_dir = run_dir if resume else None
+    config = runs.layered_config(config_files, overrides, resume_dir=resume_dir, resume_option="resume")
+    if not resume and config["call"] != "train":
+        raise ValueError(
+            f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
+            f"vsml.api.load(...).evaluate(...) to evaluate"
+        )
+    prepared = runs.prepare_run(
+        config, SingleProcessComm(), run_dir=run_dir, resume_dir=resume_dir, resume_hint="resume=True"
+    )
+    stop = StopRequest(in_process=True)  # a second Ctrl-C interrupts; it never ends the caller's process
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        stop.install()
+    try:
+        result = experiment.train(
+            prepared.config, SingleProcessComm(), prepared.run_dir, resume=prepared.resume, stop=stop
+        )
+    finally:
+        if in_main_thread:
+            stop.uninstall()
+    return TrainResult(
+        run_dir=prepared.run_dir,
+        generation=int(result.state.generation),
+        stopped_by=result.stopped_by,
+        state=result.state,
+    )
+
+
+class LearnedAlgorithm:
+    """A meta-learned learning algorithm (or a hand-designed rule) with its meta-parameters.
+
+    Attributes:
+      config: the run's resolved configuration (rank 0).
+      params: the meta-parameters (a pytree of jax arrays).
+      step: the generation the checkpoint was written after.
+      input_shape / num_classes: what a fixed-size learner was built for;
+        ``None`` for VSML, which runs on any input size and class count.
+    """
+
+    def __init__(self, config: dict, learner, params, step: int, input_shape, num_classes):
+        import jax  # noqa: PLC0415
+
+        self.config = config
+        self.learner = learner
+        self.params = params
+        self.step = step
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self._run = jax.jit(learner.run)  # one compiled program per input shape, owned by this object
+        self._evaluators: dict = {}
+
+    def __repr__(self) -> str:
+        sizes = (
+            "any input size and class count"
+            if self.input_shape is None
+            else f"inputs {list(self.input_shape)}, {self.num_classes} classes"
+        )
+        return f"LearnedAlgorithm({self.config['model']['type']}, step {self.step}, {sizes})"
+
+    def run(self, inputs, labels, *, num_classes: int | None = None, seed: int = 0) -> np.ndarray:
+        """Runs the learning algorithm through one (or a batch of) episode(s); returns its online logits.
+
+        At step t the algorithm predicts ``inputs[t]`` before it is shown
+        ``labels[t]``, so ``logits[t]`` depends only on steps before t and on
+        ``inputs[t]``. Inputs reach the learner as given: normalise them as the
+        training data was (``dataset_standard``: zero mean, unit variance).
+
+        Args:
+          inputs: ``[T, *input_shape]`` for one episode, ``[T, B, *input_shape]`` for B at once.
+          labels: class indices ``[T]`` (``[T, B]``), or one-hot ``[T, C]`` (``[T, B, C]``) floats.
+          num_classes: C for class indices (default: the largest label + 1, or the
+            class count a fixed-size learner was built for).
+          seed: the learner's inner randomness (VSML's initial states); the same seed
+            gives the same logits.
+        Returns:
+          ``logits [T, C]`` (``[T, B, C]`` for a batch) as a NumPy float32 array.
+        """
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        labels = np.asarray(labels)
+        inputs = np.asarray(inputs, dtype=np.float32)
+        given_shape = list(inputs.shape)
+        if labels.dtype.kind in "iu":
+            batched = labels.ndim == 2
+            if labels.ndim not in (1, 2):
+                raise ValueError(f"labels: class indices must be [T] or [T, B], got shape {list(labels.shape)}")
+            if labels.size and labels.min() < 0:
+                raise ValueError(f"labels: class indices must be >= 0, got {int(labels.min())}")
+            classes = num_classes or self.num_classes or int(labels.max()) + 1
+            if labels.size and labels.max() >= classes:
+                raise ValueError(f"labels: class {int(labels.max())} does not fit num_classes={classes}")
+            one_hot = np.eye(classes, dtype=np.float32)[labels]
+        elif labels.dtype.kind == "f":
+            batched = labels.ndim == 3
+            if labels.ndim not in (2, 3):
+                raise ValueError(f"labels: one-hot labels must be [T, C] or [T, B, C], got shape {list(labels.shape)}")
+            one_hot = labels.astype(np.float32)
+        else:
+            raise ValueError(f"labels: give integer class indices or one-hot floats, got dtype {labels.dtype}")
+        if not batched:
+            inputs, one_hot = inputs[:, None], one_hot[:, None]
+        if inputs.ndim < 2 or inputs.shape[:2] != one_hot.shape[:2]:
+            raise ValueError(
+                f"inputs of shape {given_shape} and labels of shape {list(labels.shape)} disagree "
+                f"on the steps T{' or the batch B' if batched else ''}"
+            )
+        if inputs.ndim < 3:
+            raise ValueError(
+                f"inputs: give [T, *input_shape] (or [T, B, *input_shape] with labels [T, B]), got shape {given_shape}"
+            )
+        logits = self._run(self.params, jax.random.PRNGKey(seed), jnp.asarray(inputs), jnp.asarray(one_hot))
+        logits = np.asarray(logits)
+        return logits if batched else logits[:, 0]
+
+    def evaluate(
+        self,
+        dataset: str,
+        episodes: int = 32,
+        length: int = 100,
+        *,
+        subset: str = "test",
+        batch_size: int = 1,
+        seed: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Online learning curves on ``episodes`` fresh episodes of ``dataset``.
+
+        The episodes are sampled and preprocessed as in a run (the ``data``
+        section of the run's config applies; ``dataset`` may be any dataset
+        name or ``npz:PATH``) and depend only on ``seed`` (default: the run's
+        ``evaluation.seed``), so the call is deterministic and matches
+        ``call: evaluate`` with the same settings.
+
+        Returns:
+          ``{'loss': [episodes, length], 'accuracy': [episodes, length]}``: per
+          episode and step, the cross-entropy and whether the online prediction
+          was right (averaged over ``batch_size``).
+        """
+        from vsml import data, experiment  # noqa: PLC0415
+        from vsml.settings import run_settings  # noqa: PLC0415
+
+        config = copy.deepcopy(self.config)
+        config["evaluation"].update(
+            datasets=[dataset],
+            count=episodes,
+            episode_length=length,
+            subset=subset,
+            batch_size=batch_size,
+            seed=config["evaluation"]["seed"] if seed is None else seed,
+        )
+        settings = run_settings(config)  # one line naming evaluation.count / episode_length / ... for a bad argument
+        cache_key = (dataset, episodes, length, subset, batch_size, settings.evaluation.seed)
+        if cache_key not in self._evaluators:
+            data.check_dataset_available(dataset, settings.data, "dataset")
+            task = experiment.load_task(dataset, subset, settings.data, length, batch_size)
+            self._evaluators[cache_key] = experiment.make_evaluator(
+                self.learner, task, episodes, settings.evaluation.seed, rank=0
+            )
+        curves = self._evaluators[cache_key](self.params)
+        return {key: np.asarray(value) for key, value in curves.items()}
+
+
+def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgorithm:
+    """The learned learning algorithm of a run directory (its latest checkpoint) or a checkpoint ``.npz``.
+
+    The configuration is the one stored in the checkpoint, layered on today's
+    defaults; ``overrides`` (as in :func:`train`) change it for what follows,
+    e.g. ``{"data.dir": "/data/tfds"}`` or preprocessing for :meth:`LearnedAlgorithm.evaluate`.
+    Fixed-size learners load their training dataset to learn its sizes.
+    """
+    import jax  # noqa: PLC0415
+
+    from vsml import checkpoint, experiment  # noqa: PLC0415
+    from vsml.learners import build_learner  # noqa: PLC0415
+    from vsml.settings import run_settings  # noqa: PLC0415
+
+    file = checkpoint.resolve_path(os.fspath(path))
+    arrays = checkpoint.load_arrays(file)
+    if "config" not in arrays:
+        raise checkpoint.CheckpointError(f"{file} is not a checkpoint of this project (no 'config')")
+    saved = yaml.safe_load(str(arrays["config"]))
+    base = cfg.load_default()
+    config = _layer(
+        cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"), overrides, "overrides"
+    )
+    rank_config = cfg.resolve_for_rank(config, 0)
+    settings = run_settings(rank_config)
+    input_shape, num_classes = experiment.trained_sizes(settings)
+    learner = build_learner(settings.model, input_shape, num_classes)
+    template = learner.init(jax.random.PRNGKey(settings.seed))
+    restored = checkpoint.restore(file, template)
+    params = jax.tree_util.tree_map(jax.numpy.asarray, restored["params"])
+    return LearnedAlgorithm(rank_config, learner, params, restored["step"], input_shape, num_classes)

@@ -1,0 +1,352 @@
+"""Atomic save / restore of the full training state as a plain ``.npz``.
+
+A checkpoint opens with ``numpy.load`` alone (no pickle, no project code):
+
+* ``params/<path>`` and ``opt_state/<path>``: every leaf of the meta-parameter
+  and optimiser pytrees, ``<path>`` joining dict keys, list indices and field
+  names with ``/`` (e.g. ``params/forward/0/w_hidden``, ``opt_state/0/mu/forward/0/w_hidden``);
+* ``step``: completed generations; ``rng/noise``, ``rng/data``: the base keys
+  every later random draw derives from; ``wall_time``: seconds trained so far;
+* ``config``: the run's configuration as YAML text.
+
+Files are written to a temporary name in the same directory, fsynced and
+renamed over the target, so a crash mid-write leaves the previous checkpoint.
+Before ``checkpoint.npz`` is replaced, the old one is kept as
+``checkpoint.prev.npz``: if the latest file is ever unreadable (a truncated
+copy, a foreign file), :func:`restore_latest` falls back to it, then to the
+newest readable ``checkpoint-<step>.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from vsml import resources
+
+LATEST = "checkpoint.npz"
+PREVIOUS = "checkpoint.prev.npz"
+_STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit this config."""
+
+
+def step_file_name(step: int) -> str:
+    return f"checkpoint-{step}.npz"
+
+
+def _key_name(entry) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
+    """``{'<prefix>/<path>': array}`` for every leaf of ``tree``."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join([prefix, *(_key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
+
+
+def unflatten_tree(prefix: str, template, arrays, source: str):
+    """Fills ``template``'s structure with ``arrays['<prefix>/<path>']``, checking shapes."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    values = []
+    for path, leaf in leaves:
+        name = "/".join([prefix, *(_key_name(entry) for entry in path)])
+        if name not in arrays:
+            raise CheckpointError(f"{source} has no '{name}': it was written for a different model or optimiser config")
+        value = arrays[name]
+        if value.shape != np.shape(leaf):
+            raise CheckpointError(f"{source}: '{name}' has shape {value.shape}, this config needs {np.shape(leaf)}")
+        values.append(value.astype(np.asarray(leaf).dtype))
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform/filesystem; the rename is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """Writes ``arrays`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _replace_keeping_previous(run_dir: Path) -> None:
+    """Keeps the current latest checkpoint as ``checkpoint.prev.npz`` (a hard link, atomic rename)."""
+    latest, previous = run_dir / LATEST, run_dir / PREVIOUS
+    if not latest.exists():
+        return
+    tmp = previous.with_name(f".{previous.name}.tmp-{os.getpid()}")
+    try:
+        os.link(latest, tmp)
+    except OSError:  # filesystems without hard links: copy instead
+        shutil.copyfile(latest, tmp)
+    os.replace(tmp, previous)
+
+
+def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint-<step>.npz`` in ``run_dir``, newest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.npz"):
+        match = _STEP_FILE.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def prune(run_dir: Path, keep: int | None) -> None:
+    """Deletes all but the newest ``keep`` step checkpoints (None keeps all)."""
+    if keep is None:
+        return
+    for _, path in step_checkpoints(run_dir)[keep:]:
+        path.unlink(missing_ok=True)
+
+
+def save(
+    run_dir: Path,
+    *,
+    params,
+    opt_state,
+    step: int,
+    rng: dict,
+    wall_time: float,
+    config_yaml: str,
+    with_step: bool = False,
+    keep: int | None = None,
+) -> Path:
+    """Writes ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
+
+    The replaced latest checkpoint survives as ``checkpoint.prev.npz``; of the
+    step checkpoints only the newest ``keep`` remain (all when ``keep`` is None).
+    """
+    run_dir = Path(run_dir)
+    arrays = {
+        **flatten_tree("params", params),
+        **flatten_tree("opt_state", opt_state),
+        "step": np.asarray(step, dtype=np.int64),
+        "rng/noise": np.asarray(rng["noise"]),
+        "rng/data": np.asarray(rng["data"]),
+        "wall_time": np.asarray(wall_time, dtype=np.float64),
+        "config": np.asarray(config_yaml),
+    }
+    latest = run_dir / LATEST
+    _replace_keeping_previous(run_dir)
+    atomic_write_npz(latest, arrays)
+    if with_step:
+        stepped = run_dir / step_file_name(step)
+        tmp = stepped.with_name(f".{stepped.name}.tmp-{os.getpid()}")
+        shutil.copyfile(latest, tmp)
+        os.replace(tmp, stepped)
+        prune(run_dir, keep)
+    return latest
+
+
+def resolve_path(path) -> Path:
+    """A checkpoint file from a run directory, a file path, or ``pretrained:NAME`` (a shipped algorithm)."""
+    if str(path).startswith(resources.PRETRAINED_SCHEME):
+        try:
+            return resources.pretrained_file(str(path)[len(resources.PRETRAINED_SCHEME) :])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    path = Path(path)
+    if path.is_dir():
+        path = path / LATEST
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at '{path}'; give a run directory that holds {LATEST} or a .npz file")
+    return path
+
+
+def load_arrays(path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file (no pickles)."""
+    path = resolve_path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as err:  # zipfile, numpy and OS errors alike mean "not a readable checkpoint"
+        raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
+
+
+def restore(path, params_template, opt_state_template=None) -> dict:
+    """Reads a checkpoint into the structures of the templates.
+
+    Returns ``{'params', 'opt_state' (None without template), 'step', 'rng',
+    'wall_time', 'config'}``.
+    """
+    source = str(resolve_path(path))
+    arrays = load_arrays(path)
+    for name in ("step", "rng/noise", "rng/data", "config"):
+        if name not in arrays:
+            raise CheckpointError(f"{source} is not a checkpoint of this project (no '{name}')")
+    return {
+        "params": unflatten_tree("params", params_template, arrays, source),
+        "opt_state": (
+            None if opt_state_template is None else unflatten_tree("opt_state", opt_state_template, arrays, source)
+        ),
+        "step": int(arrays["step"]),
+        "rng": {"noise": arrays["rng/noise"], "data": arrays["rng/data"]},
+        "wall_time": float(arrays.get("wall_time", 0.0)),
+        "config": str(arrays["config"]),
+    }
+
+
+def restore_latest(run_dir, params_template, opt_state_template=None) -> tuple[dict, Path, list[str]]:
+    """Restores the newest readable checkpoint of a run directory.
+
+    Tries ``checkpoint.npz``, then ``checkpoint.prev.npz``, then the step
+    checkpoints newest first. Returns ``(restored, path, problems)`` where
+    ``problems`` describes each unreadable file skipped; raises
+    CheckpointError naming them all when none is readable.
+    """
+    run_dir = Path(run_dir)
+    candidates = [run_dir / LATEST, run_dir / PREVIOUS] + [path for _, path in step_checkpoints(run_dir)]
+    problems = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            return restore(path, params_template, opt_state_template), path, problems
+        except CheckpointError as err:
+            problems.append(str(err))
+    detail = "; ".join(problems) if problems else f"no {LATEST} there"
+    raise CheckpointError(f"no readable checkpoint in '{run_dir}': {detail}")
+
+
+def digest(tree) -> int:
+    """A 63-bit fingerprint of every leaf's bytes (to compare meta-parameters across ranks)."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        hasher.update(str((array.dtype.str, array.shape)).encode())
+        hasher.update(array.tobytes())
+    return int.from_bytes(hasher.digest(), "little") >> 1
+
+
+# --------------------------------------------------------------------------- wandb runs
+
+# wandb names a run's directory ``run-<YYYYMMDD_HHMMSS>-<id>`` (``offline-run-...`` offline).
+_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
+ORIGINAL_CHECKPOINT_SUFFIX = ".chkp"
+
+
+def parse_run_path(run_path: str) -> tuple[str, str, str]:
+    """``(entity, project, run_id)`` of ``entity/project/id`` (or wandb's ``entity/project/runs/id``)."""
+    parts = str(run_path).strip("/").split("/")
+    if len(parts) == 4 and parts[2] == "runs":
+        parts = [parts[0], parts[1], parts[3]]
+    if len(parts) != 3 or not all(part.strip() for part in parts):
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
+            "(the path shown on the wandb run's overview page)"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def local_wandb_runs(run_id: str, logging_dir) -> list[Path]:
+    """Local wandb run directories of ``run_id``, newest first.
+
+    Looked for in ``./wandb``, ``$WANDB_DIR/wandb`` and the ``wandb/`` folder of
+    every run directory under ``logging_dir`` (``runs/*/wandb``, ``runs/*/task-*/wandb``).
+    """
+    roots = [Path("wandb")]
+    if os.environ.get("WANDB_DIR"):
+        roots.append(Path(os.environ["WANDB_DIR"]) / "wandb")
+    if logging_dir:
+        roots += sorted(Path(logging_dir).glob("*/wandb")) + sorted(Path(logging_dir).glob("*/task-*/wandb"))
+    found = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for candidate in root.iterdir():
+            match = _WANDB_RUN_DIR.match(candidate.name)
+            if match and match.group(2) == run_id and candidate.is_dir():
+                found[candidate.resolve()] = match.group(1)
+    return sorted(found, key=lambda path: (found[path], str(path)), reverse=True)
+
+
+def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download_dir) -> Path:
+    """A local path to ``file_name`` (default ``checkpoint.npz``) of the wandb run ``run_path``.
+
+    A local wandb run directory with the run's id wins (offline runs, or online
+    runs made on this machine); otherwise the file is downloaded through the
+    wandb API into ``download_dir``. Raises CheckpointError (one line) when the
+    run or the file cannot be found.
+    """
+    _, _, run_id = parse_run_path(run_path)
+    file_name = file_name or LATEST
+    if file_name.endswith(ORIGINAL_CHECKPOINT_SUFFIX):
+        raise CheckpointError(
+            f"checkpoint.restore.file_name '{file_name}' is a checkpoint of the original release (pickled haiku "
+            f"parameters), which this project cannot read; restore a {LATEST} written by this project "
+            f"(checkpoint.restore.file_name: null)"
+        )
+    local_runs = local_wandb_runs(run_id, logging_dir)
+    for run_dir in local_runs:
+        candidate = run_dir / "files" / file_name
+        if candidate.is_file():
+            return candidate
+    if local_runs:
+        files = sorted(path.name for path in (local_runs[0] / "files").glob("*"))
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': the local wandb run {local_runs[0]} has no "
+            f"files/{file_name} (it has: {', '.join(files) or 'nothing'}); set "
+            "checkpoint.restore.file_name to one of them"
+        )
+    where = f"no local wandb run directory with id '{run_id}' (./wandb, runs/*/wandb)"
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and WANDB_MODE="
+            f"{os.environ['WANDB_MODE']} rules out the wandb API"
+        )
+    return _download_wandb_file(run_path, file_name, Path(download_dir), where)
+
+
+def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, where: str) -> Path:
+    try:
+        import wandb  # noqa: PLC0415 — slow import, only when a run is restored online
+    except ImportError:
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and wandb is not installed to download it"
+        ) from None
+    try:
+        run = wandb.Api(timeout=60).run(run_path)
+        remote = run.file(file_name)
+        download_dir.mkdir(parents=True, exist_ok=True)
+        remote.download(root=str(download_dir), replace=True).close()
+    except Exception as err:  # wandb raises CommError, UsageError, ValueError, HTTP errors alike
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(
+            f"checkpoint.restore.run_path '{run_path}': {where}, and the wandb API could not "
+            f"give its file '{file_name}' ({type(err).__name__}: {detail})"
+        ) from None
+    path = download_dir / file_name
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': wandb gave no file '{file_name}'")
+    return path

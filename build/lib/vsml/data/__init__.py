@@ -1,0 +1,123 @@
+"""Datasets: sources, preprocessing and on-device episode sampling (docs/DESIGN.md §7).
+
+``load_dataset(name, subset, settings)`` returns ``(DataSpec, arrays)``; the
+arrays are device arrays (empty for procedural datasets without rand_proj /
+shuffle) to pass into jitted functions together with :func:`sample_episode`.
+
+Every kind of dataset is a source in :mod:`vsml.data.registry` (offline
+arrays, TFDS, procedural ``random`` / ``sum``, few-shot, ``npz:PATH``); this
+module only applies what is common to all of them. Where each preprocessing
+step runs: :mod:`vsml.data.preprocess`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from vsml.data import preprocess
+from vsml.data.api import DataSettings, LoadOptions
+from vsml.data.episodes import DataSpec, normalize, sample_episode
+from vsml.data.registry import SOURCES, available_datasets, source_of
+from vsml.data.tfds_source import DatasetUnavailable
+
+NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
+SUBSETS = ("train", "test")
+
+__all__ = [
+    "DataSettings",
+    "DataSpec",
+    "DatasetUnavailable",
+    "SOURCES",
+    "available_datasets",
+    "check_dataset_available",
+    "check_dataset_name",
+    "class_count",
+    "load_dataset",
+    "normalize",
+    "sample_episode",
+]
+
+
+def check_dataset_name(name: str, key: str) -> None:
+    """Raises ValueError naming config key ``key`` when ``name`` is not a dataset."""
+    source_of(name, key)
+
+
+def class_count(name: str, settings: DataSettings) -> int | None:
+    """How many classes an episode of ``name`` draws from (chance accuracy is 1 / this); None if unknown.
+
+    ``data.filter_classes`` and the procedural and few-shot sections decide;
+    ``pad.output`` does not (padded classes never occur).
+    """
+    return source_of(name).class_count(name, settings)
+
+
+def check_dataset_available(name: str, settings: DataSettings, key: str = "dataset") -> None:
+    """Start-up check (before compiling): ``name`` is known, and a TFDS dataset is prepared or downloadable.
+
+    Raises ValueError with one line naming the dataset or key and the fix.
+    """
+    source = source_of(name, key)
+    _check_filter(name, source, settings)
+    source.check(name, settings, key)
+
+
+def _check_filter(name: str, source, settings: DataSettings) -> None:
+    if settings.filter_classes is not None and not source.stored_classes:
+        raise ValueError(f"data.filter_classes: applies to stored datasets, not to '{name}'")
+
+
+def load_dataset(name: str, subset: str, settings: DataSettings):
+    """Loads dataset ``name`` (split ``subset``) once into device memory.
+
+    Args:
+      settings: the rank's :class:`DataSettings` (``vsml.settings.data_settings``).
+    Returns:
+      ``(DataSpec, arrays)``.
+    """
+    source = source_of(name)
+    if subset not in SUBSETS:
+        raise ValueError(f"subset '{subset}' is not one of {', '.join(SUBSETS)}")  # the config's: validation
+    _check_filter(name, source, settings)
+    mean, std = source.stats(name, settings)
+    loaded = source.load(name, subset, settings, LoadOptions(resize=settings.resize, keep=settings.filter_classes))
+    arrays = {key: jnp.asarray(value) for key, value in loaded.arrays.items()}
+    input_shape = _padded(loaded.base_shape, settings.pad_input)
+    width = _padded((loaded.classes,), settings.pad_output)[0]
+    dim = int(np.prod(input_shape))
+    shuffle_seed = preprocess.transform_seed(settings.shuffle, "data.preprocess.shuffle", settings.seed, name)
+    proj_seed = preprocess.transform_seed(settings.rand_proj, "data.preprocess.rand_proj", settings.seed, name)
+    if shuffle_seed is not None:
+        arrays["permutation"] = jnp.asarray(preprocess.permutation(dim, shuffle_seed))
+    if proj_seed is not None:
+        arrays["projection"] = jnp.asarray(preprocess.projection_matrix(dim, proj_seed))
+    spec = DataSpec(
+        name=name,
+        sampler=loaded.sampler,
+        input_shape=input_shape,
+        num_classes=width,
+        normalization_mode=settings.normalization_mode,
+        mean=mean,
+        std=std,
+        base_shape=loaded.base_shape,
+        data_classes=loaded.classes,
+        scale=loaded.scale,
+        pad_input=settings.pad_input,
+        shuffle=shuffle_seed is not None,
+        rand_proj=proj_seed is not None,
+    )
+    return spec, arrays
+
+
+def _padded(shape: tuple[int, ...], target: tuple[int, ...] | None) -> tuple[int, ...]:
+    """``target`` after checking it can hold ``shape`` (None keeps ``shape``)."""
+    if target is None:
+        return tuple(shape)
+    key = "data.preprocess.pad.output" if len(shape) == 1 else "data.preprocess.pad.input"
+    if len(target) != len(shape) or any(t < s for s, t in zip(shape, target)):
+        raise ValueError(
+            f"{key}: {list(target)} cannot hold the data's shape {list(shape)}; "
+            f"give a shape at least that large in every axis"
+        )
+    return tuple(target)

@@ -1,0 +1,99 @@
+"""FWP: a fast weight programmer with the delta rule (Schlag et al. 2021; docs/DESIGN.md §5).
+
+A slow linear net reads ``z = [x, o, e, y]`` — the flattened input ``[D]``, the
+network's output ``o = softmax(logits)`` ``[C]``, the error ``e = o − y`` ``[C]``
+and the label ``y`` ``[C]`` — and programs a fast weight matrix
+``F [N, N]`` (``N = fast_size``, zero at the start of each episode, one per
+example). Every step has two passes:
+
+1. *read / predict*: ``z = [x_t, 0, 0, 0]`` (nothing about step t's label is
+   known yet); query ``q = φ(W_q z)``; ``logits_t = bound(W_o (F q) + b_o)``;
+2. *write*, after the label arrives: ``z' = [x_t, o_t, e_t, y_t]``; key
+   ``k = φ(W_k z')``, value ``v = W_v z'``, ``β = sigmoid(w_β · z' + b_β)``;
+   delta rule ``F ← F + β (v − F k) ⊗ k``: the value stored under ``k``
+   moves a fraction β towards ``v``.
+
+``φ(a) = a / sqrt(‖a‖² + 1e-6)`` (unit-norm keys and queries keep the delta
+rule a contraction: β ≤ 1 never overshoots). All of ``W_q, W_k, W_v, w_β,
+W_o`` are meta-parameters.
+
+Config: ``model.fwp.{fast_size, tanh_bound}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from vsml.learners import common, numerics
+from vsml.learners.api import LearnerType
+
+BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite
+
+
+@dataclasses.dataclass(frozen=True)
+class FWPSpec:
+    input_shape: tuple = common.PADDED_INPUT_SHAPE
+    num_classes: int = common.PADDED_NUM_CLASSES
+    fast_size: int = 64
+    tanh_bound: float = 100.0
+
+
+def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWPSpec:
+    return common.spec_from_section(FWPSpec, model_cfg["fwp"], input_shape, num_classes)
+
+
+def init(key, spec: FWPSpec):
+    """``{'query', 'key', 'value': dense [D+3C, N], 'beta': dense [D+3C, 1], 'out': dense [N, C]}``."""
+    n_in = math.prod(spec.input_shape) + 3 * spec.num_classes
+    keys = jax.random.split(key, 5)
+    beta = common.dense_init(keys[3], n_in, 1)
+    beta["b"] = jnp.full((1,), BETA_BIAS_INIT)
+    return {
+        "query": common.dense_init(keys[0], n_in, spec.fast_size),
+        "key": common.dense_init(keys[1], n_in, spec.fast_size),
+        "value": common.dense_init(keys[2], n_in, spec.fast_size),
+        "beta": beta,
+        "out": common.dense_init(keys[4], spec.fast_size, spec.num_classes),
+    }
+
+
+def unit_norm(a: jax.Array) -> jax.Array:
+    return a / jnp.sqrt(jnp.sum(a * a, axis=-1, keepdims=True) + 1e-6)
+
+
+def delta_write(fast, k, v, beta):
+    """``F ← F + β (v − F k) ⊗ k`` per example: ``F [B, N, N]``, ``k, v [B, N]``, ``beta [B, 1]``."""
+    stored = jnp.einsum("bvk,bk->bv", fast, k)
+    return fast + jnp.einsum("bv,bk->bvk", beta * (v - stored), k)
+
+
+def run(params, key, inputs, labels, spec: FWPSpec):
+    """Logits ``[T, B, C]``; see the module docstring for the two passes of a step."""
+    del key  # deterministic
+    common.check_episode("FWP", spec.input_shape, spec.num_classes, inputs, labels)
+    feats = common.episode_features(None, inputs)
+    batch = inputs.shape[1]
+
+    def step(fast, xy):
+        x, y = xy
+        empty = jnp.zeros((batch, 3 * spec.num_classes))
+        query = unit_norm(common.dense(params["query"], jnp.concatenate([x, empty], -1)))
+        read = jnp.einsum("bvk,bk->bv", fast, query)
+        logits = numerics.bound_logits(common.dense(params["out"], read), spec.tanh_bound)
+        out = jax.nn.softmax(logits, axis=-1)
+        z = jnp.concatenate([x, out, out - y, y], -1)
+        k = unit_norm(common.dense(params["key"], z))
+        v = common.dense(params["value"], z)
+        beta = jax.nn.sigmoid(common.dense(params["beta"], z))
+        return delta_write(fast, k, v, beta), logits
+
+    fast0 = jnp.zeros((batch, spec.fast_size, spec.fast_size))
+    _, logits = jax.lax.scan(step, fast0, (feats, labels.astype(jnp.float32)))
+    return logits
+
+
+LEARNER_TYPE = LearnerType(name="FWP", section="fwp", spec_from_config=spec_from_config, init=init, run=run)

@@ -1,0 +1,101 @@
+"""SGD: a hand-designed learning algorithm — a tanh MLP trained online by gradient descent (docs/DESIGN.md §5).
+
+At step t the network predicts ``inputs[t]`` (the logits returned), then takes
+one optimiser step on the batch-mean cross-entropy of that prediction against
+``labels[t]``. The optimiser is ``optax.<model.sgd.optimizer>(learning_rate=lr)``
+(any optax optimiser name: ``sgd``, ``adam``, ``rmsprop``, …), its state starts
+fresh each episode.
+
+The meta-parameters are the network's *initial* weights (conv stem included
+with ``use_conv``): the learning rule itself is fixed, but ES or meta-gradients
+(``optimizer.type: sgd``, differentiating through every inner step) can tune the
+initialisation, MAML-style. With batch > 1 the weights are shared by the batch.
+
+Config: ``model.sgd.{num_layers, hidden_size, tanh_bound, optimizer, lr, use_conv}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vsml.learners import common, mlp
+from vsml.learners.api import LearnerType
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDSpec:
+    input_shape: tuple = common.PADDED_INPUT_SHAPE
+    num_classes: int = common.PADDED_NUM_CLASSES
+    num_layers: int = 1
+    hidden_size: int = 160
+    tanh_bound: float = 100.0
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    use_conv: bool = False
+
+
+def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    """``optax.<name>(learning_rate=lr)``; a clear error for names optax does not have."""
+    factory = getattr(optax, name, None)
+    if not callable(factory):
+        raise ValueError(f"'{name}' is not an optax optimiser (e.g. sgd, adam, rmsprop)")
+    try:
+        return factory(learning_rate=lr)
+    except TypeError as err:
+        raise ValueError(f"optax.{name} does not take a learning_rate: {err}") from None
+
+
+def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGDSpec:
+    spec = common.spec_from_section(SGDSpec, model_cfg["sgd"], input_shape, num_classes)
+    try:
+        make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
+    except ValueError as err:
+        raise ValueError(f"model.sgd.optimizer: {err}") from None
+    return spec
+
+
+def init(key, spec: SGDSpec):
+    """The initial network ``{'layers': [...], 'stem'?: [...]}``."""
+    k_stem, k_mlp = jax.random.split(key)
+    sizes = mlp.layer_sizes(
+        common.feature_size(spec.input_shape, spec.use_conv), spec.num_layers, spec.hidden_size, spec.num_classes
+    )
+    params = {"layers": mlp.init(k_mlp, sizes)}
+    if spec.use_conv:
+        params["stem"] = common.stem_init(k_stem, spec.input_shape)
+    return params
+
+
+def predict(net, x: jax.Array, spec: SGDSpec) -> jax.Array:
+    """Bounded logits ``[B, C]`` of one batch ``x [B, *input_shape]``."""
+    return mlp.apply(net["layers"], common.features(net.get("stem"), x), spec.tanh_bound)
+
+
+def run(params, key, inputs, labels, spec: SGDSpec):
+    """Logits ``[T, B, C]``: predict step t, then one optimiser step on its loss."""
+    del key  # deterministic
+    common.check_episode("SGD", spec.input_shape, spec.num_classes, inputs, labels)
+    optimizer = make_inner_optimizer(spec.optimizer, spec.lr)
+
+    def loss_fn(net, x, y):
+        logits = predict(net, x, spec)
+        return jnp.mean(optax.softmax_cross_entropy(logits, y)), logits
+
+    def step(carry, xy):
+        net, opt_state = carry
+        (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(net, *xy)
+        updates, opt_state = optimizer.update(grads, opt_state, net)
+        return (optax.apply_updates(net, updates), opt_state), logits
+
+    xs = (inputs.astype(jnp.float32), labels.astype(jnp.float32))
+    _, logits = jax.lax.scan(step, (params, optimizer.init(params)), xs)
+    return logits
+
+
+LEARNER_TYPE = LearnerType(
+    name="SGD", section="sgd", spec_from_config=spec_from_config, init=init, run=run, hand_designed=True
+)

@@ -1,0 +1,69 @@
+"""The episode objective shared by every outer loop and by evaluation (docs/DESIGN.md §3).
+
+A learner's logits on an episode give per-step cross-entropy losses; the
+meta-loss (ES fitness, lower is better) is their mean over the episode
+(``loss_type: mean``) or the last step's (``last``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LOSS_TYPES = ("mean", "last")
+
+
+def step_losses(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy per step and example: ``[T, B, C] -> [T, B]``."""
+    return optax.softmax_cross_entropy(logits, labels)
+
+
+def step_accuracies(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """1.0 where the online prediction was right: ``[T, B, C] -> [T, B]``."""
+    return (jnp.argmax(logits, -1) == jnp.argmax(labels, -1)).astype(jnp.float32)
+
+
+def meta_loss(losses: jax.Array, loss_type: str) -> jax.Array:
+    """Scalar meta-loss of an episode from ``losses [T, B]``."""
+    per_step = jnp.mean(losses, axis=1)
+    return per_step[-1] if loss_type == "last" else jnp.mean(per_step)
+
+
+def make_episode(run: Callable, sample: Callable):
+    """``episode(params, key, data) -> (logits, labels)``: sample an episode, run the learner on it.
+
+    The key is split into the data key and the learner's inner key, so both
+    members of an antithetic pair (same key) see the same episode.
+    """
+
+    def episode(params, key, data):
+        data_key, inner_key = jax.random.split(key)
+        inputs, labels = sample(data, data_key)
+        return run(params, inner_key, inputs, labels), labels
+
+    return episode
+
+
+def make_fitness(episode: Callable, loss_type: str):
+    """``fitness(params, key, data) -> scalar`` meta-loss of one episode."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss type '{loss_type}' is not one of {', '.join(LOSS_TYPES)}")
+
+    def fitness(params, key, data):
+        logits, labels = episode(params, key, data)
+        return meta_loss(step_losses(logits, labels), loss_type)
+
+    return fitness
+
+
+def make_curves(episode: Callable):
+    """``curves(params, key, data) -> (loss [T], accuracy [T])`` online learning curves, batch-averaged."""
+
+    def curves(params, key, data):
+        logits, labels = episode(params, key, data)
+        return jnp.mean(step_losses(logits, labels), 1), jnp.mean(step_accuracies(logits, labels), 1)
+
+    return curves
