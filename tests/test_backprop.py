@@ -12,7 +12,7 @@ from vsml import data
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
-from vsml.meta import OUTER_LOOPS, OptimizerSettings, api, backprop, build_outer_loop, es, objective
+from vsml.meta import OUTER_LOOPS, OptimizerSettings, backprop, base, build_outer_loop, es, objective
 from vsml.settings import data_settings
 
 
@@ -35,7 +35,7 @@ def _strategy(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, **k
         fitness,
         params,
         backprop.BackpropConfig(population, **kwargs),
-        api.make_optimizer(lr, {}, clip),
+        base.make_optimizer(lr, {}, clip),
         comm or SingleProcessComm(),
     )
     return strategy, strategy.init(params, seed=11)
@@ -45,14 +45,14 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
     strategy, state = _strategy()
     grad_sum, finite, losses = strategy.partial_sums(state, {})
     # Independent: the targets of the episode keys key(data, g, i) that ES uses for pair i.
-    targets = np.stack([np.asarray(jax.random.normal(api.pair_key(state.rng["data"], 0, i), (5,))) for i in range(8)])
+    targets = np.stack([np.asarray(jax.random.normal(base.pair_key(state.rng["data"], 0, i), (5,))) for i in range(8)])
     x = np.full(5, 0.5)
     np.testing.assert_allclose(grad_sum / 8, np.mean(2 * (x - targets), 0), rtol=1e-5)
     np.testing.assert_allclose(losses, np.sum((x - targets) ** 2, 1), rtol=1e-5)
     assert finite.all()
     # ES evaluates exactly these episodes: with a tiny σ its fitness equals these losses.
     es_strategy = es.EvolutionStrategy(
-        keyed_loss, state.params, es.ESConfig(8, 1e-6), api.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
+        keyed_loss, state.params, es.ESConfig(8, 1e-6), base.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
     )
     fitness = es_strategy.evaluate(es_strategy.init(state.params, seed=11), {})
     np.testing.assert_allclose(fitness[:, 0], losses, rtol=1e-4)

@@ -36,7 +36,7 @@ from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.logging import Stopwatch, open_run_log
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
-from vsml.meta.api import pair_slice
+from vsml.meta.base import pair_slice
 from vsml.preemption import StopRequest
 from vsml.settings import RunSettings, run_settings
 
