@@ -29,7 +29,7 @@ import yaml
 
 from vsml import config as cfg
 from vsml import runs
-from vsml.logging import read_metrics
+from vsml.runlog import read_metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,10 +34,10 @@ from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
-from vsml.logging import Stopwatch, open_run_log
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.base import pair_slice
 from vsml.preemption import StopRequest
+from vsml.runlog import Stopwatch, open_run_log
 from vsml.settings import RunSettings, run_settings
 
 
@@ -298,7 +298,7 @@ class TrainingRun:
     evaluators: dict  # dataset name -> evaluate(params)
     state: MetaState  # fresh, or restored from a checkpoint
     schedule: Schedule
-    log: object  # vsml.logging.RunLog (rank 0) or NullLog
+    log: object  # vsml.runlog.RunLog (rank 0) or NullLog
     clock: Stopwatch  # wall time of the run, across resumes
     save: Callable[[MetaState], None]  # writes a checkpoint of a state (rank 0)
 
