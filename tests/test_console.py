@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import HANG_GUARD_S, ROOT, TINY, launch
 from vsml import environment
-from vsml.logging import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 from vsml.preemption import StopRequest
+from vsml.runlog import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 
 SUMMARY = re.compile(
     r"^gen (\d+)/(\d+) · meta-loss [-\d.e+]+ · ([\d.e-]+) s/gen "

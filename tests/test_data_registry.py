@@ -13,7 +13,7 @@ import pytest
 from vsml import data
 from vsml.config import load_default
 from vsml.data import registry
-from vsml.data.api import Loaded, LoadOptions, table_stats
+from vsml.data.base import Loaded, LoadOptions, table_stats
 from vsml.settings import data_settings
 
 

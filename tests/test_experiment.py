@@ -7,7 +7,7 @@ import numpy as np
 from vsml import experiment
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
-from vsml.logging import read_metrics
+from vsml.runlog import read_metrics
 
 
 def test_short_es_meta_training_on_sum_lowers_meta_loss(tmp_path):

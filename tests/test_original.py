@@ -24,7 +24,7 @@ from vsml import checkpoint
 from vsml.config import build_config, load_default, sweep_tasks, to_yaml
 from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
-from vsml.logging import RunLog
+from vsml.runlog import RunLog
 
 # The original README's Section 4.2 / 4.4 commands, as printed there.
 ORIGINAL_COMMANDS = [

@@ -19,13 +19,13 @@ from jax.flatten_util import ravel_pytree
 from tests.conftest import ROOT
 from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
-from vsml.experiment import load_task, make_strategy
+from vsml.experiment import load_task, make_outer_loop
 from vsml.learners import build_learner, vsml
 from vsml.settings import data_settings, run_settings
 from vsml.validation import validate
 
 
-def _strategy(dtype: str, overrides: list[str], files=()):
+def _outer_loop(dtype: str, overrides: list[str], files=()):
     config = build_config(
         list(files),
         [*overrides, "training.pairs_per_chunk=null", f"model.vsml_rnn.state_dtype={dtype}", "logging.wandb=disabled"],
@@ -35,8 +35,8 @@ def _strategy(dtype: str, overrides: list[str], files=()):
     task = load_task(training["dataset"], "train", data_settings(rank_config), training["episode_length"], 1)
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    strategy = make_strategy(learner, task, run_settings(rank_config), params, SingleProcessComm())
-    return strategy, strategy.init(params, seed=rank_config["seed"]), task
+    outer_loop = make_outer_loop(learner, task, run_settings(rank_config), params, SingleProcessComm())
+    return outer_loop, outer_loop.init(params, seed=rank_config["seed"]), task
 
 
 def test_bfloat16_states_give_the_same_fitness_and_the_same_es_signal():
@@ -44,8 +44,8 @@ def test_bfloat16_states_give_the_same_fitness_and_the_same_es_signal():
     overrides = ["training.dataset=digits", "training.population_size=8", "training.episode_length=30"]
     fitness = {}
     for dtype in ("float32", "bfloat16"):
-        strategy, state, task = _strategy(dtype, overrides)
-        fitness[dtype] = strategy.evaluate(state, task.arrays)
+        outer_loop, state, task = _outer_loop(dtype, overrides)
+        fitness[dtype] = outer_loop.evaluate(state, task.arrays)
     exact, reduced = fitness["float32"], fitness["bfloat16"]
     np.testing.assert_allclose(reduced, exact, atol=1e-3)
     # ES weights each pair's noise by its fitness difference: those must point the same way.
@@ -59,11 +59,11 @@ def test_bfloat16_states_learn_like_float32_over_a_short_meta_training():
     overrides = ["training.population_size=8", "training.episode_length=20"]
     runs = {}
     for dtype in ("float32", "bfloat16"):
-        strategy, state, task = _strategy(dtype, overrides, files=[ROOT / "configs/quickstart.yaml"])
+        outer_loop, state, task = _outer_loop(dtype, overrides, files=[ROOT / "configs/quickstart.yaml"])
         start = ravel_pytree(state.params)[0]
         curve = []
         for _ in range(10):
-            state, stats = strategy.step(state, task.arrays)
+            state, stats = outer_loop.step(state, task.arrays)
             curve.append(stats["meta_loss"])
         runs[dtype] = (np.asarray(curve), np.asarray(ravel_pytree(state.params)[0] - start))
     (curve32, move32), (curve16, move16) = runs["float32"], runs["bfloat16"]

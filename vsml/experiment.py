@@ -34,10 +34,10 @@ from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
-from vsml.logging import Stopwatch, open_run_log
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
-from vsml.meta.api import pair_slice
+from vsml.meta.base import pair_slice
 from vsml.preemption import StopRequest
+from vsml.runlog import Stopwatch, open_run_log
 from vsml.settings import RunSettings, run_settings
 
 
@@ -191,7 +191,7 @@ def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
+def make_outer_loop(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
     """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
@@ -220,7 +220,7 @@ class RunError(RuntimeError):
     """A failure every rank detects together (so one line on rank 0 says it all)."""
 
 
-def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bool, log):
+def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
@@ -229,7 +229,7 @@ def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bo
     of a new run. Returns ``(state, wall_time_so_far)``.
     """
     seed = settings.seed
-    state = strategy.init(params, seed)
+    state = outer_loop.init(params, seed)
     restore_path = settings.checkpoint.restore_path
     if restore_path is None:
         return state, 0.0
@@ -242,7 +242,7 @@ def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bo
         saved = checkpoint.restore(restore_path, state.params, state.opt_state)
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
-        return strategy.init(params, seed), 0.0
+        return outer_loop.init(params, seed), 0.0
     restored = MetaState(
         params=params,
         opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
@@ -298,7 +298,7 @@ class TrainingRun:
     evaluators: dict  # dataset name -> evaluate(params)
     state: MetaState  # fresh, or restored from a checkpoint
     schedule: Schedule
-    log: object  # vsml.logging.RunLog (rank 0) or NullLog
+    log: object  # vsml.runlog.RunLog (rank 0) or NullLog
     clock: Stopwatch  # wall time of the run, across resumes
     save: Callable[[MetaState], None]  # writes a checkpoint of a state (rank 0)
 
@@ -321,7 +321,7 @@ def setup_training(
     params = learner.init(jax.random.PRNGKey(settings.seed))
     if training.pairs_per_chunk == "auto":
         log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
-    outer_loop = make_strategy(learner, task, settings, params, comm)
+    outer_loop = make_outer_loop(learner, task, settings, params, comm)
     state, wall_offset = initial_state(outer_loop, params, settings, resume, log)
     clock = Stopwatch(wall_offset)
     save = partial(

@@ -66,7 +66,7 @@ class TrainResult:
     @property
     def metrics(self) -> list[dict]:
         """The rows of ``metrics.jsonl`` (step, meta_loss, eval/...), read now."""
-        from vsml.logging import read_metrics  # noqa: PLC0415 — only when asked
+        from vsml.runlog import read_metrics  # noqa: PLC0415 — only when asked
 
         return read_metrics(self.run_dir)
 

@@ -25,9 +25,9 @@ from types import MappingProxyType
 from typing import Any
 
 from vsml.data import preprocess
-from vsml.data.api import DataSettings, FewShotSettings, RandomDatasetSettings, SumDatasetSettings
+from vsml.data.base import DataSettings, FewShotSettings, RandomDatasetSettings, SumDatasetSettings
 from vsml.data.fewshot_source import FEWSHOT_SOURCES
-from vsml.meta.api import OptimizerSettings
+from vsml.meta.base import OptimizerSettings
 from vsml.validation import validate
 
 

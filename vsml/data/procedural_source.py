@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.data import preprocess
-from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
 
 
 def _resized(images: jax.Array, resize: tuple[int, int] | None) -> jax.Array:

@@ -6,13 +6,13 @@ Registered: offline arrays shipped in installed packages
 (:mod:`vsml.data.tfds_source`), N-way few-shot episodes
 (:mod:`vsml.data.fewshot_source`) and a user's ``npz:PATH``
 (:mod:`vsml.data.npz_source`). Adding a kind: one module implementing
-:class:`vsml.data.api.DataSource` plus one entry in :data:`SOURCES`.
+:class:`vsml.data.base.DataSource` plus one entry in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
 from vsml.data import fewshot_source, npz_source, offline_source, procedural_source, tfds_source
-from vsml.data.api import DataSource
+from vsml.data.base import DataSource
 
 # The order is the order of names in messages and of rows in ``python3 -m vsml.data status``.
 SOURCES: tuple[DataSource, ...] = (

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.learners.fwp import delta_write, unit_norm
 
 MAX_NORM = 16.0  # Frobenius-norm bound of the memory; unit keys and β < 1 rarely reach it

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.learners.numerics import bound_logits, layer_norm, lstm_cell, truncated_normal
 
 Params = Any  # pytree of jnp arrays

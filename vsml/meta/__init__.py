@@ -1,11 +1,11 @@
-"""Outer loops (docs/DESIGN.md §6): the interface (:mod:`vsml.meta.api`), evolution strategies
+"""Outer loops (docs/DESIGN.md §6): the interface (:mod:`vsml.meta.base`), evolution strategies
 (:mod:`vsml.meta.es`), meta-gradients (:mod:`vsml.meta.backprop`), and the episode
 objective they share (:mod:`vsml.meta.objective`).
 
 :data:`OUTER_LOOPS` maps ``optimizer.type`` to the function building that loop
 from the typed ``optimizer`` section: ``from_settings(settings: OptimizerSettings,
 population_size, pairs_per_chunk, fitness, params_template, comm) -> OuterLoop``.
-To add an outer loop: a module implementing :class:`~vsml.meta.api.OuterLoop` with
+To add an outer loop: a module implementing :class:`~vsml.meta.base.OuterLoop` with
 such a ``from_settings`` and one entry here (validation accepts the keys of
 :data:`OUTER_LOOPS` for ``optimizer.type``).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vsml.meta import backprop, es
-from vsml.meta.api import MetaState, NonFiniteError, OptimizerSettings, OuterLoop, fit_chunk
+from vsml.meta.base import MetaState, NonFiniteError, OptimizerSettings, OuterLoop, fit_chunk
 
 OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
     "es": es.from_settings,

@@ -1,6 +1,6 @@
 """Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (docs/DESIGN.md §6, ``optimizer.type: sgd``).
 
-The second :class:`vsml.meta.api.OuterLoop` beside
+The second :class:`vsml.meta.base.OuterLoop` beside
 :class:`vsml.meta.es.EvolutionStrategy`, with the same state and ``step``
 contract. Per step g and global pair index
 i (0..P-1) it runs the episode of ``key(data, g, i)`` — the very episode (data
@@ -8,7 +8,7 @@ and inner key) that both members of ES pair i would see — and differentiates
 its meta-loss through the whole episode with ``jax.grad``. Rank r handles the
 indices ``[r P/N, (r+1) P/N)``; each rank sums its per-episode gradients on the
 host in float64, the sums (and the count of finite episodes) are all-reduced,
-and every rank applies the same optax update (:func:`vsml.meta.api.make_optimizer`:
+and every rank applies the same optax update (:func:`vsml.meta.base.make_optimizer`:
 Adam after global-norm clipping at ``optimizer.clip_gradnorm``) to the mean gradient.
 As for ES, the result does not depend on the rank count (up to float64
 summation order).
@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, make_optimizer, pair_key
+from vsml.meta.base import MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, make_optimizer, pair_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ class BackpropConfig:
 
 
 class MetaGradient(SlicedLoop):
-    """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
+    """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.base.OuterLoop`).
 
     Args:
       fitness: ``fitness(params, key, data) -> scalar``, differentiable, lower is better.

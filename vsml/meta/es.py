@@ -22,7 +22,7 @@ These pure functions are composed by :meth:`EvolutionStrategy.step`, the thin
 distributed part (collectives, timing, the non-finite policy).
 
 The partial sums are integers on a fixed-point grid every rank derives from the
-all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.api.fixed_point_sum`), so
+all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.base.fixed_point_sum`), so
 their total is exact in any order: the float32 gradient, and hence the
 meta-parameters, are bit-identical on any rank count. (Float64 partial sums were
 not: their last bit depends on the order, and it sometimes decides the float32
@@ -42,7 +42,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (
+from vsml.meta.base import (
     MetaState,
     NonFiniteError,
     OptimizerSettings,
@@ -147,7 +147,7 @@ NOISE_BOUND = 8.0
 
 
 def noise_scale(weights: np.ndarray) -> float:
-    """The fixed-point grid of ``sum_i w_i eps_i`` (:func:`vsml.meta.api.fixed_point_scale`), from all ``P`` weights."""
+    """The fixed-point grid of ``sum_i w_i eps_i`` (:func:`vsml.meta.base.fixed_point_scale`), from all ``P`` weights."""
     return fixed_point_scale(float(np.abs(weights).sum()) * NOISE_BOUND)
 
 
@@ -171,7 +171,7 @@ def mean_gradient(total: np.ndarray, weights: np.ndarray, population_size: int) 
 
 
 class EvolutionStrategy(SlicedLoop):
-    """Antithetic ES over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
+    """Antithetic ES over the ranks of ``comm`` (an :class:`vsml.meta.base.OuterLoop`).
 
     Args:
       fitness: ``fitness(params, key, data) -> scalar``, lower is better.
