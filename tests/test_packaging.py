@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -83,7 +84,11 @@ def test_hints_name_the_command_that_was_typed(argv0, expected):
 def _fresh_venv_with_the_wheel(tmp_path) -> Path:
     """A new venv holding only the built wheel; its dependencies come from the test venv (no network)."""
     wheel_dir = tmp_path / "wheel"
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir, ROOT]
+    source = tmp_path / "source"  # a copy, so the build leaves no build/ or egg-info in the checkout
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "wandb", "build", "*.egg-info")
+    )
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir, source]
     subprocess.run(list(map(str, build)), check=True, timeout=HANG_GUARD_S, capture_output=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=HANG_GUARD_S)
