@@ -13,7 +13,7 @@ the entry points reads those sections; this module names the config keys
 when a maths module's error needs one.
 
 Generation ``g`` (0-based) evaluates the meta-parameters theta_g when
-``g % evaluation.frequency == 0``, runs ES on theta_g, and writes a metrics row
+``g % evaluation.frequency == 0`` or g is the run's last generation, runs ES on theta_g, and writes a metrics row
 for step ``g`` when ``g % summary.frequency == 0``. A checkpoint written after
 generation g holds ``step = g + 1`` and theta_{g+1}; resuming from it continues
 with generation g + 1, exactly as if the run had not stopped.
@@ -275,7 +275,7 @@ class Schedule:
 
     iterations: int  # training.iterations: the run ends when the generation counter reaches it
     summary_every: int  # summary.frequency: a metrics row for generations g % this == 0
-    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0
+    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0 (and at the last generation)
     checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
 
     @classmethod
@@ -363,7 +363,8 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
     while state.generation < schedule.iterations:
         generation = state.generation
         row = {}
-        if generation % schedule.evaluate_every == 0:
+        # The last generation is always meta-tested, so every run ends with a meta-test.
+        if generation % schedule.evaluate_every == 0 or generation + 1 == schedule.iterations:
             row, curves = run_evaluations(run.evaluators, state.params, comm)
             log.write_evaluation(generation, curves, per_episode=False)
         try:
