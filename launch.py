@@ -157,16 +157,10 @@ def run(config, run_dir, resume, comm, stop) -> int:
     if config["call"] == "evaluate":
         experiment.evaluate(config, comm, run_dir)
         return 0
-    result = experiment.train(config, comm, run_dir, resume=resume, stop=stop)
-    if comm.is_root:
-        if result.stopped_by:
-            print(
-                f"stopped after generation {result.state.generation} ({result.stopped_by}); "
-                f"resume with: {python_command()} launch.py --resume {run_dir}",
-                flush=True,
-            )
-        else:
-            print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
+    resume_command = f"{python_command()} launch.py --resume {run_dir}"
+    result = experiment.train(config, comm, run_dir, resume=resume, stop=stop, resume_command=resume_command)
+    if comm.is_root and not result.stopped_by:  # a stopped run's last line is the stop line, with resume_command
+        print(f"done: {result.state.generation} generations; outputs in {run_dir}", flush=True)
     return 0
 
 

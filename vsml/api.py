@@ -129,7 +129,8 @@ def train(
     if in_main_thread:
         stop.install()
     try:
-        result = experiment.train(config, comm, run_dir, resume=resume, stop=stop)
+        resume_command = f"vsml.api.train(run_dir={str(run_dir)!r}, resume=True)"
+        result = experiment.train(config, comm, run_dir, resume=resume, stop=stop, resume_command=resume_command)
     finally:
         if in_main_thread:
             stop.uninstall()

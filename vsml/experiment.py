@@ -34,7 +34,7 @@ from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
-from vsml.logging import Stopwatch, open_run_log
+from vsml.logging import Stopwatch, open_run_log, stop_line
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.api import pair_slice
 from vsml.preemption import StopRequest
@@ -351,11 +351,12 @@ def setup_training(
     )
 
 
-def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
+def run_generations(run: TrainingRun, stop: StopRequest, resume_command: str | None = None) -> TrainResult:
     """The training loop: step, evaluate, log and checkpoint until the last generation or a stop signal.
 
     A stop signal on any rank ends the run after the current generation with a
-    checkpoint, on every rank.
+    checkpoint, on every rank, and one line (:func:`vsml.logging.stop_line`, naming
+    ``resume_command`` to continue it).
     """
     comm, log, schedule, state = run.comm, run.log, run.schedule, run.state
     log.start(start_step=state.generation, total_steps=schedule.iterations)
@@ -381,18 +382,24 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
             check_ranks_agree(state.params, comm, state.generation)
             run.save(state)
         if stopped_by:
-            log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
+            log.message(stop_line(stopped_by, state.generation, schedule.iterations, resume_command))
             break
     return TrainResult(state=state, stopped_by=stopped_by)
 
 
 def train(
-    config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
+    config: dict,
+    comm: Comm,
+    run_dir: Path,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+    resume_command: str | None = None,
 ) -> TrainResult:
     """Meta-trains for ``training.iterations`` generations: :func:`setup_training`, then :func:`run_generations`.
 
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
-    the current generation with a checkpoint, on every rank.
+    the current generation with a checkpoint, on every rank; the line saying so
+    names ``resume_command`` (how the caller continues the run).
     """
     settings = run_settings(resolve_for_rank(config, comm.rank))
     stop = stop or StopRequest()
@@ -410,7 +417,8 @@ def train(
     runtime.setup(settings.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
-        return run_generations(setup_training(settings, comm, run_dir, resume, log, config_yaml), stop)
+        run = setup_training(settings, comm, run_dir, resume, log, config_yaml)
+        return run_generations(run, stop, resume_command)
     finally:
         stop.announce = announce
         log.close()

@@ -134,6 +134,18 @@ def evaluation_line(row: dict) -> str | None:
     return " · ".join([f"meta-test gen {row['step']}", *parts])
 
 
+def stop_line(stopped_by: str, done: int, total: int, resume_command: str | None) -> str:
+    """The one line a run stopped by a signal ends with, numbered as the progress lines.
+
+    ``stopped by SIGINT after gen 39/100 (40 generations done; checkpoint saved); resume with: …``:
+    generations are numbered from 0 (as in the progress lines and metrics.jsonl), so
+    the last one done is ``done - 1``.
+    """
+    line = f"stopped by {stopped_by} after gen {done - 1}/{total} ({done} generation{'s' if done != 1 else ''} done; "
+    line += "checkpoint saved)"
+    return line + (f"; resume with: {resume_command}" if resume_command else "")
+
+
 class Console:
     """What a person watching the run reads: one line per summary, progress, and the same in ``console.log``.
 
