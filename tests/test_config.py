@@ -216,8 +216,56 @@ def test_open_subtrees_accept_new_keys(tmp_path):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(C.ConfigError, match="config file '.*nope.yaml' not found"):
+    with pytest.raises(C.ConfigError, match="config file '.*nope.yaml' not found$"):  # nothing like it anywhere
         build([tmp_path / "nope.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("quickstrat.yaml", "quickstart.yaml"),  # a typo, in the file's own folder
+        ("quickstart", "quickstart.yaml"),  # the suffix left off
+        ("Quickstart.yaml", "quickstart.yaml"),
+    ],
+)
+def test_a_missing_config_file_names_the_similar_one_in_its_folder(tmp_path, monkeypatch, typed, meant):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    write(tmp_path / "mine", meant, "seed: 1\n")
+    with pytest.raises(
+        C.ConfigError, match=f"config file 'mine/{typed}' not found \\(did you mean 'mine/{meant}'\\?\\)$"
+    ):
+        build([f"mine/{typed}"])
+
+
+def test_a_missing_config_file_names_the_similar_one_in_the_configs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(path.name for path in C.CONFIGS_DIR.glob("*.yaml"))
+    assert "quickstart.yaml" in shipped
+    # run from elsewhere: the shipped file is named by a path that works from here
+    with pytest.raises(
+        C.ConfigError, match=r"config file 'quickstrat.yaml' not found \(did you mean '(.*)'\?\)"
+    ) as err:
+        build(["quickstrat.yaml"])
+    suggested = err.value.args[0].split("did you mean '")[1].split("'")[0]
+    assert (tmp_path / suggested).resolve() == (C.CONFIGS_DIR / "quickstart.yaml").resolve()
+
+
+def test_a_missing_array_file_names_the_similar_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    write(tmp_path / "sweeps", "learning_rates.yaml", "array:\n  - seed: 1\n")
+    with pytest.raises(
+        C.ConfigError,
+        match=r"array file 'sweeps/learning_rate.yaml' not found \(did you mean 'sweeps/learning_rates.yaml'\?\)$",
+    ):
+        C.build_config(array_file="sweeps/learning_rate.yaml", task=1)
+    shipped = C.CONFIGS_DIR / "array" / "datasets.yaml"
+    assert shipped.is_file()
+    with pytest.raises(
+        C.ConfigError, match=r"array file 'dataset.yaml' not found \(did you mean '.*datasets.yaml'\?\)$"
+    ):
+        C.build_config(array_file="dataset.yaml", task=1)
 
 
 def test_malformed_yaml_mentions_the_line(tmp_path):

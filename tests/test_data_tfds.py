@@ -179,7 +179,7 @@ def test_prepare_cli_offline_names_the_dataset(tmp_path):
         text=True,
         timeout=HANG_GUARD_S,
     )
-    assert result.returncode == 2 and "unknown dataset(s) mnsit" in result.stderr
+    assert result.returncode == 2 and "unknown dataset(s) mnsit (did you mean 'mnist'?)" in result.stderr
 
 
 def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):

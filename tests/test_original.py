@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -357,6 +358,32 @@ def test_run_path_restores_from_an_offline_wandb_run_directory(tmp_path, monkeyp
     template = jax.tree_util.tree_map(np.zeros_like, _params())
     restored = checkpoint.restore(path, template)["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, _params())
+
+
+def test_attaching_a_checkpoint_to_wandb_prints_nothing_and_follows_each_rewrite(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    config = build_config(["/".join([str(ROOT), "configs/test.yaml"])], overrides=["logging.wandb=offline"])
+    log = RunLog(run_dir, config, to_yaml(config), wandb_mode="offline")
+    registered = []
+    save = log._wandb.save
+    monkeypatch.setattr(log._wandb, "save", lambda *a, **k: registered.append((a, k)) or save(*a, **k))
+    try:
+        capfd.readouterr()
+        for value in (1.0, 2.0):  # a second checkpoint replaces the first by an atomic rename
+            params = jax.tree_util.tree_map(lambda x, v=value: np.full_like(x, v), _params())
+            log.attach(_save(run_dir, params))
+            out, err = capfd.readouterr()
+            assert "wandb" not in out + err, out + err
+            attached = Path(log._wandb.dir) / checkpoint.LATEST
+            assert attached.samefile(run_dir / checkpoint.LATEST)  # the wandb run sees the current file
+            template = jax.tree_util.tree_map(np.zeros_like, _params())
+            restored = checkpoint.restore(attached, template)["params"]
+            jax.tree_util.tree_map(lambda x, v=value: np.testing.assert_array_equal(x, v), restored)
+    finally:
+        log.close()
+    assert [k["policy"] for _, k in registered] == ["live", "live"]  # uploaded whenever it changes
 
 
 def test_run_path_picks_the_newest_local_run_and_its_file_name(tmp_path, monkeypatch):

@@ -29,7 +29,6 @@ import numpy as np
 import yaml
 
 from vsml import config as cfg
-from vsml import runs
 from vsml.runs import TrainResult
 
 
@@ -81,7 +80,7 @@ def train(
     checkpoint, as on the command line; a second Ctrl-C interrupts at once.
     ``mpi_split`` values resolve to rank 0's: this is one process.
     """
-    from vsml import experiment, runtime  # noqa: PLC0415 — jax, only once called
+    from vsml import experiment, preparation, runtime  # noqa: PLC0415 — jax, only once called
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
@@ -89,13 +88,13 @@ def train(
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir, the run directory to continue")
     resume_dir = run_dir if resume else None
-    config = runs.layered_config(config_files, overrides, resume_dir=resume_dir, resume_option="resume")
+    config = preparation.layered_config(config_files, overrides, resume_dir=resume_dir, resume_option="resume")
     if not resume and config["call"] != "train":
         raise ValueError(
             f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
             f"vsml.api.load(...).evaluate(...) to evaluate"
         )
-    prepared = runs.prepare_run(
+    prepared = preparation.prepare_run(
         config, SingleProcessComm(), run_dir=run_dir, resume_dir=resume_dir, resume_hint="resume=True"
     )
     stop = StopRequest(in_process=True)  # a second Ctrl-C interrupts; it never ends the caller's process
@@ -103,18 +102,18 @@ def train(
     if in_main_thread:
         stop.install()
     try:
-        result = experiment.train(
-            prepared.config, SingleProcessComm(), prepared.run_dir, resume=prepared.resume, stop=stop
+        resume_command = f"vsml.api.train(run_dir={str(prepared.run_dir)!r}, resume=True)"
+        return experiment.train(
+            prepared.config,
+            SingleProcessComm(),
+            prepared.run_dir,
+            resume=prepared.resume,
+            stop=stop,
+            resume_command=resume_command,
         )
     finally:
         if in_main_thread:
             stop.uninstall()
-    return TrainResult(
-        run_dir=prepared.run_dir,
-        generation=int(result.state.generation),
-        stopped_by=result.stopped_by,
-        state=result.state,
-    )
 
 
 class LearnedAlgorithm:

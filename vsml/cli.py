@@ -87,9 +87,9 @@ def parse_args(argv):
 
 def build(args):
     """The layered configuration the arguments ask for (no data, no jax); ValueError with one line."""
-    from vsml import runs  # noqa: PLC0415 — after argparse, so --help is instant
+    from vsml import preparation  # noqa: PLC0415 — after argparse, so --help is instant
 
-    return runs.layered_config(
+    return preparation.layered_config(
         args.config_files,
         args.config,
         resume_dir=args.resume,
@@ -102,10 +102,10 @@ def build(args):
 
 
 def prepare(args, comm):
-    """The :class:`vsml.runs.PreparedRun` the arguments ask for; raises ValueError / ConfigError with one line."""
-    from vsml import environment, runs  # noqa: PLC0415
+    """The :class:`vsml.preparation.PreparedRun` the arguments ask for; raises ValueError / ConfigError with one line."""
+    from vsml import environment, preparation  # noqa: PLC0415
 
-    return runs.prepare_run(
+    return preparation.prepare_run(
         build(args),
         comm,
         run_dir=args.run_dir,
@@ -140,16 +140,12 @@ def run(prepared, comm, stop) -> int:
     if prepared.config["call"] == "evaluate":
         experiment.evaluate(prepared.config, comm, prepared.run_dir)
         return 0
-    result = experiment.train(prepared.config, comm, prepared.run_dir, resume=prepared.resume, stop=stop)
-    if comm.is_root:
-        if result.stopped_by:
-            print(
-                f"stopped after generation {result.state.generation} ({result.stopped_by}); "
-                f"resume with: {environment.entry_command()} --resume {prepared.run_dir}",
-                flush=True,
-            )
-        else:
-            print(f"done: {result.state.generation} generations; outputs in {prepared.run_dir}", flush=True)
+    resume_command = f"{environment.entry_command()} --resume {prepared.run_dir}"
+    result = experiment.train(
+        prepared.config, comm, prepared.run_dir, resume=prepared.resume, stop=stop, resume_command=resume_command
+    )
+    if comm.is_root and not result.stopped_by:  # a stopped run's last line is the stop line, with resume_command
+        print(f"done: {result.generation} generations; outputs in {prepared.run_dir}", flush=True)
     return 0
 
 

@@ -40,9 +40,10 @@ from typing import Any
 
 import yaml
 
-from vsml import resources
+from vsml import resources, suggest
 
 DEFAULT_CONFIG_PATH = resources.configs_dir() / "default.yaml"
+CONFIGS_DIR = DEFAULT_CONFIG_PATH.parent  # where a missing config file's similar names are also looked for
 
 # Sections whose children are free-form: new keys may appear anywhere below them
 # (extra optimizer arguments, statistics of user datasets).
@@ -91,25 +92,28 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return problem
 
 
-def load_yaml_file(path) -> dict:
-    """Read one YAML mapping from ``path``; an empty file is ``{}``."""
+def load_yaml_file(path, what: str = "config file", folders: Iterable = ()) -> dict:
+    """Read one YAML mapping from ``path``; an empty file is ``{}``.
+
+    A missing file's error names the most similar YAML file in its folder or in ``folders``.
+    """
     path = pathlib.Path(path)
     try:
         text = resources.find_config_file(path).read_text()  # configs/NAME: also the installed package's
     except FileNotFoundError:
-        raise ConfigError(f"config file '{path}' not found") from None
+        similar = suggest.similar_file(path, folders)
+        hint = f" (did you mean '{similar}'?)" if similar else ""
+        raise ConfigError(f"{what} '{path}' not found{hint}") from None
     except OSError as err:
-        raise ConfigError(f"config file '{path}' cannot be read: {err.strerror or err}") from None
+        raise ConfigError(f"{what} '{path}' cannot be read: {err.strerror or err}") from None
     try:
         doc = _yaml_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(
-            f"config file '{path}' is not valid YAML ({_yaml_problem(err)}); fix the syntax there"
-        ) from None
+        raise ConfigError(f"{what} '{path}' is not valid YAML ({_yaml_problem(err)}); fix the syntax there") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not a {type(doc).__name__}")
+        raise ConfigError(f"{what} '{path}' must hold a mapping of keys to values, not a {type(doc).__name__}")
     return doc
 
 
@@ -225,10 +229,10 @@ def _closest_key(key: str, root: dict) -> str | None:
         node = _first_option(node[parts[depth]])
         depth += 1
     if depth < len(parts) and isinstance(node, dict):
-        match = difflib.get_close_matches(parts[depth], [str(k) for k in node], n=1, cutoff=0.6)
+        match = suggest.closest(parts[depth], [str(k) for k in node], cutoff=0.6)
         if match:
-            fixed = ".".join(parts[:depth] + match)
-            whole = ".".join(parts[:depth] + match + parts[depth + 1 :])
+            fixed = ".".join([*parts[:depth], match])
+            whole = ".".join([*parts[:depth], match, *parts[depth + 1 :]])
             return whole if whole in known_set else fixed
 
     def similarity(candidate: str) -> float:
@@ -240,8 +244,7 @@ def _closest_key(key: str, root: dict) -> str | None:
         return max(same_name, key=similarity)
 
     # 3. Anything that looks like the whole key.
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    return match[0] if match else None
+    return suggest.closest(key, known, cutoff=0.5)
 
 
 def _single_path(value: Any) -> str:
@@ -568,10 +571,10 @@ def build_config(
     config = copy.deepcopy(base)
 
     for path in config_files:
-        config = apply_layer(config, load_yaml_file(path), base, f"config file '{path}'")
+        config = apply_layer(config, load_yaml_file(path, folders=[CONFIGS_DIR]), base, f"config file '{path}'")
 
     if array_file is not None:
-        doc = load_yaml_file(array_file)
+        doc = load_yaml_file(array_file, "array file", [CONFIGS_DIR / "array"])
         tasks = sweep_tasks(doc, f"array file '{array_file}'")
         if subset is None:
             number = _task_number(task, environ, len(tasks), array_file)
@@ -583,7 +586,8 @@ def build_config(
         selected = tasks[index]
         source = f"array file '{array_file}' task {index + 1}"
         for path in selected.config_files:
-            config = apply_layer(config, load_yaml_file(path), base, f"config file '{path}' (from {source})")
+            layer = load_yaml_file(path, folders=[CONFIGS_DIR])
+            config = apply_layer(config, layer, base, f"config file '{path}' (from {source})")
         if doc.get("base") is not None:
             config = apply_layer(config, doc["base"], base, f"array file '{array_file}' (base:)")
         config = _add_tags(apply_layer(config, selected.config, base, source), selected.tags)

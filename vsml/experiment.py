@@ -13,7 +13,7 @@ the entry points reads those sections; this module names the config keys
 when a maths module's error needs one.
 
 Generation ``g`` (0-based) evaluates the meta-parameters theta_g when
-``g % evaluation.frequency == 0``, runs ES on theta_g, and writes a metrics row
+``g % evaluation.frequency == 0`` or g is the run's last generation, runs ES on theta_g, and writes a metrics row
 for step ``g`` when ``g % summary.frequency == 0``. A checkpoint written after
 generation g holds ``step = g + 1`` and theta_{g+1}; resuming from it continues
 with generation g + 1, exactly as if the run had not stopped.
@@ -37,7 +37,8 @@ from vsml.learners import build_learner, learner_type
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.base import pair_slice
 from vsml.preemption import StopRequest
-from vsml.runlog import Stopwatch, open_run_log
+from vsml.runlog import Stopwatch, open_run_log, stop_line
+from vsml.runs import TrainResult
 from vsml.settings import RunSettings, run_settings
 
 
@@ -263,19 +264,13 @@ def check_ranks_agree(params, comm: Comm, generation: int) -> None:
         )
 
 
-@dataclasses.dataclass
-class TrainResult:
-    state: MetaState
-    stopped_by: str | None  # the signal that stopped the run early, or None
-
-
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """When a training run evaluates, logs and checkpoints (generations, from the rank's config)."""
 
     iterations: int  # training.iterations: the run ends when the generation counter reaches it
     summary_every: int  # summary.frequency: a metrics row for generations g % this == 0
-    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0
+    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0 (and at the last generation)
     checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
 
     @classmethod
@@ -293,6 +288,7 @@ class TrainingRun:
     """One rank's training run, set up: everything :func:`run_generations` steps, evaluates, logs and saves."""
 
     comm: Comm
+    run_dir: Path
     task: Task
     outer_loop: OuterLoop
     evaluators: dict  # dataset name -> evaluate(params)
@@ -340,6 +336,7 @@ def setup_training(
     )
     return TrainingRun(
         comm=comm,
+        run_dir=run_dir,
         task=task,
         outer_loop=outer_loop,
         evaluators=evaluators,
@@ -351,11 +348,12 @@ def setup_training(
     )
 
 
-def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
+def run_generations(run: TrainingRun, stop: StopRequest, resume_command: str | None = None) -> TrainResult:
     """The training loop: step, evaluate, log and checkpoint until the last generation or a stop signal.
 
     A stop signal on any rank ends the run after the current generation with a
-    checkpoint, on every rank.
+    checkpoint, on every rank, and one line (:func:`vsml.runlog.stop_line`, naming
+    ``resume_command`` to continue it).
     """
     comm, log, schedule, state = run.comm, run.log, run.schedule, run.state
     log.start(start_step=state.generation, total_steps=schedule.iterations)
@@ -363,7 +361,8 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
     while state.generation < schedule.iterations:
         generation = state.generation
         row = {}
-        if generation % schedule.evaluate_every == 0:
+        # The last generation is always meta-tested, so every run ends with a meta-test.
+        if generation % schedule.evaluate_every == 0 or generation + 1 == schedule.iterations:
             row, curves = run_evaluations(run.evaluators, state.params, comm)
             log.write_evaluation(generation, curves, per_episode=False)
         try:
@@ -380,18 +379,24 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
             check_ranks_agree(state.params, comm, state.generation)
             run.save(state)
         if stopped_by:
-            log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
+            log.message(stop_line(stopped_by, state.generation, schedule.iterations, resume_command))
             break
-    return TrainResult(state=state, stopped_by=stopped_by)
+    return TrainResult(run_dir=run.run_dir, generation=int(state.generation), stopped_by=stopped_by, state=state)
 
 
 def train(
-    config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
+    config: dict,
+    comm: Comm,
+    run_dir: Path,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+    resume_command: str | None = None,
 ) -> TrainResult:
     """Meta-trains for ``training.iterations`` generations: :func:`setup_training`, then :func:`run_generations`.
 
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
-    the current generation with a checkpoint, on every rank.
+    the current generation with a checkpoint, on every rank; the line saying so
+    names ``resume_command`` (how the caller continues the run).
     """
     settings = run_settings(resolve_for_rank(config, comm.rank))
     stop = stop or StopRequest()
@@ -409,7 +414,8 @@ def train(
     runtime.setup(settings.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
-        return run_generations(setup_training(settings, comm, run_dir, resume, log, config_yaml), stop)
+        run = setup_training(settings, comm, run_dir, resume, log, config_yaml)
+        return run_generations(run, stop, resume_command)
     finally:
         stop.announce = announce
         log.close()

@@ -11,6 +11,7 @@ Registered: offline arrays shipped in installed packages
 
 from __future__ import annotations
 
+from vsml import suggest
 from vsml.data import fewshot_source, npz_source, offline_source, procedural_source, tfds_source
 from vsml.data.base import DataSource
 
@@ -43,7 +44,7 @@ def source_of(name, key: str = "dataset") -> DataSource:
     if source is None:
         patterns = [source.pattern for source in SOURCES if source.pattern]
         raise ValueError(
-            f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}"
-            + "".join(f", or {pattern}" for pattern in patterns)
+            f"{key}: unknown dataset {name!r}{suggest.did_you_mean(str(name), available_datasets())}; "
+            f"valid: {', '.join(available_datasets())}" + "".join(f", or {pattern}" for pattern in patterns)
         )
     return source
