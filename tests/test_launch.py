@@ -95,14 +95,14 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.mpi
-def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
+def test_two_ranks_give_the_same_meta_parameters_and_meta_test_results_as_one(tmp_path):
     args = [
         "--config_files",
         "configs/quickstart.yaml",
         "--config",
         "training.iterations=3",
         "training.population_size=4",
-        "evaluation.count=2",
+        "evaluation.count=3",  # split 1 + 2 over two ranks
         "logging.wandb=disabled",
     ]
     _ok(launch(*args, "--run_dir", tmp_path / "one"))
@@ -113,6 +113,13 @@ def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
     for name in one_params:
         np.testing.assert_array_equal(one_params[name], two_params[name], err_msg=name)
     assert [r["meta_loss"] for r in _rows(tmp_path / "one")] == [r["meta_loss"] for r in _rows(tmp_path / "two")]
+    # evaluation.count episodes in all, whatever the rank count: the same meta-test numbers and curves
+    evaluated = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in _rows(tmp_path / "one")]
+    assert any(evaluated) and evaluated == [
+        {k: v for k, v in r.items() if k.startswith("eval/")} for r in _rows(tmp_path / "two")
+    ]
+    table = (tmp_path / "one" / "evaluation.csv").read_text()
+    assert table.count("\n") > 1 and (tmp_path / "two" / "evaluation.csv").read_text() == table
 
 
 @pytest.mark.mpi

@@ -129,16 +129,31 @@ def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_evaluator(learner, task: Task, count: int, seed: int, rank: int):
-    """``evaluate(params) -> {'loss' [count, T], 'accuracy' [count, T]}`` on fixed episodes.
+def episode_slice(count: int, rank: int, ranks: int) -> range:
+    """The global indices of the evaluation episodes that rank ``rank`` of ``ranks`` runs.
 
-    The episodes depend only on (evaluation.seed, rank, index), so every
-    evaluation of a run sees the same ones and the curves are comparable.
+    Contiguous blocks in rank order (sizes differ by at most one; a rank may have
+    none), so rank 0's gather concatenates them as episodes ``0 .. count - 1``.
+    """
+    return range(count * rank // ranks, count * (rank + 1) // ranks)
+
+
+def make_evaluator(learner, task: Task, count: int, seed: int, rank: int = 0, ranks: int = 1):
+    """``evaluate(params) -> {'loss' [n, T], 'accuracy' [n, T]}``: this rank's share of ``count`` fixed episodes.
+
+    Episode ``j`` (global index, :func:`episode_slice`) has the key
+    ``fold_in(fold_in(PRNGKey(seed), 0), j)`` whichever rank runs it, so every
+    evaluation of a run sees the same episodes, and the gathered curves are the
+    same on any number of ranks. (The inner 0 keeps the episodes single-process
+    runs always had, when the key was folded with the rank.)
     """
     curves = objective.make_curves(objective.make_episode(learner.run, task.sampler()))
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), rank), i))(
-        jnp.arange(count)
-    )
+    indices = episode_slice(count, rank, ranks)
+    if not indices:  # more ranks than episodes
+        empty = np.zeros((0, task.episode_length), np.float32)
+        return lambda params: {"loss": empty, "accuracy": empty}
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+    keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(jnp.arange(indices.start, indices.stop))
 
     @jax.jit
     def evaluate(params, arrays):
@@ -175,7 +190,7 @@ def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, flo
     return row, curves
 
 
-def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
+def build_evaluators(learner, settings: RunSettings, comm: Comm) -> dict:
     cfg = settings.evaluation
     return {
         name: make_evaluator(
@@ -183,7 +198,8 @@ def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
             load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size),
             cfg.count,
             cfg.seed,
-            rank,
+            comm.rank,
+            comm.size,
         )
         for name in cfg.datasets
     }
@@ -313,7 +329,7 @@ def setup_training(
     )
     task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
-    evaluators = build_evaluators(learner, settings, comm.rank)
+    evaluators = build_evaluators(learner, settings, comm)
     params = learner.init(jax.random.PRNGKey(settings.seed))
     if training.pairs_per_chunk == "auto":
         log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
@@ -447,7 +463,7 @@ def _save(
         log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
 
 
-def _fresh_evaluators(settings: RunSettings, rank: int) -> dict:
+def _fresh_evaluators(settings: RunSettings, comm: Comm) -> dict:
     """Evaluators that ignore the params they are given: each runs a learner built for its
     dataset's input shape and class count from its initial weights (seed ``seed``)."""
     cfg = settings.evaluation
@@ -456,7 +472,7 @@ def _fresh_evaluators(settings: RunSettings, rank: int) -> dict:
         task = load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size)
         learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
         initial = learner.init(jax.random.PRNGKey(settings.seed))
-        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, rank)
+        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, comm.rank, comm.size)
         evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
     return evaluators
 
@@ -487,12 +503,12 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
         # each dataset gets a network of its own sizes from its initial weights, as in the
         # original release (check_config refuses this for meta-learned learners).
-        evaluators = _fresh_evaluators(settings, comm.rank)
+        evaluators = _fresh_evaluators(settings, comm)
         saved = {"params": None, "step": 0}
     else:
         learner = build_learner(settings.model, *trained_sizes(settings))
         saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(settings.seed)))
-        evaluators = build_evaluators(learner, settings, comm.rank)
+        evaluators = build_evaluators(learner, settings, comm)
     log = open_run_log(
         comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config), wandb_mode=settings.logging.wandb
     )
