@@ -75,7 +75,7 @@ def worker(args) -> None:
         rows.append({"wall": time.perf_counter() - start, **{k: v for k, v in stats.items() if k.startswith("time/")}})
 
     # The two collectives of a generation on their own, after a barrier.
-    fitness = np.zeros((len(outer_loop.pair_indices), 2))
+    fitness = np.zeros((len(outer_loop.item_indices), 2))
     partial = np.zeros(outer_loop.dim, dtype=np.float64)
     collective = []
     for _ in range(args.comm_repeats):
@@ -98,7 +98,7 @@ def worker(args) -> None:
                 {
                     "ranks": comm.size,
                     "population": args.population,
-                    "pairs_per_rank": len(outer_loop.pair_indices),
+                    "pairs_per_rank": len(outer_loop.item_indices),
                     "length": args.length,
                     "dim": outer_loop.dim,
                     "generation_s": statistics.median(per_generation),
@@ -108,7 +108,7 @@ def worker(args) -> None:
                     "collective_s": statistics.median(
                         max(rank["collective"][i] for rank in gathered) for i in range(args.comm_repeats)
                     ),
-                    "member_steps_per_s_per_rank": 2 * len(outer_loop.pair_indices) * args.length / evaluate,
+                    "member_steps_per_s_per_rank": 2 * len(outer_loop.item_indices) * args.length / evaluate,
                 }
             )
         )

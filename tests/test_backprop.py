@@ -12,7 +12,7 @@ from vsml import data
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
-from vsml.meta import OUTER_LOOPS, OptimizerSettings, backprop, base, build_outer_loop, es, objective
+from vsml.meta import OUTER_LOOPS, OptimizerSettings, backprop, build_outer_loop, es, objective, sliced, slicing
 from vsml.settings import data_settings
 
 
@@ -35,7 +35,7 @@ def _outer_loop(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, *
         fitness,
         params,
         backprop.BackpropConfig(population, **kwargs),
-        base.make_optimizer(lr, {}, clip),
+        sliced.make_optimizer(lr, {}, clip),
         comm or SingleProcessComm(),
     )
     return outer_loop, outer_loop.init(params, seed=11)
@@ -45,14 +45,16 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
     outer_loop, state = _outer_loop()
     grad_sum, finite, losses = outer_loop.partial_sums(state, {})
     # Independent: the targets of the episode keys key(data, g, i) that ES uses for pair i.
-    targets = np.stack([np.asarray(jax.random.normal(base.pair_key(state.rng["data"], 0, i), (5,))) for i in range(8)])
+    targets = np.stack(
+        [np.asarray(jax.random.normal(slicing.item_key(state.rng["data"], 0, i), (5,))) for i in range(8)]
+    )
     x = np.full(5, 0.5)
     np.testing.assert_allclose(grad_sum / 8, np.mean(2 * (x - targets), 0), rtol=1e-5)
     np.testing.assert_allclose(losses, np.sum((x - targets) ** 2, 1), rtol=1e-5)
     assert finite.all()
     # ES evaluates exactly these episodes: with a tiny σ its fitness equals these losses.
     es_loop = es.EvolutionStrategy(
-        keyed_loss, state.params, es.ESConfig(8, 1e-6), base.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
+        keyed_loss, state.params, es.ESConfig(8, 1e-6), sliced.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
     )
     fitness = es_loop.evaluate(es_loop.init(state.params, seed=11), {})
     np.testing.assert_allclose(fitness[:, 0], losses, rtol=1e-4)
@@ -62,7 +64,7 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
 def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_chunk):
     whole, state = _outer_loop(population=8)
     total, _, losses = whole.partial_sums(state, {})
-    parts = [_outer_loop(population=8, comm=RankComm(r, 2), pairs_per_chunk=pairs_per_chunk)[0] for r in range(2)]
+    parts = [_outer_loop(population=8, comm=RankComm(r, 2), items_per_chunk=pairs_per_chunk)[0] for r in range(2)]
     sums = [part.partial_sums(state, {}) for part in parts]
     np.testing.assert_allclose(sums[0][0] + sums[1][0], total, rtol=1e-12)
     np.testing.assert_array_equal(np.concatenate([s[2] for s in sums]), losses)

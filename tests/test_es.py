@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from vsml.comm import SingleProcessComm
-from vsml.meta import base, es
+from vsml.meta import es, sliced, slicing
 
 SCALES = jnp.linspace(0.5, 3.0, 12)
 
@@ -26,7 +26,7 @@ def _outer_loop(population, noise_std=0.01, shaping="raw", comm=None, lr=0.025):
         smooth_loss,
         params,
         es.ESConfig(population, noise_std, shaping),
-        base.make_optimizer(lr, {}, 0.0),
+        sliced.make_optimizer(lr, {}, 0.0),
         comm or SingleProcessComm(),
     )
     return outer_loop, outer_loop.init(params, seed=3)
@@ -36,7 +36,7 @@ def _estimate(outer_loop, state, shaping, noise_std=0.01):
     """The single-rank ES gradient, composed of the functions ``EvolutionStrategy.step`` runs."""
     utilities, _ = es.shape_fitness(outer_loop.evaluate(state, {}), shaping)
     weights = es.pair_weights(utilities, noise_std)
-    total = es.noise_sum(state.rng["noise"], state.generation, outer_loop.pair_indices, weights, outer_loop.dim)
+    total = es.noise_sum(state.rng["noise"], state.generation, outer_loop.item_indices, weights, outer_loop.dim)
     return es.mean_gradient(total, weights, outer_loop.population_size)
 
 
@@ -83,7 +83,7 @@ def test_es_steps_lower_the_loss():
 
 
 def test_pair_noise_depends_only_on_generation_and_pair_index():
-    key = base.base_keys(0)["noise"]
+    key = slicing.base_keys(0)["noise"]
     whole = np.asarray(es.pair_noise(key, 5, jnp.arange(8), 10))
     part = np.asarray(es.pair_noise(key, 5, jnp.arange(4, 8), 10))
     np.testing.assert_array_equal(whole[4:], part)
@@ -92,10 +92,10 @@ def test_pair_noise_depends_only_on_generation_and_pair_index():
 
 
 def test_pair_slices_partition_the_population():
-    slices = [base.pair_slice(12, rank, 3) for rank in range(3)]
+    slices = [slicing.item_slice(12, rank, 3) for rank in range(3)]
     np.testing.assert_array_equal(np.concatenate(slices), np.arange(12))
     with pytest.raises(ValueError, match="a population of 10 cannot be split evenly among 4 ranks"):
-        base.pair_slice(10, 0, 4)  # in its own terms: the experiment names the config key
+        slicing.item_slice(10, 0, 4)  # in its own terms: the experiment names the config key
 
 
 def test_raw_shaping_ranks_non_finite_worst():
@@ -124,7 +124,7 @@ def test_weights_are_antithetic_differences():
 
 
 def test_clipping_bounds_the_update_norm():
-    opt = base.make_optimizer(1.0, {"b1": 0.0, "b2": 0.0}, clip_gradnorm=0.5)
+    opt = sliced.make_optimizer(1.0, {"b1": 0.0, "b2": 0.0}, clip_gradnorm=0.5)
     params = {"w": jnp.zeros(3)}
     grad = {"w": jnp.asarray([30.0, 40.0, 0.0])}
     updates, _ = opt.update(grad, opt.init(params), params)
@@ -135,14 +135,14 @@ def test_clipping_bounds_the_update_norm():
 def test_rank_partial_sums_add_up_to_the_same_gradient_in_any_split():
     """The gradient from per-rank partial sums is bit-identical for every split of the pairs
     (what makes results independent of the rank count) and equals the float64 mean."""
-    key, dim, population = base.base_keys(3)["noise"], 164, 8
+    key, dim, population = slicing.base_keys(3)["noise"], 164, 8
     fitness = np.random.default_rng(0).normal(2.3, 1e-3, size=(population, 2))
     for shaping in ("centered_rank", "raw"):
         weights = es.pair_weights(es.shape_fitness(fitness, shaping)[0], 0.1)
         gradients = []
         for ranks in (1, 2, 4, 8):
             total = sum(
-                es.noise_sum(key, 2, base.pair_slice(population, rank, ranks), weights, dim) for rank in range(ranks)
+                es.noise_sum(key, 2, slicing.item_slice(population, rank, ranks), weights, dim) for rank in range(ranks)
             )
             gradients.append(es.mean_gradient(total, weights, population))
         for gradient in gradients[1:]:

@@ -19,7 +19,7 @@ from vsml.comm import SingleProcessComm
 from vsml.config import build_config, resolve_for_rank
 from vsml.experiment import load_task, make_outer_loop
 from vsml.learners import build_learner
-from vsml.meta import base, es, fit_chunk, objective
+from vsml.meta import es, fit_chunk, memory, objective, slicing
 from vsml.settings import data_settings, run_settings
 
 
@@ -56,7 +56,7 @@ def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
     sigma = outer_loop.config.noise_std
     for pair in range(5):
         eps = es.pair_epsilon(state.rng["noise"], 0, pair, flat.shape[0])
-        key = base.pair_key(state.rng["data"], 0, pair)
+        key = slicing.item_key(state.rng["data"], 0, pair)
         expected = [member_loss(unravel(flat + sign * sigma * eps), key, task.arrays) for sign in (1.0, -1.0)]
         np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
 
@@ -94,13 +94,13 @@ def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
             return [loop.evaluate(state, task.arrays)]
         return list(loop.partial_sums(state, task.arrays))
 
-    per_pair = outer_loop.working_bytes_per_pair(state.params, task.arrays)
+    per_pair = outer_loop.working_bytes_per_item(state.params, task.arrays)
     fitted, measured = fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
-    assert (fitted.pairs_per_chunk, measured) == (2, per_pair)
-    assert outer_loop.pairs_per_chunk is None  # the original loop is left as it was
+    assert (fitted.items_per_chunk, measured) == (2, per_pair)
+    assert outer_loop.items_per_chunk is None  # the original loop is left as it was
     for a, b in zip(outputs(outer_loop), outputs(fitted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
+    assert fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=100 * per_pair)[0].items_per_chunk is None
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     [(10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)],
 )
 def test_chunk_for_budget(per_pair, budget, pairs, expected):
-    assert base.chunk_for_budget(per_pair, budget, pairs) == expected
+    assert memory.chunk_for_budget(per_pair, budget, pairs) == expected
 
 
 def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):

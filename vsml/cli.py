@@ -183,16 +183,15 @@ def main(argv=None) -> int:
 def fail(err: Exception, comm) -> int:
     """Reports a failure once and makes sure no rank is left waiting in a collective.
 
-    Failures every rank detects together (RunError, non-finite meta-parameters)
-    are one line from rank 0; anything else is this rank's traceback, after
-    which MPI_Abort ends the other ranks.
+    Failures every rank detects together (RunError; experiment reports non-finite
+    meta-parameters as one) are one line from rank 0; anything else is this rank's
+    traceback, after which MPI_Abort ends the other ranks.
     """
     import traceback  # noqa: PLC0415
 
     from vsml.experiment import RunError  # noqa: PLC0415
-    from vsml.meta.es import NonFiniteError  # noqa: PLC0415
 
-    if isinstance(err, (RunError, NonFiniteError)):
+    if isinstance(err, RunError):
         if comm.is_root:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

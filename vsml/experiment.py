@@ -35,7 +35,7 @@ from vsml.comm import Comm
 from vsml.config import ConfigError, resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
-from vsml.meta.base import pair_slice
+from vsml.meta.slicing import item_slice
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log, stop_line
 from vsml.runs import TrainResult
@@ -68,7 +68,7 @@ def check_config(config: dict, comm: Comm) -> None:
     for rank in range(comm.size):
         settings = run_settings(resolve_for_rank(config, rank))
         try:
-            pair_slice(settings.training.population_size, 0, comm.size)
+            item_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:
             raise ConfigError(f"training.population_size: {err}") from None
         needed = [(settings.training.dataset, "training.dataset")] if settings.call == "train" else []
@@ -230,7 +230,7 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
 
 
 def chunk_text(loop: OuterLoop) -> str:
-    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
+    return "all at once" if loop.items_per_chunk is None else f"{loop.items_per_chunk} at a time"
 
 
 class RunError(RuntimeError):
@@ -348,7 +348,7 @@ def setup_training(
     )
     log.message(
         f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
-        f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}"
+        f"{len(outer_loop.item_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}"
     )
     return TrainingRun(
         comm=comm,
