@@ -19,7 +19,9 @@ import pytest
 import launch
 from tests.conftest import ROOT, TINY, checkpoint_arrays
 from vsml import checkpoint, checkpoint_original
+from vsml.comm import SingleProcessComm
 from vsml.config import build_config
+from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
 from vsml.learners import vsml as vsml_learner
 from vsml.meta.api import make_optimizer
@@ -93,6 +95,25 @@ def test_original_vsml_with_every_option_gives_the_originals_logits_through_the_
     learner = build_learner(config["model"])
     logits = learner.run(params, jax.random.PRNGKey(0), outputs["inputs"], outputs["labels"])
     np.testing.assert_allclose(logits, outputs["logits"], rtol=2e-5, atol=1e-6)
+
+
+def test_original_meta_rnn_gives_the_originals_logits():
+    """The MetaRNN baseline: haiku's LSTM adds +1 to the forget gate, this project's bias holds it."""
+    with np.load(DATA / "meta_rnn" / "outputs.npz") as data:
+        outputs = {key: data[key] for key in data.files}
+    assert json.loads(str(outputs["overrides"])) == {"model.type": "MetaRNN", "model.meta_rnn.slow_size": 4}
+    config = build_config(overrides=["model.type=MetaRNN", "model.meta_rnn.slow_size=4"])
+    learner = build_learner(config["model"], outputs["inputs"].shape[2:], outputs["labels"].shape[-1])
+    template = learner.init(jax.random.PRNGKey(0))
+    opt = run_settings(config).optimizer
+    opt_template = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(template)
+    restored = checkpoint.restore(DATA / "meta_rnn" / "model.chkp", template, opt_template)
+    logits = learner.run(restored["params"], jax.random.PRNGKey(0), outputs["inputs"], outputs["labels"])
+    np.testing.assert_allclose(logits, outputs["logits"], rtol=2e-5, atol=1e-6)
+    assert restored["adam_continues"] and restored["step"] == 2
+    vsml_template = _case("vsml")[2]
+    with pytest.raises(checkpoint.CheckpointError, match="holds the original's MetaRNN; set model.type: MetaRNN"):
+        checkpoint.restore(DATA / "meta_rnn" / "model.chkp", vsml_template)
 
 
 def test_adam_state_maps_onto_this_projects_adam():
@@ -176,6 +197,23 @@ def test_a_run_directory_with_model_chkp_needs_file_name(tmp_path):
     restored = checkpoint.restore(tmp_path, template, file_name="model.chkp")["params"]
     direct = checkpoint.restore(DATA / "vsml" / "model.chkp", template)["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, direct)
+
+
+def test_run_path_with_file_name_model_chkp_finds_it_in_a_local_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    files = tmp_path / "wandb" / "offline-run-20210601_120000-abc123" / "files"
+    files.mkdir(parents=True)
+    (files / "model.chkp").write_bytes((DATA / "vsml" / "model.chkp").read_bytes())
+    restore = ["checkpoint.restore.run_path=me/vsml/abc123", "checkpoint.restore.file_name=model.chkp"]
+    config = build_config(overrides=[*TINY, *restore])
+    path = resolve_restore(config, SingleProcessComm(), tmp_path / "run")["checkpoint"]["restore"]["path"]
+    assert path == str((files / "model.chkp").resolve())
+    template = _case("vsml")[2]
+    restored = checkpoint.restore(path, template)["params"]
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, restored, checkpoint.restore(DATA / "vsml" / "model.chkp", template)["params"]
+    )
 
 
 def test_conversion_command_writes_this_projects_checkpoint(tmp_path, capsys):

@@ -5,8 +5,9 @@ The original release (louiskirsch/vsml-neurips2021, ``Experiment.checkpoint``) p
 from such a file: a :class:`pickle.Unpickler` whose ``find_class`` hands out only the few
 constructors those files use (:data:`ALLOWED`, each replaced by a plain-data equivalent here), so
 anything else — e.g. a pickle that reduces to ``os.system`` — is refused in one line before it is
-called. The haiku names of the VSML model are then mapped onto this project's parameter pytree
-(docs/DESIGN.md §11.3), and the Adam moments onto this project's Adam state.
+called. The haiku names are then mapped onto this project's parameter pytree
+(docs/DESIGN.md §11.3) — VSML and the MetaRNN baseline; the other baselines' layouts differ —
+and the Adam moments onto this project's Adam state.
 
 Conversion to this project's ``.npz`` format::
 
@@ -128,10 +129,7 @@ def _is_haiku_params(params) -> bool:
     )
 
 
-# --------------------------------------------------------------------------- VSML
-
-_SUB_RNN = re.compile(r"^vsmlrnn/~/sub_rnn(?:_(\d+))?/~/")
-
+# --------------------------------------------------------------------------- parameter mappings
 
 # The original's model classes by the haiku name of their top module.
 ORIGINAL_MODELS = {
@@ -148,26 +146,37 @@ def model_name(params: Mapping) -> str:
     return ", ".join(ORIGINAL_MODELS.get(top, top) for top in sorted({module.split("/")[0] for module in params}))
 
 
-def _sub_rnn_sets(params: Mapping, source: str) -> list[dict]:
-    """The sub-RNN parameter sets in the order haiku created them (sub_rnn, sub_rnn_1, ...)."""
-    prefixes = {}
-    for module in params:
-        match = _SUB_RNN.match(module)
-        if match:
-            prefixes[int(match.group(1) or 0)] = module[: match.end()]
-    return [_sub_rnn_set(params, prefixes[i], source) for i in sorted(prefixes)]
+def _leaf(params: Mapping, module: str, name: str, source: str) -> np.ndarray:
+    try:
+        return params[module][name]
+    except KeyError:
+        raise CheckpointError(
+            f"'{source}' has no '{module}' '{name}': not a complete {model_name(params)} checkpoint of the original"
+        ) from None
+
+
+def _fit(mapped, template, source: str):
+    """``mapped`` in ``template``'s dtypes, after checking that every leaf has the template's shape."""
+    for (path, value), like in zip(
+        jax.tree_util.tree_flatten_with_path(mapped)[0], jax.tree_util.tree_leaves(template), strict=True
+    ):
+        if np.shape(value) != np.shape(like):
+            name = "/".join(checkpoint._key_name(entry) for entry in path)
+            raise CheckpointError(
+                f"'{source}': '{name}' has shape {np.shape(value)}, this config needs {np.shape(like)}; "
+                "set the model's sizes as in the original run"
+            )
+    return jax.tree_util.tree_map(lambda value, like: np.asarray(value, dtype=np.asarray(like).dtype), mapped, template)
+
+
+_SUB_RNN = re.compile(r"^vsmlrnn/~/sub_rnn(?:_(\d+))?/~/")
 
 
 def _sub_rnn_set(params: Mapping, prefix: str, source: str) -> dict:
     """One set: ``custom_lstm/linear`` ([f, b, h] → gates i, g, f, o), ``linear`` / ``linear_1`` heads."""
 
     def leaf(module: str, name: str) -> np.ndarray:
-        try:
-            return params[prefix + module][name]
-        except KeyError:
-            raise CheckpointError(
-                f"'{source}' has no '{prefix}{module}' '{name}': not a complete VSML checkpoint of the original release"
-            ) from None
+        return _leaf(params, prefix + module, name, source)
 
     gate_w, fwd_w = leaf("custom_lstm/linear", "w"), leaf("linear", "w")
     slow, msg = gate_w.shape[1] // 4, fwd_w.shape[1]
@@ -193,13 +202,20 @@ def _sub_rnn_set(params: Mapping, prefix: str, source: str) -> dict:
     return mapped
 
 
-def vsml_params(params: Mapping, template: Mapping, source: str) -> dict:
+def vsml_params(params: Mapping, template: Mapping, source: str, moments: bool = False) -> dict:
     """The original's VSML parameters in the structure (and dtypes) of ``template`` (``vsml.init``'s).
 
-    Sets are assigned in haiku's creation order: forward sets (one, or one per layer), then the
-    backward sets of ``separate_backward_rnn``. Any mismatch with the config: one line with the fix.
+    Sets are taken in haiku's creation order (``sub_rnn``, ``sub_rnn_1``, ...): forward sets (one,
+    or one per layer), then the backward sets of ``separate_backward_rnn``. A mismatch with the
+    config is one line with the fix. ``moments``: unused (the mapping is the same for Adam moments).
     """
-    sets = _sub_rnn_sets(params, source)
+    del moments
+    prefixes = {}
+    for module in params:
+        match = _SUB_RNN.match(module)
+        if match:
+            prefixes[int(match.group(1) or 0)] = module[: match.end()]
+    sets = [_sub_rnn_set(params, prefixes[i], source) for i in sorted(prefixes)]
     n_fwd, n_bwd = len(template["forward"]), len(template.get("backward", ()))
     if not sets:
         raise CheckpointError(f"'{source}' has no VSML sub-RNN parameters (haiku modules vsmlrnn/~/sub_rnn...)")
@@ -224,7 +240,45 @@ def vsml_params(params: Mapping, template: Mapping, source: str) -> dict:
     mapped = {"forward": sets[:n_fwd]}
     if n_bwd:
         mapped["backward"] = sets[n_fwd:]
-    return jax.tree_util.tree_map(lambda value, like: np.asarray(value, dtype=np.asarray(like).dtype), mapped, template)
+    return _fit(mapped, template, source)
+
+
+def meta_rnn_params(params: Mapping, template: Mapping, source: str, moments: bool = False) -> dict:
+    """The original's MetaRNN (``hk.LSTM`` + ``hk.Linear``, no conv stem) in ``meta_rnn.init``'s structure.
+
+    haiku's LSTM reads ``[x, h]`` and adds a constant +1 to the forget gate; here that +1 is the
+    forget slice of the learned bias, so it is added to the bias (not to its Adam ``moments``).
+    """
+    if "stem" in template or any(module.startswith("meta_rnn/~/sequential") for module in params):
+        raise CheckpointError(
+            f"'{source}': MetaRNN with use_conv is not read (its conv stem's layout differs); "
+            "set model.meta_rnn.use_conv: false for a checkpoint without one"
+        )
+    lstm_w, lstm_b = (
+        _leaf(params, "meta_rnn/~/lstm/linear", "w", source),
+        _leaf(params, "meta_rnn/~/lstm/linear", "b", source),
+    )
+    hidden = lstm_w.shape[1] // 4
+    if template["lstm"]["w_h"].shape[0] != hidden:
+        raise CheckpointError(
+            f"'{source}' was trained with model.meta_rnn.slow_size={hidden}; set model.meta_rnn.slow_size: {hidden}"
+        )
+    n_in = lstm_w.shape[0] - hidden
+    bias = np.array(lstm_b, copy=True)
+    if not moments:
+        bias[2 * hidden : 3 * hidden] += 1.0
+    mapped = {
+        "lstm": {"w_in": lstm_w[:n_in], "w_h": lstm_w[n_in:], "b": bias},
+        "out": {
+            "w": _leaf(params, "meta_rnn/~/linear", "w", source),
+            "b": _leaf(params, "meta_rnn/~/linear", "b", source),
+        },
+    }
+    return _fit(mapped, template, source)
+
+
+# model name -> (what its parameter template has at the top, the mapping)
+MAPPINGS = {"VSMLRNN": ("forward", vsml_params), "MetaRNN": ("lstm", meta_rnn_params)}
 
 
 # --------------------------------------------------------------------------- Adam
@@ -234,23 +288,26 @@ def _is_adam(node) -> bool:
     return isinstance(node, (_AdamState, optax.ScaleByAdamState))
 
 
-def adam_state(opt_state, params: Mapping, params_template, opt_state_template, source: str):
+def _original_adam(opt_state):
+    found = [node for node in (opt_state if isinstance(opt_state, tuple) else ()) if _is_adam(node)]
+    return found[0] if len(found) == 1 else None
+
+
+def adam_state(adam, params: Mapping, mapping, params_template, opt_state_template, source: str):
     """``opt_state_template`` with its Adam moments and step count from the original's Adam state.
 
     Both implementations run ``optax.scale_by_adam`` on the same ES gradient estimate
     (docs/DESIGN.md §6.2) over parameters that map element by element, so moments and count carry
-    over 1:1. None when the file holds no Adam state or the template has none.
+    over 1:1. None when the file holds no Adam state or there is no template.
     """
-    found = [node for node in (opt_state if isinstance(opt_state, tuple) else ()) if _is_adam(node)]
-    if len(found) != 1 or opt_state_template is None:
+    if adam is None or opt_state_template is None:
         return None
-    adam = found[0]
     moments = {}
     for name in ("mu", "nu"):
         tree = getattr(adam, name)
         if not _is_haiku_params(tree) or set(tree) != set(params):
             raise CheckpointError(f"'{source}': the Adam state's {name} does not match the parameters")
-        moments[name] = vsml_params(tree, params_template, source)
+        moments[name] = mapping(tree, params_template, source, moments=True)
     count = np.asarray(adam.count)
 
     def fill(node):
@@ -269,33 +326,27 @@ def restore(path, params_template, opt_state_template=None) -> dict:
     """
     source = str(path)
     content = load(path)
-    params = content["params"]
-    if model_name(params) != "VSMLRNN":
+    params, name = content["params"], model_name(content["params"])
+    if name not in MAPPINGS:
         raise CheckpointError(
-            f"'{source}' holds the original's {model_name(params)}; of the original release's checkpoints this "
-            "project reads those of VSMLRNN (its baselines' layouts differ from this project's)"
+            f"'{source}' holds the original's {name}; of the original release's checkpoints this project reads "
+            f"those of {' and '.join(MAPPINGS)} (the other baselines' layouts differ from this project's)"
         )
-    if not (isinstance(params_template, Mapping) and "forward" in params_template):
-        raise CheckpointError(f"'{source}' holds the original's VSMLRNN; set model.type: VSMLRNN")
-    mapped = vsml_params(params, params_template, source)
-    opt_state = adam_state(content["opt_state"], params, params_template, opt_state_template, source)
+    top, mapping = MAPPINGS[name]
+    if not (isinstance(params_template, Mapping) and top in params_template):
+        raise CheckpointError(f"'{source}' holds the original's {name}; set model.type: {name}")
+    mapped = mapping(params, params_template, source)
+    adam = _original_adam(content["opt_state"])
+    opt_state = adam_state(adam, params, mapping, params_template, opt_state_template, source)
     return {
         "params": mapped,
         "opt_state": opt_state,
-        "step": _adam_count(content["opt_state"]),
+        "step": 0 if adam is None else int(np.asarray(adam.count)),
         "rng": None,
         "wall_time": 0.0,
         "config": None,
         "adam_continues": opt_state is not None,
     }
-
-
-def _adam_count(opt_state) -> int:
-    """The original's Adam step count: its completed generations (0 without an Adam state)."""
-    counts = [
-        int(np.asarray(node.count)) for node in (opt_state if isinstance(opt_state, tuple) else ()) if _is_adam(node)
-    ]
-    return counts[0] if len(counts) == 1 else 0
 
 
 # --------------------------------------------------------------------------- conversion

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-# The cases: the paper's VSML model (configs/default.yaml) with small sizes, and one with every option
-# that adds or renames haiku modules (layer norm, layer-wise and separate backward sub-RNNs).
+# The cases: the paper's VSML model (configs/default.yaml) with small sizes, one with every option
+# that adds or renames haiku modules (layer norm, layer-wise and separate backward sub-RNNs), and the
+# MetaRNN baseline (Hochreiter et al.) with a small LSTM.
 SMALL = {"model.sub_rnn.msg_size": 4, "model.sub_rnn.slow_size": 4}
 CASES = {
     "vsml": {**SMALL, "model.vsml_rnn.layer_specs": [{"type": "dense", "out_size": 3}, {"type": "dense"}]},
@@ -45,6 +46,7 @@ CASES = {
         "model.vsml_rnn.layerwise_rnns": True,
         "model.vsml_rnn.feed_label": True,
     },
+    "meta_rnn": {"model.type": "MetaRNN", "model.meta_rnn.slow_size": 4},
 }
 STEPS, BATCH, FEATURES, CLASSES, POPULATION = 6, 1, 5, 3, 2
 
