@@ -164,7 +164,7 @@ def _fit(mapped, template, source: str):
             name = "/".join(checkpoint._key_name(entry) for entry in path)
             raise CheckpointError(
                 f"'{source}': '{name}' has shape {np.shape(value)}, this config needs {np.shape(like)}; "
-                "set the model's sizes as in the original run"
+                "set the model's sizes (for MetaRNN also the dataset and data.preprocess.pad) as in the original run"
             )
     return jax.tree_util.tree_map(lambda value, like: np.asarray(value, dtype=np.asarray(like).dtype), mapped, template)
 
@@ -353,18 +353,21 @@ def restore(path, params_template, opt_state_template=None) -> dict:
 
 
 def convert(path, config: dict, out) -> Path:
-    """Writes ``out`` in this project's checkpoint format from a model.chkp and a config (no data loaded).
+    """Writes ``out`` in this project's checkpoint format from a model.chkp and a config.
+
+    VSML loads no data; a fixed-size learner (MetaRNN) takes its sizes from its training dataset.
 
     ``step`` is the original's generation count, ``rng`` the config seed's base keys; the file can
     be restored (``checkpoint.restore.path``) or, in a run directory with its config.yaml, resumed.
     """
     from vsml.config import resolve_for_rank, to_yaml  # noqa: PLC0415 — the command line only
+    from vsml.experiment import trained_sizes  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.meta.api import base_keys, make_optimizer  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
     settings = run_settings(resolve_for_rank(config, 0))
-    learner = build_learner(settings.model)
+    learner = build_learner(settings.model, *trained_sizes(settings))
     params = learner.init(jax.random.PRNGKey(settings.seed))
     opt = settings.optimizer
     opt_state = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(params)
