@@ -149,6 +149,17 @@ def test_a_config_that_does_not_fit_the_file_is_one_line_with_the_fix(override, 
     assert fix in str(err.value) and "model.chkp" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_file_missing_a_module_names_it(tmp_path):
+    """Also: a pickle of plain numpy arrays (no jax, no optax) loads like the original's files."""
+    params = checkpoint_original.load(DATA / "vsml" / "model.chkp")["params"]
+    del params["vsmlrnn/~/sub_rnn/~/linear_1"]
+    partial = tmp_path / "model.chkp"
+    partial.write_bytes(pickle.dumps({"params": params, "opt_state": None}))
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.restore(partial, _case("vsml")[2])
+    assert "has no 'vsmlrnn/~/sub_rnn/~/linear_1' 'w'" in str(err.value) and str(partial) in str(err.value)
+
+
 def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "ran"
 
@@ -233,14 +244,15 @@ def test_conversion_command_writes_this_projects_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "other.npz").exists()
 
 
-TINY_HIDDEN = [*TINY, HIDDEN, "training.iterations=1"]
+# VSML's meta-parameters fit any layer sizes: the runs use TINY's single layer (less to compile).
+TINY_RUN = [*TINY, "training.iterations=1", "training.pairs_per_chunk=null"]
 
 
 def test_training_continues_from_model_chkp_with_its_adam(tmp_path, capsys):
     """One generation with test-size settings from the original's file: its parameters move, and its
     Adam goes on from step 2."""
     chkp, run_dir = DATA / "vsml" / "model.chkp", tmp_path / "train"
-    config = [*TINY_HIDDEN, f"logging.dir={tmp_path / 'runs'}", f"checkpoint.restore.path={chkp}"]
+    config = [*TINY_RUN, f"logging.dir={tmp_path / 'runs'}", f"checkpoint.restore.path={chkp}"]
     assert launch.main(["--run_dir", str(run_dir), "--config", *config]) == 0
     assert "continuing the original release's Adam state (step 2)" in capsys.readouterr().out
     start = checkpoint.restore(chkp, _case("vsml")[2])["params"]
@@ -254,7 +266,7 @@ def test_evaluate_reads_model_chkp_from_a_run_directory(tmp_path):
     run.mkdir()
     (run / "model.chkp").write_bytes((DATA / "vsml" / "model.chkp").read_bytes())
     config = [
-        *TINY_HIDDEN,
+        *TINY_RUN,
         "call=evaluate",
         f"checkpoint.restore.path={run}",
         "checkpoint.restore.file_name=model.chkp",
