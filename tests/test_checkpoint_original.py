@@ -279,3 +279,12 @@ def test_evaluate_reads_model_chkp_from_a_run_directory(tmp_path):
 def _paths(tree):
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [([checkpoint._key_name(entry) for entry in path], leaf) for path, leaf in leaves]
+
+
+def test_api_load_of_model_chkp_says_how_to_convert_it():
+    """vsml.api.load needs a file with its config; a model.chkp has none: one line with the command."""
+    from vsml import api
+
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        api.load(DATA / "vsml" / "model.chkp")
+    assert "python -m vsml.checkpoint_original" in str(err.value) and "\n" not in str(err.value)
