@@ -443,7 +443,6 @@ def test_run_path_downloads_through_the_wandb_api_when_no_local_run_has_it(tmp_p
             "checkpoint.restore.run_path 'ent/proj/nope': no local wandb run directory with id 'nope'",
         ),
         ({"run_path": "just-an-id"}, {}, "must look like ENTITY/PROJECT/RUN_ID"),
-        ({"run_path": "ent/proj/abc", "file_name": "model.chkp"}, {}, "original release (pickled haiku"),
         ({"run_path": "ent/proj/abc", "path": "runs/x"}, {}, "not both"),
     ],
 )

@@ -33,6 +33,7 @@ import yaml
 from vsml import resources
 
 LATEST = "checkpoint.npz"
+ORIGINAL_FILE_NAME = "model.chkp"  # what the original release's Experiment.checkpoint writes
 PREVIOUS = "checkpoint.prev.npz"
 _STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
 
@@ -131,6 +132,19 @@ def prune(run_dir: Path, keep: int | None) -> None:
         path.unlink(missing_ok=True)
 
 
+def state_arrays(*, params, opt_state, step: int, rng: dict, wall_time: float, config_yaml: str) -> dict:
+    """The arrays of a checkpoint file (the layout in this module's docstring)."""
+    return {
+        **flatten_tree("params", params),
+        **flatten_tree("opt_state", opt_state),
+        "step": np.asarray(step, dtype=np.int64),
+        "rng/noise": np.asarray(rng["noise"]),
+        "rng/data": np.asarray(rng["data"]),
+        "wall_time": np.asarray(wall_time, dtype=np.float64),
+        "config": np.asarray(config_yaml),
+    }
+
+
 def save(
     run_dir: Path,
     *,
@@ -149,15 +163,9 @@ def save(
     step checkpoints only the newest ``keep`` remain (all when ``keep`` is None).
     """
     run_dir = Path(run_dir)
-    arrays = {
-        **flatten_tree("params", params),
-        **flatten_tree("opt_state", opt_state),
-        "step": np.asarray(step, dtype=np.int64),
-        "rng/noise": np.asarray(rng["noise"]),
-        "rng/data": np.asarray(rng["data"]),
-        "wall_time": np.asarray(wall_time, dtype=np.float64),
-        "config": np.asarray(config_yaml),
-    }
+    arrays = state_arrays(
+        params=params, opt_state=opt_state, step=step, rng=rng, wall_time=wall_time, config_yaml=config_yaml
+    )
     latest = run_dir / LATEST
     _replace_keeping_previous(run_dir)
     atomic_write_npz(latest, arrays)
@@ -170,8 +178,9 @@ def save(
     return latest
 
 
-def resolve_path(path) -> Path:
-    """A checkpoint file from a run directory, a file path, or ``pretrained:NAME`` (a shipped algorithm)."""
+def resolve_path(path, file_name: str | None = None) -> Path:
+    """A checkpoint file from a run directory (its ``file_name``, default ``checkpoint.npz``), a file path,
+    or ``pretrained:NAME`` (a shipped algorithm)."""
     if str(path).startswith(resources.PRETRAINED_SCHEME):
         try:
             return resources.pretrained_file(str(path)[len(resources.PRETRAINED_SCHEME) :])
@@ -179,9 +188,17 @@ def resolve_path(path) -> Path:
             raise CheckpointError(f"{path}: {err}") from None
     path = Path(path)
     if path.is_dir():
-        path = path / LATEST
+        if file_name is None and not (path / LATEST).is_file() and (path / ORIGINAL_FILE_NAME).is_file():
+            raise CheckpointError(
+                f"'{path}' holds the original release's {ORIGINAL_FILE_NAME}, not {LATEST}; "
+                f"set checkpoint.restore.file_name: {ORIGINAL_FILE_NAME} to read it"
+            )
+        path = path / (file_name or LATEST)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at '{path}'; give a run directory that holds {LATEST} or a .npz file")
+        raise CheckpointError(
+            f"no checkpoint at '{path}'; give a run directory that holds {LATEST} or a checkpoint file "
+            f"(.npz, or the original release's {ORIGINAL_FILE_NAME})"
+        )
     return path
 
 
@@ -192,16 +209,35 @@ def load_arrays(path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception as err:  # zipfile, numpy and OS errors alike mean "not a readable checkpoint"
+        if _is_pickle(path):
+            raise CheckpointError(
+                f"'{path}' is a checkpoint of the original release; convert it first: python -m "
+                f"vsml.checkpoint_original {path} --config_files ... --out converted.npz"
+            ) from None
         raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
 
 
-def restore(path, params_template, opt_state_template=None) -> dict:
+def _is_pickle(path: Path) -> bool:
+    """Pickles (protocol 2 and later: the original release's ``model.chkp``) start with 0x80; a .npz with 'PK'."""
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
+def restore(path, params_template, opt_state_template=None, file_name: str | None = None) -> dict:
     """Reads a checkpoint into the structures of the templates.
 
     Returns ``{'params', 'opt_state' (None without template), 'step', 'rng',
-    'wall_time', 'config'}``.
+    'wall_time', 'config', 'adam_continues'}``. The original release's
+    ``model.chkp`` (a pickle) is read by :mod:`vsml.checkpoint_original`: then
+    ``rng`` and ``config`` are None and ``adam_continues`` says whether
+    ``opt_state`` holds its Adam moments.
     """
-    source = str(resolve_path(path))
+    path = resolve_path(path, file_name)
+    source = str(path)
+    if _is_pickle(path):
+        from vsml import checkpoint_original  # noqa: PLC0415 — it imports this module
+
+        return checkpoint_original.restore(path, params_template, opt_state_template)
     arrays = load_arrays(path)
     for name in ("step", "rng/noise", "rng/data", "config"):
         if name not in arrays:
@@ -215,6 +251,7 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "rng": {"noise": arrays["rng/noise"], "data": arrays["rng/data"]},
         "wall_time": float(arrays.get("wall_time", 0.0)),
         "config": str(arrays["config"]),
+        "adam_continues": False,
     }
 
 
@@ -254,7 +291,6 @@ def digest(tree) -> int:
 
 # wandb names a run's directory ``run-<YYYYMMDD_HHMMSS>-<id>`` (``offline-run-...`` offline).
 _WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
-ORIGINAL_CHECKPOINT_SUFFIX = ".chkp"
 
 
 def parse_run_path(run_path: str) -> tuple[str, str, str]:
@@ -302,12 +338,6 @@ def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download
     """
     _, _, run_id = parse_run_path(run_path)
     file_name = file_name or LATEST
-    if file_name.endswith(ORIGINAL_CHECKPOINT_SUFFIX):
-        raise CheckpointError(
-            f"checkpoint.restore.file_name '{file_name}' is a checkpoint of the original release (pickled haiku "
-            f"parameters), which this project cannot read; restore a {LATEST} written by this project "
-            f"(checkpoint.restore.file_name: null)"
-        )
     local_runs = local_wandb_runs(run_id, logging_dir)
     for run_dir in local_runs:
         candidate = run_dir / "files" / file_name

@@ -243,7 +243,7 @@ def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
     generation, RNG) from the newest readable checkpoint of the run directory;
     otherwise a restored checkpoint only provides the initial meta-parameters
-    of a new run. Returns ``(state, wall_time_so_far)``.
+    of a new run (and, from the original release's model.chkp, its Adam state). Returns ``(state, wall_time_so_far)``.
     """
     seed = settings.seed
     state = outer_loop.init(params, seed)
@@ -256,10 +256,16 @@ def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: 
             log.message(f"warning: skipped unreadable checkpoint: {problem}")
         log.message(f"resuming from {path} (generation {saved['step']})")
     else:
-        saved = checkpoint.restore(restore_path, state.params, state.opt_state)
+        saved = checkpoint.restore(
+            restore_path, state.params, state.opt_state, file_name=settings.checkpoint.restore_file_name
+        )
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
-        return outer_loop.init(params, seed), 0.0
+        fresh = outer_loop.init(params, seed)
+        if saved["adam_continues"]:  # the original release's model.chkp: its Adam moments and count carry on
+            log.message(f"continuing the original release's Adam state (step {saved['step']}) from {restore_path}")
+            fresh = fresh.replace(opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]))
+        return fresh, 0.0
     restored = MetaState(
         params=params,
         opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
@@ -507,7 +513,11 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         saved = {"params": None, "step": 0}
     else:
         learner = build_learner(settings.model, *trained_sizes(settings))
-        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(settings.seed)))
+        saved = checkpoint.restore(
+            restore_path,
+            learner.init(jax.random.PRNGKey(settings.seed)),
+            file_name=settings.checkpoint.restore_file_name,
+        )
         evaluators = build_evaluators(learner, settings, comm)
     log = open_run_log(
         comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config), wandb_mode=settings.logging.wandb
