@@ -24,7 +24,7 @@ from vsml.config import build_config
 from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
 from vsml.learners import vsml as vsml_learner
-from vsml.meta.base import make_optimizer
+from vsml.meta.sliced import make_optimizer
 from vsml.settings import run_settings
 
 DATA = ROOT / "tests" / "data" / "original"

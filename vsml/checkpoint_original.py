@@ -363,7 +363,8 @@ def convert(path, config: dict, out) -> Path:
     from vsml.config import resolve_for_rank, to_yaml  # noqa: PLC0415 — the command line only
     from vsml.experiment import trained_sizes  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
-    from vsml.meta.base import base_keys, make_optimizer  # noqa: PLC0415
+    from vsml.meta.sliced import make_optimizer  # noqa: PLC0415
+    from vsml.meta.slicing import base_keys  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
     settings = run_settings(resolve_for_rank(config, 0))
