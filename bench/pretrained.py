@@ -2,6 +2,7 @@
 
     python3 bench/pretrained.py vsml-digits runs/RUN --commit a644f5a \\
         --command "python3 launch.py --config_files configs/quickstart_paper.yaml" \\
+        --config_files configs/quickstart_paper.yaml \\
         --description "the paper's VSML model meta-trained on 8x8 digits" \\
         --datasets digits mnist_offline --unseen mnist_offline
 
@@ -67,6 +68,7 @@ def ship(args) -> None:
         "meta_trained_on": algorithm.config["training"]["dataset"],
         "generations": int(algorithm.step),
         "reproduce": args.command,
+        "config_files": list(args.config_files),  # layer these to evaluate or continue it from launch.py
         "commit": args.commit or _head_commit(),
         "made": datetime.date.today().isoformat(),
         "machine": machine.summary_line(info),
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("name", nargs="?", help="the shipped name (vsml/pretrained/NAME.npz)")
     parser.add_argument("run", nargs="?", help="the run directory (or checkpoint) to ship")
     parser.add_argument("--command", help="the command that reproduces the run")
+    parser.add_argument("--config_files", nargs="*", default=[], help="the configs that describe its model")
     parser.add_argument("--commit", help="the commit the run came from (default: HEAD)")
     parser.add_argument("--description", default="", help="one line: what it is")
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist_offline"], help="meta-test datasets")
