@@ -79,6 +79,11 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, settings.data.dir))
         build_learner(settings.model)
         restore = settings.checkpoint
+        if restore.restore_path is not None:  # a missing file or an unknown pretrained:NAME, before compiling
+            try:
+                checkpoint.resolve_path(restore.restore_path, restore.restore_file_name)
+            except checkpoint.CheckpointError as err:
+                raise ConfigError(f"checkpoint.restore.path: {err}") from None
         if (
             settings.call == "evaluate"
             and restore.restore_path is None
