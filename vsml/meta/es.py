@@ -25,9 +25,7 @@ distributed part (collectives, timing); the update and the non-finite policy are
 The partial sums are integers on a fixed-point grid every rank derives from the
 all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.slicing.fixed_point_sum`), so
 their total is exact in any order: the float32 gradient, and hence the
-meta-parameters, are bit-identical on any rank count. (Float64 partial sums were
-not: their last bit depends on the order, and it sometimes decides the float32
-rounding.)
+meta-parameters, are bit-identical on any rank count (docs/DESIGN.md §6.4).
 """
 
 from __future__ import annotations
