@@ -117,8 +117,8 @@ def run_case(case: dict) -> dict:
     if case.get("memory_analysis"):
         result["xla_temp_bytes"] = int(outer_loop.memory_analysis(state, task.arrays).temp_size_in_bytes)
     if isinstance(spec, vsml.VSMLSpec) and not spec.conv_layers:
-        sizes = vsml.layer_sizes(spec, int(np.prod(task.spec.input_shape)), task.spec.num_classes)
-        synapses = sum(a * b for a, b in sizes)
+        geometries = vsml.layer_geometries(spec, task.spec.input_shape, task.spec.num_classes)
+        synapses = sum(int(np.prod(g.synapses)) for g in geometries)
         updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
         result.update(
             synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds, slow_size=spec.slow_size

@@ -18,7 +18,7 @@ import pytest
 
 import launch
 from tests.conftest import ROOT, TINY, checkpoint_arrays
-from vsml import checkpoint, checkpoint_original
+from vsml import checkpoint, checkpoint_original, convert_original
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.experiment import resolve_restore
@@ -230,7 +230,7 @@ def test_run_path_with_file_name_model_chkp_finds_it_in_a_local_wandb_run(tmp_pa
 def test_conversion_command_writes_this_projects_checkpoint(tmp_path, capsys):
     out = tmp_path / "converted.npz"
     arguments = [str(DATA / "vsml_options" / "model.chkp"), "--config", *CASE_CONFIG["vsml_options"]]
-    assert checkpoint_original.main([*arguments, "--out", str(out)]) == 0
+    assert convert_original.main([*arguments, "--out", str(out)]) == 0
     _, _, template, opt_template, _ = _case("vsml_options")
     converted = checkpoint.restore(out, template, opt_template)
     direct = checkpoint.restore(DATA / "vsml_options" / "model.chkp", template, opt_template)
@@ -238,7 +238,7 @@ def test_conversion_command_writes_this_projects_checkpoint(tmp_path, capsys):
     jax.tree_util.tree_map(np.testing.assert_array_equal, converted["params"], direct["params"])
     jax.tree_util.tree_map(np.testing.assert_array_equal, converted["opt_state"], direct["opt_state"])
     capsys.readouterr()
-    assert checkpoint_original.main([*arguments[:1], "--out", str(tmp_path / "other.npz")]) == 2
+    assert convert_original.main([*arguments[:1], "--out", str(tmp_path / "other.npz")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "set model.sub_rnn.msg_size: 4" in err
     assert not (tmp_path / "other.npz").exists()
@@ -287,4 +287,4 @@ def test_api_load_of_model_chkp_says_how_to_convert_it():
 
     with pytest.raises(checkpoint.CheckpointError) as err:
         api.load(DATA / "vsml" / "model.chkp")
-    assert "python -m vsml.checkpoint_original" in str(err.value) and "\n" not in str(err.value)
+    assert "python -m vsml.convert_original" in str(err.value) and "\n" not in str(err.value)

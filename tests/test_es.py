@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vsml.comm import SingleProcessComm
 from vsml.meta import es, sliced, slicing
@@ -116,6 +118,21 @@ def test_centered_rank_is_monotone_centred_and_ranks_non_finite_last():
     # -inf is not a better loss than any real one: non-finite takes the worst ranks
     assert utilities[0, 1] == utilities[1, 1] == utilities.max()
     assert utilities[2, 0] == utilities[2, 1] < utilities[0, 0] < utilities[1, 0]
+
+
+@given(
+    st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0, np.inf, np.nan]), min_size=2, max_size=24).filter(
+        lambda v: len(v) % 2 == 0
+    )
+)
+def test_centered_rank_is_the_mean_rank_of_ties(values):
+    # Independent: a value's 0-based rank is the number of smaller values; ties share the mean
+    # of their ranks, (#smaller + (#equal - 1) / 2); non-finite values count as +inf.
+    fitness = np.asarray(values).reshape(-1, 2)
+    flat = np.where(np.isfinite(fitness), fitness, np.inf).ravel()
+    expected = [((flat < v).sum() + ((flat == v).sum() - 1) / 2) / (flat.size - 1) - 0.5 for v in flat]
+    utilities, _ = es.shape_fitness(fitness, "centered_rank")
+    np.testing.assert_array_equal(utilities.ravel(), expected)
 
 
 def test_weights_are_antithetic_differences():

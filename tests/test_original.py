@@ -22,10 +22,11 @@ import yaml
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT, TINY
 from vsml import checkpoint
-from vsml.config import build_config, load_default, sweep_tasks, to_yaml
+from vsml.config import build_config, load_default, to_yaml
 from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
 from vsml.runlog import RunLog
+from vsml.sweeps import sweep_tasks
 
 # The original README's Section 4.2 / 4.4 commands, as printed there.
 ORIGINAL_COMMANDS = [

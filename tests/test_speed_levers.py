@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
 from vsml.experiment import load_task, make_outer_loop
-from vsml.learners import build_learner, vsml
+from vsml.learners import build_learner, vsml, vsml_layer
 from vsml.settings import data_settings, run_settings
 from vsml.validation import validate
 
@@ -77,10 +77,12 @@ def test_float32_is_the_default_and_bfloat16_keeps_the_gate_maths_in_float32():
     assert spec.state_dtype == "float32"
     reduced = vsml.VSMLSpec(state_dtype="bfloat16")
     params = vsml.init(jax.random.PRNGKey(0), reduced)
-    ((hidden, cell),) = vsml.initial_states(jax.random.PRNGKey(1), reduced, [(3, 2)], batch=1)
+    ((hidden, cell),) = vsml.initial_states(jax.random.PRNGKey(1), reduced, [vsml_layer.dense_geometry(3, 2)], batch=1)
     assert hidden.dtype == cell.dtype == jax.numpy.bfloat16
     fwd_in, bwd_in = jax.numpy.ones((1, 3, 8)), jax.numpy.zeros((1, 2, 8))
-    (hidden, cell), fwd_out, bwd_out = vsml.dense_layer(params["forward"][0], (hidden, cell), fwd_in, bwd_in, reduced)
+    (hidden, cell), fwd_out, bwd_out = vsml_layer.dense_layer(
+        params["forward"][0], (hidden, cell), fwd_in, bwd_in, reduced
+    )
     assert hidden.dtype == cell.dtype == jax.numpy.bfloat16  # stored reduced
     assert fwd_out.dtype == bwd_out.dtype == jax.numpy.float32  # messages in float32
 

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from vsml import resources
+from vsml.checkpoint_base import CheckpointError, key_name
 
 LATEST = "checkpoint.npz"
 ORIGINAL_FILE_NAME = "model.chkp"  # what the original release's Experiment.checkpoint writes
@@ -38,25 +39,14 @@ PREVIOUS = "checkpoint.prev.npz"
 _STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit this config."""
-
-
 def step_file_name(step: int) -> str:
     return f"checkpoint-{step}.npz"
-
-
-def _key_name(entry) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
 
 
 def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
     """``{'<prefix>/<path>': array}`` for every leaf of ``tree``."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join([prefix, *(_key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
+    return {"/".join([prefix, *(key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
 
 
 def unflatten_tree(prefix: str, template, arrays, source: str):
@@ -64,7 +54,7 @@ def unflatten_tree(prefix: str, template, arrays, source: str):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     values = []
     for path, leaf in leaves:
-        name = "/".join([prefix, *(_key_name(entry) for entry in path)])
+        name = "/".join([prefix, *(key_name(entry) for entry in path)])
         if name not in arrays:
             raise CheckpointError(f"{source} has no '{name}': it was written for a different model or optimiser config")
         value = arrays[name]
@@ -212,7 +202,7 @@ def load_arrays(path) -> dict[str, np.ndarray]:
         if _is_pickle(path):
             raise CheckpointError(
                 f"'{path}' is a checkpoint of the original release; convert it first: python -m "
-                f"vsml.checkpoint_original {path} --config_files ... --out converted.npz"
+                f"vsml.convert_original {path} --config_files ... --out converted.npz"
             ) from None
         raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
 

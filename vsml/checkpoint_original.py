@@ -16,11 +16,9 @@ Conversion to this project's ``.npz`` format::
 
 from __future__ import annotations
 
-import argparse
 import io
 import pickle
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,8 +27,7 @@ import jax
 import numpy as np
 import optax
 
-from vsml import checkpoint
-from vsml.checkpoint import CheckpointError
+from vsml.checkpoint_base import CheckpointError, key_name
 
 
 class _AdamState(NamedTuple):
@@ -161,7 +158,7 @@ def _fit(mapped, template, source: str):
         jax.tree_util.tree_flatten_with_path(mapped)[0], jax.tree_util.tree_leaves(template), strict=True
     ):
         if np.shape(value) != np.shape(like):
-            name = "/".join(checkpoint._key_name(entry) for entry in path)
+            name = "/".join(key_name(entry) for entry in path)
             raise CheckpointError(
                 f"'{source}': '{name}' has shape {np.shape(value)}, this config needs {np.shape(like)}; "
                 "set the model's sizes (for MetaRNN also the dataset and data.preprocess.pad) as in the original run"
@@ -347,65 +344,3 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "config": None,
         "adam_continues": opt_state is not None,
     }
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def convert(path, config: dict, out) -> Path:
-    """Writes ``out`` in this project's checkpoint format from a model.chkp and a config.
-
-    VSML loads no data; a fixed-size learner (MetaRNN) takes its sizes from its training dataset.
-
-    ``step`` is the original's generation count, ``rng`` the config seed's base keys; the file can
-    be restored (``checkpoint.restore.path``) or, in a run directory with its config.yaml, resumed.
-    """
-    from vsml.config import resolve_for_rank, to_yaml  # noqa: PLC0415 — the command line only
-    from vsml.experiment import trained_sizes  # noqa: PLC0415
-    from vsml.learners import build_learner  # noqa: PLC0415
-    from vsml.meta.sliced import make_optimizer  # noqa: PLC0415
-    from vsml.meta.slicing import base_keys  # noqa: PLC0415
-    from vsml.settings import run_settings  # noqa: PLC0415
-
-    settings = run_settings(resolve_for_rank(config, 0))
-    learner = build_learner(settings.model, *trained_sizes(settings))
-    params = learner.init(jax.random.PRNGKey(settings.seed))
-    opt = settings.optimizer
-    opt_state = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(params)
-    restored = restore(path, params, opt_state)
-    arrays = checkpoint.state_arrays(
-        params=restored["params"],
-        opt_state=restored["opt_state"] if restored["adam_continues"] else opt_state,
-        step=restored["step"],
-        rng=base_keys(settings.seed),
-        wall_time=0.0,
-        config_yaml=to_yaml(config),
-    )
-    out = Path(out)
-    checkpoint.atomic_write_npz(out, arrays)
-    return out
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vsml.checkpoint_original",
-        description="Convert the original release's model.chkp into this project's checkpoint .npz.",
-    )
-    parser.add_argument("checkpoint", help="a model.chkp written by the original release")
-    parser.add_argument("--config_files", nargs="+", default=[], metavar="FILE", help="the run's model config")
-    parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, as launch.py")
-    parser.add_argument("--out", required=True, help="the .npz to write")
-    args = parser.parse_args(argv)
-    from vsml.config import ConfigError, build_config  # noqa: PLC0415
-
-    try:
-        out = convert(args.checkpoint, build_config(args.config_files, args.config), args.out)
-    except (CheckpointError, ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

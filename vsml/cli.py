@@ -116,7 +116,8 @@ def prepare(args, comm):
 
 def print_config(args, comm) -> int:
     """``--print_config``: the checked configuration on stdout (rank 0 only); loads no data, compiles nothing."""
-    from vsml.config import describe_config, load_default, resolve_for_rank, split_period  # noqa: PLC0415
+    from vsml.config import load_default, resolve_for_rank, split_period  # noqa: PLC0415
+    from vsml.config_view import describe_config  # noqa: PLC0415
     from vsml.validation import validate  # noqa: PLC0415
 
     try:

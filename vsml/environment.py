@@ -21,6 +21,7 @@ PREPARE_REQUIREMENTS = "requirements-prepare.txt"
 # Import name -> what pip installs. Every entry point needs the run set; plots need less.
 RUN_MODULES = {
     "numpy": "numpy",
+    "scipy": "scipy",
     "jax": "jax",
     "chex": "chex",
     "optax": "optax",

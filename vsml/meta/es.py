@@ -25,9 +25,7 @@ distributed part (collectives, timing); the update and the non-finite policy are
 The partial sums are integers on a fixed-point grid every rank derives from the
 all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.slicing.fixed_point_sum`), so
 their total is exact in any order: the float32 gradient, and hence the
-meta-parameters, are bit-identical on any rank count. (Float64 partial sums were
-not: their last bit depends on the order, and it sometimes decides the float32
-rounding.)
+meta-parameters, are bit-identical on any rank count (docs/DESIGN.md §6.4).
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
@@ -109,24 +108,10 @@ def shape_fitness(fitness: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
             return np.zeros_like(fitness), nonfinite
         return np.where(finite, fitness, fitness[finite].max()), nonfinite
     if mode == "centered_rank":
-        ranks = _average_ranks(np.where(finite, fitness, np.inf).ravel())
+        # 0-based ranks; tied values share their mean rank (so order never matters)
+        ranks = scipy.stats.rankdata(np.where(finite, fitness, np.inf).ravel(), method="average") - 1.0
         return (ranks / max(fitness.size - 1, 1) - 0.5).reshape(fitness.shape), nonfinite
     raise ValueError(f"fitness shaping '{mode}' is not one of {', '.join(FITNESS_SHAPINGS)}")
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """0-based ranks; tied values share their mean rank (so order never matters)."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    start = 0
-    while start < len(values):
-        stop = start + 1
-        while stop < len(values) and sorted_values[stop] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop]] = 0.5 * (start + stop - 1)
-        start = stop
-    return ranks
 
 
 def pair_weights(utilities: np.ndarray, noise_std: float) -> np.ndarray:

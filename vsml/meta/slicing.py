@@ -43,12 +43,10 @@ def item_slice(population_size: int, rank: int, num_ranks: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- exact sums over ranks
 
-# Float sums depend on their order, so partial sums added over 1 or N ranks can differ in
-# the last bit, and a last bit is sometimes the one that decides a float32 rounding (ES's
-# centered-rank weights are multiples of 1/(P-1), which makes exact ties at a float32
-# midpoint common enough to flip one of 164 gradient entries per generation). Integers
-# add associatively: every term is put on one fixed-point grid that all ranks agree on,
-# and the int64 sums are exact in any order and any split over ranks.
+# Float sums depend on their order, and a last bit can decide a float32 rounding (why that
+# happens in practice: docs/DESIGN.md §6.4). Integers add associatively: every term is put
+# on one fixed-point grid that all ranks agree on, and the int64 sums are exact in any
+# order and any split over ranks.
 FIXED_POINT_BITS = 62  # sums stay below 2**62 in magnitude: int64 never overflows
 
 
