@@ -37,7 +37,7 @@ def test_sweep_file_lists_every_cell_as_a_launch_array_task(tmp_path):
     args = claims.parse_args(["--out", str(tmp_path), "--scale", "paper"])
     sweep = claims.write_sweep(args)
     matrix = claims.cells(args)
-    assert len(matrix) == len(claims.LEARNERS) * len(claims.DEFAULT_TRAIN_SETS) * 4
+    assert len(matrix) == len(claims.LEARNERS) * len(claims.DEFAULT_TRAIN_SETS["paper"]) * 4
     for task in (1, len(matrix)):
         config = build_config([], [], str(sweep), task)
         learner, train_set, seed = matrix[task - 1]
