@@ -516,6 +516,7 @@ def table_rows(args, learned: list[dict], hand: list[dict]) -> list[dict]:
                 for r in sorted(members, key=lambda r: r["seed"])
             ]
             row["results"] = {t: column(members, t) for t in META_TEST_SETS}
+            row["unseen"] = unseen_summary(members, [t for t in META_TEST_SETS if t != train_set])
             rows.append(row)
     for rule in HAND_DESIGNED:
         members = [h for h in hand if h["learner"] == rule]
@@ -547,6 +548,14 @@ def column(members: list[dict], test_set: str) -> dict:
         "by_seen": median_ragged([r["by_seen"] for r in results]),
         "by_seen_count": results[0]["by_seen_count"],
         "chance": 1.0 / results[0]["classes"],
+    }
+
+
+def unseen_summary(members: list[dict], test_sets: list[str]) -> dict:
+    """Per seed, the mean over ``test_sets`` of its accuracy there; median and min-max over seeds."""
+    return {
+        key: spread([float(np.mean([np.mean(m["results"][t][key]) for t in test_sets])) for m in members])
+        for key in ("episode_mean", "last_quarter")
     }
 
 
@@ -599,6 +608,23 @@ def report_markdown(args, rows: list[dict], status: dict) -> str:
             lines.append(f"| {row['learner']} | {row['train_set']} | " + " | ".join(cells_text) + " |")
         chance = [f"{100 * rows[0]['results'][t]['chance']:.1f}" for t in tests] if rows else []
         lines.append("| chance | – | " + " | ".join(chance) + " |")
+    lines += [
+        "",
+        "**Own set against unseen sets** (episode-mean / last-quarter accuracy in %; unseen: the mean over "
+        "every meta-test set but the row's own, per seed, then median [min–max] over seeds)",
+        "",
+        "| learner | meta-trained on | own (held out), episode mean | unseen, episode mean | own, last quarter "
+        "| unseen, last quarter |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "unseen" not in row:
+            continue
+        own = row["results"][row["train_set"]]
+        lines.append(
+            f"| {row['learner']} | {row['train_set']} | {pct(own['episode_mean'])} | "
+            f"{pct(row['unseen']['episode_mean'])} | {pct(own['last_quarter'])} | {pct(row['unseen']['last_quarter'])} |"
+        )
     lines += [
         "",
         "**Learners** (meta-loss: mean of the first / last 10 logged generations, median [min–max] over seeds; "
@@ -691,7 +717,8 @@ def plot_figures(args, rows: list[dict]) -> list[Path]:
         ax.set_xlabel("step in episode")
     for ax in axes.flat[len(tests) :]:
         ax.axis("off")
-    axes[0, 0].set_ylabel(f"accuracy (median over seeds, {window}-step mean)")
+    axes[0, 0].set_ylabel("accuracy")
+    fig.suptitle(f"Online accuracy per step (median over seeds of the episode mean, {window}-step running mean)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize="small")
     fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 5), 1, 1))
@@ -784,7 +811,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.meta_test_group:
         return meta_test_group(args, args.meta_test_group, args.meta_test_cell)
-    sweep = write_sweep(args)
+    # Only a run that trains (or --sweep-only) writes the sweep file: a report over fewer seeds
+    # must never shrink the task list a running matrix reads.
+    sweep = write_sweep(args) if args.sweep_only or not args.report_only else None
     if args.sweep_only:
         print(f"wrote {sweep}")
         return 0
@@ -807,13 +836,16 @@ def main(argv=None) -> int:
             for result in pool.map(lambda g: meta_test_process(args, g), HAND_DESIGNED):
                 ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
                 print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
-            if args.report_only:  # --meta-test: whatever finished cells lack meta-test results
-                for result in pool.map(lambda g: meta_test_process(args, g), args.learners):
-                    ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
-                    print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
-            else:
+            if not args.report_only and not args.quick:
                 for line in pool.map(train_and_test, range(1, len(matrix) + 1)):
                     print(line, flush=True)
+            if not args.report_only and args.quick:  # every cell first, then one meta-test process per learner
+                for result in pool.map(lambda n: train_cell(args, sweep, n, matrix[n - 1]), range(1, len(matrix) + 1)):
+                    print(f"{result['cell']}: {result['status']} ({result['run_dir']})", flush=True)
+            # --meta-test / --quick: whatever finished cells lack meta-test results, one process per learner
+            for result in pool.map(lambda g: meta_test_process(args, g), args.learners):
+                ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
+                print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
         status["wall_s"] = time.perf_counter() - start
         timing = out / "timing.json"
         previous = json.loads(timing.read_text()) if timing.exists() else {"sessions_s": []}

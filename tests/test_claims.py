@@ -96,8 +96,17 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # --report-only rebuilds the same table from the run directories alone; nothing is retrained.
+    # A report over fewer seeds leaves the sweep file a running matrix reads alone.
     mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
+    sweep = (out / "sweep.yaml").read_text()
     (out / "report.md").unlink()
     assert claims.main(["--quick", "--out", str(out), "--report-only"]) == 0
     assert _parse_table((out / "report.md").read_text(), "Episode-mean accuracy") == table
     assert mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
+    assert claims.main(["--quick", "--out", str(out), "--report-only", "--seeds", "0"]) == 0
+    assert (out / "sweep.yaml").read_text() == sweep
+    one_seed = _parse_table((out / "report.md").read_text(), "Episode-mean accuracy")
+    for row in one_seed[2:-1]:  # one seed: every spread collapses to a point
+        for cell in row[2:]:
+            low, high = cell.split("[")[1].split("]")[0].split("–")
+            assert low == high
