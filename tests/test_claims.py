@@ -37,7 +37,7 @@ def test_sweep_file_lists_every_cell_as_a_launch_array_task(tmp_path):
     args = claims.parse_args(["--out", str(tmp_path), "--scale", "paper"])
     sweep = claims.write_sweep(args)
     matrix = claims.cells(args)
-    assert len(matrix) == len(claims.LEARNERS) * len(claims.DEFAULT_TRAIN_SETS["paper"]) * 4
+    assert len(matrix) == len(claims.DEFAULT_LEARNERS) * len(claims.DEFAULT_TRAIN_SETS["paper"]) * 4
     for task in (1, len(matrix)):
         config = build_config([], [], str(sweep), task)
         learner, train_set, seed = matrix[task - 1]
@@ -77,9 +77,9 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
     table = _parse_table(text, "Episode-mean accuracy")
     assert table[0][2:] == tests
     body = {(r[0], r[1]): r[2:] for r in table[2:]}
-    expected_rows = {(lr, "digits") for lr in claims.LEARNERS} | {(h, "none") for h in claims.HAND_DESIGNED}
+    expected_rows = {(lr, "digits") for lr in claims.DEFAULT_LEARNERS} | {(h, "none") for h in claims.HAND_DESIGNED}
     assert set(body) == expected_rows | {("chance", "–")}
-    for learner in claims.LEARNERS:
+    for learner in claims.DEFAULT_LEARNERS:
         seeds = [
             json.loads((out / "runs" / claims.cell_name(learner, "digits", s) / "metatest.json").read_text())
             for s in args.seeds
