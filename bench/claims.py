@@ -633,6 +633,22 @@ def report_markdown(args, rows: list[dict], status: dict) -> str:
             f"{pct(row['unseen']['episode_mean'])} | {pct(own['last_quarter'])} | {pct(row['unseen']['last_quarter'])} "
             f"| {pct(own['first_steps'])} |"
         )
+    seen_ks = [0, 1, 2, 3, 5, 10]
+    shown = [t for t in ("mnist14", "digits", "mnist14-newproj") if t in tests]
+    lines += [
+        "",
+        "**Accuracy against labelled examples of the class seen before** (in %, median over seeds; the "
+        "introspection figure): every step of every meta-test episode grouped by how many earlier steps of "
+        "that episode carried its label",
+        "",
+        "| learner | meta-trained on | meta-test set | " + " | ".join(f"k = {k}" for k in seen_ks) + " |",
+        "|---|---|---|" + "---|" * len(seen_ks),
+    ]
+    for row in rows:
+        for t in shown:
+            by_seen = row["results"][t]["by_seen"]
+            values = [f"{100 * by_seen[k]:.1f}" if k < len(by_seen) else "–" for k in seen_ks]
+            lines.append(f"| {row['learner']} | {row['train_set']} | {t} | " + " | ".join(values) + " |")
     lines += [
         "",
         "**Learners** (meta-loss: mean of the first / last 10 rows of metrics.jsonl, one every 10th generation; "
