@@ -100,10 +100,10 @@ TRAIN_SETS = {
     "mnist14-proj": {"training.dataset": "mnist_offline", "data.preprocess.rand_proj": 7},
     "random": {"training.dataset": "random"},
 }
-# Per scale: what a 2-core CPU affords in ~80 minutes shared with other work (bench/RESULTS.md,
+# Per scale: what a 2-core CPU affords in ~80 minutes with 2 streams (bench/RESULTS.md,
 # "The paper's claims, measured"), and the full set at paper scale.
 DEFAULT_TRAIN_SETS = {
-    "cpu": ["mnist14", "mnist14-proj"],
+    "cpu": ["mnist14", "mnist14-proj", "digits"],
     "paper": ["digits", "mnist14", "mnist14-proj", "random"],
     "quick": ["digits"],
 }
@@ -274,7 +274,7 @@ def meta_test_process(args, group: str, cell: str | None = None) -> dict:
     """Meta-tests every finished cell of one learner (or one hand-designed rule; or one cell) in its own process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--meta-test-group", group]
     command += ["--meta-test-cell", cell] if cell else []
-    command += ["--seeds", *map(str, args.seeds), "--train-sets", *args.train_sets]
+    command += ["--seeds", *map(str, args.seeds), "--train-sets", *args.train_sets, "--learners", *args.learners]
     command += ["--quick"] if args.quick else ["--scale", args.scale]
     if args.generations is not None:
         command += ["--generations", str(args.generations)]
