@@ -1,0 +1,112 @@
+"""bench/claims.py: the whole pipeline at --quick runs, and its report comes from the run directories."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import claims  # noqa: E402
+
+
+def test_seen_before_counts_earlier_steps_of_the_same_label():
+    labels = np.array([[3, 1, 3, 3, 1, 0]])
+    np.testing.assert_array_equal(claims.seen_before(labels), [[0, 0, 1, 2, 1, 0]])
+
+
+def test_summarise_episodes_introspection_groups_steps_by_examples_seen():
+    # Right exactly from the second example of a class on: 0% at k = 0, 100% at k >= 1.
+    labels = np.array([[0, 1, 0, 1, 1, 2]])
+    accuracy = (claims.seen_before(labels) > 0).astype(float)
+    summary = claims.summarise_episodes(accuracy, labels, 10)
+    assert summary["by_seen"] == [0.0, 1.0, 1.0]
+    assert summary["by_seen_count"] == [3, 2, 1]
+    assert summary["episode_mean"] == [pytest.approx(0.5)]
+    assert summary["last_quarter"] == [0.0]  # the last step (6 // 4 = 1 step) is a new class
+
+
+def test_sweep_file_lists_every_cell_as_a_launch_array_task(tmp_path):
+    from vsml.config import build_config
+
+    args = claims.parse_args(["--out", str(tmp_path), "--scale", "paper"])
+    sweep = claims.write_sweep(args)
+    matrix = claims.cells(args)
+    assert len(matrix) == len(claims.DEFAULT_LEARNERS) * len(claims.DEFAULT_TRAIN_SETS["paper"]) * 4
+    for task in (1, len(matrix)):
+        config = build_config([], [], str(sweep), task)
+        learner, train_set, seed = matrix[task - 1]
+        assert config["model"]["type"] == claims.LEARNERS[learner]["model.type"]
+        assert config["training"]["dataset"] == claims.TRAIN_SETS[train_set]["training.dataset"]
+        assert config["seed"] == seed
+        assert config["training"]["population_size"] == claims.SCALES["paper"]["pairs"]
+        assert Path(config["logging"]["dir"]).name == claims.cell_name(learner, train_set, seed)
+
+
+def _parse_table(text: str, title: str) -> list[list[str]]:
+    block = text.split(f"**{title}**")[1].strip().split("\n\n")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+
+
+def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
+    out = tmp_path / "claims"
+    assert claims.main(["--quick", "--out", str(out), "--jobs", "2"]) == 0
+    args = claims.parse_args(["--quick", "--out", str(out)])
+    tests = list(claims.META_TEST_SETS)
+
+    # Every cell: a real run directory with its checkpoint, meta-tested on every set.
+    for cell in claims.cells(args):
+        folder = out / "runs" / claims.cell_name(*cell)
+        result = json.loads((folder / "metatest.json").read_text())
+        assert Path(result["checkpoint"]).exists()
+        assert result["generation"] == claims.SCALES["quick"]["generations"] + 1
+        assert set(result["results"]) == set(tests)
+        for summary in result["results"].values():
+            assert len(summary["episode_mean"]) == claims.SCALES["quick"]["test_episodes"]
+            assert len(summary["curve"]) == claims.SCALES["quick"]["test_length"]
+        assert result["results"]["mnist14-5cls"]["classes"] == len(claims.FEW_CLASSES)
+
+    # The table: one row per learner x training set plus the hand-designed rules, and a chance row;
+    # each cell's median is the median over the seeds' metatest.json files.
+    text = (out / "report.md").read_text()
+    table = _parse_table(text, "Episode-mean accuracy")
+    assert table[0][2:] == tests
+    body = {(r[0], r[1]): r[2:] for r in table[2:]}
+    expected_rows = {(lr, "digits") for lr in claims.DEFAULT_LEARNERS} | {(h, "none") for h in claims.HAND_DESIGNED}
+    assert set(body) == expected_rows | {("chance", "–")}
+    for learner in claims.DEFAULT_LEARNERS:
+        seeds = [
+            json.loads((out / "runs" / claims.cell_name(learner, "digits", s) / "metatest.json").read_text())
+            for s in args.seeds
+        ]
+        for column, test_set in enumerate(tests):
+            per_seed = [np.mean(s["results"][test_set]["episode_mean"]) for s in seeds]
+            shown = body[(learner, "digits")][column]
+            assert shown.startswith(f"{100 * np.median(per_seed):.1f} [")
+            assert shown.endswith(" ★") == (test_set == "digits")
+    assert body[("chance", "–")][tests.index("mnist14-5cls")] == "20.0"
+    assert body[("chance", "–")][tests.index("mnist14")] == "10.0"
+    assert len(_parse_table(text, "Last-quarter accuracy")) == len(table)
+    for name in ("heatmap.png", "learning_curves.png", "introspection.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --report-only rebuilds the same table from the run directories alone; nothing is retrained.
+    # A report over fewer seeds leaves the sweep file a running matrix reads alone.
+    mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
+    sweep = (out / "sweep.yaml").read_text()
+    (out / "report.md").unlink()
+    assert claims.main(["--quick", "--out", str(out), "--report-only"]) == 0
+    assert _parse_table((out / "report.md").read_text(), "Episode-mean accuracy") == table
+    assert mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
+    assert claims.main(["--quick", "--out", str(out), "--report-only", "--seeds", "0"]) == 0
+    assert (out / "sweep.yaml").read_text() == sweep
+    one_seed = _parse_table((out / "report.md").read_text(), "Episode-mean accuracy")
+    for row in one_seed[2:-1]:  # one seed: every spread collapses to a point
+        for cell in row[2:]:
+            low, high = cell.split("[")[1].split("]")[0].split("–")
+            assert low == high
