@@ -25,8 +25,7 @@ from vsml.config import array_tasks, build_config, load_yaml_file, resolve_for_r
 from vsml.data import tfds_source
 from vsml.experiment import check_config
 from vsml.learners import build_learner, learner_type
-from vsml.settings import data_settings
-from vsml.validation import validate
+from vsml.settings import data_settings, validate
 
 RANKS = 11  # views of ranks 0..10 (resolving does not depend on the rank count)
 LAUNCH_SIZES = (1, 4)  # rank counts the whole start-up check (population split included) must pass

@@ -45,8 +45,8 @@ class FWMemorySpec:
     use_conv: bool = False
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWMemorySpec:
-    return common.spec_from_section(FWMemorySpec, model_cfg["fw_memory"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> FWMemorySpec:
+    return common.spec_from_section(FWMemorySpec, model.fw_memory, input_shape, num_classes)
 
 
 def init(key, spec: FWMemorySpec):

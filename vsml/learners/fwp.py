@@ -42,8 +42,8 @@ class FWPSpec:
     tanh_bound: float = 100.0
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWPSpec:
-    return common.spec_from_section(FWPSpec, model_cfg["fwp"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> FWPSpec:
+    return common.spec_from_section(FWPSpec, model.fwp, input_shape, num_classes)
 
 
 def init(key, spec: FWPSpec):

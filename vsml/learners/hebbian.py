@@ -46,8 +46,8 @@ class HebbianSpec:
     tanh_bound: float = 100.0
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> HebbianSpec:
-    return common.spec_from_section(HebbianSpec, model_cfg["hebbian_fw"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> HebbianSpec:
+    return common.spec_from_section(HebbianSpec, model.hebbian_fw, input_shape, num_classes)
 
 
 def init(key, spec: HebbianSpec):

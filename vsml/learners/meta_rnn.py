@@ -34,8 +34,8 @@ class MetaRNNSpec:
     use_conv: bool = False
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> MetaRNNSpec:
-    return common.spec_from_section(MetaRNNSpec, model_cfg["meta_rnn"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> MetaRNNSpec:
+    return common.spec_from_section(MetaRNNSpec, model.meta_rnn, input_shape, num_classes)
 
 
 def init(key, spec: MetaRNNSpec):

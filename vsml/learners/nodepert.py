@@ -56,8 +56,8 @@ class NodePertSpec:
     perturbation: str = "node"
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> NodePertSpec:
-    return common.spec_from_section(NodePertSpec, model_cfg["nodepert"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> NodePertSpec:
+    return common.spec_from_section(NodePertSpec, model.nodepert, input_shape, num_classes)
 
 
 def init(key, spec: NodePertSpec):

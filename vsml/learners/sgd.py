@@ -24,6 +24,7 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.api import LearnerType
+from vsml.settings import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +50,12 @@ def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
         raise ValueError(f"optax.{name} does not take a learning_rate: {err}") from None
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGDSpec:
-    spec = common.spec_from_section(SGDSpec, model_cfg["sgd"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> SGDSpec:
+    spec = common.spec_from_section(SGDSpec, model.sgd, input_shape, num_classes)
     try:
         make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
     except ValueError as err:
-        raise ValueError(f"model.sgd.optimizer: {err}") from None
+        raise SettingError(model.sgd, "optimizer", str(err)) from None
     return spec
 
 

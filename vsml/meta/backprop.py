@@ -29,7 +29,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import MetaState, NonFiniteError, OptimizerSettings, SlicedLoop, make_optimizer, pair_key
+from vsml.meta.api import MetaState, NonFiniteError, SlicedLoop, make_optimizer, pair_key
+from vsml.settings import OptimizerSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,5 +130,5 @@ def from_settings(
     comm: Comm,
 ) -> MetaGradient:
     """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
-    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
+    optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)

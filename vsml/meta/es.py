@@ -45,7 +45,6 @@ from vsml.comm import Comm
 from vsml.meta.api import (
     MetaState,
     NonFiniteError,
-    OptimizerSettings,
     SlicedLoop,
     fixed_point_scale,
     fixed_point_sum,
@@ -53,6 +52,7 @@ from vsml.meta.api import (
     make_optimizer,
     pair_key,
 )
+from vsml.settings import OptimizerSettings
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 
@@ -267,7 +267,7 @@ def from_settings(
         fitness_shaping=settings.fitness_shaping,
         pairs_per_chunk=pairs_per_chunk,
     )
-    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
+    optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
