@@ -24,19 +24,21 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.api import LearnerType
-from vsml.settings import SettingError
+from vsml.settings import SettingError, SGDSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class SGDSpec:
+    """The options of ``SGDSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    num_layers: int = 1
-    hidden_size: int = 160
-    tanh_bound: float = 100.0
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    use_conv: bool = False
+    num_layers: int = SGDSettings.num_layers
+    hidden_size: int = SGDSettings.hidden_size
+    tanh_bound: float = SGDSettings.tanh_bound
+    optimizer: str = SGDSettings.optimizer
+    lr: float = SGDSettings.lr
+    use_conv: bool = SGDSettings.use_conv
 
 
 def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from vsml.learners.api import LearnerType
 from vsml.learners.common import fields_from
 from vsml.learners.numerics import bound_logits, layer_norm, lstm_cell, truncated_normal
-from vsml.settings import SettingError, key_of
+from vsml.settings import SettingError, SubRNNSettings, VSMLRNNSettings, key_of
 
 Params = Any  # pytree of jnp arrays
 
@@ -50,23 +50,24 @@ class ConvLayer:
 
 @dataclasses.dataclass(frozen=True)
 class VSMLSpec:
-    """Static description of a VSML learner (hashable, so it can be a jit static)."""
+    """Static description of a VSML learner (hashable, so it can be a jit static); option defaults
+    are the settings' (``model.sub_rnn``, ``model.vsml_rnn``)."""
 
-    msg_size: int = 8
-    slow_size: int = 16
-    init_rand_proportion: float = 0.5
+    msg_size: int = SubRNNSettings.msg_size
+    slow_size: int = SubRNNSettings.slow_size
+    init_rand_proportion: float = SubRNNSettings.init_rand_proportion
     # Multiplies every truncated-normal draw (sub-RNN weights, random initial cells): 1.0 is the
     # original release's std ≈ 0.88/sqrt(fan in); 1/0.8796 ≈ 1.137 gives std = 1/sqrt(fan in).
-    init_scale: float = 1.0
-    layer_norm: bool = False
+    init_scale: float = SubRNNSettings.init_scale
+    layer_norm: bool = SubRNNSettings.layer_norm
     hidden_sizes: tuple[int, ...] = ()  # sizes of the dense layers before the output layer
-    num_micro_ticks: int = 2
-    tanh_bound: float = 100.0
-    output_idx: int = 1
-    backward_pass: bool = False
-    separate_backward_rnn: bool = False
-    feed_label: bool = False
-    layerwise_rnns: bool = False
+    num_micro_ticks: int = VSMLRNNSettings.num_micro_ticks
+    tanh_bound: float = VSMLRNNSettings.tanh_bound
+    output_idx: int = VSMLRNNSettings.output_idx
+    backward_pass: bool = VSMLRNNSettings.backward_pass
+    separate_backward_rnn: bool = VSMLRNNSettings.separate_backward_rnn
+    feed_label: bool = VSMLRNNSettings.feed_label
+    layerwise_rnns: bool = VSMLRNNSettings.layerwise_rnns
     # Leading conv layers (before the dense layers given by ``hidden_sizes`` and the
     # output layer). Conv layers always come first: inputs keep their [H, W, C] shape
     # through them and are flattened into the first dense layer.
@@ -74,7 +75,7 @@ class VSMLSpec:
     # "bfloat16": LSTM states (h, c) stored and the recurrent matmul run in bfloat16, gate
     # maths in float32 — halves the state traffic (a GPU speed lever, bench/gpu_check.py);
     # "float32": everything in float32.
-    state_dtype: str = "float32"
+    state_dtype: str = VSMLRNNSettings.state_dtype
 
     @property
     def num_layers(self) -> int:

@@ -29,7 +29,17 @@ from vsml.settings.data import (
     SumDatasetSettings,
 )
 from vsml.settings.fields import SettingError, build, leaves, or_null, type_text
-from vsml.settings.model import ModelSettings
+from vsml.settings.model import (
+    FWMemorySettings,
+    FWPSettings,
+    HebbianSettings,
+    MetaRNNSettings,
+    ModelSettings,
+    NodePertSettings,
+    SGDSettings,
+    SubRNNSettings,
+    VSMLRNNSettings,
+)
 from vsml.settings.sections import CheckpointSettings, OptimizerSettings, RestoreSettings, RunSettings, key_of
 
 
@@ -90,16 +100,24 @@ __all__ = [
     "CheckpointSettings",
     "DataSection",
     "DataSettings",
+    "FWMemorySettings",
+    "FWPSettings",
     "FewShotSettings",
+    "HebbianSettings",
+    "MetaRNNSettings",
     "ModelSettings",
+    "NodePertSettings",
     "OptimizerSettings",
     "PadSettings",
     "PreprocessSettings",
     "RandomDatasetSettings",
     "RestoreSettings",
     "RunSettings",
+    "SGDSettings",
     "SettingError",
+    "SubRNNSettings",
     "SumDatasetSettings",
+    "VSMLRNNSettings",
     "data_settings",
     "key_of",
     "model_settings",
