@@ -11,11 +11,11 @@ from vsml.settings.fields import (
     POSITIVE_INT,
     POSITIVE_NUMBER,
     SWITCH_OR_SEED,
-    Entries,
     Rule,
     _is_number,
     as_shape,
     at_least,
+    entries,
     one_of_names_in,
     section,
     setting,
@@ -79,7 +79,7 @@ class PreprocessSettings:
     dataset_stats: Mapping[str, tuple[float, float]] = setting(
         _STATS,
         "mean and std of [0, 1] pixel values per dataset, for dataset_standard; open: add entries for new datasets",
-        Entries(lambda v: True, "", others=_DATASET_STATS),
+        entries(others=_DATASET_STATS),
         _stats_table,
     )
     pad: PadSettings = section(PadSettings)

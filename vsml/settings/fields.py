@@ -94,6 +94,11 @@ class Entries(Rule):
         return None
 
 
+def entries(known: Mapping[str, Rule] | None = None, others: Rule | None = None) -> Entries:
+    """An open mapping whose entries named in ``known`` follow their rule, any other entry ``others``."""
+    return Entries(check=lambda value: True, text="", known=dict(known or {}), others=others)
+
+
 def one_of(*choices) -> OneOf:
     return OneOf(check=lambda value, c=choices: value in c, text="", choices=choices)
 
@@ -203,7 +208,7 @@ def _type_matches(base, value) -> bool:
         return isinstance(value, str)
     if base is tuple:
         return isinstance(value, (list, tuple))
-    if base is Mapping or base is typing.Mapping:
+    if base is Mapping:
         return isinstance(value, Mapping)
     return True  # a union the rule decides
 

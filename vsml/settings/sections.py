@@ -15,8 +15,8 @@ from vsml.settings.fields import (
     NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
     POSITIVE_NUMBER,
-    Entries,
     Rule,
+    entries,
     one_of,
     one_of_names_in,
     section,
@@ -114,7 +114,7 @@ class OptimizerSettings:
     kwargs: Mapping[str, float] = setting(
         {"b1": 0.9, "b2": 0.999},
         "arguments of optax.adam (b1, b2 in [0, 1)); open: any other key goes to optax.adam too (e.g. eps)",
-        Entries(lambda v: True, "", known={"b1": BELOW_ONE, "b2": BELOW_ONE}),
+        entries({"b1": BELOW_ONE, "b2": BELOW_ONE}),
     )
     clip_gradnorm: float = setting(
         0.0, "global-norm clip of the gradient estimate before Adam; 0 disables", NON_NEGATIVE_NUMBER
