@@ -190,7 +190,7 @@ def last_quarter_accuracy(run_dir: Path, dataset: str) -> dict[int, float]:
 
 def summarise(run: dict, args, num_classes: int, dataset: str) -> dict:
     """The per-seed figures of one finished run directory."""
-    from vsml.logging import read_metrics  # noqa: PLC0415
+    from vsml.runlog import read_metrics  # noqa: PLC0415
 
     run_dir = Path(run["run_dir"])
     rows = [r for r in read_metrics(run_dir) if "meta_loss" in r]
@@ -290,7 +290,7 @@ def existing_run(run_dir: str) -> dict:
     """A finished run directory as :func:`run_seed` would describe it (wall time: its last logged ``time``)."""
     import yaml  # noqa: PLC0415
 
-    from vsml.logging import read_metrics  # noqa: PLC0415
+    from vsml.runlog import read_metrics  # noqa: PLC0415
 
     path = Path(run_dir)
     if not (path / "metrics.jsonl").exists():

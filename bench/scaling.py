@@ -6,7 +6,7 @@
 
 Each rank count runs ``mpiexec -n N -bind-to core`` over this file: every rank
 is pinned to one core (so N ranks use N cores and XLA does not oversubscribe
-them), builds the strategy exactly as ``launch.py`` does and runs a few
+them), builds the outer loop exactly as ``launch.py`` does and runs a few
 generations of ``EvolutionStrategy.step`` on the paper's VSML model and
 ``mnist_offline``. The generation's own timers (``time/evaluate``,
 ``time/communicate``, ``time/update`` of the step statistics) are gathered to
@@ -42,7 +42,7 @@ def worker(args) -> None:
 
     from vsml.comm import world  # noqa: PLC0415
     from vsml.config import build_config, resolve_for_rank  # noqa: PLC0415
-    from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
+    from vsml.experiment import load_task, make_outer_loop  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
@@ -63,20 +63,20 @@ def worker(args) -> None:
     task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, settings, params, comm)
-    state = strategy.init(params, seed=0)
-    state, _ = strategy.step(state, task.arrays)  # compile
+    outer_loop = make_outer_loop(learner, task, settings, params, comm)
+    state = outer_loop.init(params, seed=0)
+    state, _ = outer_loop.step(state, task.arrays)  # compile
 
     rows = []
     for _ in range(args.generations):
         comm.barrier()
         start = time.perf_counter()
-        state, stats = strategy.step(state, task.arrays)
+        state, stats = outer_loop.step(state, task.arrays)
         rows.append({"wall": time.perf_counter() - start, **{k: v for k, v in stats.items() if k.startswith("time/")}})
 
     # The two collectives of a generation on their own, after a barrier.
-    fitness = np.zeros((len(strategy.pair_indices), 2))
-    partial = np.zeros(strategy.dim, dtype=np.float64)
+    fitness = np.zeros((len(outer_loop.item_indices), 2))
+    partial = np.zeros(outer_loop.dim, dtype=np.float64)
     collective = []
     for _ in range(args.comm_repeats):
         comm.barrier()
@@ -98,9 +98,9 @@ def worker(args) -> None:
                 {
                     "ranks": comm.size,
                     "population": args.population,
-                    "pairs_per_rank": len(strategy.pair_indices),
+                    "pairs_per_rank": len(outer_loop.item_indices),
                     "length": args.length,
-                    "dim": strategy.dim,
+                    "dim": outer_loop.dim,
                     "generation_s": statistics.median(per_generation),
                     "evaluate_s": evaluate,
                     "communicate_s": median_of_max("time/communicate"),
@@ -108,7 +108,7 @@ def worker(args) -> None:
                     "collective_s": statistics.median(
                         max(rank["collective"][i] for rank in gathered) for i in range(args.comm_repeats)
                     ),
-                    "member_steps_per_s_per_rank": 2 * len(strategy.pair_indices) * args.length / evaluate,
+                    "member_steps_per_s_per_rank": 2 * len(outer_loop.item_indices) * args.length / evaluate,
                 }
             )
         )

@@ -6,7 +6,7 @@
 
 Each case runs in a fresh subprocess (so XLA flags, compile time and peak
 memory belong to that case alone) and times exactly what a run times:
-``EvolutionStrategy.evaluate`` built by ``experiment.make_strategy`` from a
+``EvolutionStrategy.evaluate`` built by ``experiment.make_outer_loop`` from a
 config — noise, episode sampling on the device, the learner and the loss in
 one jitted call — on the offline 28×28 ``mnist_offline`` data, so the VSML
 model is the paper's: dense 784→10, message 8, state 16, 2 micro ticks.
@@ -72,7 +72,7 @@ def run_case(case: dict) -> dict:
     from bench import machine  # noqa: PLC0415
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
-    from vsml.experiment import load_task, make_strategy  # noqa: PLC0415
+    from vsml.experiment import load_task, make_outer_loop  # noqa: PLC0415
     from vsml.learners import vsml  # noqa: PLC0415 — synapse counts of VSML cases
     from vsml.settings import run_settings  # noqa: PLC0415
 
@@ -84,17 +84,17 @@ def run_case(case: dict) -> dict:
     task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
     learner, spec = build_learner_for(case, settings, task)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, settings, params, SingleProcessComm())
-    state = strategy.init(params, seed=0)
+    outer_loop = make_outer_loop(learner, task, settings, params, SingleProcessComm())
+    state = outer_loop.init(params, seed=0)
     rss_before = machine.cpu_peak_rss_bytes()
 
     start = time.perf_counter()
-    fitness = strategy.evaluate(state, task.arrays)
+    fitness = outer_loop.evaluate(state, task.arrays)
     first = time.perf_counter() - start
     times = []
     for _ in range(case.get("repeats", 3)):
         start = time.perf_counter()
-        strategy.evaluate(state, task.arrays)
+        outer_loop.evaluate(state, task.arrays)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
 
@@ -107,18 +107,18 @@ def run_case(case: dict) -> dict:
         "peak_rss_bytes": machine.cpu_peak_rss_bytes(),
         "rss_before_bytes": rss_before,
         "device_peak_bytes": machine.device_peak_bytes(),
-        "chosen_chunk": strategy.pairs_per_chunk,
+        "chosen_chunk": outer_loop.items_per_chunk,
         # XLA's plan of one pair (what `auto` divides its budget by), outside the timed calls
         "bytes_per_pair": (
-            strategy.working_bytes_per_pair(params, task.arrays) if case.get("chunk") == "auto" else None
+            outer_loop.working_bytes_per_item(params, task.arrays) if case.get("chunk") == "auto" else None
         ),
         "member_steps_per_s": 2 * case["pairs"] * case["length"] * case.get("batch", 1) / seconds,
     }
     if case.get("memory_analysis"):
-        result["xla_temp_bytes"] = int(strategy.memory_analysis(state, task.arrays).temp_size_in_bytes)
+        result["xla_temp_bytes"] = int(outer_loop.memory_analysis(state, task.arrays).temp_size_in_bytes)
     if isinstance(spec, vsml.VSMLSpec) and not spec.conv_layers:
-        sizes = vsml.layer_sizes(spec, int(np.prod(task.spec.input_shape)), task.spec.num_classes)
-        synapses = sum(a * b for a, b in sizes)
+        geometries = vsml.layer_geometries(spec, task.spec.input_shape, task.spec.num_classes)
+        synapses = sum(int(np.prod(g.synapses)) for g in geometries)
         updates = 2 * case["pairs"] * case["length"] * case.get("batch", 1) * synapses * spec.num_micro_ticks
         result.update(
             synapses=synapses, synapse_updates=updates, updates_per_s=updates / seconds, slow_size=spec.slow_size

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -141,6 +144,28 @@ def test_repeated_training_in_one_process_equals_launch_py(trained, digits_npz, 
         for name in reference:
             np.testing.assert_array_equal(arrays[name], reference[name])
     assert signal.getsignal(signal.SIGINT) is handlers[signal.SIGINT]  # api.train put the handlers back
+
+
+def test_ctrl_c_stops_api_training_with_one_line_naming_how_to_resume(digits_npz, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    rows = run_dir / "metrics.jsonl"
+
+    def interrupt_after_a_few_generations():
+        while not (rows.exists() and len(rows.read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_a_few_generations, daemon=True).start()
+    result = api.train(
+        ["configs/test.yaml"], {**_overrides(digits_npz), "training.iterations": 100000}, run_dir=run_dir
+    )
+    assert result.stopped_by == "SIGINT" and 3 <= result.generation < 100000
+    stop_lines = [line for line in capsys.readouterr().out.splitlines() if "stopped" in line]
+    assert stop_lines == [
+        f"stopped by SIGINT after gen {result.generation - 1}/100000 ({result.generation} generations done; "
+        f"checkpoint saved); resume with: vsml.api.train(run_dir={str(run_dir)!r}, resume=True)"
+    ]
+    assert result.metrics[-1]["step"] == result.generation - 1
 
 
 def test_existing_runs_are_refused_and_resumed(trained, digits_npz, tmp_path):

@@ -12,7 +12,7 @@ from vsml import data
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
-from vsml.meta import OUTER_LOOPS, OptimizerSettings, api, backprop, build_outer_loop, es, objective
+from vsml.meta import OUTER_LOOPS, OptimizerSettings, backprop, build_outer_loop, es, objective, sliced, slicing
 from vsml.settings import data_settings
 
 
@@ -29,40 +29,42 @@ class RankComm(SingleProcessComm):
         self.rank, self.size = rank, size
 
 
-def _strategy(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, **kwargs):
+def _outer_loop(population=8, comm=None, lr=0.1, clip=0.0, fitness=keyed_loss, **kwargs):
     params = {"x": jnp.full((5,), 0.5)}
-    strategy = backprop.MetaGradient(
+    outer_loop = backprop.MetaGradient(
         fitness,
         params,
         backprop.BackpropConfig(population, **kwargs),
-        api.make_optimizer(lr, {}, clip),
+        sliced.make_optimizer(lr, {}, clip),
         comm or SingleProcessComm(),
     )
-    return strategy, strategy.init(params, seed=11)
+    return outer_loop, outer_loop.init(params, seed=11)
 
 
 def test_gradient_is_the_mean_over_the_episodes_es_would_run():
-    strategy, state = _strategy()
-    grad_sum, finite, losses = strategy.partial_sums(state, {})
+    outer_loop, state = _outer_loop()
+    grad_sum, finite, losses = outer_loop.partial_sums(state, {})
     # Independent: the targets of the episode keys key(data, g, i) that ES uses for pair i.
-    targets = np.stack([np.asarray(jax.random.normal(api.pair_key(state.rng["data"], 0, i), (5,))) for i in range(8)])
+    targets = np.stack(
+        [np.asarray(jax.random.normal(slicing.item_key(state.rng["data"], 0, i), (5,))) for i in range(8)]
+    )
     x = np.full(5, 0.5)
     np.testing.assert_allclose(grad_sum / 8, np.mean(2 * (x - targets), 0), rtol=1e-5)
     np.testing.assert_allclose(losses, np.sum((x - targets) ** 2, 1), rtol=1e-5)
     assert finite.all()
     # ES evaluates exactly these episodes: with a tiny σ its fitness equals these losses.
-    es_strategy = es.EvolutionStrategy(
-        keyed_loss, state.params, es.ESConfig(8, 1e-6), api.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
+    es_loop = es.EvolutionStrategy(
+        keyed_loss, state.params, es.ESConfig(8, 1e-6), sliced.make_optimizer(0.1, {}, 0.0), SingleProcessComm()
     )
-    fitness = es_strategy.evaluate(es_strategy.init(state.params, seed=11), {})
+    fitness = es_loop.evaluate(es_loop.init(state.params, seed=11), {})
     np.testing.assert_allclose(fitness[:, 0], losses, rtol=1e-4)
 
 
 @pytest.mark.parametrize("pairs_per_chunk", [None, 3])
 def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_chunk):
-    whole, state = _strategy(population=8)
+    whole, state = _outer_loop(population=8)
     total, _, losses = whole.partial_sums(state, {})
-    parts = [_strategy(population=8, comm=RankComm(r, 2), pairs_per_chunk=pairs_per_chunk)[0] for r in range(2)]
+    parts = [_outer_loop(population=8, comm=RankComm(r, 2), items_per_chunk=pairs_per_chunk)[0] for r in range(2)]
     sums = [part.partial_sums(state, {}) for part in parts]
     np.testing.assert_allclose(sums[0][0] + sums[1][0], total, rtol=1e-12)
     np.testing.assert_array_equal(np.concatenate([s[2] for s in sums]), losses)
@@ -70,10 +72,10 @@ def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_chunk):
 
 
 def test_steps_lower_the_loss_and_report_statistics():
-    strategy, state = _strategy(population=16, lr=0.05)
+    outer_loop, state = _outer_loop(population=16, lr=0.05)
     first = None
     for _ in range(40):
-        state, stats = strategy.step(state, {})
+        state, stats = outer_loop.step(state, {})
         first = first if first is not None else stats["meta_loss"]
     assert state.generation == 40
     assert set(stats) >= {"meta_loss", "meta_loss_std", "metagrad/nonfinite", "grad/norm"}
@@ -88,9 +90,9 @@ def test_nonfinite_episodes_are_dropped_and_counted():
         loss = keyed_loss(params, key, data)
         return jnp.where(jax.random.uniform(key) < 0.5, jnp.nan, loss)
 
-    strategy, state = _strategy(population=16, fitness=sometimes_nan)
-    _, finite, _ = strategy.partial_sums(state, {})
-    new_state, stats = strategy.step(state, {})
+    outer_loop, state = _outer_loop(population=16, fitness=sometimes_nan)
+    _, finite, _ = outer_loop.partial_sums(state, {})
+    new_state, stats = outer_loop.step(state, {})
     assert 0 < stats["metagrad/nonfinite"] == 16 - finite.sum() < 16
     assert np.all(np.isfinite(np.asarray(new_state.params["x"])))
     assert np.isfinite(stats["meta_loss"])
@@ -133,8 +135,8 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
     params = learner.init(jax.random.PRNGKey(0))
     for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
         settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, kwargs={}, clip_gradnorm=1.0)
-        strategy = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
-        state, stats = strategy.step(strategy.init(params, seed=0), arrays)
+        outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
+        state, stats = outer_loop.step(outer_loop.init(params, seed=0), arrays)
         nonfinite = {"es": "es/nonfinite", "sgd": "metagrad/nonfinite"}[kind]  # each loop logs its own
         assert state.generation == 1 and stats[nonfinite] == 0
         assert not {key for key in stats if key.endswith("/nonfinite")} - {nonfinite}

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from vsml import config as C
+from vsml import sweeps
 
 # A small hand-written base so expectations do not depend on default.yaml's values.
 BASE = {
@@ -216,8 +217,56 @@ def test_open_subtrees_accept_new_keys(tmp_path):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(C.ConfigError, match="config file '.*nope.yaml' not found"):
+    with pytest.raises(C.ConfigError, match="config file '.*nope.yaml' not found$"):  # nothing like it anywhere
         build([tmp_path / "nope.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("quickstrat.yaml", "quickstart.yaml"),  # a typo, in the file's own folder
+        ("quickstart", "quickstart.yaml"),  # the suffix left off
+        ("Quickstart.yaml", "quickstart.yaml"),
+    ],
+)
+def test_a_missing_config_file_names_the_similar_one_in_its_folder(tmp_path, monkeypatch, typed, meant):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    write(tmp_path / "mine", meant, "seed: 1\n")
+    with pytest.raises(
+        C.ConfigError, match=f"config file 'mine/{typed}' not found \\(did you mean 'mine/{meant}'\\?\\)$"
+    ):
+        build([f"mine/{typed}"])
+
+
+def test_a_missing_config_file_names_the_similar_one_in_the_configs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(path.name for path in C.CONFIGS_DIR.glob("*.yaml"))
+    assert "quickstart.yaml" in shipped
+    # run from elsewhere: the shipped file is named by a path that works from here
+    with pytest.raises(
+        C.ConfigError, match=r"config file 'quickstrat.yaml' not found \(did you mean '(.*)'\?\)"
+    ) as err:
+        build(["quickstrat.yaml"])
+    suggested = err.value.args[0].split("did you mean '")[1].split("'")[0]
+    assert (tmp_path / suggested).resolve() == (C.CONFIGS_DIR / "quickstart.yaml").resolve()
+
+
+def test_a_missing_array_file_names_the_similar_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    write(tmp_path / "sweeps", "learning_rates.yaml", "array:\n  - seed: 1\n")
+    with pytest.raises(
+        C.ConfigError,
+        match=r"array file 'sweeps/learning_rate.yaml' not found \(did you mean 'sweeps/learning_rates.yaml'\?\)$",
+    ):
+        C.build_config(array_file="sweeps/learning_rate.yaml", task=1)
+    shipped = C.CONFIGS_DIR / "array" / "datasets.yaml"
+    assert shipped.is_file()
+    with pytest.raises(
+        C.ConfigError, match=r"array file 'dataset.yaml' not found \(did you mean '.*datasets.yaml'\?\)$"
+    ):
+        C.build_config(array_file="dataset.yaml", task=1)
 
 
 def test_malformed_yaml_mentions_the_line(tmp_path):
@@ -277,7 +326,7 @@ def _original_grid_order(lengths, number):
 def test_grid_is_the_product_of_axes_first_axis_fastest():
     seeds, datasets = [1, 2], ["a", "b", "c"]
     doc = {"grid": [[{"seed": s} for s in seeds], [{"training.dataset": d} for d in datasets]]}
-    tasks = C.array_tasks(doc)
+    tasks = [task.config for task in sweeps.sweep_tasks(doc)]
     assert len(tasks) == 6
     for number, task in enumerate(tasks, start=1):
         seed, dataset = _original_grid_order([2, 3], number)
@@ -297,25 +346,27 @@ def test_grid_shorthand_and_zipped_keys(tmp_path):
         },
     )
     doc = C.load_yaml_file(arr)
-    assert len(C.array_tasks(doc)) == 6
+    assert len(sweeps.sweep_tasks(doc)) == 6
     cfg = build(array_file=arr, task=4)  # n = 3: dataset 3 % 2 = 1, zip entry 3 // 2 = 1
     assert cfg == with_changes({"training.dataset": "fashion_mnist", "seed": 2, "optimizer.lr": 0.2})
 
 
 def test_grid_shorthand_with_unequal_lists_is_an_error():
     with pytest.raises(C.ConfigError, match="length"):
-        C.array_tasks({"grid": [{"seed": [1, 2], "optimizer.lr": [0.1]}]})
+        sweeps.sweep_tasks({"grid": [{"seed": [1, 2], "optimizer.lr": [0.1]}]})
 
 
 def test_later_grid_axis_overrides_earlier_one_for_the_same_key():
-    tasks = C.array_tasks({"grid": [[{"training": {"dataset": "x", "batch_size": 4}}], [{"training.dataset": "y"}]]})
-    assert tasks == [{"training": {"dataset": "y", "batch_size": 4}}]
+    tasks = sweeps.sweep_tasks(
+        {"grid": [[{"training": {"dataset": "x", "batch_size": 4}}], [{"training.dataset": "y"}]]}
+    )
+    assert [task.config for task in tasks] == [{"training": {"dataset": "y", "batch_size": 4}}]
 
 
 @pytest.mark.parametrize("doc", [{}, {"array": [{}], "grid": [[{}]]}, {"tasks": [{}]}])
 def test_array_file_needs_exactly_one_of_array_and_grid(doc):
     with pytest.raises(C.ConfigError):
-        C.array_tasks(doc)
+        sweeps.sweep_tasks(doc)
 
 
 def test_array_file_base_is_applied_before_the_task(tmp_path):
@@ -511,7 +562,7 @@ def test_original_grid_entries_concatenate_tags_and_files_in_axis_order(tmp_path
             [{"config_files": [str(two)], "tags": ["two"]}, {"config": {"seed": 3}, "tags": ["three"]}],
         ]
     }
-    tasks = C.sweep_tasks(doc)
+    tasks = sweeps.sweep_tasks(doc)
     assert [t.tags for t in tasks] == [("a", "two"), ("b", "two"), ("a", "three"), ("b", "three")]
     assert tasks[0].config_files == (str(one), str(two)) and tasks[3].config_files == ()
     arr = write(tmp_path, "grid.yaml", doc)
@@ -525,12 +576,12 @@ def test_original_grid_entries_concatenate_tags_and_files_in_axis_order(tmp_path
 
 def test_unknown_entry_key_names_the_allowed_ones():
     with pytest.raises(C.ConfigError) as err:
-        C.sweep_tasks({"array": [{"config": {"seed": 1}, "tag": ["x"]}]})
+        sweeps.sweep_tasks({"array": [{"config": {"seed": 1}, "tag": ["x"]}]})
     message = str(err.value)
     assert "'tag'" in message and "config, tags, config_files" in message and "task 1" in message
     assert "\n" not in message
     with pytest.raises(C.ConfigError, match="axis 2 .* unknown entry key 'confg'"):
-        C.sweep_tasks({"grid": [[{"seed": 1}], [{"confg": {"seed": 2}, "tags": ["t"]}]]})
+        sweeps.sweep_tasks({"grid": [[{"seed": 1}], [{"confg": {"seed": 2}, "tags": ["t"]}]]})
 
 
 @pytest.mark.parametrize(
@@ -543,7 +594,7 @@ def test_unknown_entry_key_names_the_allowed_ones():
 )
 def test_badly_typed_entry_fields_are_named(entry, match):
     with pytest.raises(C.ConfigError, match=match):
-        C.sweep_tasks({"array": [entry]})
+        sweeps.sweep_tasks({"array": [entry]})
 
 
 def test_subset_maps_array_task_n_to_entry_subset_n_minus_1(tmp_path):

@@ -13,14 +13,15 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import HANG_GUARD_S, ROOT, TINY, launch
 from vsml import environment
-from vsml.logging import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 from vsml.preemption import StopRequest
+from vsml.runlog import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
 
 SUMMARY = re.compile(
     r"^gen (\d+)/(\d+) · meta-loss [-\d.e+]+ · ([\d.e-]+) s/gen "
@@ -235,6 +236,46 @@ def test_ctrl_c_while_compiling_is_acknowledged_at_once_and_a_second_one_stops_n
     assert "Ctrl-C again: stopping now" in out and "Traceback" not in err, err[-3000:]
     assert "Ctrl-C: stopping after this generation" in (run_dir / CONSOLE).read_text()
     assert not (run_dir / "checkpoint.npz").exists()  # stopped inside the first generation: nothing to keep
+
+
+STOPPED = re.compile(
+    r"^stopped by SIGINT after gen (\d+)/(\d+) \((\d+) generations? done; checkpoint saved\); resume with: (.+)$"
+)
+
+
+def test_ctrl_c_ends_with_one_stop_line_numbered_as_the_progress_lines(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "launch.py"), "--run_dir", str(run_dir), "--config", *TINY]
+    command += ["training.iterations=1000", "logging.progress_seconds=0"]
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    try:
+        seen: list[str] = []
+        assert _read_until(proc.stdout, lambda line: line.startswith("gen 3/"), seen, timeout=HANG_GUARD_S), seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    lines = seen + out.splitlines()
+    stop_lines = [line for line in lines if "stopped" in line]
+    assert len(stop_lines) == 1 and stop_lines[0] == lines[-1], lines[-6:]
+    match = STOPPED.match(stop_lines[0])
+    assert match, stop_lines[0]
+    last, total, done = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    with np.load(run_dir / "checkpoint.npz") as saved:
+        assert done == int(saved["step"]) and last == done - 1 and total == 1000
+    numbered = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("gen ")]
+    assert numbered[-1] == last  # the last progress or summary line shows the same generation
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == last
+    assert match.group(4) == f"{environment.python_command()} launch.py --resume {run_dir}"
+    assert (run_dir / CONSOLE).read_text().splitlines()[-1] == stop_lines[0]
 
 
 def test_second_ctrl_c_stops_now_and_other_signals_only_once():

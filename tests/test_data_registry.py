@@ -13,7 +13,7 @@ import pytest
 from vsml import data
 from vsml.config import load_default
 from vsml.data import registry
-from vsml.data.api import Loaded, LoadOptions, table_stats
+from vsml.data.base import Loaded, LoadOptions, table_stats
 from vsml.settings import data_settings
 
 
@@ -25,8 +25,31 @@ def config():
 def test_every_name_has_exactly_one_source_and_unknown_names_list_them():
     for name in (*registry.available_datasets(), "npz:some/file.npz"):
         assert sum(source.provides(name) for source in registry.SOURCES) == 1, name
-    with pytest.raises(ValueError, match=r"training.dataset: unknown dataset 'mnsit'; valid: .*digits.*, or npz:PATH"):
+    with pytest.raises(
+        ValueError,
+        match=r"training.dataset: unknown dataset 'mnsit' \(did you mean 'mnist'\?\); valid: .*, or npz:PATH",
+    ):
         registry.source_of("mnsit", "training.dataset")
+    # a name like none of them gets the list only
+    with pytest.raises(ValueError, match=r"unknown dataset 'zzz'; valid: "):
+        registry.source_of("zzz", "evaluation.datasets")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("fashion_mnst", "fashion_mnist"),
+        ("MNIST", "mnist"),
+        ("omniglot_fewshots", "omniglot_fewshot"),
+        ("cifar", "cifar10"),
+    ],
+)
+def test_a_mistyped_dataset_name_gets_the_name_meant(typed, meant):
+    assert meant in registry.available_datasets()
+    with pytest.raises(
+        ValueError, match=f"evaluation.datasets: unknown dataset '{typed}' \\(did you mean '{meant}'\\?\\)"
+    ):
+        registry.source_of(typed, "evaluation.datasets")
 
 
 def test_an_offline_dataset_from_the_registry_loads_and_samples_its_own_examples(config):

@@ -179,7 +179,7 @@ def test_prepare_cli_offline_names_the_dataset(tmp_path):
         text=True,
         timeout=HANG_GUARD_S,
     )
-    assert result.returncode == 2 and "unknown dataset(s) mnsit" in result.stderr
+    assert result.returncode == 2 and "unknown dataset(s) mnsit (did you mean 'mnist'?)" in result.stderr
 
 
 def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
@@ -203,8 +203,8 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     assert task.spec.input_shape == (5, 5, 1) and task.spec.num_classes == 12 and task.spec.data_classes == 3
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = experiment.make_strategy(learner, task, run_settings(cfg), params, world())
-    state, stats = strategy.step(strategy.init(params, 0), task.arrays)
+    outer_loop = experiment.make_outer_loop(learner, task, run_settings(cfg), params, world())
+    state, stats = outer_loop.step(outer_loop.init(params, 0), task.arrays)
     assert state.generation == 1 and np.isfinite(stats["meta_loss"])
     moved = jax.tree_util.tree_map(
         lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params, state.params

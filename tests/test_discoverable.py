@@ -9,7 +9,8 @@ import yaml
 
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT
-from vsml.config import build_config, describe_config, resolve_for_rank
+from vsml.config import build_config, resolve_for_rank
+from vsml.config_view import describe_config
 from vsml.data import __main__ as data_cli
 from vsml.data import offline_source as sources
 from vsml.data import tfds_source

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
+import pytest
 
+from tests.conftest import TINY
 from vsml import experiment
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
-from vsml.logging import read_metrics
+from vsml.learners import build_learner
+from vsml.runlog import read_metrics
+from vsml.settings import run_settings
 
 
 def test_short_es_meta_training_on_sum_lowers_meta_loss(tmp_path):
@@ -39,3 +44,35 @@ def test_short_es_meta_training_on_sum_lowers_meta_loss(tmp_path):
     # and can only get below it by learning within the episode.
     assert abs(losses[:20].mean() - np.log(2)) < 0.01
     assert losses[-50:].mean() < np.log(2) - 0.05
+
+
+class _Rank(SingleProcessComm):
+    """Rank ``rank`` of ``size``, for building one rank's evaluators in this process (no collective is called)."""
+
+    def __init__(self, rank: int, size: int):
+        self.rank, self.size = rank, size
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 7])
+def test_meta_test_episodes_are_the_same_on_any_number_of_ranks(ranks):
+    """The ranks' shares of evaluation.count episodes, concatenated as rank 0 gathers them, are one
+    process's episodes: every index once, in order, with bit-identical curves (7 ranks: some have none)."""
+    config = build_config(["configs/test.yaml"], overrides=[*TINY, "evaluation.count=5"])
+    settings = run_settings(config)
+    task = experiment.load_task("digits", "test", settings.data, 12, 1)
+    learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
+    params = learner.init(jax.random.PRNGKey(3))
+
+    def curves(rank, size):
+        comm = _Rank(rank, size)
+        evaluate = experiment.build_evaluators(learner, settings, comm)["digits"]
+        return {key: np.asarray(value) for key, value in evaluate(params).items()}
+
+    one = curves(0, 1)
+    assert one["accuracy"].shape == (5, 12)
+    sizes = [len(experiment.episode_slice(5, rank, ranks)) for rank in range(ranks)]
+    assert sum(sizes) == 5 and max(sizes) - min(sizes) <= 1  # an even split
+    shares = [curves(rank, ranks) for rank in range(ranks)]
+    for key in ("loss", "accuracy"):
+        np.testing.assert_array_equal(np.concatenate([share[key] for share in shares]), one[key])
+    assert len({tuple(row) for row in one["loss"]}) == 5  # five different episodes, not one repeated

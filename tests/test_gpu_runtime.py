@@ -176,7 +176,7 @@ def test_auto_chunk_budget_of_a_run_is_divided_by_the_ranks_on_the_node(monkeypa
     )
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
-    experiment.make_strategy(learner, task, run_settings(rank_config), params, TwoOnTheNode())
+    experiment.make_outer_loop(learner, task, run_settings(rank_config), params, TwoOnTheNode())
     assert seen == [8 * MIB]  # half of 32 MiB, split between 2 ranks
 
 

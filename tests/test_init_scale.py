@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vsml.config import build_config
-from vsml.learners import build_learner, vsml
+from vsml.learners import build_learner, vsml, vsml_layer
 from vsml.settings import model_settings
 
 
@@ -66,7 +66,7 @@ def test_sub_rnn_gates_and_heads():
 @pytest.mark.parametrize("fan_in,fan_out", [(400, 30), (64, 200)])
 def test_initial_cell_states_dense(fan_in, fan_out):
     spec = vsml.VSMLSpec(slow_size=16, init_rand_proportion=0.5)
-    ((h, c),) = vsml.initial_states(jax.random.PRNGKey(2), spec, [(fan_in, fan_out)], batch=1)
+    ((h, c),) = vsml.initial_states(jax.random.PRNGKey(2), spec, [vsml_layer.dense_geometry(fan_in, fan_out)], batch=1)
     assert np.all(np.asarray(h) == 0) and np.all(np.asarray(c)[..., 8:] == 0)
     _check_spread(np.asarray(c)[..., :8], fan_in, f"initial cells of a {fan_in}->{fan_out} layer")
 
@@ -113,5 +113,7 @@ def test_init_scale_multiplies_every_vsml_draw():
     # 1.1369 x the truncated std: std ~ 1/sqrt(fan in), the project's former initialisation
     _check_spread(gates / 1.1369, 2 * 32 + 64, "gates at init_scale 1.1369, divided back")
     assert abs(gates.std() * math.sqrt(128) - 1.0) < 0.04
-    ((_, c),) = vsml.initial_states(jax.random.PRNGKey(2), dataclasses.replace(spec, slow_size=16), [(400, 30)], 1)
+    ((_, c),) = vsml.initial_states(
+        jax.random.PRNGKey(2), dataclasses.replace(spec, slow_size=16), [vsml_layer.dense_geometry(400, 30)], 1
+    )
     assert abs(np.asarray(c)[..., :8].std() * math.sqrt(400) - 1.1369 * TRUNC_STD) < 0.04

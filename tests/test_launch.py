@@ -49,7 +49,8 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path):
     for row in rows:
         assert {"meta_loss", "time", "es/nonfinite", "time/evaluate", "time/communicate", "time/update"} <= set(row)
         assert np.isfinite(row["meta_loss"])
-        assert (EVAL_KEYS <= set(row)) == (row["step"] % 2 == 0)
+        # every evaluation.frequency (2) generations, and the last one (3) so the run ends with a meta-test
+        assert (EVAL_KEYS <= set(row)) == (row["step"] % 2 == 0 or row["step"] == 3)
     assert 0.0 <= rows[0]["eval/digits/accuracy"] <= 1.0
     assert sorted(p.name for p in run_dir.glob("checkpoint*.npz")) == [
         "checkpoint-2.npz",
@@ -59,9 +60,9 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path):
     ]
     table = (run_dir / "evaluation.csv").read_text().splitlines()
     assert table[0] == "train_step,dataset,episode,step,loss,accuracy"
-    # the mean curve over evaluation episodes, 12 inner steps, at generations 0 and 2
+    # the mean curve over evaluation episodes, 12 inner steps, at generations 0, 2 and the last, 3
     assert [line.split(",")[:4] for line in table[1:]] == [
-        [str(g), "digits", "mean", str(t)] for g in (0, 2) for t in range(12)
+        [str(g), "digits", "mean", str(t)] for g in (0, 2, 3) for t in range(12)
     ]
     mean_accuracy = np.mean([float(line.split(",")[5]) for line in table[1:13]])
     assert mean_accuracy == pytest.approx(rows[0]["eval/digits/accuracy"], abs=1e-5)
@@ -70,6 +71,12 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path):
         assert yaml.safe_load(str(ckpt["config"])) == saved
         assert any(name.startswith("opt_state/") for name in ckpt.files)
     assert list((run_dir / "wandb").glob("offline-run-*")), "wandb offline run missing"
+
+
+def test_a_run_shorter_than_the_evaluation_frequency_still_ends_with_a_meta_test(tmp_path):
+    _ok(launch("--run_dir", tmp_path, "--config", *TINY, "training.iterations=3", "evaluation.frequency=50"))
+    evaluated = [row["step"] for row in _rows(tmp_path) if EVAL_KEYS <= set(row)]
+    assert evaluated == [0, 2]  # generation 0, then the last generation
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
@@ -88,14 +95,14 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.mpi
-def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
+def test_two_ranks_give_the_same_meta_parameters_and_meta_test_results_as_one(tmp_path):
     args = [
         "--config_files",
         "configs/quickstart.yaml",
         "--config",
         "training.iterations=3",
         "training.population_size=4",
-        "evaluation.count=2",
+        "evaluation.count=3",  # split 1 + 2 over two ranks
         "logging.wandb=disabled",
     ]
     _ok(launch(*args, "--run_dir", tmp_path / "one"))
@@ -106,6 +113,13 @@ def test_two_ranks_give_the_same_meta_parameters_as_one(tmp_path):
     for name in one_params:
         np.testing.assert_array_equal(one_params[name], two_params[name], err_msg=name)
     assert [r["meta_loss"] for r in _rows(tmp_path / "one")] == [r["meta_loss"] for r in _rows(tmp_path / "two")]
+    # evaluation.count episodes in all, whatever the rank count: the same meta-test numbers and curves
+    evaluated = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in _rows(tmp_path / "one")]
+    assert any(evaluated) and evaluated == [
+        {k: v for k, v in r.items() if k.startswith("eval/")} for r in _rows(tmp_path / "two")
+    ]
+    table = (tmp_path / "one" / "evaluation.csv").read_text()
+    assert table.count("\n") > 1 and (tmp_path / "two" / "evaluation.csv").read_text() == table
 
 
 @pytest.mark.mpi

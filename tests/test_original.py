@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -21,10 +22,11 @@ import yaml
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT, TINY
 from vsml import checkpoint
-from vsml.config import build_config, load_default, sweep_tasks, to_yaml
+from vsml.config import build_config, load_default, to_yaml
 from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
-from vsml.logging import RunLog
+from vsml.runlog import RunLog
+from vsml.sweeps import sweep_tasks
 
 # The original README's Section 4.2 / 4.4 commands, as printed there.
 ORIGINAL_COMMANDS = [
@@ -359,6 +361,32 @@ def test_run_path_restores_from_an_offline_wandb_run_directory(tmp_path, monkeyp
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, _params())
 
 
+def test_attaching_a_checkpoint_to_wandb_prints_nothing_and_follows_each_rewrite(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    config = build_config(["/".join([str(ROOT), "configs/test.yaml"])], overrides=["logging.wandb=offline"])
+    log = RunLog(run_dir, config, to_yaml(config), wandb_mode="offline")
+    registered = []
+    save = log._wandb.save
+    monkeypatch.setattr(log._wandb, "save", lambda *a, **k: registered.append((a, k)) or save(*a, **k))
+    try:
+        capfd.readouterr()
+        for value in (1.0, 2.0):  # a second checkpoint replaces the first by an atomic rename
+            params = jax.tree_util.tree_map(lambda x, v=value: np.full_like(x, v), _params())
+            log.attach(_save(run_dir, params))
+            out, err = capfd.readouterr()
+            assert "wandb" not in out + err, out + err
+            attached = Path(log._wandb.dir) / checkpoint.LATEST
+            assert attached.samefile(run_dir / checkpoint.LATEST)  # the wandb run sees the current file
+            template = jax.tree_util.tree_map(np.zeros_like, _params())
+            restored = checkpoint.restore(attached, template)["params"]
+            jax.tree_util.tree_map(lambda x, v=value: np.testing.assert_array_equal(x, v), restored)
+    finally:
+        log.close()
+    assert [k["policy"] for _, k in registered] == ["live", "live"]  # uploaded whenever it changes
+
+
 def test_run_path_picks_the_newest_local_run_and_its_file_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for stamp, value in (("20240101_000000", 1.0), ("20240301_000000", 3.0), ("20240201_000000", 2.0)):
@@ -416,7 +444,6 @@ def test_run_path_downloads_through_the_wandb_api_when_no_local_run_has_it(tmp_p
             "checkpoint.restore.run_path 'ent/proj/nope': no local wandb run directory with id 'nope'",
         ),
         ({"run_path": "just-an-id"}, {}, "must look like ENTITY/PROJECT/RUN_ID"),
-        ({"run_path": "ent/proj/abc", "file_name": "model.chkp"}, {}, "original release (pickled haiku"),
         ({"run_path": "ent/proj/abc", "path": "runs/x"}, {}, "not both"),
     ],
 )

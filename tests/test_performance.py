@@ -17,13 +17,13 @@ from tests.conftest import ROOT, TINY, launch
 from vsml import runtime
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config, resolve_for_rank
-from vsml.experiment import load_task, make_strategy
+from vsml.experiment import load_task, make_outer_loop
 from vsml.learners import build_learner
-from vsml.meta import api, es, fit_chunk, objective
+from vsml.meta import es, fit_chunk, memory, objective, slicing
 from vsml.settings import data_settings, run_settings
 
 
-def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
+def _outer_loop(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
     config = build_config(
         [],
         [
@@ -41,22 +41,22 @@ def _strategy(pairs, chunk, msg=4, slow=4, length=6, optimizer="es"):
     task = load_task("digits", "train", data_settings(rank_config), length, 1)
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(0))
-    strategy = make_strategy(learner, task, run_settings(rank_config), params, SingleProcessComm())
-    return strategy, strategy.init(params, seed=5), task, learner
+    outer_loop = make_outer_loop(learner, task, run_settings(rank_config), params, SingleProcessComm())
+    return outer_loop, outer_loop.init(params, seed=5), task, learner
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 2, 3, 8])
 def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
-    strategy, state, task, learner = _strategy(pairs=5, chunk=chunk)  # 5 pairs: chunks 2 and 3 leave a remainder
-    fitness = strategy.evaluate(state, task.arrays)
+    outer_loop, state, task, learner = _outer_loop(pairs=5, chunk=chunk)  # 5 pairs: chunks 2 and 3 leave a remainder
+    fitness = outer_loop.evaluate(state, task.arrays)
 
     # Reference: every member on its own, from the documented noise and episode keys.
     flat, unravel = ravel_pytree(state.params)
     member_loss = jax.jit(objective.make_fitness(objective.make_episode(learner.run, task.sampler()), "mean"))
-    sigma = strategy.config.noise_std
+    sigma = outer_loop.config.noise_std
     for pair in range(5):
         eps = es.pair_epsilon(state.rng["noise"], 0, pair, flat.shape[0])
-        key = api.pair_key(state.rng["data"], 0, pair)
+        key = slicing.item_key(state.rng["data"], 0, pair)
         expected = [member_loss(unravel(flat + sign * sigma * eps), key, task.arrays) for sign in (1.0, -1.0)]
         np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
 
@@ -65,17 +65,17 @@ def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
 def test_chunking_does_not_change_the_run(optimizer):
     results = []
     for chunk in (None, 2):
-        strategy, state, task, _ = _strategy(pairs=4, chunk=chunk, optimizer=optimizer)
+        outer_loop, state, task, _ = _outer_loop(pairs=4, chunk=chunk, optimizer=optimizer)
         for _ in range(2):
-            state, _ = strategy.step(state, task.arrays)
+            state, _ = outer_loop.step(state, task.arrays)
         results.append(ravel_pytree(state.params)[0])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-7)
 
 
 def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
     def temp_bytes(pairs, chunk):
-        strategy, state, task, _ = _strategy(pairs=pairs, chunk=chunk, msg=8, slow=16, length=4)
-        return strategy.memory_analysis(state, task.arrays).temp_size_in_bytes
+        outer_loop, state, task, _ = _outer_loop(pairs=pairs, chunk=chunk, msg=8, slow=16, length=4)
+        return outer_loop.memory_analysis(state, task.arrays).temp_size_in_bytes
 
     # One member's learner state (h and c of 64x10 synapses x 16) is 80 KiB: big enough to dominate.
     chunked_small, chunked_large = temp_bytes(2, 1), temp_bytes(16, 1)
@@ -87,20 +87,20 @@ def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
 
 @pytest.mark.parametrize("optimizer", ["es", "sgd"])
 def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
-    strategy, state, task, _ = _strategy(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
+    outer_loop, state, task, _ = _outer_loop(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
 
     def outputs(loop):  # ES: fitness [n, 2]; meta-gradients: (gradient sum, finite flags, losses)
         if optimizer == "es":
             return [loop.evaluate(state, task.arrays)]
         return list(loop.partial_sums(state, task.arrays))
 
-    per_pair = strategy.working_bytes_per_pair(state.params, task.arrays)
-    fitted, measured = fit_chunk(strategy, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
-    assert (fitted.pairs_per_chunk, measured) == (2, per_pair)
-    assert strategy.pairs_per_chunk is None  # the original loop is left as it was
-    for a, b in zip(outputs(strategy), outputs(fitted)):
+    per_pair = outer_loop.working_bytes_per_item(state.params, task.arrays)
+    fitted, measured = fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
+    assert (fitted.items_per_chunk, measured) == (2, per_pair)
+    assert outer_loop.items_per_chunk is None  # the original loop is left as it was
+    for a, b in zip(outputs(outer_loop), outputs(fitted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert fit_chunk(strategy, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
+    assert fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=100 * per_pair)[0].items_per_chunk is None
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     [(10, 100, 4, None), (10, 100, 10, None), (10, 100, 11, 10), (10, 25, 64, 2), (10, 5, 64, 1), (0, 5, 8, None)],
 )
 def test_chunk_for_budget(per_pair, budget, pairs, expected):
-    assert api.chunk_for_budget(per_pair, budget, pairs) == expected
+    assert memory.chunk_for_budget(per_pair, budget, pairs) == expected
 
 
 def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):
@@ -125,10 +125,10 @@ def test_chunk_budget_is_half_the_l3_cache_or_half_the_device_memory(tmp_path):
 
 
 def test_a_generation_reports_where_its_time_went():
-    strategy, state, task, _ = _strategy(pairs=2, chunk=None)
-    strategy.step(state, task.arrays)  # compiles
+    outer_loop, state, task, _ = _outer_loop(pairs=2, chunk=None)
+    outer_loop.step(state, task.arrays)  # compiles
     start = time.perf_counter()
-    _, stats = strategy.step(state, task.arrays)
+    _, stats = outer_loop.step(state, task.arrays)
     wall = time.perf_counter() - start
     parts = [stats["time/evaluate"], stats["time/communicate"], stats["time/update"]]
     assert all(part >= 0 for part in parts)

@@ -142,7 +142,8 @@ def _code_strings(path: Path):
 
 
 # config.py layers YAML before anything is typed: its open sub-trees and examples in its messages.
-OUTSIDE_ALLOWED = {"vsml/config.py"}
+# cli.py's --help examples are written before any vsml import, so --help works before the module check.
+OUTSIDE_ALLOWED = {"vsml/config.py", "vsml/cli.py"}
 
 
 def test_no_module_outside_the_settings_layer_names_a_config_key():

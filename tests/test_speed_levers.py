@@ -19,12 +19,12 @@ from jax.flatten_util import ravel_pytree
 from tests.conftest import ROOT
 from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
-from vsml.experiment import load_task, make_strategy
-from vsml.learners import build_learner, vsml
+from vsml.experiment import load_task, make_outer_loop
+from vsml.learners import build_learner, vsml, vsml_layer
 from vsml.settings import data_settings, model_settings, run_settings, validate
 
 
-def _strategy(dtype: str, overrides: list[str], files=()):
+def _outer_loop(dtype: str, overrides: list[str], files=()):
     config = build_config(
         list(files),
         [*overrides, "training.pairs_per_chunk=null", f"model.vsml_rnn.state_dtype={dtype}", "logging.wandb=disabled"],
@@ -34,8 +34,8 @@ def _strategy(dtype: str, overrides: list[str], files=()):
     task = load_task(training["dataset"], "train", data_settings(rank_config), training["episode_length"], 1)
     learner = build_learner(rank_config["model"])
     params = learner.init(jax.random.PRNGKey(rank_config["seed"]))
-    strategy = make_strategy(learner, task, run_settings(rank_config), params, SingleProcessComm())
-    return strategy, strategy.init(params, seed=rank_config["seed"]), task
+    outer_loop = make_outer_loop(learner, task, run_settings(rank_config), params, SingleProcessComm())
+    return outer_loop, outer_loop.init(params, seed=rank_config["seed"]), task
 
 
 def test_bfloat16_states_give_the_same_fitness_and_the_same_es_signal():
@@ -43,8 +43,8 @@ def test_bfloat16_states_give_the_same_fitness_and_the_same_es_signal():
     overrides = ["training.dataset=digits", "training.population_size=8", "training.episode_length=30"]
     fitness = {}
     for dtype in ("float32", "bfloat16"):
-        strategy, state, task = _strategy(dtype, overrides)
-        fitness[dtype] = strategy.evaluate(state, task.arrays)
+        outer_loop, state, task = _outer_loop(dtype, overrides)
+        fitness[dtype] = outer_loop.evaluate(state, task.arrays)
     exact, reduced = fitness["float32"], fitness["bfloat16"]
     np.testing.assert_allclose(reduced, exact, atol=1e-3)
     # ES weights each pair's noise by its fitness difference: those must point the same way.
@@ -58,11 +58,11 @@ def test_bfloat16_states_learn_like_float32_over_a_short_meta_training():
     overrides = ["training.population_size=8", "training.episode_length=20"]
     runs = {}
     for dtype in ("float32", "bfloat16"):
-        strategy, state, task = _strategy(dtype, overrides, files=[ROOT / "configs/quickstart.yaml"])
+        outer_loop, state, task = _outer_loop(dtype, overrides, files=[ROOT / "configs/quickstart.yaml"])
         start = ravel_pytree(state.params)[0]
         curve = []
         for _ in range(10):
-            state, stats = strategy.step(state, task.arrays)
+            state, stats = outer_loop.step(state, task.arrays)
             curve.append(stats["meta_loss"])
         runs[dtype] = (np.asarray(curve), np.asarray(ravel_pytree(state.params)[0] - start))
     (curve32, move32), (curve16, move16) = runs["float32"], runs["bfloat16"]
@@ -76,10 +76,12 @@ def test_float32_is_the_default_and_bfloat16_keeps_the_gate_maths_in_float32():
     assert spec.state_dtype == "float32"
     reduced = vsml.VSMLSpec(state_dtype="bfloat16")
     params = vsml.init(jax.random.PRNGKey(0), reduced)
-    ((hidden, cell),) = vsml.initial_states(jax.random.PRNGKey(1), reduced, [(3, 2)], batch=1)
+    ((hidden, cell),) = vsml.initial_states(jax.random.PRNGKey(1), reduced, [vsml_layer.dense_geometry(3, 2)], batch=1)
     assert hidden.dtype == cell.dtype == jax.numpy.bfloat16
     fwd_in, bwd_in = jax.numpy.ones((1, 3, 8)), jax.numpy.zeros((1, 2, 8))
-    (hidden, cell), fwd_out, bwd_out = vsml.dense_layer(params["forward"][0], (hidden, cell), fwd_in, bwd_in, reduced)
+    (hidden, cell), fwd_out, bwd_out = vsml_layer.dense_layer(
+        params["forward"][0], (hidden, cell), fwd_in, bwd_in, reduced
+    )
     assert hidden.dtype == cell.dtype == jax.numpy.bfloat16  # stored reduced
     assert fwd_out.dtype == bwd_out.dtype == jax.numpy.float32  # messages in float32
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vsml.learners import vsml, vsml_reference
+from vsml.learners import vsml, vsml_layer
 from vsml.settings import model_settings
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -60,9 +60,11 @@ def np_run(params, key, inputs, labels, spec):
     inputs = np.asarray(inputs, np.float64).reshape(inputs.shape[0], inputs.shape[1], -1)
     labels = np.asarray(labels, np.float64)
     steps, batch, _ = inputs.shape
-    sizes = vsml.layer_sizes(spec, inputs.shape[-1], labels.shape[-1])
+    geometries = vsml.layer_geometries(spec, inputs.shape[-1:], labels.shape[-1])
+    sizes = [g.synapses for g in geometries]
     states = [
-        (np.asarray(h, np.float64), np.asarray(c, np.float64)) for h, c in vsml.initial_states(key, spec, sizes, batch)
+        (np.asarray(h, np.float64), np.asarray(c, np.float64))
+        for h, c in vsml.initial_states(key, spec, geometries, batch)
     ]
     m = spec.msg_size
     bwd_ins = [np.zeros((batch, b, m)) for _, b in sizes]
@@ -158,7 +160,7 @@ def test_fast_run_equals_literal_jax_reference(variant):
     inputs, labels = _episode(2, steps=6, batch=3, shape=(4, 4, 1), classes=5)
     key = jax.random.PRNGKey(9)
     fast = vsml.run(params, key, inputs, labels, spec)
-    literal = vsml_reference.run(params, key, inputs, labels, spec)
+    literal = vsml.run_with_options(params, key, inputs, labels, spec, implementation="literal")
     np.testing.assert_allclose(np.asarray(fast), np.asarray(literal), rtol=1e-4, atol=1e-5)
 
 
@@ -168,7 +170,7 @@ def test_one_tick_of_fast_layer_equals_numpy_loop():
     keys = jax.random.split(jax.random.PRNGKey(4), 4)
     h, c = (jax.random.normal(k, (2, 5, 3, 6)) for k in keys[:2])
     fwd_in, bwd_in = jax.random.normal(keys[2], (2, 5, 4)), jax.random.normal(keys[3], (2, 3, 4))
-    (fh, fc), fwd_out, bwd_out = vsml.dense_layer(p, (h, c), fwd_in, bwd_in, spec)
+    (fh, fc), fwd_out, bwd_out = vsml_layer.dense_layer(p, (h, c), fwd_in, bwd_in, spec)
     eh, ec, efwd, ebwd = np_layer(
         p, np.asarray(h, np.float64), np.asarray(c, np.float64), np.asarray(fwd_in), np.asarray(bwd_in), spec
     )
@@ -202,7 +204,7 @@ def test_logits_never_see_the_current_label():
 
 def test_initial_state_is_a_random_weight_init_in_the_first_cell_half():
     spec = vsml.VSMLSpec(slow_size=16, init_rand_proportion=0.5)
-    ((h, c),) = vsml.initial_states(jax.random.PRNGKey(0), spec, [(400, 30)], batch=2)
+    ((h, c),) = vsml.initial_states(jax.random.PRNGKey(0), spec, [vsml_layer.dense_geometry(400, 30)], batch=2)
     h, c = np.asarray(h), np.asarray(c)
     assert np.all(h == 0)
     assert np.all(c[..., 8:] == 0)
@@ -215,7 +217,7 @@ def test_initial_state_is_a_random_weight_init_in_the_first_cell_half():
 
 def test_merge_batch_shares_first_half_and_keeps_second():
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 2, 8))
-    merged = np.asarray(vsml.merge_batch(x))
+    merged = np.asarray(vsml_layer.merge_batch(x))
     np.testing.assert_allclose(
         merged[:, ..., :4], np.broadcast_to(np.asarray(x)[..., :4].mean(0), (3, 2, 2, 4)), rtol=1e-6
     )

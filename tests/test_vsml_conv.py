@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vsml.learners import vsml, vsml_reference
+from vsml.learners import vsml, vsml_conv, vsml_layer, vsml_reference
 from vsml.settings import model_settings
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -134,7 +134,7 @@ LAYER_CASES = {
     "two_ticks_stride2_batch2_even_kernel": (2, 2, 2, 2, 2, 3, 5, 4, False),
     "one_tick_stride3_batch1": (1, 3, 1, 2, 1, 2, 7, 5, False),  # some inputs are read by nothing
 }
-_FAST_LAYER = jax.jit(vsml.conv_layer, static_argnums=(4, 5))
+_FAST_LAYER = jax.jit(vsml_conv.conv_layer, static_argnums=(4, 5))
 _LITERAL_LAYER = jax.jit(vsml_reference.literal_conv_layer, static_argnums=(4, 5))
 _RUN = jax.jit(vsml.run, static_argnums=(4,))
 
@@ -202,14 +202,14 @@ def test_fast_conv_run_equals_literal_run(variant):
     inputs, labels = _image_episode(6, 3, 2, (5, 4, 1), 3)
     key = jax.random.PRNGKey(3)
     fast = vsml.run(params, key, inputs, labels, spec)
-    literal = vsml_reference.run(params, key, inputs, labels, spec)
+    literal = vsml.run_with_options(params, key, inputs, labels, spec, implementation="literal")
     np.testing.assert_allclose(np.asarray(fast), np.asarray(literal), rtol=1e-4, atol=1e-5)
 
 
 def test_conv_initial_state_is_a_random_weight_init():
     spec = dataclasses.replace(CONV_DENSE, slow_size=16, conv_layers=(vsml.ConvLayer(3, 2, 40),))
     sizes = vsml.layer_geometries(spec, (9, 9, 5), 4)
-    assert sizes[0].out_shape == (5, 5, 40) and sizes[1] == (5 * 5 * 40, 4)
+    assert sizes[0].out_shape == (5, 5, 40) and sizes[1] == vsml_layer.dense_geometry(5 * 5 * 40, 4)
     (h, c), _ = vsml.initial_states(jax.random.PRNGKey(0), spec, sizes, batch=2)
     h, c = np.asarray(h), np.asarray(c)
     assert h.shape == c.shape == (2, 3, 3, 5, 40, 16)

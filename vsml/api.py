@@ -8,6 +8,9 @@
     logits = algorithm.run(inputs, labels)            # inputs [T, *shape], labels [T] -> logits [T, C]
     curves = algorithm.evaluate("digits", episodes=8, length=100)   # {'loss', 'accuracy'}: [8, 100]
 
+    api.pretrained_names()                           # the shipped meta-learned algorithms
+    algorithm = api.pretrained("vsml-digits")        # one of them; .card: how it was made, its results
+
 :func:`train` runs exactly what ``python3 launch.py`` runs (same configuration
 layering and checks, same training loop, same run directory files), as one
 process. Nothing here keeps state between calls: every call builds its own
@@ -18,32 +21,15 @@ algorithms can live side by side in one Python session.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 import yaml
 
 from vsml import config as cfg
-from vsml import runs
-from vsml.logging import read_metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` leaves: the run directory, where training ended and why."""
-
-    run_dir: Path
-    generation: int  # completed generations (the checkpoint's step)
-    stopped_by: str | None  # the signal that ended the run early (it can be resumed), or None
-
-    @property
-    def metrics(self) -> list[dict]:
-        """The rows of ``metrics.jsonl`` (step, meta_loss, eval/... ), read now."""
-        return read_metrics(self.run_dir)
+from vsml.runs import TrainResult
 
 
 def _layer(config: dict, overrides, source: str) -> dict:
@@ -94,46 +80,40 @@ def train(
     checkpoint, as on the command line; a second Ctrl-C interrupts at once.
     ``mpi_split`` values resolve to rank 0's: this is one process.
     """
-    from vsml import checkpoint, experiment, runtime  # noqa: PLC0415 — jax, only once called
+    from vsml import experiment, preparation, runtime  # noqa: PLC0415 — jax, only once called
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
     runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
-    comm = SingleProcessComm()
-    if resume:
-        if run_dir is None:
-            raise ValueError("resume=True needs run_dir, the run directory to continue")
-        saved = Path(run_dir) / "config.yaml"
-        if not saved.is_file():
-            raise ValueError(
-                f"resume: no config.yaml in {run_dir}; give a run directory written by launch.py or vsml.api.train"
-            )
-        config = build_config(config_files, overrides, base=cfg.load_yaml_file(saved))
-        checkpoint.resolve_path(run_dir)
-        config["checkpoint"]["restore"]["path"] = str(run_dir)
-        run_dir = Path(run_dir)
-    else:
-        config = build_config(config_files, overrides)
-        if config["call"] != "train":
-            raise ValueError(
-                f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
-                f"vsml.api.load(...).evaluate(...) to evaluate"
-            )
-        run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg.resolve_for_rank(config, 0))
-        runs.check_new_run(run_dir, config["call"], "resume=True")
-    experiment.check_config(config, comm)
-    if not resume:
-        config = experiment.resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local file
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs run_dir, the run directory to continue")
+    resume_dir = run_dir if resume else None
+    config = preparation.layered_config(config_files, overrides, resume_dir=resume_dir, resume_option="resume")
+    if not resume and config["call"] != "train":
+        raise ValueError(
+            f"call: vsml.api.train needs call: train, got {config['call']!r}; use "
+            f"vsml.api.load(...).evaluate(...) to evaluate"
+        )
+    prepared = preparation.prepare_run(
+        config, SingleProcessComm(), run_dir=run_dir, resume_dir=resume_dir, resume_hint="resume=True"
+    )
     stop = StopRequest(in_process=True)  # a second Ctrl-C interrupts; it never ends the caller's process
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         stop.install()
     try:
-        result = experiment.train(config, comm, run_dir, resume=resume, stop=stop)
+        resume_command = f"vsml.api.train(run_dir={str(prepared.run_dir)!r}, resume=True)"
+        return experiment.train(
+            prepared.config,
+            SingleProcessComm(),
+            prepared.run_dir,
+            resume=prepared.resume,
+            stop=stop,
+            resume_command=resume_command,
+        )
     finally:
         if in_main_thread:
             stop.uninstall()
-    return TrainResult(run_dir=run_dir, generation=int(result.state.generation), stopped_by=result.stopped_by)
 
 
 class LearnedAlgorithm:
@@ -145,7 +125,11 @@ class LearnedAlgorithm:
       step: the generation the checkpoint was written after.
       input_shape / num_classes: what a fixed-size learner was built for;
         ``None`` for VSML, which runs on any input size and class count.
+      card: for a shipped algorithm (:func:`pretrained`), how it was made and
+        what it scored (its ``NAME.yaml``); ``None`` otherwise.
     """
+
+    card: dict | None = None
 
     def __init__(self, config: dict, learner, params, step: int, input_shape, num_classes):
         import jax  # noqa: PLC0415
@@ -301,3 +285,25 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     restored = checkpoint.restore(file, template)
     params = jax.tree_util.tree_map(jax.numpy.asarray, restored["params"])
     return LearnedAlgorithm(rank_config, learner, params, restored["step"], input_shape, num_classes)
+
+
+def pretrained_names() -> list[str]:
+    """The pre-trained learning algorithms shipped with the package, for :func:`pretrained`."""
+    from vsml import resources  # noqa: PLC0415
+
+    return resources.pretrained_names()
+
+
+def pretrained(name: str, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgorithm:
+    """A shipped pre-trained learning algorithm, ready to run: ``pretrained("vsml-digits").run(x, y)``.
+
+    Its ``card`` says how it was meta-trained (config, command, commit,
+    machine) and its meta-test results; the same checkpoint is
+    ``checkpoint.restore.path: pretrained:NAME`` for ``launch.py``.
+    ValueError (one line, with the close names) for an unknown name.
+    """
+    from vsml import checkpoint, resources  # noqa: PLC0415
+
+    algorithm = load(resources.pretrained_file(name), overrides)
+    algorithm.card = checkpoint.load_card(resources.pretrained_card(name))
+    return algorithm

@@ -28,33 +28,26 @@ from typing import Any
 
 import jax
 import numpy as np
+import yaml
 
+from vsml import resources
+from vsml.checkpoint_base import CheckpointError, key_name
 from vsml.settings import RestoreSettings, key_of
 
 LATEST = "checkpoint.npz"
+ORIGINAL_FILE_NAME = "model.chkp"  # what the original release's Experiment.checkpoint writes
 PREVIOUS = "checkpoint.prev.npz"
 _STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit this config."""
 
 
 def step_file_name(step: int) -> str:
     return f"checkpoint-{step}.npz"
 
 
-def _key_name(entry) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
 def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
     """``{'<prefix>/<path>': array}`` for every leaf of ``tree``."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join([prefix, *(_key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
+    return {"/".join([prefix, *(key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
 
 
 def unflatten_tree(prefix: str, template, arrays, source: str):
@@ -62,7 +55,7 @@ def unflatten_tree(prefix: str, template, arrays, source: str):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     values = []
     for path, leaf in leaves:
-        name = "/".join([prefix, *(_key_name(entry) for entry in path)])
+        name = "/".join([prefix, *(key_name(entry) for entry in path)])
         if name not in arrays:
             raise CheckpointError(f"{source} has no '{name}': it was written for a different model or optimiser config")
         value = arrays[name]
@@ -130,6 +123,19 @@ def prune(run_dir: Path, keep: int | None) -> None:
         path.unlink(missing_ok=True)
 
 
+def state_arrays(*, params, opt_state, step: int, rng: dict, wall_time: float, config_yaml: str) -> dict:
+    """The arrays of a checkpoint file (the layout in this module's docstring)."""
+    return {
+        **flatten_tree("params", params),
+        **flatten_tree("opt_state", opt_state),
+        "step": np.asarray(step, dtype=np.int64),
+        "rng/noise": np.asarray(rng["noise"]),
+        "rng/data": np.asarray(rng["data"]),
+        "wall_time": np.asarray(wall_time, dtype=np.float64),
+        "config": np.asarray(config_yaml),
+    }
+
+
 def save(
     run_dir: Path,
     *,
@@ -148,15 +154,9 @@ def save(
     step checkpoints only the newest ``keep`` remain (all when ``keep`` is None).
     """
     run_dir = Path(run_dir)
-    arrays = {
-        **flatten_tree("params", params),
-        **flatten_tree("opt_state", opt_state),
-        "step": np.asarray(step, dtype=np.int64),
-        "rng/noise": np.asarray(rng["noise"]),
-        "rng/data": np.asarray(rng["data"]),
-        "wall_time": np.asarray(wall_time, dtype=np.float64),
-        "config": np.asarray(config_yaml),
-    }
+    arrays = state_arrays(
+        params=params, opt_state=opt_state, step=step, rng=rng, wall_time=wall_time, config_yaml=config_yaml
+    )
     latest = run_dir / LATEST
     _replace_keeping_previous(run_dir)
     atomic_write_npz(latest, arrays)
@@ -169,13 +169,27 @@ def save(
     return latest
 
 
-def resolve_path(path) -> Path:
-    """A checkpoint file from a run directory or a file path."""
+def resolve_path(path, file_name: str | None = None) -> Path:
+    """A checkpoint file from a run directory (its ``file_name``, default ``checkpoint.npz``), a file path,
+    or ``pretrained:NAME`` (a shipped algorithm)."""
+    if str(path).startswith(resources.PRETRAINED_SCHEME):
+        try:
+            return resources.pretrained_file(str(path)[len(resources.PRETRAINED_SCHEME) :])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     path = Path(path)
     if path.is_dir():
-        path = path / LATEST
+        if file_name is None and not (path / LATEST).is_file() and (path / ORIGINAL_FILE_NAME).is_file():
+            raise CheckpointError(
+                f"'{path}' holds the original release's {ORIGINAL_FILE_NAME}, not {LATEST}; "
+                f"set {_FILE_NAME}: {ORIGINAL_FILE_NAME} to read it"
+            )
+        path = path / (file_name or LATEST)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at '{path}'; give a run directory that holds {LATEST} or a .npz file")
+        raise CheckpointError(
+            f"no checkpoint at '{path}'; give a run directory that holds {LATEST} or a checkpoint file "
+            f"(.npz, or the original release's {ORIGINAL_FILE_NAME})"
+        )
     return path
 
 
@@ -186,16 +200,35 @@ def load_arrays(path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception as err:  # zipfile, numpy and OS errors alike mean "not a readable checkpoint"
+        if _is_pickle(path):
+            raise CheckpointError(
+                f"'{path}' is a checkpoint of the original release; convert it first: python -m "
+                f"vsml.convert_original {path} --config_files ... --out converted.npz"
+            ) from None
         raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
 
 
-def restore(path, params_template, opt_state_template=None) -> dict:
+def _is_pickle(path: Path) -> bool:
+    """Pickles (protocol 2 and later: the original release's ``model.chkp``) start with 0x80; a .npz with 'PK'."""
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
+def restore(path, params_template, opt_state_template=None, file_name: str | None = None) -> dict:
     """Reads a checkpoint into the structures of the templates.
 
     Returns ``{'params', 'opt_state' (None without template), 'step', 'rng',
-    'wall_time', 'config'}``.
+    'wall_time', 'config', 'adam_continues'}``. The original release's
+    ``model.chkp`` (a pickle) is read by :mod:`vsml.checkpoint_original`: then
+    ``rng`` and ``config`` are None and ``adam_continues`` says whether
+    ``opt_state`` holds its Adam moments.
     """
-    source = str(resolve_path(path))
+    path = resolve_path(path, file_name)
+    source = str(path)
+    if _is_pickle(path):
+        from vsml import checkpoint_original  # noqa: PLC0415 — it imports this module
+
+        return checkpoint_original.restore(path, params_template, opt_state_template)
     arrays = load_arrays(path)
     for name in ("step", "rng/noise", "rng/data", "config"):
         if name not in arrays:
@@ -209,6 +242,7 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "rng": {"noise": arrays["rng/noise"], "data": arrays["rng/data"]},
         "wall_time": float(arrays.get("wall_time", 0.0)),
         "config": str(arrays["config"]),
+        "adam_continues": False,
     }
 
 
@@ -248,7 +282,6 @@ def digest(tree) -> int:
 
 # wandb names a run's directory ``run-<YYYYMMDD_HHMMSS>-<id>`` (``offline-run-...`` offline).
 _WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
-ORIGINAL_CHECKPOINT_SUFFIX = ".chkp"
 
 
 # The keys that name what to restore from wandb, for messages.
@@ -300,12 +333,6 @@ def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download
     """
     _, _, run_id = parse_run_path(run_path)
     file_name = file_name or LATEST
-    if file_name.endswith(ORIGINAL_CHECKPOINT_SUFFIX):
-        raise CheckpointError(
-            f"{_FILE_NAME} '{file_name}' is a checkpoint of the original release (pickled haiku "
-            f"parameters), which this project cannot read; restore a {LATEST} written by this project "
-            f"({_FILE_NAME}: null)"
-        )
     local_runs = local_wandb_runs(run_id, logging_dir)
     for run_dir in local_runs:
         candidate = run_dir / "files" / file_name
@@ -346,3 +373,19 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
     if not path.is_file():
         raise CheckpointError(f"{_RUN_PATH} '{run_path}': wandb gave no file '{file_name}'")
     return path
+
+
+def load_card(path) -> dict | None:
+    """The YAML description beside a shipped checkpoint (``vsml/pretrained/NAME.yaml``), or None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    card = yaml.safe_load(path.read_text())
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{path}: a pre-trained algorithm's card must be a YAML mapping")
+    return card
+
+
+def write_card(path, card: dict) -> None:
+    """Writes a shipped checkpoint's description as YAML (keys in the given order)."""
+    Path(path).write_text(yaml.safe_dump(card, sort_keys=False, width=100))

@@ -21,6 +21,7 @@ PREPARE_REQUIREMENTS = "requirements-prepare.txt"
 # Import name -> what pip installs. Every entry point needs the run set; plots need less.
 RUN_MODULES = {
     "numpy": "numpy",
+    "scipy": "scipy",
     "jax": "jax",
     "chex": "chex",
     "optax": "optax",
@@ -65,6 +66,21 @@ def python_command(executable: str | None = None) -> str:
         return "python3"
     shortened = _shorten(Path(executable))
     return shortened if os.sep in shortened else f".{os.sep}{shortened}"
+
+
+def entry_command(argv0: str | None = None) -> str:
+    """How to type the command line this process was started with, for hints (resume, install).
+
+    ``.venv/bin/python launch.py`` for a checkout's ``launch.py``, ``python3 -m
+    vsml`` for the module, ``vsml`` for the installed console command.
+    """
+    argv0 = sys.argv[0] if argv0 is None and sys.argv else (argv0 or "")
+    name = Path(argv0).name
+    if name == "launch.py":
+        return f"{python_command()} launch.py"
+    if name in ("__main__.py", "-m", "-c", ""):
+        return f"{python_command()} -m vsml"
+    return name  # the console script installed by pip (``vsml``)
 
 
 def missing_modules(modules: dict[str, str]) -> list[str]:

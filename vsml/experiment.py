@@ -13,7 +13,7 @@ the entry points reads those sections; this module names the config keys
 when a maths module's error needs one.
 
 Generation ``g`` (0-based) evaluates the meta-parameters theta_g when
-``g % evaluation.frequency == 0``, runs ES on theta_g, and writes a metrics row
+``g % evaluation.frequency == 0`` or g is the run's last generation, runs ES on theta_g, and writes a metrics row
 for step ``g`` when ``g % summary.frequency == 0``. A checkpoint written after
 generation g holds ``step = g + 1`` and theta_{g+1}; resuming from it continues
 with generation g + 1, exactly as if the run had not stopped.
@@ -34,10 +34,11 @@ from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
-from vsml.logging import Stopwatch, open_run_log
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
-from vsml.meta.api import pair_slice
+from vsml.meta.slicing import item_slice
 from vsml.preemption import StopRequest
+from vsml.runlog import Stopwatch, open_run_log, stop_line
+from vsml.runs import TrainResult
 from vsml.settings import CheckpointSettings, OptimizerSettings, RunSettings, SettingError, key_of, run_settings
 
 
@@ -67,7 +68,7 @@ def check_config(config: dict, comm: Comm) -> None:
     for rank in range(comm.size):
         settings = run_settings(resolve_for_rank(config, rank))
         try:
-            pair_slice(settings.training.population_size, 0, comm.size)
+            item_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:
             raise SettingError(settings.training, "population_size", str(err)) from None
         needed = [(settings.training.dataset, key_of(settings.training, "dataset"))] if settings.call == "train" else []
@@ -78,6 +79,11 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, settings.data.dir))
         build_learner(settings.model)
         restore = settings.checkpoint.restore
+        if restore.path is not None:  # a missing file or an unknown pretrained:NAME, before compiling
+            try:
+                checkpoint.resolve_path(restore.path, restore.file_name)
+            except checkpoint.CheckpointError as err:
+                raise SettingError(restore, "path", str(err)) from None
         if (
             settings.call == "evaluate"
             and restore.path is None
@@ -128,16 +134,31 @@ def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_evaluator(learner, task: Task, count: int, seed: int, rank: int):
-    """``evaluate(params) -> {'loss' [count, T], 'accuracy' [count, T]}`` on fixed episodes.
+def episode_slice(count: int, rank: int, ranks: int) -> range:
+    """The global indices of the evaluation episodes that rank ``rank`` of ``ranks`` runs.
 
-    The episodes depend only on (evaluation.seed, rank, index), so every
-    evaluation of a run sees the same ones and the curves are comparable.
+    Contiguous blocks in rank order (sizes differ by at most one; a rank may have
+    none), so rank 0's gather concatenates them as episodes ``0 .. count - 1``.
+    """
+    return range(count * rank // ranks, count * (rank + 1) // ranks)
+
+
+def make_evaluator(learner, task: Task, count: int, seed: int, rank: int = 0, ranks: int = 1):
+    """``evaluate(params) -> {'loss' [n, T], 'accuracy' [n, T]}``: this rank's share of ``count`` fixed episodes.
+
+    Episode ``j`` (global index, :func:`episode_slice`) has the key
+    ``fold_in(fold_in(PRNGKey(seed), 0), j)`` whichever rank runs it, so every
+    evaluation of a run sees the same episodes, and the gathered curves are the
+    same on any number of ranks. (The inner 0 keeps the episodes single-process
+    runs always had, when the key was folded with the rank.)
     """
     curves = objective.make_curves(objective.make_episode(learner.run, task.sampler()))
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), rank), i))(
-        jnp.arange(count)
-    )
+    indices = episode_slice(count, rank, ranks)
+    if not indices:  # more ranks than episodes
+        empty = np.zeros((0, task.episode_length), np.float32)
+        return lambda params: {"loss": empty, "accuracy": empty}
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+    keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(jnp.arange(indices.start, indices.stop))
 
     @jax.jit
     def evaluate(params, arrays):
@@ -174,7 +195,7 @@ def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, flo
     return row, curves
 
 
-def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
+def build_evaluators(learner, settings: RunSettings, comm: Comm) -> dict:
     cfg = settings.evaluation
     return {
         name: make_evaluator(
@@ -182,7 +203,8 @@ def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
             load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size),
             cfg.count,
             cfg.seed,
-            rank,
+            comm.rank,
+            comm.size,
         )
         for name in cfg.datasets
     }
@@ -191,7 +213,7 @@ def build_evaluators(learner, settings: RunSettings, rank: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def make_strategy(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
+def make_outer_loop(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
     """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
@@ -213,23 +235,23 @@ def make_strategy(learner, task: Task, settings: RunSettings, params_template, c
 
 
 def chunk_text(loop: OuterLoop) -> str:
-    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
+    return "all at once" if loop.items_per_chunk is None else f"{loop.items_per_chunk} at a time"
 
 
 class RunError(RuntimeError):
     """A failure every rank detects together (so one line on rank 0 says it all)."""
 
 
-def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bool, log):
+def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: bool, log):
     """A fresh state from ``params``, or one restored from ``checkpoint.restore.path``.
 
     ``resume`` continues the checkpoint's run exactly (optimiser state,
     generation, RNG) from the newest readable checkpoint of the run directory;
     otherwise a restored checkpoint only provides the initial meta-parameters
-    of a new run. Returns ``(state, wall_time_so_far)``.
+    of a new run (and, from the original release's model.chkp, its Adam state). Returns ``(state, wall_time_so_far)``.
     """
     seed = settings.seed
-    state = strategy.init(params, seed)
+    state = outer_loop.init(params, seed)
     restore_path = settings.checkpoint.restore.path
     if restore_path is None:
         return state, 0.0
@@ -239,10 +261,16 @@ def initial_state(strategy: OuterLoop, params, settings: RunSettings, resume: bo
             log.message(f"warning: skipped unreadable checkpoint: {problem}")
         log.message(f"resuming from {path} (generation {saved['step']})")
     else:
-        saved = checkpoint.restore(restore_path, state.params, state.opt_state)
+        saved = checkpoint.restore(
+            restore_path, state.params, state.opt_state, file_name=settings.checkpoint.restore.file_name
+        )
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
-        return strategy.init(params, seed), 0.0
+        fresh = outer_loop.init(params, seed)
+        if saved["adam_continues"]:  # the original release's model.chkp: its Adam moments and count carry on
+            log.message(f"continuing the original release's Adam state (step {saved['step']}) from {restore_path}")
+            fresh = fresh.replace(opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]))
+        return fresh, 0.0
     restored = MetaState(
         params=params,
         opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
@@ -263,19 +291,13 @@ def check_ranks_agree(params, comm: Comm, generation: int) -> None:
         )
 
 
-@dataclasses.dataclass
-class TrainResult:
-    state: MetaState
-    stopped_by: str | None  # the signal that stopped the run early, or None
-
-
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """When a training run evaluates, logs and checkpoints (generations, from the rank's config)."""
 
     iterations: int  # training.iterations: the run ends when the generation counter reaches it
     summary_every: int  # summary.frequency: a metrics row for generations g % this == 0
-    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0
+    evaluate_every: int  # evaluation.frequency: meta-test theta_g when g % this == 0 (and at the last generation)
     checkpoint_every: int  # checkpoint.frequency: a checkpoint when the counter (g + 1) % this == 0
 
     @classmethod
@@ -293,12 +315,13 @@ class TrainingRun:
     """One rank's training run, set up: everything :func:`run_generations` steps, evaluates, logs and saves."""
 
     comm: Comm
+    run_dir: Path
     task: Task
     outer_loop: OuterLoop
     evaluators: dict  # dataset name -> evaluate(params)
     state: MetaState  # fresh, or restored from a checkpoint
     schedule: Schedule
-    log: object  # vsml.logging.RunLog (rank 0) or NullLog
+    log: object  # vsml.runlog.RunLog (rank 0) or NullLog
     clock: Stopwatch  # wall time of the run, across resumes
     save: Callable[[MetaState], None]  # writes a checkpoint of a state (rank 0)
 
@@ -317,11 +340,11 @@ def setup_training(
     )
     task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
-    evaluators = build_evaluators(learner, settings, comm.rank)
+    evaluators = build_evaluators(learner, settings, comm)
     params = learner.init(jax.random.PRNGKey(settings.seed))
     if training.pairs_per_chunk == "auto":
         log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
-    outer_loop = make_strategy(learner, task, settings, params, comm)
+    outer_loop = make_outer_loop(learner, task, settings, params, comm)
     state, wall_offset = initial_state(outer_loop, params, settings, resume, log)
     clock = Stopwatch(wall_offset)
     save = partial(
@@ -336,10 +359,11 @@ def setup_training(
     )
     log.message(
         f"run directory: {run_dir} | ranks: {comm.size} | {outer_loop.unit} per rank: "
-        f"{len(outer_loop.pair_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}"
+        f"{len(outer_loop.item_indices)} ({chunk_text(outer_loop)}) | meta-parameters: {outer_loop.dim}"
     )
     return TrainingRun(
         comm=comm,
+        run_dir=run_dir,
         task=task,
         outer_loop=outer_loop,
         evaluators=evaluators,
@@ -351,11 +375,12 @@ def setup_training(
     )
 
 
-def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
+def run_generations(run: TrainingRun, stop: StopRequest, resume_command: str | None = None) -> TrainResult:
     """The training loop: step, evaluate, log and checkpoint until the last generation or a stop signal.
 
     A stop signal on any rank ends the run after the current generation with a
-    checkpoint, on every rank.
+    checkpoint, on every rank, and one line (:func:`vsml.runlog.stop_line`, naming
+    ``resume_command`` to continue it).
     """
     comm, log, schedule, state = run.comm, run.log, run.schedule, run.state
     log.start(start_step=state.generation, total_steps=schedule.iterations)
@@ -363,7 +388,8 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
     while state.generation < schedule.iterations:
         generation = state.generation
         row = {}
-        if generation % schedule.evaluate_every == 0:
+        # The last generation is always meta-tested, so every run ends with a meta-test.
+        if generation % schedule.evaluate_every == 0 or generation + 1 == schedule.iterations:
             row, curves = run_evaluations(run.evaluators, state.params, comm)
             log.write_evaluation(generation, curves, per_episode=False)
         try:
@@ -381,18 +407,24 @@ def run_generations(run: TrainingRun, stop: StopRequest) -> TrainResult:
             check_ranks_agree(state.params, comm, state.generation)
             run.save(state)
         if stopped_by:
-            log.message(f"stopped by {stopped_by} after generation {state.generation}; checkpoint saved")
+            log.message(stop_line(stopped_by, state.generation, schedule.iterations, resume_command))
             break
-    return TrainResult(state=state, stopped_by=stopped_by)
+    return TrainResult(run_dir=run.run_dir, generation=int(state.generation), stopped_by=stopped_by, state=state)
 
 
 def train(
-    config: dict, comm: Comm, run_dir: Path, resume: bool = False, stop: StopRequest | None = None
+    config: dict,
+    comm: Comm,
+    run_dir: Path,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+    resume_command: str | None = None,
 ) -> TrainResult:
     """Meta-trains for ``training.iterations`` generations: :func:`setup_training`, then :func:`run_generations`.
 
     A stop signal on any rank (see :mod:`vsml.preemption`) ends the run after
-    the current generation with a checkpoint, on every rank.
+    the current generation with a checkpoint, on every rank; the line saying so
+    names ``resume_command`` (how the caller continues the run).
     """
     settings = run_settings(resolve_for_rank(config, comm.rank))
     stop = stop or StopRequest()
@@ -410,7 +442,8 @@ def train(
     runtime.setup(settings.runtime.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
-        return run_generations(setup_training(settings, comm, run_dir, resume, log, config_yaml), stop)
+        run = setup_training(settings, comm, run_dir, resume, log, config_yaml)
+        return run_generations(run, stop, resume_command)
     finally:
         stop.announce = announce
         log.close()
@@ -442,7 +475,7 @@ def _save(
         log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
 
 
-def _fresh_evaluators(settings: RunSettings, rank: int) -> dict:
+def _fresh_evaluators(settings: RunSettings, comm: Comm) -> dict:
     """Evaluators that ignore the params they are given: each runs a learner built for its
     dataset's input shape and class count from its initial weights (seed ``seed``)."""
     cfg = settings.evaluation
@@ -451,7 +484,7 @@ def _fresh_evaluators(settings: RunSettings, rank: int) -> dict:
         task = load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size)
         learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
         initial = learner.init(jax.random.PRNGKey(settings.seed))
-        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, rank)
+        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, comm.rank, comm.size)
         evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
     return evaluators
 
@@ -482,12 +515,16 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
         # each dataset gets a network of its own sizes from its initial weights, as in the
         # original release (check_config refuses this for meta-learned learners).
-        evaluators = _fresh_evaluators(settings, comm.rank)
+        evaluators = _fresh_evaluators(settings, comm)
         saved = {"params": None, "step": 0}
     else:
         learner = build_learner(settings.model, *trained_sizes(settings))
-        saved = checkpoint.restore(restore_path, learner.init(jax.random.PRNGKey(settings.seed)))
-        evaluators = build_evaluators(learner, settings, comm.rank)
+        saved = checkpoint.restore(
+            restore_path,
+            learner.init(jax.random.PRNGKey(settings.seed)),
+            file_name=settings.checkpoint.restore.file_name,
+        )
+        evaluators = build_evaluators(learner, settings, comm)
     log = open_run_log(
         comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config), wandb_mode=settings.logging.wandb
     )

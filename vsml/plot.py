@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsml.logging import CONFIG, METRICS, read_metrics
+from vsml.runlog import CONFIG, METRICS, read_metrics
 
 EVALUATION_CSV = "evaluation.csv"
 EVALUATION_COLUMNS = ("train_step", "dataset", "episode", "step", "loss", "accuracy")

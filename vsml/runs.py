@@ -1,11 +1,13 @@
-"""Run directories: the default name of a new one, and never starting a run over another.
+"""Run directories and results: the default name of a new run, never starting one over another, the result.
 
-Shared by ``launch.py`` and :func:`vsml.api.train`, so a run started either
-way lands in the same place and is refused in the same words.
+Shared by the command line (:mod:`vsml.cli`, behind ``launch.py``), :func:`vsml.api.train`
+and :mod:`vsml.experiment`, so a run started either way lands in the same place, is refused
+in the same words, and ends in the same :class:`TrainResult`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from pathlib import Path
@@ -39,3 +41,20 @@ def check_new_run(run_dir: Path, call: str, resume_hint: str) -> None:
             f"run directory {run_dir} already holds a run; continue it with {resume_hint} "
             f"or choose another run directory"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """How a training run ended: where its outputs are, the generations completed, and why it stopped."""
+
+    run_dir: Path
+    generation: int  # completed generations (the step of the last checkpoint)
+    stopped_by: str | None  # the signal that ended the run early (resume it to continue), or None
+    state: object = dataclasses.field(default=None, repr=False, compare=False)  # the final MetaState
+
+    @property
+    def metrics(self) -> list[dict]:
+        """The rows of ``metrics.jsonl`` (step, meta_loss, eval/...), read now."""
+        from vsml.runlog import read_metrics  # noqa: PLC0415 — only when asked
+
+        return read_metrics(self.run_dir)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml.data import preprocess
-from vsml.data.api import LoadOptions
+from vsml.data.base import LoadOptions
 from vsml.data.episodes import DataSpec, normalize, sample_episode
 from vsml.data.registry import SOURCES, available_datasets, source_of
 from vsml.data.tfds_source import DatasetUnavailable

@@ -20,7 +20,7 @@ import sys
 
 import tqdm
 
-from vsml import environment
+from vsml import environment, suggest
 from vsml.data import registry, tfds_source
 from vsml.data.fewshot_source import FEWSHOT_SOURCES as FEWSHOT
 
@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     names = [FEWSHOT.get(name, name) for name in args.names]
     unknown = [name for name in names if name not in tfds_source.TFDS_SOURCES]
     if unknown:
+        known = [*tfds_source.TFDS_SOURCES, *FEWSHOT]
         print(
-            f"error: unknown dataset(s) {', '.join(unknown)}; valid: "
-            f"{', '.join([*tfds_source.TFDS_SOURCES, *FEWSHOT])}",
+            f"error: unknown dataset(s) {', '.join(name + suggest.did_you_mean(name, known) for name in unknown)}; "
+            f"valid: {', '.join(known)}",
             file=sys.stderr,
         )
         return 2

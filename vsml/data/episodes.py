@@ -16,7 +16,7 @@ import dataclasses
 import jax
 
 from vsml.data import preprocess
-from vsml.data.api import Sampler
+from vsml.data.base import Sampler
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml.data import preprocess, tfds_source
-from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource, table_stats
+from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource, table_stats
 from vsml.settings import FewShotSettings, SettingError
 
 FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}  # few-shot dataset -> the TFDS dataset it draws from

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import DataSettings, Loaded, LoadOptions
+from vsml.data.base import DataSettings, Loaded, LoadOptions
 from vsml.data.offline_source import _stratified_split
 from vsml.settings import PreprocessSettings, SettingError
 

@@ -16,7 +16,7 @@ import importlib.resources
 import numpy as np
 
 from vsml.data import stored
-from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
 
 # Every 5th example of each class is held out for the test split. A fixed
 # per-class rule keeps the class balance and never depends on a random seed.

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.data import preprocess
-from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
 from vsml.settings import PreprocessSettings, SettingError
 
 

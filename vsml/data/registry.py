@@ -6,13 +6,14 @@ Registered: offline arrays shipped in installed packages
 (:mod:`vsml.data.tfds_source`), N-way few-shot episodes
 (:mod:`vsml.data.fewshot_source`) and a user's ``npz:PATH``
 (:mod:`vsml.data.npz_source`). Adding a kind: one module implementing
-:class:`vsml.data.api.DataSource` plus one entry in :data:`SOURCES`.
+:class:`vsml.data.base.DataSource` plus one entry in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
+from vsml import suggest
 from vsml.data import fewshot_source, npz_source, offline_source, procedural_source, tfds_source
-from vsml.data.api import DataSource
+from vsml.data.base import DataSource
 
 # The order is the order of names in messages and of rows in ``python3 -m vsml.data status``.
 SOURCES: tuple[DataSource, ...] = (
@@ -43,7 +44,7 @@ def source_of(name, key: str = "dataset") -> DataSource:
     if source is None:
         patterns = [source.pattern for source in SOURCES if source.pattern]
         raise ValueError(
-            f"{key}: unknown dataset {name!r}; valid: {', '.join(available_datasets())}"
-            + "".join(f", or {pattern}" for pattern in patterns)
+            f"{key}: unknown dataset {name!r}{suggest.did_you_mean(str(name), available_datasets())}; "
+            f"valid: {', '.join(available_datasets())}" + "".join(f", or {pattern}" for pattern in patterns)
         )
     return source

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vsml.data import preprocess
-from vsml.data.api import DataSettings, Loaded, LoadOptions
+from vsml.data.base import DataSettings, Loaded, LoadOptions
 from vsml.settings import PreprocessSettings, SettingError
 
 

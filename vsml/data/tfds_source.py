@@ -36,7 +36,7 @@ import tqdm
 
 from vsml import environment
 from vsml.data import stored
-from vsml.data.api import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
 from vsml.settings import DataSection, key_of
 
 PROBE_TIMEOUT_S = 3.0

@@ -1,6 +1,6 @@
 """Inner-loop learning algorithms, each an ``init`` / ``run`` pair (docs/DESIGN.md §3), and their registry.
 
-Every learner module declares a :class:`~vsml.learners.api.LearnerType`
+Every learner module declares a :class:`~vsml.learners.base.LearnerType`
 (``LEARNER_TYPE``: its ``model.type`` name, config section and properties);
 :data:`LEARNER_TYPES` collects them, and the rest of the code asks it (never
 compares ``model.type`` to a name). To add a learner: write its module with
@@ -16,7 +16,7 @@ baselines build their parameters for them (default: the padded paper sizes
 from __future__ import annotations
 
 from vsml.learners import fw_memory, fwp, hebbian, meta_rnn, nodepert, sgd, vsml
-from vsml.learners.api import Learner, LearnerType
+from vsml.learners.base import Learner, LearnerType
 from vsml.settings import model_settings
 
 LEARNER_TYPES: dict[str, LearnerType] = {

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.learners.fwp import delta_write, unit_norm
 from vsml.settings import FWMemorySettings
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.settings import FWPSettings
 
 BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.settings import HebbianSettings
 
 ETA_LOGIT_INIT = -4.0  # η ≈ 0.018: the fast weights average over the last ~50 steps at first

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.settings import MetaRNNSettings
 
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from vsml.learners import common, mlp
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.settings import NodePertSettings
 
 PERTURBATIONS = ("node", "weight")

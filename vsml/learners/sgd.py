@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from vsml.learners import common, mlp
-from vsml.learners.api import LearnerType
+from vsml.learners.base import LearnerType
 from vsml.settings import SettingError, SGDSettings
 
 

@@ -2,16 +2,10 @@
 
 docs/DESIGN.md §4 defines the computation. This module is the fast path used for
 runs; :mod:`vsml.learners.vsml_reference` follows the paper literally and the
-tests hold the two equal. The fast path uses the algebra of §4:
-
-* the gate pre-activation of synapse (a, b) is ``fwd_in[a] @ W_f + bwd_in[b] @ W_b
-  + h[a, b] @ W_h + bias``; the first two terms are computed once per layer
-  and time step (messages do not change over micro ticks), per input a and per
-  output b, instead of once per synapse and tick;
-* without layer norm a linear message head commutes with the mean over
-  synapses, so heads run on the averaged hidden state ([B, S] instead of
-  [A, B, S]), and only after the last micro tick, the only one whose messages
-  are read.
+tests hold the two equal. Here: the spec and its config section, the
+meta-parameters, the initial states, and an episode (one scan over time steps,
+each running every layer). One layer on fixed messages is
+:mod:`vsml.learners.vsml_layer` (dense) and :mod:`vsml.learners.vsml_conv` (conv).
 
 Shapes: ``Bt`` batch, ``A`` inputs of a layer, ``B`` outputs, ``S`` LSTM size,
 ``M`` message size, ``T`` episode length, ``C`` classes.
@@ -22,20 +16,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from vsml.learners.api import LearnerType
+from vsml.learners import vsml_reference
+from vsml.learners.base import LearnerType
 from vsml.learners.common import fields_from
-from vsml.learners.numerics import bound_logits, layer_norm, lstm_cell, truncated_normal
+from vsml.learners.numerics import bound_logits, truncated_normal
+from vsml.learners.vsml_conv import conv_geometries, conv_layer
+from vsml.learners.vsml_layer import LayerGeometry, Params, dense_geometry, dense_layer
 from vsml.settings import SettingError, SubRNNSettings, VSMLRNNSettings, key_of
 
-Params = Any  # pytree of jnp arrays
-
-FORGET_BIAS = 5.0
-INPUT_BIAS = -5.0
 STATE_DTYPES = ("float32", "bfloat16")
 
 
@@ -202,272 +194,36 @@ def init(key, spec: VSMLSpec) -> Params:
     return params
 
 
-def layer_sizes(spec: VSMLSpec, num_inputs: int, num_classes: int) -> list[tuple[int, int]]:
-    """(A, B) of each dense layer for a flattened input size and a class count.
-
-    With conv layers, ``num_inputs`` is the flattened output size of the last conv
-    layer and only the dense layers are listed (see :func:`layer_geometries`).
-    """
-    sizes = [num_inputs, *spec.hidden_sizes, num_classes]
-    return list(zip(sizes[:-1], sizes[1:]))
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvGeometry:
-    """Shapes of one conv layer for a given input: ``in_shape (H, W, Cin)``, ``out_shape (H', W', Cout)``."""
-
-    layer: ConvLayer
-    in_shape: tuple[int, int, int]
-    out_shape: tuple[int, int, int]
+def layer_geometries(spec: VSMLSpec, input_shape, num_classes: int) -> list[LayerGeometry]:
+    """The geometry of every layer: the conv layers (an image ``(H, W)`` or ``(H, W, C)``
+    input), then the dense layers on the flattened input (or last conv output)."""
+    shape = tuple(int(d) for d in input_shape)
+    geometries = []
+    if spec.conv_layers:
+        geometries, shape = conv_geometries(spec.conv_layers, shape)
+    sizes = [int(math.prod(shape)), *spec.hidden_sizes, num_classes]
+    return geometries + [dense_geometry(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """SAME padding as in TensorFlow: ``(output size ceil(size / stride), padding before)``.
-
-    The total padding ``max((out - 1) * stride + kernel - size, 0)`` is split with the
-    smaller half before (top / left) and the rest after.
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return out, total // 2
-
-
-def layer_geometries(spec: VSMLSpec, input_shape, num_classes: int) -> list:
-    """Per-layer geometry: a :class:`ConvGeometry` for each conv layer, ``(A, B)`` for each dense one.
-
-    Without conv layers this is :func:`layer_sizes` of the flattened input. With conv
-    layers ``input_shape`` must be an image ``(H, W)`` or ``(H, W, C)``.
-    """
-    input_shape = tuple(int(d) for d in input_shape)
-    if not spec.conv_layers:
-        return layer_sizes(spec, int(math.prod(input_shape)), num_classes)
-    if len(input_shape) == 2:
-        input_shape = (*input_shape, 1)
-    if len(input_shape) != 3:
-        raise ValueError(f"a conv VSML layer needs image inputs [H, W] or [H, W, C], got input shape {input_shape}")
-    geometries, shape = [], input_shape
-    for layer in spec.conv_layers:
-        out_h, _ = same_padding(shape[0], layer.kernel_size, layer.stride)
-        out_w, _ = same_padding(shape[1], layer.kernel_size, layer.stride)
-        out_shape = (out_h, out_w, layer.out_channels)
-        geometries.append(ConvGeometry(layer, shape, out_shape))
-        shape = out_shape
-    geometries.extend(layer_sizes(spec, int(math.prod(shape)), num_classes))
-    return geometries
-
-
-def initial_states(key, spec: VSMLSpec, sizes, batch: int):
-    """Per-layer LSTM states ``(h, c)``, each ``[Bt, A, B, S]`` (dense) or ``[Bt, K, K, Cin, Cout, S]`` (conv).
+def initial_states(key, spec: VSMLSpec, geometries: list[LayerGeometry], batch: int):
+    """Per-layer LSTM states ``(h, c)``, each ``[Bt, *synapses, S]``: ``[Bt, A, B, S]`` (dense) or
+    ``[Bt, K, K, Cin, Cout, S]`` (conv).
 
     Hidden zeros; the first ``init_rand_proportion`` of the cell units drawn per
     synapse from a [-2, 2]-truncated normal times 1/sqrt(fan in) (std ≈ 0.88/sqrt(fan in),
-    as the original release) — A for a dense layer,
-    K·K·Cin for a conv layer: a random weight init, the same for every example of
-    the batch — the rest zero. ``sizes``: ``(A, B)`` pairs or :class:`ConvGeometry`
-    entries (:func:`layer_geometries`).
+    as the original release): a random weight init, the same for every example of
+    the batch — the rest zero.
     """
     s = spec.slow_size
     num_rand = int(round(s * spec.init_rand_proportion))
     states = []
-    for layer_key, size in zip(jax.random.split(key, len(sizes)), sizes):
-        if isinstance(size, ConvGeometry):
-            k = size.layer.kernel_size
-            synapses = (k, k, size.in_shape[2], size.out_shape[2])
-            fan_in = k * k * size.in_shape[2]
-        else:
-            synapses, fan_in = tuple(size), size[0]
-        rand = truncated_normal(layer_key, (*synapses, num_rand), spec.init_scale / jnp.sqrt(fan_in))
+    for layer_key, geometry in zip(jax.random.split(key, len(geometries)), geometries):
+        synapses = geometry.synapses
+        rand = truncated_normal(layer_key, (*synapses, num_rand), spec.init_scale / jnp.sqrt(geometry.fan_in))
         cell = jnp.concatenate([rand, jnp.zeros((*synapses, s - num_rand))], axis=-1)
         cell = jnp.broadcast_to(cell, (batch, *synapses, s)).astype(spec.state_dtype)
         states.append((jnp.zeros((batch, *synapses, s), spec.state_dtype), cell))
     return states
-
-
-# --------------------------------------------------------------------------- one layer
-
-
-def merge_batch(x: jax.Array) -> jax.Array:
-    """Averages the first half of the last axis over the batch (axis 0).
-
-    The shared half of each state acts like weights common to the batch; the
-    second half stays per example.
-    """
-    if x.shape[0] == 1:
-        return x
-    half = x.shape[-1] // 2
-    shared = jnp.broadcast_to(jnp.mean(x[..., :half], axis=0, keepdims=True), x[..., :half].shape)
-    return jnp.concatenate([shared, x[..., half:]], axis=-1)
-
-
-def lstm_update(gates: jax.Array, cell: jax.Array):
-    """LSTM cell update with forget bias +5 and input bias -5 (slowly changing states)."""
-    return lstm_cell(gates, cell, FORGET_BIAS, INPUT_BIAS)
-
-
-def _messages(p: Params, hidden: jax.Array, spec: VSMLSpec):
-    """Outgoing messages of a layer from its hidden states ``[Bt, A, B, S]``.
-
-    Returns ``fwd_out [Bt, B, M]`` (mean over inputs a) and ``bwd_out [Bt, A, M]``
-    (mean over outputs b).
-    """
-    if spec.layer_norm:
-        # Layer norm does not commute with the mean: heads per synapse, then average.
-        fwd = layer_norm(hidden @ p["w_fwd_out"] + p["b_fwd_out"], p["ln_fwd_scale"], p["ln_fwd_offset"])
-        bwd = layer_norm(hidden @ p["w_bwd_out"] + p["b_bwd_out"], p["ln_bwd_scale"], p["ln_bwd_offset"])
-        return jnp.mean(fwd, axis=1), jnp.mean(bwd, axis=2)
-    hidden = hidden.astype(jnp.float32)  # means and heads in float32 (a no-op for float32 states)
-    fwd = jnp.mean(hidden, axis=1) @ p["w_fwd_out"] + p["b_fwd_out"]
-    bwd = jnp.mean(hidden, axis=2) @ p["w_bwd_out"] + p["b_bwd_out"]
-    return fwd, bwd
-
-
-def dense_layer(p: Params, state, fwd_in: jax.Array, bwd_in: jax.Array, spec: VSMLSpec):
-    """Runs one dense VSML layer for ``num_micro_ticks`` ticks on fixed messages.
-
-    Args:
-      p: one sub-RNN parameter set.
-      state: ``(h, c)``, each ``[Bt, A, B, S]``.
-      fwd_in: ``[Bt, A, M]`` incoming forward message of each input a.
-      bwd_in: ``[Bt, B, M]`` incoming backward message of each output b.
-    Returns:
-      ``(state, fwd_out [Bt, B, M], bwd_out [Bt, A, M])``.
-    """
-    hidden, cell = state
-    dtype = hidden.dtype  # spec.state_dtype; with float32 every cast below is a no-op
-    per_input = (fwd_in @ p["w_fwd_in"])[:, :, None, :]  # [Bt, A, 1, 4S]
-    per_output = (bwd_in @ p["w_bwd_in"] + p["b_gates"])[:, None, :, :]  # [Bt, 1, B, 4S]
-    for _ in range(spec.num_micro_ticks):
-        hidden, cell = merge_batch(hidden), merge_batch(cell)
-        recurrent = jnp.matmul(hidden, p["w_hidden"].astype(dtype), preferred_element_type=jnp.float32)
-        gates = recurrent + per_input + per_output  # float32
-        hidden, cell = lstm_update(gates, cell.astype(jnp.float32))
-        hidden, cell = hidden.astype(dtype), cell.astype(dtype)
-    fwd_out, bwd_out = _messages(p, hidden, spec)
-    return (hidden, cell), fwd_out, bwd_out
-
-
-# --------------------------------------------------------------------------- one conv layer
-
-
-def conv_patches(x: jax.Array, kernel: int, stride: int) -> jax.Array:
-    """``[Bt, H, W, ...] -> [Bt, H', W', K, K, ...]``: the (zero-padded, SAME) receptive fields.
-
-    Entry ``[n, i, j, kh, kw]`` is ``x[n, i*stride + kh - pad_top, j*stride + kw - pad_left]``,
-    or zero where that position lies in the padding.
-    """
-    height, width = x.shape[1:3]
-    out_h, pad_top = same_padding(height, kernel, stride)
-    out_w, pad_left = same_padding(width, kernel, stride)
-    span_h, span_w = (out_h - 1) * stride + kernel, (out_w - 1) * stride + kernel
-    pads = [(0, 0), (pad_top, max(span_h - height - pad_top, 0)), (pad_left, max(span_w - width - pad_left, 0))] + [
-        (0, 0)
-    ] * (x.ndim - 3)
-    padded = jnp.pad(x, pads)
-    rows = []
-    for kh in range(kernel):
-        cols = [
-            padded[:, kh : kh + (out_h - 1) * stride + 1 : stride, kw : kw + (out_w - 1) * stride + 1 : stride]
-            for kw in range(kernel)
-        ]
-        rows.append(jnp.stack(cols, axis=3))
-    return jnp.stack(rows, axis=3)
-
-
-def conv_unpatch(y: jax.Array, kernel: int, stride: int, height: int, width: int) -> jax.Array:
-    """The transpose of :func:`conv_patches`: ``[Bt, H', W', K, K, ...] -> [Bt, H, W, ...]``.
-
-    Each entry is added to the input position it was read from; padding entries are dropped.
-    """
-    out_h, pad_top = same_padding(height, kernel, stride)
-    out_w, pad_left = same_padding(width, kernel, stride)
-    span_h, span_w = (out_h - 1) * stride + kernel, (out_w - 1) * stride + kernel
-    full_h, full_w = max(span_h, pad_top + height), max(span_w, pad_left + width)
-    rest = [(0, 0, 0)] * (y.ndim - 5)
-    acc = 0.0
-    for kh in range(kernel):
-        for kw in range(kernel):
-            # Tap (kh, kw) of output i was read from padded row kh + i*stride: the transpose of
-            # that strided slice is a pad with stride-1 zeros between entries.
-            acc = acc + jax.lax.pad(
-                y[:, :, :, kh, kw],
-                jnp.zeros((), y.dtype),
-                [
-                    (0, 0, 0),
-                    (kh, full_h - kh - (out_h - 1) * stride - 1, stride - 1),
-                    (kw, full_w - kw - (out_w - 1) * stride - 1, stride - 1),
-                    *rest,
-                ],
-            )
-    return acc[:, pad_top : pad_top + height, pad_left : pad_left + width]
-
-
-def conv_fan_out(height: int, width: int, layer: ConvLayer) -> jax.Array:
-    """``[H, W, 1]``: how many (output position, kernel offset, out channel) synapses read each input position."""
-    k, s = layer.kernel_size, layer.stride
-    out_h, _ = same_padding(height, k, s)
-    out_w, _ = same_padding(width, k, s)
-    ones = jnp.ones((1, out_h, out_w, k, k, 1))
-    return conv_unpatch(ones, k, s, height, width)[0] * layer.out_channels
-
-
-def conv_layer(p: Params, state, fwd_in: jax.Array, bwd_in: jax.Array, spec: VSMLSpec, layer: ConvLayer):
-    """Runs one conv VSML layer (SAME padding) for ``num_micro_ticks`` ticks on fixed messages.
-
-    The contract of :func:`dense_layer` with spatial shapes and the layer's
-    :class:`ConvLayer` as a sixth argument.
-
-    Semantics (docs/DESIGN.md §4 "Conv VSML layer", made precise). Synapse ``(kh, kw, cin, cout)``
-    holds one LSTM state, shared over spatial positions. Output position ``(i, j)``
-    reads input position ``(i*s + kh - pad_top, j*s + kw - pad_left)`` through it;
-    where that lies in the padding, the incoming forward message is zero (the padding
-    position still counts, like zero padding in a conv). On every tick:
-
-    1. (batch > 1) the first half of each state is averaged over the batch;
-    2. for every output position (i, j), every synapse runs its LSTM from its shared
-       state on ``[fwd_in at its input position (cin), bwd_in[i, j, cout], h]``,
-       giving a per-position ``(h_ij, c_ij)``;
-    3. the synapse's new state is the mean of ``(h_ij, c_ij)`` over all H'×W' output
-       positions (padding positions included).
-
-    Messages come from the per-position hidden states ``h_ij`` of the last tick:
-    ``fwd_out[i, j, cout]`` is the mean over the K·K·Cin synapses of the receptive
-    field (padding taps included) of their forward heads; ``bwd_out[y, x, cin]`` is the
-    mean of the backward heads of every (output position, kh, kw, cout) that read
-    input position (y, x) — zero for a position no output reads (stride > kernel).
-
-    Args:
-      state: ``(h, c)``, each ``[Bt, K, K, Cin, Cout, S]``.
-      fwd_in: ``[Bt, H, W, Cin, M]``; bwd_in: ``[Bt, H', W', Cout, M]``.
-    Returns:
-      ``(state, fwd_out [Bt, H', W', Cout, M], bwd_out [Bt, H, W, Cin, M])``.
-    """
-    hidden, cell = state
-    k, stride = layer.kernel_size, layer.stride
-    height, width = fwd_in.shape[1:3]
-    # The input projection splits into a per-(position, tap, cin) and a per-(position, cout) term.
-    per_input = conv_patches(fwd_in @ p["w_fwd_in"], k, stride)[..., None, :]  # [Bt,H',W',K,K,Cin,1,4S]
-    per_output = (bwd_in @ p["w_bwd_in"] + p["b_gates"])[:, :, :, None, None, None]  # [Bt,H',W',1,1,1,Cout,4S]
-    static = per_input + per_output
-    pos_hidden = None
-    for _ in range(spec.num_micro_ticks):
-        hidden, cell = merge_batch(hidden), merge_batch(cell)
-        gates = (hidden @ p["w_hidden"])[:, None, None] + static
-        pos_hidden, pos_cell = lstm_update(gates, cell[:, None, None])  # [Bt,H',W',K,K,Cin,Cout,S]
-        hidden, cell = jnp.mean(pos_hidden, axis=(1, 2)), jnp.mean(pos_cell, axis=(1, 2))
-    fan_out = conv_fan_out(height, width, layer)  # [H, W, 1]
-    if spec.layer_norm:
-        fwd = layer_norm(pos_hidden @ p["w_fwd_out"] + p["b_fwd_out"], p["ln_fwd_scale"], p["ln_fwd_offset"])
-        bwd = layer_norm(pos_hidden @ p["w_bwd_out"] + p["b_bwd_out"], p["ln_bwd_scale"], p["ln_bwd_offset"])
-        fwd_out = jnp.mean(fwd, axis=(3, 4, 5))
-        bwd_sum = conv_unpatch(jnp.sum(bwd, axis=6), k, stride, height, width)  # [Bt,H,W,Cin,M]
-        bwd_out = bwd_sum / jnp.maximum(fan_out, 1)[..., None]
-    else:
-        # Linear heads commute with the means: reduce the hidden states first.
-        fwd_out = jnp.mean(pos_hidden, axis=(3, 4, 5)) @ p["w_fwd_out"] + p["b_fwd_out"]
-        hidden_sum = conv_unpatch(jnp.sum(pos_hidden, axis=6), k, stride, height, width)  # [Bt,H,W,Cin,S]
-        bwd_out = (hidden_sum / jnp.maximum(fan_out, 1)[..., None]) @ p["w_bwd_out"] + p["b_bwd_out"]
-        bwd_out = jnp.where(fan_out[..., None] > 0, bwd_out, 0.0)
-    return (hidden, cell), fwd_out, bwd_out
 
 
 # --------------------------------------------------------------------------- a whole episode
@@ -547,20 +303,14 @@ def make_time_step(params: Params, spec: VSMLSpec, layer_fn=dense_layer, conv_la
     return time_step
 
 
-def initial_carry(key, spec: VSMLSpec, num_inputs, num_classes: int, batch: int):
-    """``num_inputs``: the flattened input size, or the image shape ``(H, W[, C])`` with conv layers."""
-    if isinstance(num_inputs, int) and not spec.conv_layers:
-        sizes = layer_sizes(spec, num_inputs, num_classes)
-    else:
-        shape = (num_inputs,) if isinstance(num_inputs, int) else tuple(num_inputs)
-        sizes = layer_geometries(spec, shape, num_classes)
-    states = initial_states(key, spec, sizes, batch)
-    bwd_ins = tuple(
-        jnp.zeros((batch, *size.out_shape, spec.msg_size))
-        if isinstance(size, ConvGeometry)
-        else jnp.zeros((batch, size[1], spec.msg_size))
-        for size in sizes
-    )
+def initial_carry(key, spec: VSMLSpec, input_shape, num_classes: int, batch: int):
+    """The scan's first carry: initial states and zero backward messages ``[Bt, *out_shape, M]``.
+
+    ``input_shape``: one example's shape, ``(A0,)`` flattened or ``(H, W, C)`` with conv layers.
+    """
+    geometries = layer_geometries(spec, input_shape, num_classes)
+    states = initial_states(key, spec, geometries, batch)
+    bwd_ins = tuple(jnp.zeros((batch, *geometry.out_shape, spec.msg_size)) for geometry in geometries)
     return tuple(states), bwd_ins
 
 
@@ -586,20 +336,16 @@ def run(
       logits ``[T, Bt, C]``: the prediction for ``inputs[t]`` made before ``labels[t]`` is seen.
     """
     steps, batch = inputs.shape[:2]
-    if spec.conv_layers:
-        if inputs.ndim not in (4, 5):
-            raise ValueError(f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}")
-        images = inputs if inputs.ndim == 5 else inputs[..., None]
-        images = images.astype(jnp.float32)
-        carry = initial_carry(key, spec, images.shape[2:], labels.shape[-1], batch)
-        step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
-        _, logits = jax.lax.scan(step, carry, (images, labels), unroll=unroll)
-        return logits
-    flat = inputs.reshape(steps, batch, -1).astype(jnp.float32)
-    carry = initial_carry(key, spec, flat.shape[-1], labels.shape[-1], batch)
-    _, logits = jax.lax.scan(
-        make_time_step(meta_params, spec, layer_fn, conv_layer_fn), carry, (flat, labels), unroll=unroll
-    )
+    if not spec.conv_layers:
+        inputs = inputs.reshape(steps, batch, -1)
+    elif inputs.ndim == 4:
+        inputs = inputs[..., None]
+    elif inputs.ndim != 5:
+        raise ValueError(f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}")
+    inputs = inputs.astype(jnp.float32)
+    carry = initial_carry(key, spec, inputs.shape[2:], labels.shape[-1], batch)
+    step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
+    _, logits = jax.lax.scan(step, carry, (inputs, labels), unroll=unroll)
     return logits
 
 
@@ -618,12 +364,12 @@ def run_with_options(
     :mod:`vsml.learners.vsml_reference` (equal results, slower; the benchmark's baseline).
     """
     if implementation == "literal":
-        from vsml.learners import vsml_reference  # noqa: PLC0415 — it imports this module
-
-        return vsml_reference.run(meta_params, key, inputs, labels, spec, unroll=unroll)
-    if implementation != "fast":
+        layers = {"layer_fn": vsml_reference.literal_dense_layer, "conv_layer_fn": vsml_reference.literal_conv_layer}
+    elif implementation == "fast":
+        layers = {}
+    else:
         raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
-    return run(meta_params, key, inputs, labels, spec, unroll=unroll)
+    return run(meta_params, key, inputs, labels, spec, unroll=unroll, **layers)
 
 
 LEARNER_TYPE = LearnerType(

@@ -1,6 +1,6 @@
 """Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (docs/DESIGN.md §6, ``optimizer.type: sgd``).
 
-The second :class:`vsml.meta.api.OuterLoop` beside
+The second :class:`vsml.meta.base.OuterLoop` beside
 :class:`vsml.meta.es.EvolutionStrategy`, with the same state and ``step``
 contract. Per step g and global pair index
 i (0..P-1) it runs the episode of ``key(data, g, i)`` — the very episode (data
@@ -8,7 +8,7 @@ and inner key) that both members of ES pair i would see — and differentiates
 its meta-loss through the whole episode with ``jax.grad``. Rank r handles the
 indices ``[r P/N, (r+1) P/N)``; each rank sums its per-episode gradients on the
 host in float64, the sums (and the count of finite episodes) are all-reduced,
-and every rank applies the same optax update (:func:`vsml.meta.api.make_optimizer`:
+and every rank applies the same optax update (:func:`vsml.meta.sliced.make_optimizer`:
 Adam after global-norm clipping at ``optimizer.clip_gradnorm``) to the mean gradient.
 As for ES, the result does not depend on the rank count (up to float64
 summation order).
@@ -24,23 +24,24 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import MetaState, NonFiniteError, SlicedLoop, make_optimizer, pair_key
+from vsml.meta.base import MetaState
+from vsml.meta.sliced import Estimate, SlicedLoop, make_optimizer
+from vsml.meta.slicing import item_key
 from vsml.settings import OptimizerSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class BackpropConfig:
     population_size: int  # episodes per step P (one per pair index, as ES's antithetic pairs)
-    pairs_per_chunk: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
+    items_per_chunk: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
 
 
 class MetaGradient(SlicedLoop):
-    """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
+    """Meta-gradient descent over the ranks of ``comm`` (an :class:`vsml.meta.base.OuterLoop`).
 
     Args:
       fitness: ``fitness(params, key, data) -> scalar``, differentiable, lower is better.
@@ -55,20 +56,20 @@ class MetaGradient(SlicedLoop):
     def _make_slice_evaluator(self):
         fitness, unravel = self._fitness, self.unravel
 
-        def evaluate_slice(flat_params, rng, generation, pair_indices, data):
-            """Meta-loss ``[n]`` and its gradient ``[n, D]`` for the episodes of ``pair_indices``."""
+        def evaluate_slice(flat_params, rng, generation, item_indices, data):
+            """Meta-loss ``[n]`` and its gradient ``[n, D]`` for the episodes of ``item_indices``."""
 
             def one(index):
-                key = pair_key(rng["data"], generation, index)
+                key = item_key(rng["data"], generation, index)
                 return jax.value_and_grad(lambda flat: fitness(unravel(flat), key, data))(flat_params)
 
-            return jax.vmap(one)(pair_indices)
+            return jax.vmap(one)(item_indices)
 
         return evaluate_slice
 
     def _chunks(self):
-        size = self.config.pairs_per_chunk or len(self.pair_indices)
-        return [self.pair_indices[start : start + size] for start in range(0, len(self.pair_indices), size)]
+        size = self.config.items_per_chunk or len(self.item_indices)
+        return [self.item_indices[start : start + size] for start in range(0, len(self.item_indices), size)]
 
     def partial_sums(self, state: MetaState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This rank's ``(sum of finite gradients [D] float64, finite flags [n], losses [n])``."""
@@ -84,51 +85,44 @@ class MetaGradient(SlicedLoop):
             finite.append(ok)
         return total, np.concatenate(finite), np.concatenate(losses)
 
-    def step(self, state: MetaState, data) -> tuple[MetaState, dict]:
-        """One meta-gradient step. Returns the new state and statistics.
+    def estimate(self, state: MetaState, data) -> Estimate:
+        """The mean of the finite episodes' gradients over all ranks.
 
-        ``metagrad/nonfinite`` counts the episodes left out of the mean, ``grad/norm`` is
-        the mean gradient's norm; the timings are as for ES.
+        Its own statistics: ``metagrad/nonfinite`` counts the episodes left out of the mean,
+        ``grad/norm`` is the mean gradient's norm.
         """
         start = time.perf_counter()
         grad_sum, finite, losses = self.partial_sums(state, data)
         evaluated = time.perf_counter()
         reduced = self.comm.allreduce_sum(np.concatenate([grad_sum, [float(finite.sum())]]))
+        all_losses = self.comm.allgather(losses)
         communicated = time.perf_counter() - evaluated
         count = reduced[-1]
         mean = (reduced[:-1] / max(count, 1.0)).astype(np.float32)
-        grad = self.unravel(jnp.asarray(mean))
-        params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
-        if not bool(params_finite):
-            raise NonFiniteError(
+        return Estimate(
+            gradient=mean,
+            losses=all_losses,
+            stats={
+                "metagrad/nonfinite": int(self.config.population_size - count),
+                "grad/norm": float(np.linalg.norm(mean)),
+            },
+            evaluate_seconds=evaluated - start,
+            communicate_seconds=communicated,
+            nonfinite_message=(
                 f"meta-parameters became non-finite in step {state.generation}; "
                 "a smaller learning rate or gradient clipping avoids this"
-            )
-        gather_start = time.perf_counter()
-        all_losses = self.comm.allgather(losses)
-        communicated += time.perf_counter() - gather_start
-        kept = all_losses[np.isfinite(all_losses)]
-        stats = {
-            "meta_loss": float(kept.mean()) if kept.size else float("nan"),
-            "meta_loss_std": float(kept.std()) if kept.size else float("nan"),
-            "metagrad/nonfinite": int(self.config.population_size - count),
-            "grad/norm": float(np.linalg.norm(mean)),
-            "time/evaluate": evaluated - start,
-            "time/communicate": communicated,
-            "time/update": time.perf_counter() - evaluated - communicated,
-        }
-        new_state = MetaState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
-        return new_state, stats
+            ),
+        )
 
 
 def from_settings(
     settings: OptimizerSettings,
     population_size: int,
-    pairs_per_chunk: int | None,
+    items_per_chunk: int | None,
     fitness: Callable,
     params_template,
     comm: Comm,
 ) -> MetaGradient:
     """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
     optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
-    return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)
+    return MetaGradient(fitness, params_template, BackpropConfig(population_size, items_per_chunk), optimizer, comm)

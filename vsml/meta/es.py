@@ -8,7 +8,7 @@ Per generation g, pair i (global index 0..P-1):
 * noise ``eps_i ~ N(0, I)`` from ``key(noise, g, i)``, episode key from
   ``key(data, g, i)``; both members ``theta ± sigma * eps_i`` share the episode;
 * rank r evaluates pairs ``[r P/N, (r+1) P/N)`` in one jitted call (with
-  ``pairs_per_chunk``, a ``lax.map`` over chunks of that many pairs inside the
+  ``items_per_chunk``, a ``lax.map`` over chunks of that many pairs inside the
   call, so memory grows with the chunk's learner states, not the slice's):
   :func:`make_slice_evaluator`;
 * fitness (2P floats) is all-gathered and shaped into one weight per pair:
@@ -18,15 +18,14 @@ Per generation g, pair i (global index 0..P-1):
   integers) are all-reduced, divided by P (:func:`mean_gradient`), and every rank
   applies the same optax update. No rank holds more noise than its own slice.
 
-These pure functions are composed by :meth:`EvolutionStrategy.step`, the thin
-distributed part (collectives, timing, the non-finite policy).
+These pure functions are composed by :meth:`EvolutionStrategy.estimate`, the thin
+distributed part (collectives, timing); the update and the non-finite policy are
+:func:`vsml.meta.sliced.finish_step`, shared with meta-gradients.
 
 The partial sums are integers on a fixed-point grid every rank derives from the
-all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.api.fixed_point_sum`), so
+all-gathered weights (:func:`noise_scale`, :func:`vsml.meta.slicing.fixed_point_sum`), so
 their total is exact in any order: the float32 gradient, and hence the
-meta-parameters, are bit-identical on any rank count. (Float64 partial sums were
-not: their last bit depends on the order, and it sometimes decides the float32
-rounding.)
+meta-parameters, are bit-identical on any rank count (docs/DESIGN.md §6.4).
 """
 
 from __future__ import annotations
@@ -39,19 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.api import (
-    MetaState,
-    NonFiniteError,
-    SlicedLoop,
-    fixed_point_scale,
-    fixed_point_sum,
-    from_fixed_point,
-    make_optimizer,
-    pair_key,
-)
+from vsml.meta.base import MetaState
+from vsml.meta.sliced import Estimate, SlicedLoop, make_optimizer
+from vsml.meta.slicing import fixed_point_scale, fixed_point_sum, from_fixed_point, item_key
 from vsml.settings import OptimizerSettings
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
@@ -62,12 +55,12 @@ class ESConfig:
     population_size: int  # antithetic pairs P
     noise_std: float  # sigma
     fitness_shaping: str = "raw"
-    pairs_per_chunk: int | None = None  # pairs evaluated at once inside the jitted call (None: the whole slice)
+    items_per_chunk: int | None = None  # pairs evaluated at once inside the jitted call (None: the whole slice)
 
 
 def pair_epsilon(noise_key, generation, pair_index, dim: int) -> jax.Array:
     """``eps_i`` of one global pair index: ``[D]``."""
-    return jax.random.normal(pair_key(noise_key, generation, pair_index), (dim,))
+    return jax.random.normal(item_key(noise_key, generation, pair_index), (dim,))
 
 
 def pair_noise(noise_key, generation, pair_indices, dim: int) -> jax.Array:
@@ -91,7 +84,7 @@ def make_slice_evaluator(fitness: Callable, unravel: Callable, noise_std: float,
         def pair_fitness(index):
             eps = pair_epsilon(rng["noise"], generation, index, flat_params.shape[0])
             members = jnp.stack([flat_params + noise_std * eps, flat_params - noise_std * eps])  # [2, D]
-            key = pair_key(rng["data"], generation, index)
+            key = item_key(rng["data"], generation, index)
             return jax.vmap(lambda flat: fitness(unravel(flat), key, data))(members)  # [2]
 
         if pairs_per_chunk is None or pairs_per_chunk >= pair_indices.shape[0]:
@@ -116,24 +109,10 @@ def shape_fitness(fitness: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
             return np.zeros_like(fitness), nonfinite
         return np.where(finite, fitness, fitness[finite].max()), nonfinite
     if mode == "centered_rank":
-        ranks = _average_ranks(np.where(finite, fitness, np.inf).ravel())
+        # 0-based ranks; tied values share their mean rank (so order never matters)
+        ranks = scipy.stats.rankdata(np.where(finite, fitness, np.inf).ravel(), method="average") - 1.0
         return (ranks / max(fitness.size - 1, 1) - 0.5).reshape(fitness.shape), nonfinite
     raise ValueError(f"fitness shaping '{mode}' is not one of {', '.join(FITNESS_SHAPINGS)}")
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """0-based ranks; tied values share their mean rank (so order never matters)."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    start = 0
-    while start < len(values):
-        stop = start + 1
-        while stop < len(values) and sorted_values[stop] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop]] = 0.5 * (start + stop - 1)
-        start = stop
-    return ranks
 
 
 def pair_weights(utilities: np.ndarray, noise_std: float) -> np.ndarray:
@@ -147,7 +126,7 @@ NOISE_BOUND = 8.0
 
 
 def noise_scale(weights: np.ndarray) -> float:
-    """The fixed-point grid of ``sum_i w_i eps_i`` (:func:`vsml.meta.api.fixed_point_scale`), from all ``P`` weights."""
+    """The fixed-point grid of ``sum_i w_i eps_i`` (:func:`vsml.meta.slicing.fixed_point_scale`), from all ``P`` weights."""
     return fixed_point_scale(float(np.abs(weights).sum()) * NOISE_BOUND)
 
 
@@ -171,7 +150,7 @@ def mean_gradient(total: np.ndarray, weights: np.ndarray, population_size: int) 
 
 
 class EvolutionStrategy(SlicedLoop):
-    """Antithetic ES over the ranks of ``comm`` (an :class:`vsml.meta.api.OuterLoop`).
+    """Antithetic ES over the ranks of ``comm`` (an :class:`vsml.meta.base.OuterLoop`).
 
     Args:
       fitness: ``fitness(params, key, data) -> scalar``, lower is better.
@@ -191,31 +170,19 @@ class EvolutionStrategy(SlicedLoop):
         super().__init__(fitness, params_template, config, optimizer, comm)
 
     def _make_slice_evaluator(self):
-        return make_slice_evaluator(self._fitness, self.unravel, self.config.noise_std, self.config.pairs_per_chunk)
+        return make_slice_evaluator(self._fitness, self.unravel, self.config.noise_std, self.config.items_per_chunk)
 
     def evaluate(self, state: MetaState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
         flat, _ = ravel_pytree(state.params)
-        return np.asarray(self._evaluate(flat, state.rng, state.generation, self.pair_indices, data))
+        return np.asarray(self._evaluate(flat, state.rng, state.generation, self.item_indices, data))
 
-    def memory_analysis(self, state: MetaState, data):
-        """XLA's buffer plan of the slice evaluation (compiles it once more, ahead of time).
+    def estimate(self, state: MetaState, data) -> Estimate:
+        """One generation's gradient: evaluate, share fitness, shape, sum the noise exactly.
 
-        ``temp_size_in_bytes`` is the working memory of one evaluation: it grows with
-        ``pairs_per_chunk`` (the learner states alive at once), not with the slice.
-        """
-        flat, _ = ravel_pytree(state.params)
-        lowered = self._evaluate.lower(flat, state.rng, state.generation, self.pair_indices, data)
-        return lowered.compile().memory_analysis()
-
-    def step(self, state: MetaState, data) -> tuple[MetaState, dict]:
-        """One generation: evaluate, share fitness, update. Returns the new state and statistics.
-
-        Besides the meta-loss and ``es/nonfinite`` (non-finite fitness values of the
-        generation), the statistics hold the generation's wall time split into
-        ``time/evaluate`` (this rank's slice), ``time/communicate`` (the fitness all-gather
-        and the gradient all-reduce, waiting for slower ranks included) and ``time/update``
-        (noise regeneration, shaping, optimiser), in seconds.
+        Its own statistic is ``es/nonfinite`` (non-finite fitness values of the generation);
+        ``time/communicate`` is the fitness all-gather and the gradient all-reduce (waiting
+        for slower ranks included).
         """
         config = self.config
         start = time.perf_counter()
@@ -225,37 +192,28 @@ class EvolutionStrategy(SlicedLoop):
         gathered = time.perf_counter()
         utilities, nonfinite = shape_fitness(fitness, config.fitness_shaping)
         weights = pair_weights(utilities, config.noise_std)
-        mine = noise_sum(state.rng["noise"], state.generation, self.pair_indices, weights, self.dim)
+        mine = noise_sum(state.rng["noise"], state.generation, self.item_indices, weights, self.dim)
         reduce_start = time.perf_counter()
         total = self.comm.allreduce_sum(mine)
         reduced = time.perf_counter()
-        grad = self.unravel(jnp.asarray(mean_gradient(total, weights, config.population_size)))
-        params, opt_state, params_finite = self._apply(state.params, state.opt_state, grad)
-        params_finite = bool(params_finite)  # waits for the update
-        end = time.perf_counter()
-        finite = fitness[np.isfinite(fitness)]
-        stats = {
-            "meta_loss": float(finite.mean()) if finite.size else float("nan"),
-            "meta_loss_std": float(finite.std()) if finite.size else float("nan"),
-            "es/nonfinite": nonfinite,
-            "time/evaluate": evaluated - start,
-            "time/communicate": (gathered - evaluated) + (reduced - reduce_start),
-            "time/update": (reduce_start - gathered) + (end - reduced),
-        }
-        if not params_finite:
-            raise NonFiniteError(
+        return Estimate(
+            gradient=mean_gradient(total, weights, config.population_size),
+            losses=fitness,
+            stats={"es/nonfinite": nonfinite},
+            evaluate_seconds=evaluated - start,
+            communicate_seconds=(gathered - evaluated) + (reduced - reduce_start),
+            nonfinite_message=(
                 f"meta-parameters became non-finite in generation {state.generation} "
                 f"({nonfinite} of {fitness.size} fitness values were non-finite); "
                 "a smaller learning rate or noise std, or gradient clipping, avoids this"
-            )
-        new_state = MetaState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
-        return new_state, stats
+            ),
+        )
 
 
 def from_settings(
     settings: OptimizerSettings,
     population_size: int,
-    pairs_per_chunk: int | None,
+    items_per_chunk: int | None,
     fitness: Callable,
     params_template,
     comm: Comm,
@@ -265,7 +223,7 @@ def from_settings(
         population_size=population_size,
         noise_std=settings.noise_std,
         fitness_shaping=settings.fitness_shaping,
-        pairs_per_chunk=pairs_per_chunk,
+        items_per_chunk=items_per_chunk,
     )
     optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)
@@ -275,8 +233,6 @@ __all__ = [
     "ESConfig",
     "EvolutionStrategy",
     "FITNESS_SHAPINGS",
-    "MetaState",
-    "NonFiniteError",
     "from_settings",
     "make_slice_evaluator",
     "mean_gradient",

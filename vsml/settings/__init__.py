@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vsml.config import ConfigError
+from vsml.config_tree import ConfigError
 from vsml.settings.data import (
     DataSection,
     DataSettings,
@@ -28,7 +28,7 @@ from vsml.settings.data import (
     RandomDatasetSettings,
     SumDatasetSettings,
 )
-from vsml.settings.fields import SettingError, build, leaves, or_null, type_text
+from vsml.settings.fields import build, leaves, or_null, type_text
 from vsml.settings.model import (
     FWMemorySettings,
     FWPSettings,
@@ -40,7 +40,14 @@ from vsml.settings.model import (
     SubRNNSettings,
     VSMLRNNSettings,
 )
-from vsml.settings.sections import CheckpointSettings, OptimizerSettings, RestoreSettings, RunSettings, key_of
+from vsml.settings.sections import (
+    CheckpointSettings,
+    OptimizerSettings,
+    RestoreSettings,
+    RunSettings,
+    SettingError,
+    key_of,
+)
 
 
 def run_settings(rank_config: Mapping) -> RunSettings:

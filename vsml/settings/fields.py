@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from vsml.config import ConfigError
+from vsml.config_tree import ConfigError
 
 
 def _is_int(value) -> bool:
@@ -238,20 +238,6 @@ def or_null(description: str) -> str:
 
 
 # --------------------------------------------------------------------------- checking and building
-
-
-class SettingError(ConfigError):
-    """A bad value of one setting, raised by the code that uses it in its own terms.
-
-    ``section`` is the typed section (or its class) holding the setting, ``name``
-    its field, ``where`` an optional suffix (e.g. ``[2]`` for a list entry); the
-    settings layer turns them into the dotted key that starts the one-line message.
-    """
-
-    def __init__(self, section, name: str, message: str, where: str = ""):
-        from vsml.settings.sections import key_of  # noqa: PLC0415  (the root section knows every path)
-
-        super().__init__(f"{key_of(section, name)}{where}: {message}")
 
 
 def _check_leaf(key: str, field: dataclasses.Field, hint, value) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from vsml.config_tree import ConfigError
 from vsml.settings.data import DataSection, DataSettings, FewShotSettings, RandomDatasetSettings, SumDatasetSettings
 from vsml.settings.fields import (
     BELOW_ONE,
@@ -51,7 +52,7 @@ class EvaluationSettings:
     subset: str = setting(
         "test", "split evaluated (procedural datasets ignore it)", one_of_names_in("vsml.data", "SUBSETS")
     )
-    count: int = setting(1, "evaluation episodes per rank", POSITIVE_INT)
+    count: int = setting(1, "evaluation episodes in all, split over the ranks (§7.4)", POSITIVE_INT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +60,19 @@ class RestoreSettings:
     """``checkpoint.restore``: what a run starts from."""
 
     path: str | None = setting(
-        None, "a run directory or checkpoint .npz to start from (--resume sets it)", NON_EMPTY_STR
+        None,
+        "a run directory, checkpoint .npz, the original's model.chkp or pretrained:NAME to start from (--resume sets it)",
+        NON_EMPTY_STR,
     )
     run_path: str | None = setting(
         None, "or a wandb run ENTITY/PROJECT/RUN_ID: a local wandb/ run directory with that id, else the wandb API",
         NON_EMPTY_STR,
     )  # fmt: skip
-    file_name: str | None = setting(None, "the file of that wandb run to restore (null: checkpoint.npz)", NON_EMPTY_STR)
+    file_name: str | None = setting(
+        None,
+        "the file of that wandb run, or of the run directory path, to restore (null: checkpoint.npz)",
+        NON_EMPTY_STR,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,3 +189,15 @@ def key_of(section, name: str) -> str:
     """The dotted config key of field ``name`` of ``section`` (a typed section or its class)."""
     cls = section if isinstance(section, type) else type(section)
     return f"{_PATHS[cls]}.{name}" if cls in _PATHS else name
+
+
+class SettingError(ConfigError):
+    """A bad value of one setting, raised by the code that uses it in its own terms.
+
+    ``section`` is the typed section (or its class) holding the setting, ``name``
+    its field, ``where`` an optional suffix (e.g. ``[2]`` for a list entry); the
+    settings layer turns them into the dotted key that starts the one-line message.
+    """
+
+    def __init__(self, section, name: str, message: str, where: str = ""):
+        super().__init__(f"{key_of(section, name)}{where}: {message}")

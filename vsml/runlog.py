@@ -134,6 +134,18 @@ def evaluation_line(row: dict) -> str | None:
     return " · ".join([f"meta-test gen {row['step']}", *parts])
 
 
+def stop_line(stopped_by: str, done: int, total: int, resume_command: str | None) -> str:
+    """The one line a run stopped by a signal ends with, numbered as the progress lines.
+
+    ``stopped by SIGINT after gen 39/100 (40 generations done; checkpoint saved); resume with: …``:
+    generations are numbered from 0 (as in the progress lines and metrics.jsonl), so
+    the last one done is ``done - 1``.
+    """
+    line = f"stopped by {stopped_by} after gen {done - 1}/{total} ({done} generation{'s' if done != 1 else ''} done; "
+    line += "checkpoint saved)"
+    return line + (f"; resume with: {resume_command}" if resume_command else "")
+
+
 class Console:
     """What a person watching the run reads: one line per summary, progress, and the same in ``console.log``.
 
@@ -389,9 +401,27 @@ class RunLog:
         self._console.message(text, to_stderr=to_stderr)
 
     def attach(self, path) -> None:
-        """Adds ``path`` (a file in the run directory) to the wandb run's files, kept current as it changes."""
-        if self._wandb is not None:
-            self._wandb.save(str(Path(path).resolve()), base_path=str(self.run_dir.resolve()), policy="live")
+        """Adds ``path`` (a file in the run directory) to the wandb run's files, kept current as it changes.
+
+        The wandb run's ``files/`` gets a symlink to the file, made here: a symlink follows
+        the file across the atomic renames that rewrite it, and ``wandb.save`` of a file
+        already in ``files/`` only registers it ("live": uploaded whenever it changes),
+        where linking it itself would print "Symlinked 1 file into the W&B run directory".
+        """
+        if self._wandb is None:
+            return
+        source = Path(path).resolve()
+        files_dir = Path(self._wandb.dir)
+        link = files_dir / source.relative_to(self.run_dir.resolve())
+        try:
+            if not link.is_symlink() or link.resolve() != source:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(source)
+        except OSError:  # no symlinks here (some file systems): wandb links or copies it itself
+            link = source
+            files_dir = self.run_dir.resolve()
+        self._wandb.save(str(link), base_path=str(files_dir), policy="live", glob=False)
 
     def close(self) -> None:
         self._console.close()

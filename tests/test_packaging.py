@@ -1,0 +1,149 @@
+"""The installable package: pyproject metadata, shipped files, and an install used from another directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HANG_GUARD_S, ROOT
+from vsml import environment, resources
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements(file: str) -> set[str]:
+    """The requirement lines of ``file``, following ``-r`` includes; comments dropped."""
+    lines = set()
+    for line in (ROOT / file).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            lines |= _requirements(line[3:].strip())
+        elif line:
+            lines.add(line)
+    return lines
+
+
+def test_dependencies_come_from_requirements_txt():
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "file"),
+    [("prepare", "requirements-prepare.txt"), ("dev", "requirements-dev.txt"), ("cuda", "requirements-cuda.txt")],
+)
+def test_extras_match_the_requirement_files(extra, file):
+    # An extra adds to the run's requirements exactly what the file adds to requirements.txt.
+    added = _requirements(file) - _requirements("requirements.txt")
+    assert set(PYPROJECT["project"]["optional-dependencies"][extra]) == added
+
+
+def test_every_subpackage_is_packaged():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = (
+        {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "vsml").rglob("__init__.py")}
+        | {"vsml.configs"}
+        | {
+            "vsml.configs." + ".".join(d.relative_to(ROOT / "configs").parts)
+            for d in (ROOT / "configs").rglob("*")
+            if d.is_dir() and any(d.glob("*.yaml"))
+        }
+    )
+    assert found == listed
+
+
+def test_console_script_runs_the_cli():
+    assert PYPROJECT["project"]["scripts"] == {"vsml": "vsml.cli:main"}
+
+
+def test_config_files_resolve_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = resources.find_config_file("configs/quickstart.yaml")
+    assert shipped == ROOT / "configs" / "quickstart.yaml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.yaml").write_text("seed: 3\n")
+    assert resources.find_config_file("configs/quickstart.yaml") == Path("configs/quickstart.yaml")  # yours first
+    assert resources.find_config_file("configs/nothing.yaml") == Path("configs/nothing.yaml")  # left to "not found"
+
+
+@pytest.mark.parametrize(
+    ("argv0", "expected"),
+    [("/repo/launch.py", "launch.py"), ("/venv/bin/vsml", "vsml"), ("/usr/lib/python3/vsml/__main__.py", "-m vsml")],
+)
+def test_hints_name_the_command_that_was_typed(argv0, expected):
+    assert environment.entry_command(argv0).endswith(expected)
+
+
+def _fresh_venv_with_the_wheel(tmp_path) -> Path:
+    """A new venv holding only the built wheel; its dependencies come from the test venv (no network)."""
+    wheel_dir = tmp_path / "wheel"
+    source = tmp_path / "source"  # a copy, so the build leaves no build/ or egg-info in the checkout
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "wandb", "build", "*.egg-info")
+    )
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir, source]
+    subprocess.run(list(map(str, build)), check=True, timeout=HANG_GUARD_S, capture_output=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=HANG_GUARD_S)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # The test venv's packages (jax, numpy, ...) behind the new venv's own, as an offline install would give.
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (wheel,) = wheel_dir.glob("vsml-*.whl")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        check=True,
+        timeout=HANG_GUARD_S,
+        capture_output=True,
+    )
+    return venv
+
+
+@pytest.mark.slow
+def test_installed_package_works_from_another_directory(tmp_path):
+    venv = _fresh_venv_with_the_wheel(tmp_path)
+    elsewhere = tmp_path / "elsewhere" / "vsml"  # a folder named like the package must not shadow it
+    elsewhere.mkdir(parents=True)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    code = (
+        "import numpy as np, vsml, vsml.api as a; names = a.pretrained_names(); print(names); "
+        f"assert vsml.__file__.startswith({str(venv)!r}), vsml.__file__; "
+        "alg = a.pretrained(names[0]); x = np.random.default_rng(0).normal(size=(20, 8, 8)).astype('float32'); "
+        "y = np.arange(20) % 10; print(alg.run(x, y).shape)"
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        cwd=elsewhere.parent,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    names, shape = result.stdout.strip().splitlines()[-2:]
+    assert eval(names) == resources.pretrained_names() and len(eval(names)) >= 1  # noqa: S307 — our own output
+    assert shape == "(20, 10)"
+    # The console script and python -m vsml find the shipped configs outside the repository.
+    for command in ([str(venv / "bin" / "vsml")], [str(venv / "bin" / "python"), "-m", "vsml"]):
+        shown = subprocess.run(
+            [*command, "--config_files", "configs/quickstart.yaml", "--print_config"],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD_S,
+            env=env,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"^  population_size: 32$", shown.stdout, re.MULTILINE)

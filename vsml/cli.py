@@ -1,0 +1,205 @@
+"""Command-line entry: build the configuration and run ``call`` (train | evaluate).
+
+    python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=128
+    mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
+    python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
+    python3 launch.py --array configs/array/sgd.yaml --subset 1 3 --task 2 --tags sgd  # entry 3 (0-based)
+    python3 launch.py --resume runs/RUN [--config training.iterations=N]
+    python3 launch.py --config_files configs/quickstart.yaml --print_config  # show it, run nothing
+
+Bad input exits with status 2 and one line naming the problem, before any
+data is loaded or anything is compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE_ERROR = 2
+
+EPILOG = """examples:
+  python3 launch.py --config_files configs/test.yaml                  # seconds-long smoke run
+  python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=64
+  python3 launch.py --config_files configs/quickstart.yaml --print_config   # show the config, run nothing
+  python3 launch.py --config_files configs/quickstart.yaml --config training.dataset=npz:mine.npz
+  mpiexec -n 4 python3 launch.py --config_files configs/quickstart.yaml
+  python3 launch.py --array configs/array/datasets.yaml --task 3
+  python3 launch.py --resume runs/RUN --config training.iterations=3001
+  python3 launch.py --config_files configs/quickstart.yaml --config call=evaluate checkpoint.restore.path=runs/RUN
+
+config keys: every key and its default is in configs/default.yaml (commented);
+what each one means is in docs/DESIGN.md section 9. Datasets: python3 -m vsml.data status.
+Plots: python3 -m vsml.plot RUN_DIR. Python API: vsml/api.py (README "Python API")."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Meta-train or evaluate learned learning algorithms (VSML).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config_files",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="YAML files layered in order on configs/default.yaml",
+    )
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, values parsed as YAML (e.g. training.population_size=128)",
+    )
+    parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
+    parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="0-based entries of --array: task N runs entry subset[N-1] (as the original release)",
+    )
+    parser.add_argument(
+        "--tags",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TAG",
+        help="wandb tags (added to logging.tags and the --array task's tags)",
+    )
+    parser.add_argument("--job_type", metavar="NAME", help="wandb job type (logging.job_type)")
+    parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint with its saved config"
+    )
+    parser.add_argument(
+        "--print_config",
+        action="store_true",
+        help="print the resolved configuration (rank 0, and every rank's mpi_split values) "
+        "and exit, without loading data or compiling",
+    )
+    return parser.parse_args(argv)
+
+
+def build(args):
+    """The layered configuration the arguments ask for (no data, no jax); ValueError with one line."""
+    from vsml import preparation  # noqa: PLC0415 — after argparse, so --help is instant
+
+    return preparation.layered_config(
+        args.config_files,
+        args.config,
+        resume_dir=args.resume,
+        array_file=args.array,
+        task=args.task,
+        subset=args.subset,
+        tags=args.tags,
+        job_type=args.job_type,
+    )
+
+
+def prepare(args, comm):
+    """The :class:`vsml.preparation.PreparedRun` the arguments ask for; raises ValueError / ConfigError with one line."""
+    from vsml import environment, preparation  # noqa: PLC0415
+
+    return preparation.prepare_run(
+        build(args),
+        comm,
+        run_dir=args.run_dir,
+        resume_dir=args.resume,
+        resume_hint=f"{environment.entry_command()} --resume {{run_dir}}",
+    )
+
+
+def print_config(args, comm) -> int:
+    """``--print_config``: the checked configuration on stdout (rank 0 only); loads no data, compiles nothing."""
+    from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
+    from vsml.config_view import describe_config  # noqa: PLC0415
+    from vsml.settings import validate  # noqa: PLC0415
+
+    try:
+        config = build(args)
+        for rank in range(min(max(comm.size, split_period(config)), 256)):  # types and ranges, as a run checks
+            validate(resolve_for_rank(config, rank))
+        text = describe_config(config, ranks=comm.size)
+    except ValueError as err:
+        if comm.is_root:
+            print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    if comm.is_root:
+        print(text, flush=True)
+    return 0
+
+
+def run(prepared, comm, stop) -> int:
+    from vsml import environment, experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+
+    if prepared.config["call"] == "evaluate":
+        experiment.evaluate(prepared.config, comm, prepared.run_dir)
+        return 0
+    resume_command = f"{environment.entry_command()} --resume {prepared.run_dir}"
+    result = experiment.train(
+        prepared.config, comm, prepared.run_dir, resume=prepared.resume, stop=stop, resume_command=resume_command
+    )
+    if comm.is_root and not result.stopped_by:  # a stopped run's last line is the stop line, with resume_command
+        print(f"done: {result.generation} generations; outputs in {prepared.run_dir}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vsml import environment  # noqa: PLC0415 — standard library only
+
+    environment.exit_if_missing(environment.entry_command())  # one line naming the install command, not a traceback
+    from vsml import runtime  # noqa: PLC0415
+
+    runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
+    from vsml.comm import world  # noqa: PLC0415
+
+    if args.print_config:
+        return print_config(args, world())
+    from vsml.preemption import StopRequest  # noqa: PLC0415
+
+    # Signals that arrive while jax loads and compiles must not kill the run either.
+    stop = StopRequest().install()
+    comm = world()
+    if not comm.is_root:
+        stop.announce = lambda text: None  # rank 0 acknowledges a stop signal for every rank
+    try:
+        prepared = prepare(args, comm)
+    except ValueError as err:  # ConfigError and CheckpointError are ValueErrors
+        if comm.is_root:
+            print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        return run(prepared, comm, stop)
+    except Exception as err:  # noqa: BLE001 — every failure must end all ranks, not hang them
+        return fail(err, comm)
+
+
+def fail(err: Exception, comm) -> int:
+    """Reports a failure once and makes sure no rank is left waiting in a collective.
+
+    Failures every rank detects together (RunError; experiment reports non-finite
+    meta-parameters as one) are one line from rank 0; anything else is this rank's
+    traceback, after which MPI_Abort ends the other ranks.
+    """
+    import traceback  # noqa: PLC0415
+
+    from vsml.experiment import RunError  # noqa: PLC0415
+
+    if isinstance(err, RunError):
+        if comm.is_root:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    print(f"rank {comm.rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    if comm.size > 1:
+        comm.abort(1)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
