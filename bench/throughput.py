@@ -58,7 +58,7 @@ def build_learner_for(case: dict, settings, task):
     """The case's learner from the registry (with its run options) and its spec."""
     from vsml.learners import learner_type  # noqa: PLC0415
 
-    kind = learner_type(settings.model["type"])
+    kind = learner_type(settings.model.type)
     spec = kind.spec_from_config(settings.model, task.spec.input_shape, task.spec.num_classes)
     options = {"unroll": int(case.get("unroll", 1)), "implementation": case.get("impl", "fast")}
     return kind.bind(spec, **{name: value for name, value in options.items() if name in kind.run_options}), spec
@@ -81,7 +81,7 @@ def run_case(case: dict) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     settings = run_settings(resolve_for_rank(case_config(case), 0))
     training = settings.training
-    task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
+    task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
     learner, spec = build_learner_for(case, settings, task)
     params = learner.init(jax.random.PRNGKey(0))
     outer_loop = make_outer_loop(learner, task, settings, params, SingleProcessComm())

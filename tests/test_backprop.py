@@ -134,7 +134,7 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
     )
     params = learner.init(jax.random.PRNGKey(0))
     for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
-        settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, adam_kwargs={}, clip_gradnorm=1.0)
+        settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, kwargs={}, clip_gradnorm=1.0)
         outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
         state, stats = outer_loop.step(outer_loop.init(params, seed=0), arrays)
         nonfinite = {"es": "es/nonfinite", "sgd": "metagrad/nonfinite"}[kind]  # each loop logs its own

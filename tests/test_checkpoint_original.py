@@ -19,6 +19,7 @@ import pytest
 import launch
 from tests.conftest import ROOT, TINY, checkpoint_arrays
 from vsml import checkpoint, checkpoint_original, convert_original
+from vsml.checkpoint_base import key_name
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.experiment import resolve_restore
@@ -49,10 +50,10 @@ CASE_CONFIG = {
 def _case(name):
     config = build_config(overrides=CASE_CONFIG[name])
     settings = run_settings(config)
-    spec = vsml_learner.spec_from_config(config["model"])
+    spec = vsml_learner.spec_from_config(settings.model)
     template = vsml_learner.init(jax.random.PRNGKey(0), spec)
     opt = settings.optimizer
-    opt_template = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(template)
+    opt_template = make_optimizer(opt.lr, opt.kwargs, opt.clip_gradnorm).init(template)
     with np.load(DATA / name / "outputs.npz") as data:
         outputs = {key: data[key] for key in data.files}
     return config, spec, template, opt_template, outputs
@@ -77,7 +78,7 @@ def test_original_vsml_gives_the_originals_logits_from_the_same_initial_cells():
     _, spec, template, _, outputs = _case("vsml")
     params = checkpoint.restore(DATA / "vsml" / "model.chkp", template)["params"]
     inputs, labels = jnp.asarray(outputs["inputs"]), jnp.asarray(outputs["labels"])
-    states, bwd_ins = vsml_learner.initial_carry(jax.random.PRNGKey(0), spec, inputs.shape[-1], labels.shape[-1], 1)
+    states, bwd_ins = vsml_learner.initial_carry(jax.random.PRNGKey(0), spec, inputs.shape[-1:], labels.shape[-1], 1)
     states = tuple((hidden, jnp.asarray(outputs[f"initial_cell_{i}"])[None]) for i, (hidden, _) in enumerate(states))
     step = vsml_learner.make_time_step(jax.tree_util.tree_map(jnp.asarray, params), spec)
     _, logits = jax.lax.scan(step, (states, bwd_ins), (inputs, labels))
@@ -106,7 +107,7 @@ def test_original_meta_rnn_gives_the_originals_logits():
     learner = build_learner(config["model"], outputs["inputs"].shape[2:], outputs["labels"].shape[-1])
     template = learner.init(jax.random.PRNGKey(0))
     opt = run_settings(config).optimizer
-    opt_template = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(template)
+    opt_template = make_optimizer(opt.lr, opt.kwargs, opt.clip_gradnorm).init(template)
     restored = checkpoint.restore(DATA / "meta_rnn" / "model.chkp", template, opt_template)
     logits = learner.run(restored["params"], jax.random.PRNGKey(0), outputs["inputs"], outputs["labels"])
     np.testing.assert_allclose(logits, outputs["logits"], rtol=2e-5, atol=1e-6)
@@ -278,7 +279,7 @@ def test_evaluate_reads_model_chkp_from_a_run_directory(tmp_path):
 
 def _paths(tree):
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [([checkpoint._key_name(entry) for entry in path], leaf) for path, leaf in leaves]
+    return [([key_name(entry) for entry in path], leaf) for path, leaf in leaves]
 
 
 def test_api_load_of_model_chkp_says_how_to_convert_it():

@@ -25,9 +25,8 @@ from vsml.config import build_config, load_yaml_file, resolve_for_rank
 from vsml.data import tfds_source
 from vsml.experiment import check_config
 from vsml.learners import build_learner, learner_type
-from vsml.settings import data_settings
+from vsml.settings import data_settings, validate
 from vsml.sweeps import sweep_tasks
-from vsml.validation import validate
 
 RANKS = 11  # views of ranks 0..10 (resolving does not depend on the rank count)
 LAUNCH_SIZES = (1, 4)  # rank counts the whole start-up check (population split included) must pass

@@ -117,9 +117,12 @@ def test_preprocessing_combines_per_rank_through_mpi_split():
 
 def test_bad_preprocess_values_name_the_key():
     for override, message in [
-        ("data.preprocess.resize=[4]", "data.preprocess.resize: [4] is not a list of 2"),
-        ("data.preprocess.rand_proj=maybe", "data.preprocess.rand_proj: 'maybe' is not true"),
-        ("data.filter_classes=[1, 1]", "data.filter_classes: [1, 1] is not a list of distinct"),
+        (
+            "data.preprocess.resize=[4]",
+            "data.preprocess.resize: must be null or a list of 2 positive integers, got [4]",
+        ),
+        ("data.preprocess.rand_proj=maybe", "data.preprocess.rand_proj: must be true, false or an integer seed"),
+        ("data.filter_classes=[1, 1]", "data.filter_classes: must be null or a list of distinct class indices"),
     ]:
         with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("]", "\\]")):
             data.check_dataset_available("digits", data_settings(cfg(override)))

@@ -16,6 +16,7 @@ import pytest
 
 from vsml.config import build_config
 from vsml.learners import build_learner, vsml, vsml_layer
+from vsml.settings import model_settings
 
 
 def _truncated_std(a: float = 2.0) -> float:
@@ -102,7 +103,7 @@ def test_init_scale_multiplies_every_vsml_draw():
         overrides=["model.sub_rnn.init_scale=1.1369", "model.sub_rnn.slow_size=64", "model.sub_rnn.msg_size=32"]
     )["model"]
     assert build_config()["model"]["sub_rnn"]["init_scale"] == 1.0
-    spec = vsml.spec_from_config(cfg)
+    spec = vsml.spec_from_config(model_settings(cfg))
     (p,) = vsml.init(jax.random.PRNGKey(0), spec)["forward"]
     (p1,) = vsml.init(jax.random.PRNGKey(0), dataclasses.replace(spec, init_scale=1.0))["forward"]
     for name in p:

@@ -176,7 +176,7 @@ def test_array_task_from_slurm_environment(tmp_path):
     "args,message",
     [
         (["--resume", "/nonexistent/run"], "no config.yaml there"),
-        (["--config", *TINY, "model.type=Nope"], "model.type: 'Nope' is not available; valid: VSMLRNN, MetaRNN"),
+        (["--config", *TINY, "model.type=Nope"], "model.type: must be one of VSMLRNN, MetaRNN"),
         (["--config", *TINY, "training.dataset=mnsit"], "unknown dataset 'mnsit'"),
         (["--config", *TINY, "evaluation.frequency=3", "summary.frequency=2"], "multiple of summary.frequency"),
         (

@@ -13,6 +13,7 @@ import pytest
 from tests.test_learners import BATCH, CLASSES, INPUT_SHAPE, STEPS, episode, model_config
 from vsml.config import load_default
 from vsml.learners import LEARNER_TYPES, learner_type
+from vsml.settings import model_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_VSML = ["model.sub_rnn.slow_size=4", "model.sub_rnn.msg_size=3", "model.vsml_rnn.num_micro_ticks=1"]
@@ -47,7 +48,7 @@ def test_every_registered_section_is_in_the_default_config():
 
 def test_run_options_change_speed_not_results_and_unknown_ones_are_refused():
     kind = learner_type("VSMLRNN")
-    spec = kind.spec_from_config(model_config("VSMLRNN", *TINY_VSML))
+    spec = kind.spec_from_config(model_settings(model_config("VSMLRNN", *TINY_VSML)))
     plain = kind.bind(spec)
     params = plain.init(jax.random.PRNGKey(0))
     inputs, labels = episode()

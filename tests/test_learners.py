@@ -88,7 +88,7 @@ def test_fixed_size_learners_refuse_other_sizes_and_default_to_padded_sizes():
 
 
 def test_registry_errors_name_the_problem():
-    with pytest.raises(ValueError, match="model.type: 'Nope' is not available; valid: VSMLRNN, MetaRNN"):
+    with pytest.raises(ValueError, match="model.type: must be one of VSMLRNN, MetaRNN"):
         build_learner(model_config("Nope"))
     with pytest.raises(ValueError, match="model.sgd.optimizer: 'adamm' is not an optax optimiser"):
         build_learner(model_config("SGD", "model.sgd.optimizer=adamm"))

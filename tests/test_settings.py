@@ -1,14 +1,22 @@
-"""Typed configuration (docs/DESIGN.md §8): each rank's config becomes frozen, typed sections once,
-after validation; every key of configs/default.yaml has a home in them."""
+"""One place per setting (docs/DESIGN.md §8, §9): each key is declared once, as a field of a frozen
+section; the checks, the typed sections, the key reference and configs/default.yaml agree with it."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from vsml.config import ConfigError, build_config, load_default, resolve_for_rank
-from vsml.settings import RunSettings, data_settings, run_settings
+from vsml.config import OPEN_SUBTREES, ConfigError, build_config, load_default, resolve_for_rank
+from vsml.settings import RunSettings, data_settings, reference_markdown, run_settings
+from vsml.settings.fields import NON_NEGATIVE_INT, build, leaves, section, setting
+from vsml.settings.sections import TrainingSettings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings_for(*overrides: str) -> RunSettings:
@@ -21,18 +29,22 @@ def test_sections_are_typed_and_frozen():
         "evaluation.datasets=[digits, mnist_offline]",
         "data.preprocess.resize=[14, 14]",
         "optimizer.kwargs.eps=1e-6",
+        "model.type=SGD",
+        "model.sgd.tanh_bound=10",
     )
     assert settings.training.population_size == 24
     assert settings.evaluation.datasets == ("digits", "mnist_offline")
-    assert settings.data.resize == (14, 14) and settings.data.pad_input is None
-    assert settings.data.dataset_stats["mnist"] == (0.1307, 0.3081)
-    assert settings.optimizer.adam_kwargs == {"b1": 0.9, "b2": 0.999, "eps": 1e-6}
+    assert settings.data.preprocess.resize == (14, 14) and settings.data.preprocess.pad.input is None
+    assert settings.data.preprocess.dataset_stats["mnist"] == (0.1307, 0.3081)
+    assert settings.optimizer.kwargs == {"b1": 0.9, "b2": 0.999, "eps": 1e-6}
+    assert settings.model.type == "SGD" and settings.model.sgd.tanh_bound == 10.0
+    assert isinstance(settings.model.sgd.tanh_bound, float)  # a YAML integer for a float key
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.training.population_size = 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.model.type = "VSMLRNN"
     with pytest.raises(TypeError):  # read-only mappings
-        settings.optimizer.adam_kwargs["b1"] = 0.5
-    with pytest.raises(TypeError):
-        settings.model["type"] = "SGD"
+        settings.optimizer.kwargs["b1"] = 0.5
 
 
 def test_sections_follow_the_rank_resolution():
@@ -44,70 +56,129 @@ def test_sections_follow_the_rank_resolution():
     )
     ranks = [run_settings(resolve_for_rank(config, rank)) for rank in range(2)]
     assert [s.training.dataset for s in ranks] == ["digits", "mnist_offline"]
-    assert [s.data.rand_proj for s in ranks] == [1, 2]
+    assert [s.data.preprocess.rand_proj for s in ranks] == [1, 2]
+    assert [s.data_settings.data.preprocess.rand_proj for s in ranks] == [1, 2]
 
 
 def test_building_validates_and_names_the_key():
     with pytest.raises(ConfigError, match="training.population_size: must be a positive integer, got 0"):
         settings_for("training.population_size=0")
-    with pytest.raises(ValueError, match="data.preprocess.resize: .* is not a list of 2 positive integers"):
+    with pytest.raises(ConfigError, match=r"data.preprocess.resize: must be null or a list of 2 positive integers"):
         data_settings(resolve_for_rank(build_config(overrides=["data.preprocess.resize=[14]"]), 0))
     with pytest.raises(ConfigError, match="data.preprocess.shuffle: must be true, false or an integer seed >= 0"):
         settings_for("data.preprocess.shuffle=maybe")
-    assert settings_for("data.preprocess.shuffle=7").data.shuffle == 7  # a seed, as the docs promise
-    with pytest.raises(ValueError, match="omniglot_fewshot_dataset.resize"):
+    assert settings_for("data.preprocess.shuffle=7").data.preprocess.shuffle == 7  # a seed, as the docs promise
+    with pytest.raises(ConfigError, match="omniglot_fewshot_dataset.resize: must be"):
         data_settings(resolve_for_rank(build_config(overrides=["omniglot_fewshot_dataset.resize=[0, 4]"]), 0))
+    with pytest.raises(ConfigError, match=r"data.filter_classes: must be null or a list of distinct class indices"):
+        settings_for("data.filter_classes=[1, 1]")
 
 
-# Keys kept as they are (a learner's section goes to its spec builder) or accepted and unused.
-UNTYPED = {"model", "data.shuffle_buffer_size"}
-# Where a key lives when its field name differs from the key.
-RENAMED = {
-    "summary.frequency": "summary_frequency",
-    "runtime.compilation_cache": "compilation_cache",
-    "optimizer.kwargs": "optimizer.adam_kwargs",
-    "data.preprocess.pad.input": "data.pad_input",
-    "data.preprocess.pad.output": "data.pad_output",
-    "omniglot_fewshot_dataset": "data.fewshot",
-    "random_dataset": "data.random_dataset",
-    "sum_dataset": "data.sum_dataset",
-}
+# --------------------------------------------------------------------------- default.yaml
 
 
-def _field_paths(obj, prefix: str = "") -> set[str]:
-    paths = set()
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        path = f"{prefix}{field.name}"
-        paths.add(path)
-        if dataclasses.is_dataclass(value):
-            paths |= _field_paths(value, f"{path}.")
-    return paths
+def _yaml_leaves(tree: dict, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a YAML tree; an open sub-tree is one leaf."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in OPEN_SUBTREES:
+            yield from _yaml_leaves(value, dotted + ".")
+        else:
+            yield dotted, value
 
 
-def _home(key: str) -> str:
-    """The settings path that holds config key ``key`` (an independent mapping of the YAML layout)."""
-    for old, new in RENAMED.items():
-        if key == old or key.startswith(old + "."):
-            return new + key[len(old) :] if not new.startswith("data.fewshot") else new
-    key = key.replace("checkpoint.restore.", "checkpoint.restore_")
-    return key.replace("data.preprocess.", "data.")
+def _as_declared(value):
+    """A YAML value written as a declared default is (lists are tuples; a stats entry is (mean, std))."""
+    if isinstance(value, list):
+        return tuple(_as_declared(v) for v in value)
+    if isinstance(value, dict) and set(value) == {"mean", "std"}:
+        return (value["mean"], value["std"])
+    if isinstance(value, dict):
+        return {k: _as_declared(v) for k, v in value.items()}
+    return value
 
 
-def test_every_default_key_has_a_typed_home():
-    settings = settings_for()
-    paths = _field_paths(settings)
-    default = load_default()
+def test_default_yaml_lists_the_declared_keys_with_their_defaults():
+    text = (ROOT / "configs" / "default.yaml").read_text()
+    in_yaml = dict(_yaml_leaves(yaml.safe_load(text)))
+    declared = {leaf.key: leaf.default for leaf in leaves(RunSettings)}
+    assert sorted(in_yaml) == sorted(declared)
+    differing = {key: (in_yaml[key], declared[key]) for key in declared if _as_declared(in_yaml[key]) != declared[key]}
+    assert not differing, differing
+    assert run_settings(load_default()) == RunSettings()
 
-    def leaves(tree, prefix=""):
-        for key, value in tree.items():
-            dotted = f"{prefix}{key}"
-            if dotted in UNTYPED or dotted.split(".")[0] in UNTYPED:
-                continue
-            if isinstance(value, dict) and dotted not in ("optimizer.kwargs", "data.preprocess.dataset_stats"):
-                yield from leaves(value, dotted + ".")
-            else:
-                yield dotted
 
-    missing = [key for key in leaves(default) if _home(key) not in paths]
-    assert not missing, missing
+# --------------------------------------------------------------------------- DESIGN §9
+
+
+def _design_section_9() -> str:
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    match = re.search(r"<!-- keys: python -m vsml.settings --markdown -->\n(.*?)<!-- end keys -->", design, re.S)
+    assert match, "docs/DESIGN.md §9 lost its generated-table markers"
+    return match.group(1)
+
+
+def test_design_key_reference_is_the_generated_one():
+    assert _design_section_9() == reference_markdown(), "run: python -m vsml.settings --markdown (docs/DESIGN.md §9)"
+
+
+# --------------------------------------------------------------------------- key names live here only
+
+
+def _code_strings(path: Path):
+    """``(line, text)`` of the string constants of a module that are not docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+# config.py layers YAML before anything is typed: its open sub-trees and examples in its messages.
+# cli.py's --help examples are written before any vsml import, so --help works before the module check.
+OUTSIDE_ALLOWED = {"vsml/config.py", "vsml/cli.py"}
+
+
+def test_no_module_outside_the_settings_layer_names_a_config_key():
+    dotted = set()
+    for leaf in leaves(RunSettings):
+        parts = leaf.key.split(".")
+        dotted |= {".".join(parts[:end]) for end in range(2, len(parts) + 1)}
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(map(re.escape, dotted), key=len, reverse=True)) + r")(?!\w)")
+    offenders = []
+    for path in sorted((ROOT / "vsml").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name.startswith("vsml/settings/") or name in OUTSIDE_ALLOWED:
+            continue
+        offenders += [f"{name}:{line}: {key}" for line, text in _code_strings(path) for key in pattern.findall(text)]
+    assert not offenders, "name the key through vsml.settings (SettingError, key_of):\n" + "\n".join(offenders)
+
+
+# --------------------------------------------------------------------------- adding a key
+
+
+def test_a_new_key_is_one_declaration_checked_typed_and_documented():
+    """The recipe of docs/DESIGN.md §10: declare the field; everything else follows."""
+
+    warmup = ("warmup", int, setting(0, "generations before the first update", NON_NEGATIVE_INT))
+    with_warmup = dataclasses.make_dataclass("WithWarmup", [warmup], bases=(TrainingSettings,), frozen=True)
+    training = ("training", with_warmup, section(with_warmup))
+    Root = dataclasses.make_dataclass("Root", [training], bases=(RunSettings,), frozen=True)
+
+    config = resolve_for_rank(build_config(), 0)
+    typed = build(Root, {**config, "training": {**config["training"], "warmup": 5}})
+    assert typed.training.warmup == 5 and typed.training.population_size == 1024
+    assert build(Root, config).training.warmup == 0  # the default when the key is not given
+    with pytest.raises(ConfigError, match=r"^training.warmup: must be a non-negative integer, got -1$"):
+        build(Root, {**config, "training": {**config["training"], "warmup": -1}})
+    with pytest.raises(ConfigError, match=r"^training.warmup: must be an integer, got 'soon'$"):
+        build(Root, {**config, "training": {**config["training"], "warmup": "soon"}})
+    row = next(line for line in reference_markdown(Root).splitlines() if "`training.warmup`" in line)
+    assert "generations before the first update" in row and "a non-negative integer" in row

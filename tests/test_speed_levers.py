@@ -21,8 +21,7 @@ from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
 from vsml.experiment import load_task, make_outer_loop
 from vsml.learners import build_learner, vsml, vsml_layer
-from vsml.settings import data_settings, run_settings
-from vsml.validation import validate
+from vsml.settings import data_settings, model_settings, run_settings, validate
 
 
 def _outer_loop(dtype: str, overrides: list[str], files=()):
@@ -73,7 +72,7 @@ def test_bfloat16_states_learn_like_float32_over_a_short_meta_training():
 
 
 def test_float32_is_the_default_and_bfloat16_keeps_the_gate_maths_in_float32():
-    spec = vsml.spec_from_config(resolve_for_rank(build_config([], []), 0)["model"])
+    spec = vsml.spec_from_config(model_settings(resolve_for_rank(build_config([], []), 0)["model"]))
     assert spec.state_dtype == "float32"
     reduced = vsml.VSMLSpec(state_dtype="bfloat16")
     params = vsml.init(jax.random.PRNGKey(0), reduced)
@@ -102,7 +101,7 @@ def test_state_dtype_is_validated_with_one_line():
     )
     validate(conv)  # each key alone is valid; the learner's builder checks them together
     with pytest.raises(ValueError, match="model.vsml_rnn.state_dtype: bfloat16 states are for dense layers"):
-        vsml.spec_from_config(conv["model"])
+        vsml.spec_from_config(model_settings(conv["model"]))
 
 
 # --------------------------------------------------------------------------- bench/gpu_check.py

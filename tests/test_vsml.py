@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vsml.learners import vsml, vsml_layer
+from vsml.settings import model_settings
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -237,9 +238,9 @@ def test_spec_from_config_reads_layer_specs():
     from vsml.config import DEFAULT_CONFIG_PATH
 
     model = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["model"]
-    assert vsml.spec_from_config(model) == vsml.VSMLSpec()
+    assert vsml.spec_from_config(model_settings(model)) == vsml.VSMLSpec()
     model["vsml_rnn"]["layer_specs"] = [{"type": "dense", "size": 32}, {"type": "dense"}]
-    assert vsml.spec_from_config(model).hidden_sizes == (32,)
+    assert vsml.spec_from_config(model_settings(model)).hidden_sizes == (32,)
     model["vsml_rnn"]["layer_specs"] = [{"type": "dense"}, {"type": "dense"}]
     with pytest.raises(ValueError, match=r"layer_specs\[0\].*size"):
-        vsml.spec_from_config(model)
+        vsml.spec_from_config(model_settings(model))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vsml.learners import vsml, vsml_conv, vsml_layer, vsml_reference
+from vsml.settings import model_settings
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -238,7 +239,7 @@ def test_spec_from_config_reads_conv_layers():
         {"type": "dense", "size": 16},
         {"type": "dense"},
     ]
-    spec = vsml.spec_from_config(model)
+    spec = vsml.spec_from_config(model_settings(model))
     assert spec.conv_layers == (vsml.ConvLayer(3, 2, 8), vsml.ConvLayer(2, 1, 4))
     assert spec.hidden_sizes == (16,) and spec.num_layers == 4
     bad = [
@@ -258,7 +259,7 @@ def test_spec_from_config_reads_conv_layers():
     for layer_specs, message in bad:
         net["layer_specs"] = layer_specs
         with pytest.raises(ValueError, match=message):
-            vsml.spec_from_config(model)
+            vsml.spec_from_config(model_settings(model))
 
 
 @pytest.mark.parametrize("name", ["conv", "deep", "backward_pass"])
@@ -267,7 +268,7 @@ def test_paper_variant_configs_build_a_spec(name):
 
     config = config_lib.build_config([config_lib.DEFAULT_CONFIG_PATH.parent / f"{name}.yaml"])
     config = config_lib.resolve_for_rank(config, 0)
-    spec = vsml.spec_from_config(config["model"])
+    spec = vsml.spec_from_config(model_settings(config["model"]))
     expected = {
         "conv": dict(conv_layers=(vsml.ConvLayer(3, 2, 8),)),
         "deep": dict(hidden_sizes=(32,)),

@@ -245,8 +245,8 @@ class LearnedAlgorithm:
         settings = run_settings(config)  # one line naming evaluation.count / episode_length / ... for a bad argument
         cache_key = (dataset, episodes, length, subset, batch_size, settings.evaluation.seed)
         if cache_key not in self._evaluators:
-            data.check_dataset_available(dataset, settings.data, "dataset")
-            task = experiment.load_task(dataset, subset, settings.data, length, batch_size)
+            data.check_dataset_available(dataset, settings.data_settings, "dataset")
+            task = experiment.load_task(dataset, subset, settings.data_settings, length, batch_size)
             self._evaluators[cache_key] = experiment.make_evaluator(
                 self.learner, task, episodes, settings.evaluation.seed, rank=0
             )

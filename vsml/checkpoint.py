@@ -32,6 +32,7 @@ import yaml
 
 from vsml import resources
 from vsml.checkpoint_base import CheckpointError, key_name
+from vsml.settings import RestoreSettings, key_of
 
 LATEST = "checkpoint.npz"
 ORIGINAL_FILE_NAME = "model.chkp"  # what the original release's Experiment.checkpoint writes
@@ -181,7 +182,7 @@ def resolve_path(path, file_name: str | None = None) -> Path:
         if file_name is None and not (path / LATEST).is_file() and (path / ORIGINAL_FILE_NAME).is_file():
             raise CheckpointError(
                 f"'{path}' holds the original release's {ORIGINAL_FILE_NAME}, not {LATEST}; "
-                f"set checkpoint.restore.file_name: {ORIGINAL_FILE_NAME} to read it"
+                f"set {_FILE_NAME}: {ORIGINAL_FILE_NAME} to read it"
             )
         path = path / (file_name or LATEST)
     if not path.is_file():
@@ -283,6 +284,10 @@ def digest(tree) -> int:
 _WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(.+)$")
 
 
+# The keys that name what to restore from wandb, for messages.
+_RUN_PATH, _FILE_NAME = key_of(RestoreSettings, "run_path"), key_of(RestoreSettings, "file_name")
+
+
 def parse_run_path(run_path: str) -> tuple[str, str, str]:
     """``(entity, project, run_id)`` of ``entity/project/id`` (or wandb's ``entity/project/runs/id``)."""
     parts = str(run_path).strip("/").split("/")
@@ -290,7 +295,7 @@ def parse_run_path(run_path: str) -> tuple[str, str, str]:
         parts = [parts[0], parts[1], parts[3]]
     if len(parts) != 3 or not all(part.strip() for part in parts):
         raise CheckpointError(
-            f"checkpoint.restore.run_path '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
+            f"{_RUN_PATH} '{run_path}' must look like ENTITY/PROJECT/RUN_ID "
             "(the path shown on the wandb run's overview page)"
         )
     return parts[0], parts[1], parts[2]
@@ -336,15 +341,14 @@ def fetch_wandb_file(run_path: str, file_name: str | None, logging_dir, download
     if local_runs:
         files = sorted(path.name for path in (local_runs[0] / "files").glob("*"))
         raise CheckpointError(
-            f"checkpoint.restore.run_path '{run_path}': the local wandb run {local_runs[0]} has no "
+            f"{_RUN_PATH} '{run_path}': the local wandb run {local_runs[0]} has no "
             f"files/{file_name} (it has: {', '.join(files) or 'nothing'}); set "
-            "checkpoint.restore.file_name to one of them"
+            f"{_FILE_NAME} to one of them"
         )
     where = f"no local wandb run directory with id '{run_id}' (./wandb, runs/*/wandb)"
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
         raise CheckpointError(
-            f"checkpoint.restore.run_path '{run_path}': {where}, and WANDB_MODE="
-            f"{os.environ['WANDB_MODE']} rules out the wandb API"
+            f"{_RUN_PATH} '{run_path}': {where}, and WANDB_MODE={os.environ['WANDB_MODE']} rules out the wandb API"
         )
     return _download_wandb_file(run_path, file_name, Path(download_dir), where)
 
@@ -353,9 +357,7 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
     try:
         import wandb  # noqa: PLC0415 — slow import, only when a run is restored online
     except ImportError:
-        raise CheckpointError(
-            f"checkpoint.restore.run_path '{run_path}': {where}, and wandb is not installed to download it"
-        ) from None
+        raise CheckpointError(f"{_RUN_PATH} '{run_path}': {where}, and wandb is not installed to download it") from None
     try:
         run = wandb.Api(timeout=60).run(run_path)
         remote = run.file(file_name)
@@ -364,12 +366,12 @@ def _download_wandb_file(run_path: str, file_name: str, download_dir: Path, wher
     except Exception as err:  # wandb raises CommError, UsageError, ValueError, HTTP errors alike
         detail = " ".join(str(err).split())[:300]
         raise CheckpointError(
-            f"checkpoint.restore.run_path '{run_path}': {where}, and the wandb API could not "
+            f"{_RUN_PATH} '{run_path}': {where}, and the wandb API could not "
             f"give its file '{file_name}' ({type(err).__name__}: {detail})"
         ) from None
     path = download_dir / file_name
     if not path.is_file():
-        raise CheckpointError(f"checkpoint.restore.run_path '{run_path}': wandb gave no file '{file_name}'")
+        raise CheckpointError(f"{_RUN_PATH} '{run_path}': wandb gave no file '{file_name}'")
     return path
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from vsml.checkpoint_base import CheckpointError, key_name
+from vsml.settings import MetaRNNSettings, ModelSettings, PreprocessSettings, SubRNNSettings, VSMLRNNSettings, key_of
 
 
 class _AdamState(NamedTuple):
@@ -161,7 +162,8 @@ def _fit(mapped, template, source: str):
             name = "/".join(key_name(entry) for entry in path)
             raise CheckpointError(
                 f"'{source}': '{name}' has shape {np.shape(value)}, this config needs {np.shape(like)}; "
-                "set the model's sizes (for MetaRNN also the dataset and data.preprocess.pad) as in the original run"
+                f"set the model's sizes (for MetaRNN also the dataset and {key_of(PreprocessSettings, 'pad')}) "
+                "as in the original run"
             )
     return jax.tree_util.tree_map(lambda value, like: np.asarray(value, dtype=np.asarray(like).dtype), mapped, template)
 
@@ -219,19 +221,20 @@ def vsml_params(params: Mapping, template: Mapping, source: str, moments: bool =
     first, wanted = sets[0], template["forward"][0]
     slow, msg = first["w_hidden"].shape[0], first["w_fwd_out"].shape[1]
     if (wanted["w_hidden"].shape[0], wanted["w_fwd_out"].shape[1]) != (slow, msg):
+        msg_key, slow_key = key_of(SubRNNSettings, "msg_size"), key_of(SubRNNSettings, "slow_size")
         raise CheckpointError(
-            f"'{source}' was trained with model.sub_rnn.msg_size={msg}, slow_size={slow}; "
+            f"'{source}' was trained with {msg_key}={msg}, slow_size={slow}; "
             f"this config has msg_size={wanted['w_fwd_out'].shape[1]}, slow_size={wanted['w_hidden'].shape[0]}: "
-            f"set model.sub_rnn.msg_size: {msg} and model.sub_rnn.slow_size: {slow}"
+            f"set {msg_key}: {msg} and {slow_key}: {slow}"
         )
     if ("ln_fwd_scale" in first) != ("ln_fwd_scale" in wanted):
         raise CheckpointError(
-            f"'{source}' was trained with model.sub_rnn.layer_norm: {'ln_fwd_scale' in first}; set it so"
+            f"'{source}' was trained with {key_of(SubRNNSettings, 'layer_norm')}: {'ln_fwd_scale' in first}; set it so"
         )
     if len(sets) != n_fwd + n_bwd:
         raise CheckpointError(
             f"'{source}' holds {len(sets)} sub-RNN parameter set(s), this config uses {n_fwd} forward + {n_bwd} "
-            "backward: set model.vsml_rnn.layerwise_rnns, backward_pass, separate_backward_rnn and layer_specs "
+            f"backward: set {key_of(VSMLRNNSettings, 'layerwise_rnns')}, backward_pass, separate_backward_rnn and layer_specs "
             "as in the original run"
         )
     mapped = {"forward": sets[:n_fwd]}
@@ -249,7 +252,7 @@ def meta_rnn_params(params: Mapping, template: Mapping, source: str, moments: bo
     if "stem" in template or any(module.startswith("meta_rnn/~/sequential") for module in params):
         raise CheckpointError(
             f"'{source}': MetaRNN with use_conv is not read (its conv stem's layout differs); "
-            "set model.meta_rnn.use_conv: false for a checkpoint without one"
+            f"set {key_of(MetaRNNSettings, 'use_conv')}: false for a checkpoint without one"
         )
     lstm_w, lstm_b = (
         _leaf(params, "meta_rnn/~/lstm/linear", "w", source),
@@ -258,7 +261,8 @@ def meta_rnn_params(params: Mapping, template: Mapping, source: str, moments: bo
     hidden = lstm_w.shape[1] // 4
     if template["lstm"]["w_h"].shape[0] != hidden:
         raise CheckpointError(
-            f"'{source}' was trained with model.meta_rnn.slow_size={hidden}; set model.meta_rnn.slow_size: {hidden}"
+            f"'{source}' was trained with {key_of(MetaRNNSettings, 'slow_size')}={hidden}; "
+            f"set {key_of(MetaRNNSettings, 'slow_size')}: {hidden}"
         )
     n_in = lstm_w.shape[0] - hidden
     bias = np.array(lstm_b, copy=True)
@@ -331,7 +335,7 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         )
     top, mapping = MAPPINGS[name]
     if not (isinstance(params_template, Mapping) and top in params_template):
-        raise CheckpointError(f"'{source}' holds the original's {name}; set model.type: {name}")
+        raise CheckpointError(f"'{source}' holds the original's {name}; set {key_of(ModelSettings, 'type')}: {name}")
     mapped = mapping(params, params_template, source)
     adam = _original_adam(content["opt_state"])
     opt_state = adam_state(adam, params, mapping, params_template, opt_state_template, source)

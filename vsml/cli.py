@@ -116,15 +116,14 @@ def prepare(args, comm):
 
 def print_config(args, comm) -> int:
     """``--print_config``: the checked configuration on stdout (rank 0 only); loads no data, compiles nothing."""
-    from vsml.config import load_default, resolve_for_rank, split_period  # noqa: PLC0415
+    from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
     from vsml.config_view import describe_config  # noqa: PLC0415
-    from vsml.validation import validate  # noqa: PLC0415
+    from vsml.settings import validate  # noqa: PLC0415
 
     try:
         config = build(args)
-        defaults = load_default()
         for rank in range(min(max(comm.size, split_period(config)), 256)):  # types and ranges, as a run checks
-            validate(resolve_for_rank(config, rank), defaults)
+            validate(resolve_for_rank(config, rank))
         text = describe_config(config, ranks=comm.size)
     except ValueError as err:
         if comm.is_root:

@@ -35,7 +35,7 @@ def convert(path, config: dict, out) -> Path:
     learner = build_learner(settings.model, *trained_sizes(settings))
     params = learner.init(jax.random.PRNGKey(settings.seed))
     opt = settings.optimizer
-    opt_state = make_optimizer(opt.lr, opt.adam_kwargs, opt.clip_gradnorm).init(params)
+    opt_state = make_optimizer(opt.lr, opt.kwargs, opt.clip_gradnorm).init(params)
     restored = checkpoint_original.restore(path, params, opt_state)
     arrays = checkpoint.state_arrays(
         params=restored["params"],

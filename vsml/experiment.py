@@ -32,14 +32,14 @@ import numpy as np
 
 from vsml import checkpoint, data, runtime
 from vsml.comm import Comm
-from vsml.config import ConfigError, resolve_for_rank, to_yaml
+from vsml.config import resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.meta.slicing import item_slice
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log, stop_line
 from vsml.runs import TrainResult
-from vsml.settings import RunSettings, run_settings
+from vsml.settings import CheckpointSettings, OptimizerSettings, RunSettings, SettingError, key_of, run_settings
 
 
 @dataclasses.dataclass
@@ -70,30 +70,30 @@ def check_config(config: dict, comm: Comm) -> None:
         try:
             item_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:
-            raise ConfigError(f"training.population_size: {err}") from None
-        needed = [(settings.training.dataset, "training.dataset")] if settings.call == "train" else []
-        needed += [(name, "evaluation.datasets") for name in settings.evaluation.datasets]
+            raise SettingError(settings.training, "population_size", str(err)) from None
+        needed = [(settings.training.dataset, key_of(settings.training, "dataset"))] if settings.call == "train" else []
+        needed += [(name, key_of(settings.evaluation, "datasets")) for name in settings.evaluation.datasets]
         for name, key in needed:
             if (name, settings.data.dir) not in checked:
-                data.check_dataset_available(name, settings.data, key)
+                data.check_dataset_available(name, settings.data_settings, key)
                 checked.add((name, settings.data.dir))
         build_learner(settings.model)
-        restore = settings.checkpoint
-        if restore.restore_path is not None:  # a missing file or an unknown pretrained:NAME, before compiling
+        restore = settings.checkpoint.restore
+        if restore.path is not None:  # a missing file or an unknown pretrained:NAME, before compiling
             try:
-                checkpoint.resolve_path(restore.restore_path, restore.restore_file_name)
+                checkpoint.resolve_path(restore.path, restore.file_name)
             except checkpoint.CheckpointError as err:
-                raise ConfigError(f"checkpoint.restore.path: {err}") from None
+                raise SettingError(restore, "path", str(err)) from None
         if (
             settings.call == "evaluate"
-            and restore.restore_path is None
-            and restore.restore_run_path is None
-            and not learner_type(settings.model["type"]).hand_designed
+            and restore.path is None
+            and restore.run_path is None
+            and not learner_type(settings.model.type).hand_designed
         ):
             raise ValueError(
-                f"call: evaluate of a meta-learned {settings.model['type']} needs "
-                "checkpoint.restore.path (a run directory or checkpoint file) "
-                "or checkpoint.restore.run_path (a wandb run)"
+                f"call: evaluate of a meta-learned {settings.model.type} needs "
+                f"{key_of(restore, 'path')} (a run directory or checkpoint file) "
+                f"or {key_of(restore, 'run_path')} (a wandb run)"
             )
 
 
@@ -109,7 +109,7 @@ def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
         return config
     if restore["path"] is not None:
         raise ValueError(
-            "checkpoint.restore: give path (a run directory or checkpoint file) or run_path "
+            f"{key_of(CheckpointSettings, 'restore')}: give path (a run directory or checkpoint file) or run_path "
             f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})"
         )
     outcome = None
@@ -200,7 +200,7 @@ def build_evaluators(learner, settings: RunSettings, comm: Comm) -> dict:
     return {
         name: make_evaluator(
             learner,
-            load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size),
+            load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size),
             cfg.count,
             cfg.seed,
             comm.rank,
@@ -252,7 +252,7 @@ def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: 
     """
     seed = settings.seed
     state = outer_loop.init(params, seed)
-    restore_path = settings.checkpoint.restore_path
+    restore_path = settings.checkpoint.restore.path
     if restore_path is None:
         return state, 0.0
     if resume and Path(restore_path).is_dir():
@@ -262,7 +262,7 @@ def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: 
         log.message(f"resuming from {path} (generation {saved['step']})")
     else:
         saved = checkpoint.restore(
-            restore_path, state.params, state.opt_state, file_name=settings.checkpoint.restore_file_name
+            restore_path, state.params, state.opt_state, file_name=settings.checkpoint.restore.file_name
         )
     params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
     if not resume:
@@ -304,7 +304,7 @@ class Schedule:
     def from_settings(cls, settings: RunSettings) -> Schedule:
         return cls(
             iterations=settings.training.iterations,
-            summary_every=settings.summary_frequency,
+            summary_every=settings.summary.frequency,
             evaluate_every=settings.evaluation.frequency,
             checkpoint_every=settings.checkpoint.frequency,
         )
@@ -338,7 +338,7 @@ def setup_training(
     log.message(
         f"loading data: {training.dataset} (training), {', '.join(settings.evaluation.datasets) or 'none'} (meta-test)…"
     )
-    task = load_task(training.dataset, "train", settings.data, training.episode_length, training.batch_size)
+    task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     evaluators = build_evaluators(learner, settings, comm)
     params = learner.init(jax.random.PRNGKey(settings.seed))
@@ -395,7 +395,8 @@ def run_generations(run: TrainingRun, stop: StopRequest, resume_command: str | N
         try:
             state, stats = run.outer_loop.step(state, run.task.arrays)
         except NonFiniteError as err:
-            raise RunError(f"{err} (optimizer.lr, optimizer.noise_std, optimizer.clip_gradnorm)") from err
+            levers = ", ".join(key_of(OptimizerSettings, name) for name in ("lr", "noise_std", "clip_gradnorm"))
+            raise RunError(f"{err} ({levers})") from err
         log.progress(stats)
         if comm.any(stop.requested):
             stopped_by = stop.signal_name or "a stop signal on another rank"
@@ -438,7 +439,7 @@ def train(
     )
     for line in runtime.announce() if comm.is_root else []:  # what it runs on, also into console.log
         log.message(line, to_stderr=line.startswith("warning"))
-    runtime.setup(settings.compilation_cache)
+    runtime.setup(settings.runtime.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
         run = setup_training(settings, comm, run_dir, resume, log, config_yaml)
@@ -480,7 +481,7 @@ def _fresh_evaluators(settings: RunSettings, comm: Comm) -> dict:
     cfg = settings.evaluation
     evaluators = {}
     for name in cfg.datasets:
-        task = load_task(name, cfg.subset, settings.data, cfg.episode_length, cfg.batch_size)
+        task = load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size)
         learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
         initial = learner.init(jax.random.PRNGKey(settings.seed))
         evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, comm.rank, comm.size)
@@ -494,9 +495,9 @@ def trained_sizes(settings: RunSettings) -> tuple:
     The fixed-size learners are built for the training data's (padded) sizes,
     as during meta-training, which loads that dataset.
     """
-    if learner_type(settings.model["type"]).any_size:
+    if learner_type(settings.model.type).any_size:
         return None, None
-    train_spec, _ = data.load_dataset(settings.training.dataset, "train", settings.data)
+    train_spec, _ = data.load_dataset(settings.training.dataset, "train", settings.data_settings)
     return train_spec.input_shape, train_spec.num_classes
 
 
@@ -508,8 +509,8 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     settings = run_settings(resolve_for_rank(config, comm.rank))
-    runtime.setup(settings.compilation_cache, announce_to_console=comm.is_root)
-    restore_path = settings.checkpoint.restore_path
+    runtime.setup(settings.runtime.compilation_cache, announce_to_console=comm.is_root)
+    restore_path = settings.checkpoint.restore.path
     if restore_path is None:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
         # each dataset gets a network of its own sizes from its initial weights, as in the
@@ -521,7 +522,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
         saved = checkpoint.restore(
             restore_path,
             learner.init(jax.random.PRNGKey(settings.seed)),
-            file_name=settings.checkpoint.restore_file_name,
+            file_name=settings.checkpoint.restore.file_name,
         )
         evaluators = build_evaluators(learner, settings, comm)
     log = open_run_log(

@@ -181,10 +181,10 @@ def chance_levels(config: dict, datasets) -> tuple[dict[str, float], float | Non
     """
     from vsml import data  # noqa: PLC0415 — imports jax; only where a run has a config
     from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
-    from vsml.settings import data_settings  # noqa: PLC0415
+    from vsml.settings import run_settings  # noqa: PLC0415
 
-    ranks = [resolve_for_rank(config, rank) for rank in range(min(split_period(config), 256))]
-    ranks = [(rank_config["training"]["dataset"], data_settings(rank_config)) for rank_config in ranks]
+    ranks = [run_settings(resolve_for_rank(config, rank)) for rank in range(min(split_period(config), 256))]
+    ranks = [(settings.training.dataset, settings.data_settings) for settings in ranks]
 
     def agreed(count) -> int | None:
         values = {count(train_dataset, settings) for train_dataset, settings in ranks}

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml.data import preprocess
-from vsml.data.base import DataSettings, LoadOptions
+from vsml.data.base import LoadOptions
 from vsml.data.episodes import DataSpec, normalize, sample_episode
 from vsml.data.registry import SOURCES, available_datasets, source_of
 from vsml.data.tfds_source import DatasetUnavailable
+from vsml.settings import DataSettings, SettingError
 
 NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
 SUBSETS = ("train", "test")
@@ -64,8 +65,8 @@ def check_dataset_available(name: str, settings: DataSettings, key: str = "datas
 
 
 def _check_filter(name: str, source, settings: DataSettings) -> None:
-    if settings.filter_classes is not None and not source.stored_classes:
-        raise ValueError(f"data.filter_classes: applies to stored datasets, not to '{name}'")
+    if settings.data.filter_classes is not None and not source.stored_classes:
+        raise SettingError(settings.data, "filter_classes", f"applies to stored datasets, not to '{name}'")
 
 
 def load_dataset(name: str, subset: str, settings: DataSettings):
@@ -81,13 +82,15 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
         raise ValueError(f"subset '{subset}' is not one of {', '.join(SUBSETS)}")  # the config's: validation
     _check_filter(name, source, settings)
     mean, std = source.stats(name, settings)
-    loaded = source.load(name, subset, settings, LoadOptions(resize=settings.resize, keep=settings.filter_classes))
+    loaded = source.load(
+        name, subset, settings, LoadOptions(resize=settings.data.preprocess.resize, keep=settings.data.filter_classes)
+    )
     arrays = {key: jnp.asarray(value) for key, value in loaded.arrays.items()}
-    input_shape = _padded(loaded.base_shape, settings.pad_input)
-    width = _padded((loaded.classes,), settings.pad_output)[0]
+    input_shape = _padded(loaded.base_shape, settings.data.preprocess.pad, "input")
+    width = _padded((loaded.classes,), settings.data.preprocess.pad, "output")[0]
     dim = int(np.prod(input_shape))
-    shuffle_seed = preprocess.transform_seed(settings.shuffle, "data.preprocess.shuffle", settings.seed, name)
-    proj_seed = preprocess.transform_seed(settings.rand_proj, "data.preprocess.rand_proj", settings.seed, name)
+    shuffle_seed = preprocess.transform_seed(settings.data.preprocess.shuffle, "shuffle", settings.seed, name)
+    proj_seed = preprocess.transform_seed(settings.data.preprocess.rand_proj, "rand_proj", settings.seed, name)
     if shuffle_seed is not None:
         arrays["permutation"] = jnp.asarray(preprocess.permutation(dim, shuffle_seed))
     if proj_seed is not None:
@@ -97,27 +100,29 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
         sampler=loaded.sampler,
         input_shape=input_shape,
         num_classes=width,
-        normalization_mode=settings.normalization_mode,
+        normalization_mode=settings.data.preprocess.normalization_mode,
         mean=mean,
         std=std,
         base_shape=loaded.base_shape,
         data_classes=loaded.classes,
         scale=loaded.scale,
-        pad_input=settings.pad_input,
+        pad_input=settings.data.preprocess.pad.input,
         shuffle=shuffle_seed is not None,
         rand_proj=proj_seed is not None,
     )
     return spec, arrays
 
 
-def _padded(shape: tuple[int, ...], target: tuple[int, ...] | None) -> tuple[int, ...]:
-    """``target`` after checking it can hold ``shape`` (None keeps ``shape``)."""
+def _padded(shape: tuple[int, ...], pad, side: str) -> tuple[int, ...]:
+    """The ``side`` (input or output) target of ``pad`` after checking it can hold ``shape`` (None keeps ``shape``)."""
+    target = getattr(pad, side)
     if target is None:
         return tuple(shape)
-    key = "data.preprocess.pad.output" if len(shape) == 1 else "data.preprocess.pad.input"
     if len(target) != len(shape) or any(t < s for s, t in zip(shape, target)):
-        raise ValueError(
-            f"{key}: {list(target)} cannot hold the data's shape {list(shape)}; "
-            f"give a shape at least that large in every axis"
+        raise SettingError(
+            pad,
+            side,
+            f"{list(target)} cannot hold the data's shape {list(shape)}; "
+            f"give a shape at least that large in every axis",
         )
     return tuple(target)

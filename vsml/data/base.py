@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Protocol
 
 import jax
 import numpy as np
+
+from vsml.settings import DataSettings
 
 
 class Sampler(Protocol):
@@ -31,59 +31,6 @@ class Sampler(Protocol):
     kind: str  # a short description for messages and tests ('array', 'fewshot', 'random', 'sum')
 
     def sample(self, arrays: dict, key: jax.Array, length: int, batch: int) -> tuple[jax.Array, jax.Array]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomDatasetSettings:
-    """``random_dataset``: episodes that memorise random labels of a fixed pool of random images."""
-
-    size: int = 20  # images in an episode's pool
-    target_count: int = 10  # classes
-    img_size: tuple[int, ...] = (28, 28, 1)  # shape of one image
-
-
-@dataclasses.dataclass(frozen=True)
-class SumDatasetSettings:
-    """``sum_dataset``: is the sum of the inputs >= 0."""
-
-    input_size: tuple[int, ...] = (28, 28, 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class FewShotSettings:
-    """``<name>_dataset`` of a few-shot source (``omniglot_fewshot_dataset``): N-way episodes."""
-
-    num_classes: int = 5  # N
-    resize: tuple[int, int] | None = None  # before data.preprocess.resize
-    rotate: bool = False  # a random multiple of 90 degrees per example
-    test_last: bool = False  # the last step queries a held-out example
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSettings:
-    """Everything a source and the common preprocessing read: one rank's ``data.*`` keys, the
-    dataset sections and ``seed``, validated and parsed once (docs/DESIGN.md §8).
-
-    ``dataset_stats`` and ``fewshot`` are read-only mappings.
-    """
-
-    seed: int = 42  # seed: rand_proj / shuffle ``true`` derive theirs
-    dir: str | None = None  # data.dir (TFDS); else $TFDS_DATA_DIR
-    filter_classes: tuple[int, ...] | None = None  # data.filter_classes
-    normalization_mode: str = "dataset_standard"  # data.preprocess.normalization_mode
-    dataset_stats: Mapping[str, tuple[float, float]] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({})
-    )  # name -> (mean, std) of values in [0, 1]
-    resize: tuple[int, int] | None = None  # data.preprocess.resize
-    pad_input: tuple[int, ...] | None = None  # data.preprocess.pad.input
-    pad_output: tuple[int] | None = None  # data.preprocess.pad.output
-    shuffle: bool | int = False  # data.preprocess.shuffle (true or a seed)
-    rand_proj: bool | int = False  # data.preprocess.rand_proj (true or a seed)
-    random_dataset: RandomDatasetSettings = RandomDatasetSettings()
-    sum_dataset: SumDatasetSettings = SumDatasetSettings()
-    fewshot: Mapping[str, FewShotSettings] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({})
-    )  # few-shot dataset name -> its section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +93,8 @@ class DataSource(Protocol):
 
 def table_stats(settings: DataSettings, *names: str) -> tuple[float, float]:
     """``(mean, std)`` from ``data.preprocess.dataset_stats`` for the first of ``names`` listed; else (0, 1)."""
-    return next((settings.dataset_stats[name] for name in names if name in settings.dataset_stats), (0.0, 1.0))
+    table = settings.data.preprocess.dataset_stats
+    return next((table[name] for name in names if name in table), (0.0, 1.0))
 
 
 class NamedSource(abc.ABC):

@@ -18,6 +18,7 @@ import numpy as np
 
 from vsml.data import preprocess, tfds_source
 from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource, table_stats
+from vsml.settings import FewShotSettings, SettingError
 
 FEWSHOT_SOURCES = {"omniglot_fewshot": "omniglot"}  # few-shot dataset -> the TFDS dataset it draws from
 
@@ -36,9 +37,11 @@ class FewShotSampler:
         way = self.way
         if self.test_last:
             if (length - 1) % way:
-                raise ValueError(
-                    f"omniglot_fewshot_dataset.test_last: the episode length ({length}) must be "
-                    f"1 + a multiple of num_classes ({way}), e.g. {way + 1} or {2 * way + 1}"
+                raise SettingError(
+                    FewShotSettings,
+                    "test_last",
+                    f"the episode length ({length}) must be "
+                    f"1 + a multiple of num_classes ({way}), e.g. {way + 1} or {2 * way + 1}",
                 )
             return (length - 1) // way + 1
         return -(-length // way)
@@ -92,18 +95,18 @@ class FewShotSource(NamedSource):
         return tuple(FEWSHOT_SOURCES)
 
     def check(self, name: str, settings: DataSettings, key: str) -> None:
-        tfds_source.check_available(FEWSHOT_SOURCES[name], tfds_source.data_dir(settings.dir), key)
+        tfds_source.check_available(FEWSHOT_SOURCES[name], tfds_source.data_dir(settings.data.dir), key)
 
     def class_count(self, name: str, settings: DataSettings) -> int:
-        return settings.fewshot[name].num_classes
+        return settings.fewshot(name).num_classes
 
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         return table_stats(settings, name, FEWSHOT_SOURCES[name])
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         """Host arrays ``images [M, H, W, C]`` and ``by_class [K, S]`` int32 of split ``subset``."""
-        section = settings.fewshot[name]
-        images, labels, _ = tfds_source.load(FEWSHOT_SOURCES[name], subset, tfds_source.data_dir(settings.dir))
+        section = settings.fewshot(name)
+        images, labels, _ = tfds_source.load(FEWSHOT_SOURCES[name], subset, tfds_source.data_dir(settings.data.dir))
         scale = 1.0 / 255.0
         if section.resize is not None:
             images, scale = preprocess.resize_images(images, section.resize, scale), 1.0

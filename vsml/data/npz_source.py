@@ -33,6 +33,7 @@ import numpy as np
 from vsml.data import stored
 from vsml.data.base import DataSettings, Loaded, LoadOptions
 from vsml.data.offline_source import _stratified_split
+from vsml.settings import PreprocessSettings, SettingError
 
 PREFIX = "npz:"
 
@@ -207,14 +208,16 @@ class NpzSource:
 
     def check(self, name: str, settings: DataSettings, key: str) -> None:
         data = check(name, key)
-        if settings.resize is not None and len(data.train_images.shape) != 4:
-            raise ValueError(
-                f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
-                f"vectors of shape {list(data.train_images.shape[1:])}"
+        if settings.data.preprocess.resize is not None and len(data.train_images.shape) != 4:
+            raise SettingError(
+                PreprocessSettings,
+                "resize",
+                f"needs image inputs [N, H, W(, C)]; '{name}' holds "
+                f"vectors of shape {list(data.train_images.shape[1:])}",
             )
 
     def class_count(self, name: str, settings: DataSettings) -> int | None:
-        if settings.filter_classes:
+        if settings.data.filter_classes:
             return stored.class_count(settings, None)
         try:
             return check(name).num_classes

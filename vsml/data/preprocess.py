@@ -35,29 +35,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vsml.settings import DataSection, SettingError
+
 _SALTS = {"rand_proj": 1, "shuffle": 2}
 
 
 # ----------------------------------------------------------------- config parsing
 
 
-def parse_shape(value, key: str, length: int | None = None) -> tuple[int, ...] | None:
-    """``null`` or a list of positive ints (an int alone counts as a 1-list); ValueError naming ``key``."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(items, (list, tuple))
-        or not items
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
-        or (length is not None and len(items) != length)
-    ):
-        want = f"a list of {length} positive integers" if length else "a list of positive integers"
-        raise ValueError(f"{key}: {value!r} is not {want} (or null)")
-    return tuple(int(v) for v in items)
-
-
-def transform_seed(value, key: str, seed: int, dataset: str) -> int | None:
+def transform_seed(value, name: str, seed: int, dataset: str) -> int | None:
     """The seed of a ``rand_proj`` / ``shuffle`` setting, or None when it is off.
 
     ``true`` derives the seed from the top-level ``seed`` and the dataset name
@@ -66,27 +52,10 @@ def transform_seed(value, key: str, seed: int, dataset: str) -> int | None:
     if value is False or value is None:
         return None
     if value is True:
-        return int(
-            np.random.SeedSequence([seed, _SALTS[key.rsplit(".", 1)[-1]], zlib.crc32(dataset.encode())]).generate_state(
-                1
-            )[0]
-        )
+        return int(np.random.SeedSequence([seed, _SALTS[name], zlib.crc32(dataset.encode())]).generate_state(1)[0])
     if isinstance(value, int):
         return value
-    raise ValueError(f"{key}: {value!r} is not true, false or an integer seed")
-
-
-def filter_class_list(value, key: str = "data.filter_classes") -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (list, tuple))
-        or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-        or len(set(value)) != len(value)
-    ):
-        raise ValueError(f"{key}: {value!r} is not a list of distinct class indices (or null)")
-    return tuple(value)
+    raise ValueError(f"{name}: {value!r} is not true, false or an integer seed")
 
 
 # ----------------------------------------------------------------- host, at load time
@@ -98,9 +67,10 @@ def filter_classes(images: np.ndarray, labels: np.ndarray, keep: tuple[int, ...]
     Returns ``(images [N', ...], labels [N'] int32)``.
     """
     if max(keep) >= num_classes:
-        raise ValueError(
-            f"data.filter_classes: class {max(keep)} does not exist (the dataset has "
-            f"{num_classes} classes, 0..{num_classes - 1})"
+        raise SettingError(
+            DataSection,
+            "filter_classes",
+            f"class {max(keep)} does not exist (the dataset has {num_classes} classes, 0..{num_classes - 1})",
         )
     relabel = np.full(num_classes, -1, dtype=np.int32)
     relabel[list(keep)] = np.arange(len(keep), dtype=np.int32)

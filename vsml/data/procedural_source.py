@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from vsml.data import preprocess
 from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.settings import PreprocessSettings, SettingError
 
 
 def _resized(images: jax.Array, resize: tuple[int, int] | None) -> jax.Array:
@@ -62,7 +63,7 @@ def _base_shape(name: str, shape: tuple[int, ...], resize: tuple[int, int] | Non
     if resize is None:
         return shape
     if len(shape) != 3:
-        raise ValueError(f"data.preprocess.resize: needs [H, W, C] inputs; '{name}' has shape {list(shape)}")
+        raise SettingError(PreprocessSettings, "resize", f"needs [H, W, C] inputs; '{name}' has shape {list(shape)}")
     return (*resize, shape[-1])
 
 

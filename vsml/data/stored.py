@@ -15,6 +15,7 @@ import numpy as np
 
 from vsml.data import preprocess
 from vsml.data.base import DataSettings, Loaded, LoadOptions
+from vsml.settings import PreprocessSettings, SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +38,10 @@ def loaded_split(
         classes = len(options.keep)
     if options.resize is not None:
         if images.ndim != 4:
-            raise ValueError(
-                f"data.preprocess.resize: needs image inputs [N, H, W(, C)]; '{name}' holds "
-                f"vectors of shape {list(images.shape[1:])}"
+            raise SettingError(
+                PreprocessSettings,
+                "resize",
+                f"needs image inputs [N, H, W(, C)]; '{name}' holds vectors of shape {list(images.shape[1:])}",
             )
         images, scale = preprocess.resize_images(images, options.resize, scale), 1.0
     return Loaded(
@@ -53,5 +55,5 @@ def loaded_split(
 
 def class_count(settings: DataSettings, stored_classes: int | None) -> int | None:
     """Classes an episode draws from: those of ``data.filter_classes`` if set, else the stored ones."""
-    keep = settings.filter_classes
+    keep = settings.data.filter_classes
     return len(keep) if keep else stored_classes

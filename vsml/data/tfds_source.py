@@ -37,6 +37,7 @@ import tqdm
 from vsml import environment
 from vsml.data import stored
 from vsml.data.base import DataSettings, Loaded, LoadOptions, NamedSource
+from vsml.settings import DataSection, key_of
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -134,7 +135,7 @@ def unavailable_message(name: str, directory: Path, key: str = "dataset") -> str
         f"{key}: '{name}' is a TFDS dataset that is not prepared in {directory} and cannot be "
         f"downloaded from here; "
         f"on a machine with internet run 'python3 -m vsml.data prepare {name} --data_dir DIR' and copy "
-        f"DIR to {directory}, or point data.dir (or TFDS_DATA_DIR) at a directory that holds it"
+        f"DIR to {directory}, or point {key_of(DataSection, 'dir')} (or TFDS_DATA_DIR) at a directory that holds it"
     )
 
 
@@ -155,7 +156,7 @@ def check_available(name: str, directory: Path, key: str = "dataset") -> None:
             f"preparing it needs {', '.join(missing)}: "
             f"{environment.install_hint(environment.PREPARE_REQUIREMENTS)}, then "
             f"{environment.python_command()} -m vsml.data prepare {name} (or prepare it on "
-            "another machine and copy the directory; data.dir or TFDS_DATA_DIR point at it)"
+            f"another machine and copy the directory; {key_of(DataSection, 'dir')} or TFDS_DATA_DIR point at it)"
         )
     if _tfds_prepared(_builder(name, directory)):
         return
@@ -276,13 +277,13 @@ class TfdsSource(NamedSource):
         return tuple(TFDS_SOURCES)
 
     def check(self, name: str, settings: DataSettings, key: str) -> None:
-        check_available(name, data_dir(settings.dir), key)
+        check_available(name, data_dir(settings.data.dir), key)
 
     def class_count(self, name: str, settings: DataSettings) -> int:
         return stored.class_count(settings, TFDS_SOURCES[name].num_classes)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
-        images, labels, classes = load(name, subset, data_dir(settings.dir))
+        images, labels, classes = load(name, subset, data_dir(settings.data.dir))
         # Stored as uint8 on the device too: 4x less memory; scaled per episode.
         return stored.loaded_split(name, images, labels, classes, 1.0 / 255.0, options)
 

@@ -5,7 +5,8 @@ Every learner module declares a :class:`~vsml.learners.base.LearnerType`
 :data:`LEARNER_TYPES` collects them, and the rest of the code asks it (never
 compares ``model.type`` to a name). To add a learner: write its module with
 ``spec_from_config``, ``init``, ``run`` and ``LEARNER_TYPE``, add it to the
-tuple below and give its section defaults in ``configs/default.yaml``.
+tuple below, declare its section in :mod:`vsml.settings.model` and give its
+defaults in ``configs/default.yaml``.
 
 VSML runs on any input and output size and ignores the sizes; the fixed-size
 baselines build their parameters for them (default: the padded paper sizes
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from vsml.learners import fw_memory, fwp, hebbian, meta_rnn, nodepert, sgd, vsml
 from vsml.learners.base import Learner, LearnerType
+from vsml.settings import model_settings
 
 LEARNER_TYPES: dict[str, LearnerType] = {
     module.LEARNER_TYPE.name: module.LEARNER_TYPE for module in (vsml, meta_rnn, hebbian, fwp, fw_memory, sgd, nodepert)
@@ -25,12 +27,13 @@ LEARNER_TYPES: dict[str, LearnerType] = {
 def learner_type(name: str) -> LearnerType:
     """The registered learner called ``name`` (a ``model.type`` value)."""
     if name not in LEARNER_TYPES:
-        raise ValueError(f"model.type: '{name}' is not available; valid: {', '.join(LEARNER_TYPES)}")
+        raise ValueError(f"'{name}' is not a registered learner; valid: {', '.join(LEARNER_TYPES)}")
     return LEARNER_TYPES[name]
 
 
-def build_learner(model_cfg: dict, input_shape=None, num_classes=None, **run_options) -> Learner:
-    """The learner named by ``model_cfg['type']``, configured by its section.
+def build_learner(model, input_shape=None, num_classes=None, **run_options) -> Learner:
+    """The learner named by ``model.type``, configured by its section (``model``: typed settings, or
+    the ``model`` mapping of a config, checked first).
 
     Args:
       input_shape: per-example input shape (e.g. ``(8, 8, 1)``) and
@@ -38,7 +41,8 @@ def build_learner(model_cfg: dict, input_shape=None, num_classes=None, **run_opt
         means the padded paper sizes ``(28, 28, 1)`` / 62.
       run_options: the learner's ``run_options`` (e.g. VSML's ``unroll``).
     """
-    return learner_type(model_cfg["type"]).build(model_cfg, input_shape, num_classes, **run_options)
+    model = model_settings(model)
+    return learner_type(model.type).build(model, input_shape, num_classes, **run_options)
 
 
 __all__ = ["LEARNER_TYPES", "Learner", "LearnerType", "build_learner", "learner_type"]

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from vsml.settings import model_settings
+
 
 class Learner(NamedTuple):
     """A learning algorithm as two pure functions.
@@ -31,7 +33,8 @@ class LearnerType:
       name: its ``model.type``.
       section: the section under ``model`` holding its options (``model.<section>``);
         ``extra_sections`` lists any further ones it reads.
-      spec_from_config: ``(model_cfg, input_shape, num_classes) -> spec``, a frozen
+      spec_from_config: ``(model, input_shape, num_classes) -> spec`` from the typed
+        ``model`` settings (:class:`vsml.settings.ModelSettings`), a frozen
         (hashable) description; refuses bad values with the config key in the message.
       init: ``init(key, spec) -> meta_params``.
       run: ``run(meta_params, key, inputs, labels, spec, **run_options) -> logits``.
@@ -65,6 +68,6 @@ class LearnerType:
             run=lambda params, key, inputs, labels: run(params, key, inputs, labels, spec, **run_options),
         )
 
-    def build(self, model_cfg: dict, input_shape=None, num_classes=None, **run_options) -> Learner:
-        """The learner configured by the ``model`` section, for these data sizes."""
-        return self.bind(self.spec_from_config(model_cfg, input_shape, num_classes), **run_options)
+    def build(self, model, input_shape=None, num_classes=None, **run_options) -> Learner:
+        """The learner configured by the ``model`` settings (typed, or a mapping read from YAML), for these sizes."""
+        return self.bind(self.spec_from_config(model_settings(model), input_shape, num_classes), **run_options)

@@ -43,20 +43,25 @@ def resolve_sizes(input_shape, num_classes) -> tuple[tuple[int, ...], int]:
     return shape, classes
 
 
-def spec_from_section(spec_class, section: dict, input_shape=None, num_classes=None):
-    """A fixed-size learner's spec: the data sizes (padded paper sizes by default) and its config section.
+def fields_from(spec_class, *sections, **given):
+    """``spec_class`` with ``given`` fields, every other field read under its own name from the first of
+    the typed config ``sections`` that has it (the generic reader of a learner's settings)."""
+    values = dict(given)
+    for field in dataclasses.fields(spec_class):
+        if field.name not in values:
+            values[field.name] = next(getattr(s, field.name) for s in sections if hasattr(s, field.name))
+    return spec_class(**values)
+
+
+def spec_from_section(spec_class, section, input_shape=None, num_classes=None):
+    """A fixed-size learner's spec: the data sizes (padded paper sizes by default) and its typed config section.
 
     Every field of ``spec_class`` but ``input_shape`` and ``num_classes`` is read
-    from ``section`` under its own name and converted to the type of its default.
+    from ``section`` under its own name (:func:`fields_from`).
     Refuses an input shape the learner (with its conv stem, if any) cannot read.
     """
     shape, classes = resolve_sizes(input_shape, num_classes)
-    options = {
-        field.name: type(field.default)(section[field.name])
-        for field in dataclasses.fields(spec_class)
-        if field.name not in ("input_shape", "num_classes")
-    }
-    spec = spec_class(input_shape=shape, num_classes=classes, **options)
+    spec = fields_from(spec_class, section, input_shape=shape, num_classes=classes)
     feature_size(spec.input_shape, getattr(spec, "use_conv", False))
     return spec
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
 from vsml.learners.fwp import delta_write, unit_norm
+from vsml.settings import FWMemorySettings
 
 MAX_NORM = 16.0  # Frobenius-norm bound of the memory; unit keys and β < 1 rarely reach it
 BETA_BIAS_INIT = -1.0
@@ -37,16 +38,18 @@ HEADS = ("key1", "key2", "query1", "query2", "value")
 
 @dataclasses.dataclass(frozen=True)
 class FWMemorySpec:
+    """The options of ``FWMemorySettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    slow_size: int = 32
-    memory_size: int = 16
-    tanh_bound: float = 100.0
-    use_conv: bool = False
+    slow_size: int = FWMemorySettings.slow_size
+    memory_size: int = FWMemorySettings.memory_size
+    tanh_bound: float = FWMemorySettings.tanh_bound
+    use_conv: bool = FWMemorySettings.use_conv
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWMemorySpec:
-    return common.spec_from_section(FWMemorySpec, model_cfg["fw_memory"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> FWMemorySpec:
+    return common.spec_from_section(FWMemorySpec, model.fw_memory, input_shape, num_classes)
 
 
 def init(key, spec: FWMemorySpec):

@@ -30,20 +30,23 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.settings import FWPSettings
 
 BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite
 
 
 @dataclasses.dataclass(frozen=True)
 class FWPSpec:
+    """The options of ``FWPSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    fast_size: int = 64
-    tanh_bound: float = 100.0
+    fast_size: int = FWPSettings.fast_size
+    tanh_bound: float = FWPSettings.tanh_bound
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> FWPSpec:
-    return common.spec_from_section(FWPSpec, model_cfg["fwp"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> FWPSpec:
+    return common.spec_from_section(FWPSpec, model.fwp, input_shape, num_classes)
 
 
 def init(key, spec: FWPSpec):

@@ -33,21 +33,24 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.settings import HebbianSettings
 
 ETA_LOGIT_INIT = -4.0  # η ≈ 0.018: the fast weights average over the last ~50 steps at first
 
 
 @dataclasses.dataclass(frozen=True)
 class HebbianSpec:
+    """The options of ``HebbianSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    use_oja: bool = False
-    use_conv: bool = False
-    tanh_bound: float = 100.0
+    use_oja: bool = HebbianSettings.use_oja
+    use_conv: bool = HebbianSettings.use_conv
+    tanh_bound: float = HebbianSettings.tanh_bound
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> HebbianSpec:
-    return common.spec_from_section(HebbianSpec, model_cfg["hebbian_fw"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> HebbianSpec:
+    return common.spec_from_section(HebbianSpec, model.hebbian_fw, input_shape, num_classes)
 
 
 def init(key, spec: HebbianSpec):

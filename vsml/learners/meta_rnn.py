@@ -22,20 +22,23 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.settings import MetaRNNSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaRNNSpec:
+    """The options of ``MetaRNNSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    slow_size: int = 128
-    num_micro_ticks: int = 2
-    tanh_bound: float = 100.0
-    use_conv: bool = False
+    slow_size: int = MetaRNNSettings.slow_size
+    num_micro_ticks: int = MetaRNNSettings.num_micro_ticks
+    tanh_bound: float = MetaRNNSettings.tanh_bound
+    use_conv: bool = MetaRNNSettings.use_conv
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> MetaRNNSpec:
-    return common.spec_from_section(MetaRNNSpec, model_cfg["meta_rnn"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> MetaRNNSpec:
+    return common.spec_from_section(MetaRNNSpec, model.meta_rnn, input_shape, num_classes)
 
 
 def init(key, spec: MetaRNNSpec):

@@ -40,24 +40,27 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.base import LearnerType
+from vsml.settings import NodePertSettings
 
 PERTURBATIONS = ("node", "weight")
 
 
 @dataclasses.dataclass(frozen=True)
 class NodePertSpec:
+    """The options of ``NodePertSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    num_layers: int = 1
-    hidden_size: int = 160
-    noise_std: float = 0.01
-    lr: float = 0.01
-    tanh_bound: float = 100.0
-    perturbation: str = "node"
+    num_layers: int = NodePertSettings.num_layers
+    hidden_size: int = NodePertSettings.hidden_size
+    noise_std: float = NodePertSettings.noise_std
+    lr: float = NodePertSettings.lr
+    tanh_bound: float = NodePertSettings.tanh_bound
+    perturbation: str = NodePertSettings.perturbation
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> NodePertSpec:
-    return common.spec_from_section(NodePertSpec, model_cfg["nodepert"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> NodePertSpec:
+    return common.spec_from_section(NodePertSpec, model.nodepert, input_shape, num_classes)
 
 
 def init(key, spec: NodePertSpec):

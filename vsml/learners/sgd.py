@@ -24,18 +24,21 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.base import LearnerType
+from vsml.settings import SettingError, SGDSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class SGDSpec:
+    """The options of ``SGDSettings`` (defaults from there) and the data sizes it is built for."""
+
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    num_layers: int = 1
-    hidden_size: int = 160
-    tanh_bound: float = 100.0
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    use_conv: bool = False
+    num_layers: int = SGDSettings.num_layers
+    hidden_size: int = SGDSettings.hidden_size
+    tanh_bound: float = SGDSettings.tanh_bound
+    optimizer: str = SGDSettings.optimizer
+    lr: float = SGDSettings.lr
+    use_conv: bool = SGDSettings.use_conv
 
 
 def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
@@ -49,12 +52,12 @@ def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
         raise ValueError(f"optax.{name} does not take a learning_rate: {err}") from None
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> SGDSpec:
-    spec = common.spec_from_section(SGDSpec, model_cfg["sgd"], input_shape, num_classes)
+def spec_from_config(model, input_shape=None, num_classes=None) -> SGDSpec:
+    spec = common.spec_from_section(SGDSpec, model.sgd, input_shape, num_classes)
     try:
         make_inner_optimizer(spec.optimizer, spec.lr)  # fail at build time, not inside jit
     except ValueError as err:
-        raise ValueError(f"model.sgd.optimizer: {err}") from None
+        raise SettingError(model.sgd, "optimizer", str(err)) from None
     return spec
 
 

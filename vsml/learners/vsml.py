@@ -22,9 +22,11 @@ import jax.numpy as jnp
 
 from vsml.learners import vsml_reference
 from vsml.learners.base import LearnerType
+from vsml.learners.common import fields_from
 from vsml.learners.numerics import bound_logits, truncated_normal
 from vsml.learners.vsml_conv import conv_geometries, conv_layer
 from vsml.learners.vsml_layer import LayerGeometry, Params, dense_geometry, dense_layer
+from vsml.settings import SettingError, SubRNNSettings, VSMLRNNSettings, key_of
 
 STATE_DTYPES = ("float32", "bfloat16")
 
@@ -40,23 +42,24 @@ class ConvLayer:
 
 @dataclasses.dataclass(frozen=True)
 class VSMLSpec:
-    """Static description of a VSML learner (hashable, so it can be a jit static)."""
+    """Static description of a VSML learner (hashable, so it can be a jit static); option defaults
+    are the settings' (``model.sub_rnn``, ``model.vsml_rnn``)."""
 
-    msg_size: int = 8
-    slow_size: int = 16
-    init_rand_proportion: float = 0.5
+    msg_size: int = SubRNNSettings.msg_size
+    slow_size: int = SubRNNSettings.slow_size
+    init_rand_proportion: float = SubRNNSettings.init_rand_proportion
     # Multiplies every truncated-normal draw (sub-RNN weights, random initial cells): 1.0 is the
     # original release's std ≈ 0.88/sqrt(fan in); 1/0.8796 ≈ 1.137 gives std = 1/sqrt(fan in).
-    init_scale: float = 1.0
-    layer_norm: bool = False
+    init_scale: float = SubRNNSettings.init_scale
+    layer_norm: bool = SubRNNSettings.layer_norm
     hidden_sizes: tuple[int, ...] = ()  # sizes of the dense layers before the output layer
-    num_micro_ticks: int = 2
-    tanh_bound: float = 100.0
-    output_idx: int = 1
-    backward_pass: bool = False
-    separate_backward_rnn: bool = False
-    feed_label: bool = False
-    layerwise_rnns: bool = False
+    num_micro_ticks: int = VSMLRNNSettings.num_micro_ticks
+    tanh_bound: float = VSMLRNNSettings.tanh_bound
+    output_idx: int = VSMLRNNSettings.output_idx
+    backward_pass: bool = VSMLRNNSettings.backward_pass
+    separate_backward_rnn: bool = VSMLRNNSettings.separate_backward_rnn
+    feed_label: bool = VSMLRNNSettings.feed_label
+    layerwise_rnns: bool = VSMLRNNSettings.layerwise_rnns
     # Leading conv layers (before the dense layers given by ``hidden_sizes`` and the
     # output layer). Conv layers always come first: inputs keep their [H, W, C] shape
     # through them and are flattened into the first dense layer.
@@ -64,7 +67,7 @@ class VSMLSpec:
     # "bfloat16": LSTM states (h, c) stored and the recurrent matmul run in bfloat16, gate
     # maths in float32 — halves the state traffic (a GPU speed lever, bench/gpu_check.py);
     # "float32": everything in float32.
-    state_dtype: str = "float32"
+    state_dtype: str = VSMLRNNSettings.state_dtype
 
     @property
     def num_layers(self) -> int:
@@ -75,87 +78,74 @@ class VSMLSpec:
         return self.num_layers if self.layerwise_rnns else 1
 
 
-def spec_from_config(model_cfg: dict, input_shape=None, num_classes=None) -> VSMLSpec:
-    """Builds the spec from the ``model`` section of a resolved config (any data size: sizes unused).
+def spec_from_config(model, input_shape=None, num_classes=None) -> VSMLSpec:
+    """The spec of the typed ``model`` settings' ``sub_rnn`` and ``vsml_rnn`` sections (any data size: sizes unused).
 
     The one place for the rules that span the VSML keys: the structure of
     ``layer_specs``, ``output_idx < msg_size`` and bfloat16 states only with
-    dense layers. Single-key types and ranges (``msg_size >= 2``,
-    ``state_dtype`` in :data:`STATE_DTYPES`, ...) are ``vsml.validation.RULES``;
+    dense layers (single-key types and ranges are the settings' rules);
     ``check_config`` runs both for every rank before any work.
     """
     del input_shape, num_classes
-    sub, net = model_cfg["sub_rnn"], model_cfg["vsml_rnn"]
-    hidden_sizes, conv_layers = _layers_from_config(net["layer_specs"])
-    msg_size, output_idx = int(sub["msg_size"]), int(net["output_idx"])
-    if not 0 <= output_idx < msg_size:
-        raise ValueError(
-            f"model.vsml_rnn.output_idx: must be below model.sub_rnn.msg_size ({msg_size}), got {output_idx}"
-        )
-    state_dtype = str(net.get("state_dtype", "float32"))
-    if state_dtype != "float32" and conv_layers:
-        raise ValueError(
-            "model.vsml_rnn.state_dtype: bfloat16 states are for dense layers; use float32 with conv layers"
-        )
-    return VSMLSpec(
-        msg_size=msg_size,
-        slow_size=int(sub["slow_size"]),
-        init_rand_proportion=float(sub["init_rand_proportion"]),
-        init_scale=float(sub["init_scale"]),
-        layer_norm=bool(sub["layer_norm"]),
-        hidden_sizes=hidden_sizes,
-        num_micro_ticks=int(net["num_micro_ticks"]),
-        tanh_bound=float(net["tanh_bound"]),
-        output_idx=output_idx,
-        backward_pass=bool(net["backward_pass"]),
-        separate_backward_rnn=bool(net["separate_backward_rnn"]),
-        feed_label=bool(net["feed_label"]),
-        layerwise_rnns=bool(net["layerwise_rnns"]),
-        conv_layers=conv_layers,
-        state_dtype=state_dtype,
-    )
+    sub, net = model.sub_rnn, model.vsml_rnn
+    hidden_sizes, conv_layers = _layers_from_config(net)
+    if not 0 <= net.output_idx < sub.msg_size:
+        limit = key_of(type(sub), "msg_size")
+        raise SettingError(net, "output_idx", f"must be below {limit} ({sub.msg_size}), got {net.output_idx}")
+    if net.state_dtype != "float32" and conv_layers:
+        raise SettingError(net, "state_dtype", "bfloat16 states are for dense layers; use float32 with conv layers")
+    return fields_from(VSMLSpec, sub, net, hidden_sizes=hidden_sizes, conv_layers=conv_layers)
 
 
-def _layers_from_config(layer_specs) -> tuple[tuple[int, ...], tuple[ConvLayer, ...]]:
-    """``model.vsml_rnn.layer_specs`` as (hidden dense sizes, leading conv layers); ValueError naming the entry."""
-    key = "model.vsml_rnn.layer_specs"
-    if not isinstance(layer_specs, (list, tuple)) or not layer_specs:
-        raise ValueError(f"{key}: must be a non-empty list of layers, e.g. [{{type: dense}}], got {layer_specs!r}")
+def _layers_from_config(net) -> tuple[tuple[int, ...], tuple[ConvLayer, ...]]:
+    """``net.layer_specs`` as (hidden dense sizes, leading conv layers); SettingError naming the entry."""
+    layer_specs = net.layer_specs
     hidden_sizes, conv_layers = [], []
     for index, layer in enumerate(layer_specs):
+        where = f"[{index}]"
         if not isinstance(layer, Mapping):
-            raise ValueError(f"{key}[{index}]: must be a mapping such as {{type: dense, size: 32}}, got {layer!r}")
+            raise SettingError(
+                net, "layer_specs", f"must be a mapping such as {{type: dense, size: 32}}, got {layer!r}", where
+            )
         kind, last = layer.get("type", "dense"), index == len(layer_specs) - 1
         if kind == "conv":
             if hidden_sizes or last:
-                where = "after a dense layer" if hidden_sizes else "as the last layer"
-                raise ValueError(
-                    f"{key}[{index}]: a conv layer cannot come {where}; "
-                    "conv layers go first and the output layer is dense"
+                place = "after a dense layer" if hidden_sizes else "as the last layer"
+                raise SettingError(
+                    net,
+                    "layer_specs",
+                    f"a conv layer cannot come {place}; conv layers go first and the output layer is dense",
+                    where,
                 )
-            conv_layers.append(_conv_layer_from_config(index, layer))
+            conv_layers.append(_conv_layer_from_config(net, index, layer))
         elif kind != "dense":
-            raise ValueError(f"{key}[{index}]: layer type '{kind}' is not available; use 'dense' or 'conv'")
+            raise SettingError(
+                net, "layer_specs", f"layer type '{kind}' is not available; use 'dense' or 'conv'", where
+            )
         elif last and "size" in layer:
-            raise ValueError(f"{key}[{index}]: the last layer's size is the number of classes; remove 'size'")
+            raise SettingError(
+                net, "layer_specs", "the last layer's size is the number of classes; remove 'size'", where
+            )
         elif not last:
             size = layer.get("size")
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"{key}[{index}]: a hidden layer needs 'size', a positive integer, got {size!r}")
+                raise SettingError(
+                    net, "layer_specs", f"a hidden layer needs 'size', a positive integer, got {size!r}", where
+                )
             hidden_sizes.append(size)
     return tuple(hidden_sizes), tuple(conv_layers)
 
 
-def _conv_layer_from_config(index: int, layer: dict) -> ConvLayer:
+def _conv_layer_from_config(net, index: int, layer: Mapping) -> ConvLayer:
     values = {}
     for key, default in (("kernel_size", None), ("stride", 1), ("out_channels", None)):
         value = layer.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"model.vsml_rnn.layer_specs[{index}].{key} must be a positive int, got {value!r}")
+            raise SettingError(net, "layer_specs", f"must be a positive int, got {value!r}", f"[{index}].{key}")
         values[key] = value
     unknown = set(layer) - {"type", "kernel_size", "stride", "out_channels"}
     if unknown:
-        raise ValueError(f"model.vsml_rnn.layer_specs[{index}]: unknown conv key(s) {sorted(unknown)}")
+        raise SettingError(net, "layer_specs", f"unknown conv key(s) {sorted(unknown)}", f"[{index}]")
     return ConvLayer(**values)
 
 

@@ -7,7 +7,7 @@ episode objective they share (:mod:`vsml.meta.objective`).
 from the typed ``optimizer`` section: ``from_settings(settings: OptimizerSettings,
 population_size, items_per_chunk, fitness, params_template, comm) -> OuterLoop``.
 To add an outer loop: a module implementing :class:`~vsml.meta.base.OuterLoop` with
-such a ``from_settings`` and one entry here (validation accepts the keys of
+such a ``from_settings`` and one entry here (the settings accept the keys of
 :data:`OUTER_LOOPS` for ``optimizer.type``).
 """
 
@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vsml.meta import backprop, es
-from vsml.meta.base import MetaState, NonFiniteError, OptimizerSettings, OuterLoop
+from vsml.meta.base import MetaState, NonFiniteError, OuterLoop
 from vsml.meta.memory import fit_chunk
+from vsml.settings import OptimizerSettings
 
 OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
     "es": es.from_settings,
@@ -33,7 +34,7 @@ def build_outer_loop(
     params_template,
     comm,
 ) -> OuterLoop:
-    """The outer loop named by ``settings.type`` (a key of :data:`OUTER_LOOPS`, checked by validation)."""
+    """The outer loop named by ``settings.type`` (a key of :data:`OUTER_LOOPS`, checked by the settings)."""
     return OUTER_LOOPS[settings.type](settings, population_size, items_per_chunk, fitness, params_template, comm)
 
 

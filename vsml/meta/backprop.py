@@ -28,9 +28,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.base import MetaState, OptimizerSettings
+from vsml.meta.base import MetaState
 from vsml.meta.sliced import Estimate, SlicedLoop, make_optimizer
 from vsml.meta.slicing import item_key
+from vsml.settings import OptimizerSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,5 +124,5 @@ def from_settings(
     comm: Comm,
 ) -> MetaGradient:
     """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
-    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
+    optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return MetaGradient(fitness, params_template, BackpropConfig(population_size, items_per_chunk), optimizer, comm)

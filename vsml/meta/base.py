@@ -11,9 +11,6 @@ evaluates at once (memory, never results).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, Protocol
 
 import chex
@@ -22,21 +19,6 @@ import numpy as np
 
 class NonFiniteError(FloatingPointError):
     """The update produced NaN or infinite meta-parameters (the same on every rank)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSettings:
-    """The ``optimizer`` section, validated (docs/DESIGN.md §9): which outer loop, its ES settings and the
-    outer optimiser (Adam after optional global-norm clipping)."""
-
-    type: str = "es"  # a key of vsml.meta.OUTER_LOOPS
-    noise_std: float = 0.05  # ES sigma
-    lr: float = 0.025  # Adam learning rate
-    adam_kwargs: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({"b1": 0.9, "b2": 0.999})
-    )  # optimizer.kwargs, to optax.adam
-    clip_gradnorm: float = 0.0  # 0: no clipping
-    fitness_shaping: str = "raw"  # raw | centered_rank (ES)
 
 
 @chex.dataclass

@@ -42,9 +42,10 @@ import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
-from vsml.meta.base import MetaState, OptimizerSettings
+from vsml.meta.base import MetaState
 from vsml.meta.sliced import Estimate, SlicedLoop, make_optimizer
 from vsml.meta.slicing import fixed_point_scale, fixed_point_sum, from_fixed_point, item_key
+from vsml.settings import OptimizerSettings
 
 FITNESS_SHAPINGS = ("raw", "centered_rank")
 
@@ -224,7 +225,7 @@ def from_settings(
         fitness_shaping=settings.fitness_shaping,
         items_per_chunk=items_per_chunk,
     )
-    optimizer = make_optimizer(settings.lr, settings.adam_kwargs, settings.clip_gradnorm)
+    optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)
 
 
