@@ -235,7 +235,7 @@ def run_dir_of(args, cell: tuple[str, str, int]) -> Path | None:
 
 def generations_done(run_dir: Path) -> int:
     """Generations a run directory has logged (its last metrics row's step + 1)."""
-    from vsml.logging import read_metrics  # noqa: PLC0415
+    from vsml.runlog import read_metrics  # noqa: PLC0415
 
     rows = [r for r in read_metrics(run_dir) if "step" in r] if (run_dir / "metrics.jsonl").exists() else []
     return int(rows[-1]["step"]) + 1 if rows else 0
@@ -379,7 +379,7 @@ def count_params(params) -> int:
 
 def seconds_per_generation(run_dir: Path) -> float | None:
     """Wall seconds per generation between the first and last metrics rows (compilation excluded)."""
-    from vsml.logging import read_metrics  # noqa: PLC0415
+    from vsml.runlog import read_metrics  # noqa: PLC0415
 
     rows = [r for r in read_metrics(run_dir) if "time" in r and "step" in r]
     if len(rows) < 2 or rows[-1]["step"] == rows[0]["step"]:
@@ -389,7 +389,7 @@ def seconds_per_generation(run_dir: Path) -> float | None:
 
 def meta_loss_trend(run_dir: Path, window: int = 10) -> dict:
     """Mean meta-loss of the first and of the last ``window`` logged generations (did it leave ln C?)."""
-    from vsml.logging import read_metrics  # noqa: PLC0415
+    from vsml.runlog import read_metrics  # noqa: PLC0415
 
     losses = [float(r["meta_loss"]) for r in read_metrics(run_dir) if "meta_loss" in r]
     return {"first": float(np.mean(losses[:window])), "last": float(np.mean(losses[-window:]))}
@@ -421,7 +421,7 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
     length, count = scale["test_length"], scale["test_episodes"]
 
     def task_of(settings):
-        return experiment.load_task(settings.training.dataset, "test", settings.data, length, 1)
+        return experiment.load_task(settings.training.dataset, "test", settings.data_settings, length, 1)
 
     if group in HAND_DESIGNED:
         optimizer, rates = HAND_DESIGNED[group]
