@@ -81,9 +81,9 @@ def test_load_curves_reads_meta_loss_and_eval_accuracy_from_metrics(run_copy):
     assert curves.meta_loss.x.tolist() == [row["step"] for row in rows] == [0, 1, 2, 3]
     np.testing.assert_allclose(curves.meta_loss.y, [row["meta_loss"] for row in rows])
     evaluated = [row for row in rows if "eval/digits/accuracy" in row]
-    assert [row["step"] for row in evaluated] == [0, 2]
+    assert [row["step"] for row in evaluated] == [0, 2, 3]  # every 2, and the last generation
     assert curves.learning == {} and list(curves.eval_accuracy) == ["digits"]
-    assert curves.eval_accuracy["digits"].x.tolist() == [0, 2]
+    assert curves.eval_accuracy["digits"].x.tolist() == [0, 2, 3]
     np.testing.assert_allclose(curves.eval_accuracy["digits"].y, [row["eval/digits/accuracy"] for row in evaluated])
     last = evaluated[-1]
     np.testing.assert_allclose(
@@ -114,7 +114,7 @@ def test_learning_curves_of_the_training_runs_own_table(trained):
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     latest = max(int(row["train_step"]) for row in rows)
-    assert latest == 2  # evaluated at steps 0 and 2
+    assert latest == 3  # evaluated at steps 0 and 2, and at the last generation (3)
     mean = [
         row
         for row in rows

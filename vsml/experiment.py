@@ -79,7 +79,9 @@ def check_config(config: dict, comm: Comm) -> None:
                 checked.add((name, settings.data.dir))
         build_learner(settings.model)
         restore = settings.checkpoint.restore
-        if restore.path is not None:  # a missing file or an unknown pretrained:NAME, before compiling
+        # A missing file or an unknown pretrained:NAME, before compiling (path and run_path together:
+        # resolve_restore's one line says to give one of them).
+        if restore.path is not None and restore.run_path is None:
             try:
                 checkpoint.resolve_path(restore.path, restore.file_name)
             except checkpoint.CheckpointError as err:
