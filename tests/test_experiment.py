@@ -59,7 +59,7 @@ def test_meta_test_episodes_are_the_same_on_any_number_of_ranks(ranks):
     process's episodes: every index once, in order, with bit-identical curves (7 ranks: some have none)."""
     config = build_config(["configs/test.yaml"], overrides=[*TINY, "evaluation.count=5"])
     settings = run_settings(config)
-    task = experiment.load_task("digits", "test", settings.data, 12, 1)
+    task = experiment.load_task("digits", "test", settings.data_settings, 12, 1)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(3))
 
