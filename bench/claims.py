@@ -689,6 +689,14 @@ def report_markdown(args, rows: list[dict], status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finish_panel(ax, rows: list[dict], test_set: str, xlabel: str) -> None:
+    """A figure panel's chance line (that of its meta-test set), title and x label."""
+    if rows:
+        ax.axhline(rows[0]["results"][test_set]["chance"], color="gray", linewidth=0.8, label="chance")
+    ax.set_title(test_set)
+    ax.set_xlabel(xlabel)
+
+
 def plot_figures(args, rows: list[dict]) -> list[Path]:
     import matplotlib  # noqa: PLC0415
 
@@ -736,10 +744,7 @@ def plot_figures(args, rows: list[dict]) -> list[Path]:
                 linestyle=styles[row["train_set"]],
                 label=f"{row['learner']} ← {row['train_set']}",
             )
-        if rows:
-            ax.axhline(rows[0]["results"][t]["chance"], color="gray", linewidth=0.8, label="chance")
-        ax.set_title(t)
-        ax.set_xlabel("step in episode")
+        finish_panel(ax, rows, t, "step in episode")
     for ax in axes.flat[len(tests) :]:
         ax.axis("off")
     axes[0, 0].set_ylabel("accuracy")
@@ -769,10 +774,7 @@ def plot_figures(args, rows: list[dict]) -> list[Path]:
                 linestyle=styles[row["train_set"]],
                 label=f"{row['learner']} ← {row['train_set']}",
             )
-        if rows:
-            ax.axhline(rows[0]["results"][t]["chance"], color="gray", linewidth=0.8, label="chance")
-        ax.set_title(t)
-        ax.set_xlabel("labelled examples of this class seen before")
+        finish_panel(ax, rows, t, "labelled examples of this class seen before")
     axes[0, 0].set_ylabel("accuracy (median over seeds)")
     axes[0, -1].legend(fontsize="small")
     fig.tight_layout()
