@@ -137,7 +137,12 @@ def case_environ(xla_flags: str) -> dict:
     from vsml.runtime import project_xla_flags  # noqa: PLC0415 — after main() put ROOT on sys.path
 
     base = project_xla_flags(os.environ.get("XLA_FLAGS", ""), wide_vectors=False)
-    return {**os.environ, "XLA_FLAGS": f"{base} {xla_flags}".strip(), "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "XLA_FLAGS": f"{base} {xla_flags}".strip(), "PYTHONPATH": child_python_path()}
+
+
+def child_python_path() -> str:
+    """``PYTHONPATH`` of a child process: ROOT first, the caller's kept (packages installed with ``pip --target``)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:

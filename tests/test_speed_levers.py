@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -138,3 +139,24 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     assert levers["bfloat16 states"]["max_rel_fitness_diff"] <= 1e-2
     text = markdown.read_text()
     assert text.startswith("### GPU check") and "SMOKE" in text and "(f) Fig. 6 projection" in text
+
+
+def test_bench_child_processes_keep_the_callers_python_path(tmp_path, monkeypatch):
+    """A package installed with ``pip install --target DIR`` + ``PYTHONPATH=DIR`` reaches bench's children."""
+    from bench import throughput  # noqa: PLC0415
+
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    (carried / "carried_package.py").write_text("NAME = 'carried'\n")
+    monkeypatch.setenv("PYTHONPATH", str(carried))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import carried_package, vsml; print(carried_package.NAME, vsml.__file__)"],
+        cwd=tmp_path,  # neither the checkout nor the carried folder
+        env=throughput.case_environ(""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name, vsml_file = proc.stdout.split()
+    assert name == "carried" and Path(vsml_file).is_relative_to(ROOT)
