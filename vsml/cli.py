@@ -16,17 +16,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vsml.settings import LoggingSettings, RestoreSettings, RunSettings, TrainingSettings, key_of
+
 USAGE_ERROR = 2
 
-EPILOG = """examples:
+# The settings layer is standard library only, so --help stays instant; the examples name keys through it.
+POPULATION = key_of(TrainingSettings, "population_size")
+EPILOG = f"""examples:
   python3 launch.py --config_files configs/test.yaml                  # seconds-long smoke run
-  python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=64
+  python3 launch.py --config_files configs/quickstart.yaml --config {POPULATION}=64
   python3 launch.py --config_files configs/quickstart.yaml --print_config   # show the config, run nothing
-  python3 launch.py --config_files configs/quickstart.yaml --config training.dataset=npz:mine.npz
+  python3 launch.py --config_files configs/quickstart.yaml --config {key_of(TrainingSettings, "dataset")}=npz:mine.npz
   mpiexec -n 4 python3 launch.py --config_files configs/quickstart.yaml
   python3 launch.py --array configs/array/datasets.yaml --task 3
-  python3 launch.py --resume runs/RUN --config training.iterations=3001
-  python3 launch.py --config_files configs/quickstart.yaml --config call=evaluate checkpoint.restore.path=runs/RUN
+  python3 launch.py --resume runs/RUN --config {key_of(TrainingSettings, "iterations")}=3001
+  python3 launch.py --config_files configs/quickstart.yaml --config {key_of(RunSettings, "call")}=evaluate \\
+      {key_of(RestoreSettings, "path")}=runs/RUN
 
 config keys: every key and its default is in configs/default.yaml (commented);
 what each one means is in docs/DESIGN.md section 9. Datasets: python3 -m vsml.data status.
@@ -52,7 +57,7 @@ def parse_args(argv):
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides, values parsed as YAML (e.g. training.population_size=128)",
+        help=f"overrides, values parsed as YAML (e.g. {POPULATION}=128)",
     )
     parser.add_argument("--array", metavar="FILE", help="sweep file with 'array:' or 'grid:' tasks")
     parser.add_argument("--task", type=int, help="1-based task of --array (default: SLURM_ARRAY_TASK_ID)")
@@ -69,10 +74,12 @@ def parse_args(argv):
         action="extend",
         default=[],
         metavar="TAG",
-        help="wandb tags (added to logging.tags and the --array task's tags)",
+        help=f"wandb tags (added to {key_of(LoggingSettings, 'tags')} and the --array task's tags)",
     )
-    parser.add_argument("--job_type", metavar="NAME", help="wandb job type (logging.job_type)")
-    parser.add_argument("--run_dir", metavar="DIR", help="where outputs go (default: under logging.dir)")
+    parser.add_argument("--job_type", metavar="NAME", help=f"wandb job type ({key_of(LoggingSettings, 'job_type')})")
+    parser.add_argument(
+        "--run_dir", metavar="DIR", help=f"where outputs go (default: under {key_of(LoggingSettings, 'dir')})"
+    )
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint with its saved config"
     )

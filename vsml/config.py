@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from vsml import resources, suggest, sweeps
+from vsml import resources, settings, suggest, sweeps
 from vsml.config_tree import (
     MISSING,
     REPEAT_KEY,
@@ -55,9 +55,9 @@ from vsml.config_tree import (
 DEFAULT_CONFIG_PATH = resources.configs_dir() / "default.yaml"
 CONFIGS_DIR = DEFAULT_CONFIG_PATH.parent  # where a missing config file's similar names are also looked for
 
-# Sections whose children are free-form: new keys may appear anywhere below them
-# (extra optimizer arguments, statistics of user datasets).
-OPEN_SUBTREES = ("optimizer.kwargs", "data.preprocess.dataset_stats")
+# Keys whose children are free-form (declared as mappings in vsml.settings): new keys may
+# appear anywhere below them.
+OPEN_SUBTREES = settings.open_keys()
 
 
 # ---------------------------------------------------------------- YAML reading
@@ -281,7 +281,8 @@ def apply_layer(config: dict, layer: Any, base: dict, source: str) -> dict:
 def parse_override(text: str) -> tuple[str, Any]:
     """Split a ``key=value`` override; the value is YAML (``key=`` gives None)."""
     if "=" not in text:
-        raise ConfigError(f"--config '{text}' must look like key=value (e.g. training.population_size=128)")
+        example = settings.key_of(settings.TrainingSettings, "population_size")
+        raise ConfigError(f"--config '{text}' must look like key=value (e.g. {example}=128)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
@@ -301,7 +302,9 @@ def _add_tags(config: dict, tags: Iterable[str]) -> dict:
     logging_section = config["logging"] = dict(config.get("logging") or {})  # never a layer's dict
     current = logging_section.get("tags") or []
     if not isinstance(current, list):
-        raise ConfigError(f"logging.tags must be a list of names, got {current!r}")
+        raise ConfigError(
+            f"{settings.key_of(settings.LoggingSettings, 'tags')} must be a list of names, got {current!r}"
+        )
     logging_section["tags"] = list(dict.fromkeys([*current, *tags]))
     return config
 

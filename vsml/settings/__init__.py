@@ -28,7 +28,7 @@ from vsml.settings.data import (
     RandomDatasetSettings,
     SumDatasetSettings,
 )
-from vsml.settings.fields import build, leaves, or_null, type_text
+from vsml.settings.fields import build, is_open, leaves, or_null, type_text
 from vsml.settings.model import (
     FWMemorySettings,
     FWPSettings,
@@ -42,10 +42,15 @@ from vsml.settings.model import (
 )
 from vsml.settings.sections import (
     CheckpointSettings,
+    EvaluationSettings,
+    LoggingSettings,
     OptimizerSettings,
     RestoreSettings,
     RunSettings,
+    RuntimeSettings,
     SettingError,
+    SummarySettings,
+    TrainingSettings,
     key_of,
 )
 
@@ -79,6 +84,12 @@ def model_settings(model: ModelSettings | Mapping) -> ModelSettings:
     return model if isinstance(model, ModelSettings) else build(ModelSettings, model, "model.")
 
 
+def open_keys(root: type = RunSettings) -> tuple[str, ...]:
+    """Dotted keys whose value is a free-form mapping (typed ``Mapping``): the config layers accept new
+    entries below them (extra ``optax.adam`` arguments, statistics of a user's dataset)."""
+    return tuple(leaf.key for leaf in leaves(root) if is_open(leaf.hint))
+
+
 def reference_markdown(root: type = RunSettings) -> str:
     """The key reference of docs/DESIGN.md §9: one table row per key of ``root``, from the declarations."""
     rows = ["| key | default | type / range | meaning |", "| --- | --- | --- | --- |"]
@@ -107,10 +118,12 @@ __all__ = [
     "CheckpointSettings",
     "DataSection",
     "DataSettings",
+    "EvaluationSettings",
     "FWMemorySettings",
     "FWPSettings",
     "FewShotSettings",
     "HebbianSettings",
+    "LoggingSettings",
     "MetaRNNSettings",
     "ModelSettings",
     "NodePertSettings",
@@ -120,14 +133,18 @@ __all__ = [
     "RandomDatasetSettings",
     "RestoreSettings",
     "RunSettings",
+    "RuntimeSettings",
     "SGDSettings",
     "SettingError",
     "SubRNNSettings",
     "SumDatasetSettings",
+    "SummarySettings",
+    "TrainingSettings",
     "VSMLRNNSettings",
     "data_settings",
     "key_of",
     "model_settings",
+    "open_keys",
     "reference_markdown",
     "run_settings",
     "validate",

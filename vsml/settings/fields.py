@@ -194,6 +194,11 @@ def is_section(hint) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
+def is_open(hint) -> bool:
+    """A key typed ``Mapping`` holds free-form entries (not declared keys): a config layer may add any."""
+    return _base(_split_optional(hint)[0]) is Mapping
+
+
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
 
 
