@@ -49,8 +49,11 @@ TINY = [
 ]
 
 
-def launch(*args, ranks: int | None = None, timeout: float = 300, env: dict | None = None):
-    """Runs ``python launch.py ARGS`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
+def launch(*args, ranks: int | None = None, timeout: float = 900, env: dict | None = None):
+    """Runs ``python launch.py ARGS`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess.
+
+    ``timeout`` guards against a hang, not a slow machine: 300 s tripped at load average 15+.
+    """
     command = [sys.executable, str(ROOT / "launch.py"), *map(str, args)]
     if ranks:
         command = [str(MPIEXEC), "-n", str(ranks), *command]

@@ -16,6 +16,7 @@ from tests.conftest import checkpoint_arrays
 from vsml import api, checkpoint, experiment, runs
 from vsml.comm import SingleProcessComm
 from vsml.plot import read_evaluation_table
+from vsml.preemption import STOP_SIGNALS
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +120,19 @@ def test_evaluate_matches_call_evaluate(trained, digits_npz, tmp_path):
 
 
 def test_repeated_training_in_one_process_equals_launch_py(trained, digits_npz, tmp_path, capsys):
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     again = api.train(["configs/test.yaml"], _overrides(digits_npz), run_dir=tmp_path / "again")
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     overrides = [f"{key}={'null' if value is None else value}" for key, value in _overrides(digits_npz).items()]
-    try:
-        status = launch.main(
-            [
-                "--config_files",
-                "configs/test.yaml",
-                "--run_dir",
-                str(tmp_path / "cli"),
-                "--config",
-                *[o.replace("['", "[").replace("']", "]") for o in overrides],
-            ]
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    status = launch.main(
+        [
+            "--config_files",
+            "configs/test.yaml",
+            "--run_dir",
+            str(tmp_path / "cli"),
+            "--config",
+            *[o.replace("['", "[").replace("']", "]") for o in overrides],
+        ]
+    )
     assert status == 0, capsys.readouterr().err[-2000:]
     reference = checkpoint_arrays(trained.run_dir)
     for run_dir in (again.run_dir, tmp_path / "cli"):
@@ -143,7 +140,8 @@ def test_repeated_training_in_one_process_equals_launch_py(trained, digits_npz, 
         assert arrays.keys() == reference.keys()
         for name in reference:
             np.testing.assert_array_equal(arrays[name], reference[name])
-    assert signal.getsignal(signal.SIGINT) is handlers[signal.SIGINT]  # api.train put the handlers back
+    # api.train and launch.main (called in-process) put the caller's signal handlers back
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == handlers
 
 
 def test_ctrl_c_stops_api_training_with_one_line_naming_how_to_resume(digits_npz, tmp_path, capsys):

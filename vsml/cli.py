@@ -176,15 +176,18 @@ def main(argv=None) -> int:
     if not comm.is_root:
         stop.announce = lambda text: None  # rank 0 acknowledges a stop signal for every rank
     try:
-        prepared = prepare(args, comm)
-    except ValueError as err:  # ConfigError and CheckpointError are ValueErrors
-        if comm.is_root:
-            print(f"error: {err}", file=sys.stderr)
-        return USAGE_ERROR
-    try:
-        return run(prepared, comm, stop)
-    except Exception as err:  # noqa: BLE001 — every failure must end all ranks, not hang them
-        return fail(err, comm)
+        try:
+            prepared = prepare(args, comm)
+        except ValueError as err:  # ConfigError and CheckpointError are ValueErrors
+            if comm.is_root:
+                print(f"error: {err}", file=sys.stderr)
+            return USAGE_ERROR
+        try:
+            return run(prepared, comm, stop)
+        except Exception as err:  # noqa: BLE001 — every failure must end all ranks, not hang them
+            return fail(err, comm)
+    finally:
+        stop.uninstall()  # the caller's handlers again (main() is also called in-process: launch.main)
 
 
 def fail(err: Exception, comm) -> int:

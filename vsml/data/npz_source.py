@@ -104,8 +104,8 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
     """The validated dataset of one file version (``size`` and ``mtime_ns`` make a changed file a new entry)."""
     del size, mtime_ns
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files if name in ("x", "y", "x_test", "y_test")}
+        with np.load(path, allow_pickle=False) as npz_file:
+            arrays = {name: npz_file[name] for name in npz_file.files if name in ("x", "y", "x_test", "y_test")}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise NpzError(f"cannot be read as a NumPy .npz file ({type(err).__name__}: {err})") from None
     missing = [name for name in ("x", "y") if name not in arrays]
