@@ -24,8 +24,17 @@ from vsml.settings.fields import (
     setting,
 )
 
-_LOGIT_BOUND = "logit bound b: logits are tanh(z / b) * b"
-_CONV_STEM = "conv stem (needs [H, W, C] inputs)"
+
+def logit_bound():
+    """``tanh_bound``, the same key in every learner's section."""
+    return setting(100.0, "logit bound b: logits are tanh(z / b) * b", POSITIVE_NUMBER)
+
+
+def conv_stem():
+    """``use_conv``, the same key in the baselines' sections."""
+    return setting(False, "conv stem (needs [H, W, C] inputs)")
+
+
 _LAYER_LIST = Rule(
     lambda v: isinstance(v, (list, tuple)) and bool(v), "a non-empty list of layers, e.g. [{type: dense}]"
 )
@@ -55,7 +64,7 @@ class VSMLRNNSettings:
         _LAYER_LIST,
     )
     num_micro_ticks: int = setting(2, "K ticks per layer and step", POSITIVE_INT)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
+    tanh_bound: float = logit_bound()
     output_idx: int = setting(1, "message slot read as the logit (below msg_size)", NON_NEGATIVE_INT)
     backward_pass: bool = setting(False, "§4.4 step 6")
     separate_backward_rnn: bool = setting(False, "own parameter sets for the backward sweep")
@@ -74,8 +83,8 @@ class MetaRNNSettings:
 
     slow_size: int = setting(128, "LSTM size", POSITIVE_INT)
     num_micro_ticks: int = setting(2, "LSTM steps per input", POSITIVE_INT)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
-    use_conv: bool = setting(False, _CONV_STEM)
+    tanh_bound: float = logit_bound()
+    use_conv: bool = conv_stem()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +92,8 @@ class HebbianSettings:
     """``model.hebbian_fw``: fast weights learned by a Hebbian rule (§5)."""
 
     use_oja: bool = setting(False, "Oja's rule instead of Hebb's")
-    use_conv: bool = setting(False, _CONV_STEM)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
+    use_conv: bool = conv_stem()
+    tanh_bound: float = logit_bound()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +102,10 @@ class SGDSettings:
 
     num_layers: int = setting(1, "dense layers of the MLP", POSITIVE_INT)
     hidden_size: int = setting(160, "hidden units", POSITIVE_INT)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
+    tanh_bound: float = logit_bound()
     optimizer: str = setting("sgd", "inner optimiser: an optax optimiser taking learning_rate (checked when built)")
     lr: float = setting(0.01, "inner learning rate", POSITIVE_NUMBER)
-    use_conv: bool = setting(False, _CONV_STEM)
+    use_conv: bool = conv_stem()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +113,7 @@ class FWPSettings:
     """``model.fwp``: fast weight programmers (§5)."""
 
     fast_size: int = setting(64, "N of the N x N fast weights", POSITIVE_INT)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
+    tanh_bound: float = logit_bound()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +122,8 @@ class FWMemorySettings:
 
     slow_size: int = setting(32, "LSTM size", POSITIVE_INT)
     memory_size: int = setting(16, "m of the m x m^2 memory", POSITIVE_INT)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
-    use_conv: bool = setting(False, _CONV_STEM)
+    tanh_bound: float = logit_bound()
+    use_conv: bool = conv_stem()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +134,7 @@ class NodePertSettings:
     hidden_size: int = setting(160, "hidden units", POSITIVE_INT)
     noise_std: float = setting(0.01, "sigma of the per-example perturbation", POSITIVE_NUMBER)
     lr: float = setting(0.01, "eta", POSITIVE_NUMBER)
-    tanh_bound: float = setting(100.0, _LOGIT_BOUND, POSITIVE_NUMBER)
+    tanh_bound: float = logit_bound()
     perturbation: str = setting(
         "node", "node or weight perturbation", one_of_names_in("vsml.learners.nodepert", "PERTURBATIONS")
     )
