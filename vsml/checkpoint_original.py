@@ -11,7 +11,7 @@ and the Adam moments onto this project's Adam state.
 
 Conversion to this project's ``.npz`` format::
 
-    python -m vsml.checkpoint_original model.chkp --config_files configs/x.yaml --out converted.npz
+    python -m vsml.convert_original model.chkp --config_files configs/x.yaml --out converted.npz
 """
 
 from __future__ import annotations
