@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import importlib
+import re
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -64,3 +66,54 @@ def test_no_module_over_the_line_limit():
     }
     over = {path for path, lines in lengths.items() if lines > MAX_LINES}
     assert over == set(LONG_MODULES), {path: lengths[path] for path in over ^ set(LONG_MODULES)}
+
+
+# --------------------------------------------------------------------------- DESIGN.md names what exists
+
+DESIGN = ROOT / "docs" / "DESIGN.md"
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+REPO_PATH = re.compile(r"^(?:vsml|bench|tests|configs|docs|slurm|ssh)/[\w./-]*$")
+FILE_NAME = re.compile(r"\.(py|md|yaml|chkp|npz|csv|jsonl|json|txt|log)$")
+INSTALLED_ONLY = {"vsml/configs"}  # where a wheel puts configs/ (pyproject.toml package-dir), not in a checkout
+DOTTED_NAME = re.compile(r"^((?:vsml\.)?[a-z_]+(?:\.[a-z_]+)*)\.([A-Za-z_]\w*)(?:\(\))?$")
+
+
+def _short_module_names() -> dict[str, set[str]]:
+    """``es`` -> {``vsml.meta.es``}: how DESIGN names modules (by their last component, or in full)."""
+    names: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        full = _module_name(path)
+        for short in {full, full.split(".")[-1], full.removeprefix("vsml.")}:
+            names.setdefault(short, set()).add(full)
+    return names
+
+
+def _config_keys() -> set[str]:
+    from vsml.settings import RunSettings  # noqa: PLC0415
+    from vsml.settings.fields import leaves  # noqa: PLC0415
+
+    keys = set()
+    for leaf in leaves(RunSettings):
+        parts = leaf.key.split(".")
+        keys |= {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
+    return keys
+
+
+def test_design_names_only_files_and_functions_that_exist():
+    """A path or ``module.name`` in docs/DESIGN.md exists in the code (the prose must not drift from it)."""
+    modules, keys = _short_module_names(), _config_keys()
+    missing, checked = [], 0
+    for span in sorted(set(CODE_SPAN.findall(DESIGN.read_text()))):
+        if REPO_PATH.match(span) and not any(c.isupper() for c in span.replace("RESULTS", "").replace("DESIGN", "")):
+            if not (ROOT / span.rstrip("/")).exists() and span not in INSTALLED_ONLY:
+                missing.append(span)
+            continue
+        match = None if FILE_NAME.search(span) else DOTTED_NAME.match(span)
+        if not match or span.removesuffix("()") in keys or match.group(1) not in modules:
+            continue  # not a name of this package (a config key, a file name, another library's name)
+        module_names, attribute = modules[match.group(1)], match.group(2)
+        checked += 1
+        if not any(hasattr(importlib.import_module(name), attribute) for name in module_names):
+            missing.append(span)
+    assert not missing, f"docs/DESIGN.md names what the code does not have: {missing}"
+    assert checked >= 3  # the patterns still find the names DESIGN writes as module.function
