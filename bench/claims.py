@@ -320,7 +320,7 @@ def test_config(args, learner: str, test_set: str, model: dict | None = None) ->
 def episode_runner(learner_obj, task, count: int, seed: int):
     """``run(params) -> (accuracy [E, T], labels [E, T])`` on the episodes ``call: evaluate`` uses.
 
-    The keys are :func:`vsml.experiment.make_evaluator`'s (evaluation.seed, rank 0, index), so
+    The keys are :func:`vsml.evaluation.make_evaluator`'s (evaluation.seed, rank 0, index), so
     every learner sees exactly the same episodes of a meta-test set.
     """
     import jax  # noqa: PLC0415
@@ -409,7 +409,7 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
     """
     import jax  # noqa: PLC0415
 
-    from vsml import api, experiment, runtime  # noqa: PLC0415
+    from vsml import api, evaluation, runtime  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
@@ -421,7 +421,7 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
     length, count = scale["test_length"], scale["test_episodes"]
 
     def task_of(settings):
-        return experiment.load_task(settings.training.dataset, "test", settings.data_settings, length, 1)
+        return evaluation.load_task(settings.training.dataset, "test", settings.data_settings, length, 1)
 
     if group in HAND_DESIGNED:
         optimizer, rates = HAND_DESIGNED[group]

@@ -42,7 +42,8 @@ def worker(args) -> None:
 
     from vsml.comm import world  # noqa: PLC0415
     from vsml.config import build_config, resolve_for_rank  # noqa: PLC0415
-    from vsml.experiment import load_task, make_outer_loop  # noqa: PLC0415
+    from vsml.evaluation import load_task  # noqa: PLC0415
+    from vsml.experiment import make_outer_loop  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 

@@ -72,7 +72,8 @@ def run_case(case: dict) -> dict:
     from bench import machine  # noqa: PLC0415
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
-    from vsml.experiment import load_task, make_outer_loop  # noqa: PLC0415
+    from vsml.evaluation import load_task  # noqa: PLC0415
+    from vsml.experiment import make_outer_loop  # noqa: PLC0415
     from vsml.learners import vsml  # noqa: PLC0415 — synapse counts of VSML cases
     from vsml.settings import run_settings  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 
 import launch
 from tests.conftest import checkpoint_arrays
-from vsml import api, checkpoint, experiment, runs
+from vsml import api, checkpoint, evaluation, runs
 from vsml.comm import SingleProcessComm
 from vsml.plot import read_evaluation_table
 from vsml.preemption import STOP_SIGNALS
@@ -109,7 +109,7 @@ def test_evaluate_matches_call_evaluate(trained, digits_npz, tmp_path):
             "evaluation.episode_length": 9,
         },
     )
-    experiment.evaluate(config, SingleProcessComm(), tmp_path)
+    evaluation.evaluate(config, SingleProcessComm(), tmp_path)
     rows = [row for row in read_evaluation_table(tmp_path / "evaluation.csv") if row["episode"] != "mean"]
     table = np.zeros((3, 9))
     for row in rows:

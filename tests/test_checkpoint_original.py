@@ -22,10 +22,10 @@ from vsml import checkpoint, checkpoint_original, convert_original
 from vsml.checkpoint_base import key_name
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
-from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
 from vsml.learners import vsml as vsml_learner
 from vsml.meta.sliced import make_optimizer
+from vsml.run_checks import resolve_restore
 from vsml.settings import run_settings
 
 DATA = ROOT / "tests" / "data" / "original"

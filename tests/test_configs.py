@@ -23,8 +23,8 @@ from tests.conftest import HANG_GUARD_S, ROOT, launch
 from vsml import data
 from vsml.config import build_config, load_yaml_file, resolve_for_rank
 from vsml.data import tfds_source
-from vsml.experiment import check_config
 from vsml.learners import build_learner, learner_type
+from vsml.run_checks import check_config
 from vsml.settings import data_settings, validate
 from vsml.sweeps import sweep_tasks
 

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import HANG_GUARD_S, ROOT, TINY, launch
 from vsml import environment
+from vsml.console import Console, evaluation_line, format_duration, percent_shares
 from vsml.preemption import StopRequest
-from vsml.runlog import CONSOLE, WANDB_RUN_ID, Console, evaluation_line, format_duration, percent_shares
+from vsml.runlog import CONSOLE, WANDB_RUN_ID
 
 SUMMARY = re.compile(
     r"^gen (\d+)/(\d+) · meta-loss [-\d.e+]+ · ([\d.e-]+) s/gen "

@@ -184,7 +184,7 @@ def test_prepare_cli_offline_names_the_dataset(tmp_path):
 
 def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
     """Loading, preprocessing and on-device episodes feed one jitted VSML ES generation."""
-    from vsml import experiment  # noqa: PLC0415
+    from vsml import evaluation, experiment  # noqa: PLC0415
     from vsml.comm import world  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
 
@@ -199,7 +199,7 @@ def test_es_generation_on_tfds_mnist_with_preprocessing(tfds_dir):
         "data.preprocess.pad.output=12",
         "data.filter_classes=[1, 2, 3]",
     )
-    task = experiment.load_task("mnist", "train", data_settings(cfg), 6, 1)
+    task = evaluation.load_task("mnist", "train", data_settings(cfg), 6, 1)
     assert task.spec.input_shape == (5, 5, 1) and task.spec.num_classes == 12 and task.spec.data_classes == 3
     learner = build_learner(cfg["model"], task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY
-from vsml import experiment
+from vsml import evaluation, experiment
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
 from vsml.learners import build_learner
@@ -59,18 +59,18 @@ def test_meta_test_episodes_are_the_same_on_any_number_of_ranks(ranks):
     process's episodes: every index once, in order, with bit-identical curves (7 ranks: some have none)."""
     config = build_config(["configs/test.yaml"], overrides=[*TINY, "evaluation.count=5"])
     settings = run_settings(config)
-    task = experiment.load_task("digits", "test", settings.data_settings, 12, 1)
+    task = evaluation.load_task("digits", "test", settings.data_settings, 12, 1)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(3))
 
     def curves(rank, size):
         comm = _Rank(rank, size)
-        evaluate = experiment.build_evaluators(learner, settings, comm)["digits"]
+        evaluate = evaluation.build_evaluators(learner, settings, comm)["digits"]
         return {key: np.asarray(value) for key, value in evaluate(params).items()}
 
     one = curves(0, 1)
     assert one["accuracy"].shape == (5, 12)
-    sizes = [len(experiment.episode_slice(5, rank, ranks)) for rank in range(ranks)]
+    sizes = [len(evaluation.episode_slice(5, rank, ranks)) for rank in range(ranks)]
     assert sum(sizes) == 5 and max(sizes) - min(sizes) <= 1  # an even split
     shares = [curves(rank, ranks) for rank in range(ranks)]
     for key in ("loss", "accuracy"):

@@ -15,7 +15,7 @@ import jax
 import pytest
 
 from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
-from vsml import comm, experiment, runtime
+from vsml import comm, evaluation, experiment, runtime
 from vsml.settings import data_settings, run_settings
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -171,7 +171,7 @@ def test_auto_chunk_budget_of_a_run_is_divided_by_the_ranks_on_the_node(monkeypa
 
     rank_config = resolve_for_rank(build_config([], [*TINY, "training.pairs_per_chunk=auto"]), 0)
     training = rank_config["training"]
-    task = experiment.load_task(
+    task = evaluation.load_task(
         training["dataset"], "train", data_settings(rank_config), training["episode_length"], training["batch_size"]
     )
     learner = build_learner(rank_config["model"], task.spec.input_shape, task.spec.num_classes)

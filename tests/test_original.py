@@ -23,8 +23,8 @@ import launch
 from tests.conftest import HANG_GUARD_S, ROOT, TINY
 from vsml import checkpoint
 from vsml.config import build_config, load_default, to_yaml
-from vsml.experiment import resolve_restore
 from vsml.learners import build_learner
+from vsml.run_checks import resolve_restore
 from vsml.runlog import RunLog
 from vsml.sweeps import sweep_tasks
 

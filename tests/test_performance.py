@@ -17,7 +17,8 @@ from tests.conftest import ROOT, TINY, launch
 from vsml import runtime
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config, resolve_for_rank
-from vsml.experiment import load_task, make_outer_loop
+from vsml.evaluation import load_task
+from vsml.experiment import make_outer_loop
 from vsml.learners import build_learner
 from vsml.meta import es, fit_chunk, memory, objective, slicing
 from vsml.settings import data_settings, run_settings

@@ -20,7 +20,8 @@ from jax.flatten_util import ravel_pytree
 from tests.conftest import ROOT
 from vsml.comm import SingleProcessComm
 from vsml.config import ConfigError, build_config, resolve_for_rank
-from vsml.experiment import load_task, make_outer_loop
+from vsml.evaluation import load_task
+from vsml.experiment import make_outer_loop
 from vsml.learners import build_learner, vsml, vsml_layer
 from vsml.settings import data_settings, model_settings, run_settings, validate
 

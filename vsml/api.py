@@ -230,7 +230,7 @@ class LearnedAlgorithm:
           episode and step, the cross-entropy and whether the online prediction
           was right (averaged over ``batch_size``).
         """
-        from vsml import data, experiment  # noqa: PLC0415
+        from vsml import data, evaluation  # noqa: PLC0415
         from vsml.settings import run_settings  # noqa: PLC0415
 
         config = copy.deepcopy(self.config)
@@ -246,8 +246,8 @@ class LearnedAlgorithm:
         cache_key = (dataset, episodes, length, subset, batch_size, settings.evaluation.seed)
         if cache_key not in self._evaluators:
             data.check_dataset_available(dataset, settings.data_settings, "dataset")
-            task = experiment.load_task(dataset, subset, settings.data_settings, length, batch_size)
-            self._evaluators[cache_key] = experiment.make_evaluator(
+            task = evaluation.load_task(dataset, subset, settings.data_settings, length, batch_size)
+            self._evaluators[cache_key] = evaluation.make_evaluator(
                 self.learner, task, episodes, settings.evaluation.seed, rank=0
             )
         curves = self._evaluators[cache_key](self.params)
@@ -264,7 +264,7 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     """
     import jax  # noqa: PLC0415
 
-    from vsml import checkpoint, experiment  # noqa: PLC0415
+    from vsml import checkpoint, evaluation  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
@@ -279,7 +279,7 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     )
     rank_config = cfg.resolve_for_rank(config, 0)
     settings = run_settings(rank_config)
-    input_shape, num_classes = experiment.trained_sizes(settings)
+    input_shape, num_classes = evaluation.trained_sizes(settings)
     learner = build_learner(settings.model, input_shape, num_classes)
     template = learner.init(jax.random.PRNGKey(settings.seed))
     restored = checkpoint.restore(file, template)

@@ -142,10 +142,10 @@ def print_config(args, comm) -> int:
 
 
 def run(prepared, comm, stop) -> int:
-    from vsml import environment, experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+    from vsml import environment, evaluation, experiment  # noqa: PLC0415 — imports jax; only once the input is known good
 
     if prepared.config["call"] == "evaluate":
-        experiment.evaluate(prepared.config, comm, prepared.run_dir)
+        evaluation.evaluate(prepared.config, comm, prepared.run_dir)
         return 0
     resume_command = f"{environment.entry_command()} --resume {prepared.run_dir}"
     result = experiment.train(

@@ -25,7 +25,7 @@ def convert(path, config: dict, out) -> Path:
     be restored (``checkpoint.restore.path``) or, in a run directory with its config.yaml, resumed.
     """
     from vsml.config import resolve_for_rank, to_yaml  # noqa: PLC0415 — the command line only
-    from vsml.experiment import trained_sizes  # noqa: PLC0415
+    from vsml.evaluation import trained_sizes  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.meta.sliced import make_optimizer  # noqa: PLC0415
     from vsml.meta.slicing import base_keys  # noqa: PLC0415

@@ -1,8 +1,10 @@
-"""Train and evaluate: wiring of config, data, learner, outer loop, checkpoints and logs.
+"""Meta-training: the wiring of config, data, learner, outer loop, meta-tests, checkpoints and logs.
 
 Training is a setup step (:func:`setup_training`: task, learner, evaluators,
 outer loop, restored state) and a loop that only steps, evaluates, logs and
 checkpoints (:func:`run_generations`); :func:`train` opens the log around both.
+The meta-test itself (episodes, gathering, ``call: evaluate``) is
+:mod:`vsml.evaluation`; the checks before a run, :mod:`vsml.run_checks`.
 
 ``config`` is the layered configuration (``mpi_split`` unresolved, the same on
 every rank); each rank resolves its own view with
@@ -30,189 +32,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml import checkpoint, data, runtime
+from vsml import checkpoint, runtime
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
-from vsml.learners import build_learner, learner_type
+from vsml.console import stop_line
+from vsml.evaluation import Task, build_evaluators, load_task, run_evaluations
+from vsml.learners import build_learner
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
-from vsml.meta.slicing import item_slice
 from vsml.preemption import StopRequest
-from vsml.runlog import Stopwatch, open_run_log, stop_line
+from vsml.runlog import Stopwatch, open_run_log
 from vsml.runs import TrainResult
-from vsml.settings import CheckpointSettings, OptimizerSettings, RunSettings, SettingError, key_of, run_settings
-
-
-@dataclasses.dataclass
-class Task:
-    """A dataset ready for episodes: static spec, device arrays and a sampler."""
-
-    name: str
-    spec: data.DataSpec
-    arrays: dict
-    episode_length: int
-    batch_size: int
-
-    def sampler(self):
-        spec, length, batch = self.spec, self.episode_length, self.batch_size
-        return lambda arrays, key: data.sample_episode(spec, arrays, key, length, batch)
-
-
-def load_task(name: str, subset: str, data_settings: data.DataSettings, episode_length: int, batch_size: int) -> Task:
-    spec, arrays = data.load_dataset(name, subset, data_settings)
-    return Task(name, spec, arrays, episode_length, batch_size)
-
-
-def check_config(config: dict, comm: Comm) -> None:
-    """Refuses configs this version cannot run, before any data loading or compilation."""
-    checked = set()  # (dataset, data dir): a missing dataset may cost a network probe, so once each
-    for rank in range(comm.size):
-        settings = run_settings(resolve_for_rank(config, rank))
-        try:
-            item_slice(settings.training.population_size, 0, comm.size)
-        except ValueError as err:
-            raise SettingError(settings.training, "population_size", str(err)) from None
-        needed = [(settings.training.dataset, key_of(settings.training, "dataset"))] if settings.call == "train" else []
-        needed += [(name, key_of(settings.evaluation, "datasets")) for name in settings.evaluation.datasets]
-        for name, key in needed:
-            if (name, settings.data.dir) not in checked:
-                data.check_dataset_available(name, settings.data_settings, key)
-                checked.add((name, settings.data.dir))
-        build_learner(settings.model)
-        restore = settings.checkpoint.restore
-        # A missing file or an unknown pretrained:NAME, before compiling (path and run_path together:
-        # resolve_restore's one line says to give one of them).
-        if restore.path is not None and restore.run_path is None:
-            try:
-                checkpoint.resolve_path(restore.path, restore.file_name)
-            except checkpoint.CheckpointError as err:
-                raise SettingError(restore, "path", str(err)) from None
-        if (
-            settings.call == "evaluate"
-            and restore.path is None
-            and restore.run_path is None
-            and not learner_type(settings.model.type).hand_designed
-        ):
-            raise ValueError(
-                f"call: evaluate of a meta-learned {settings.model.type} needs "
-                f"{key_of(restore, 'path')} (a run directory or checkpoint file) "
-                f"or {key_of(restore, 'run_path')} (a wandb run)"
-            )
-
-
-def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
-    """``config`` with ``checkpoint.restore.run_path`` (a wandb run) made a local ``checkpoint.restore.path``.
-
-    Rank 0 finds the run's ``checkpoint.restore.file_name`` in a local wandb run
-    directory or downloads it into ``run_dir/restored/``; every rank gets the same
-    path, or raises the same one-line CheckpointError, before anything expensive.
-    """
-    restore = resolve_for_rank(config, 0)["checkpoint"]["restore"]
-    if restore.get("run_path") is None:
-        return config
-    if restore["path"] is not None:
-        raise ValueError(
-            f"{key_of(CheckpointSettings, 'restore')}: give path (a run directory or checkpoint file) or run_path "
-            f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})"
-        )
-    outcome = None
-    if comm.is_root:
-        try:
-            local = checkpoint.fetch_wandb_file(
-                restore["run_path"], restore.get("file_name"), config["logging"]["dir"], Path(run_dir) / "restored"
-            )
-            outcome = ("path", str(local))
-        except checkpoint.CheckpointError as err:
-            outcome = ("error", str(err))
-    kind, value = comm.bcast_object(outcome)
-    if kind == "error":
-        raise checkpoint.CheckpointError(value)
-    resolved = {
-        **config,
-        "checkpoint": {**config["checkpoint"], "restore": {**config["checkpoint"]["restore"], "path": value}},
-    }
-    return resolved
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def episode_slice(count: int, rank: int, ranks: int) -> range:
-    """The global indices of the evaluation episodes that rank ``rank`` of ``ranks`` runs.
-
-    Contiguous blocks in rank order (sizes differ by at most one; a rank may have
-    none), so rank 0's gather concatenates them as episodes ``0 .. count - 1``.
-    """
-    return range(count * rank // ranks, count * (rank + 1) // ranks)
-
-
-def make_evaluator(learner, task: Task, count: int, seed: int, rank: int = 0, ranks: int = 1):
-    """``evaluate(params) -> {'loss' [n, T], 'accuracy' [n, T]}``: this rank's share of ``count`` fixed episodes.
-
-    Episode ``j`` (global index, :func:`episode_slice`) has the key
-    ``fold_in(fold_in(PRNGKey(seed), 0), j)`` whichever rank runs it, so every
-    evaluation of a run sees the same episodes, and the gathered curves are the
-    same on any number of ranks. (The inner 0 keeps the episodes single-process
-    runs always had, when the key was folded with the rank.)
-    """
-    curves = objective.make_curves(objective.make_episode(learner.run, task.sampler()))
-    indices = episode_slice(count, rank, ranks)
-    if not indices:  # more ranks than episodes
-        empty = np.zeros((0, task.episode_length), np.float32)
-        return lambda params: {"loss": empty, "accuracy": empty}
-    base = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
-    keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(jnp.arange(indices.start, indices.stop))
-
-    @jax.jit
-    def evaluate(params, arrays):
-        loss, accuracy = jax.vmap(lambda key: curves(params, key, arrays))(keys)
-        return {"loss": loss, "accuracy": accuracy}
-
-    return lambda params: evaluate(params, task.arrays)
-
-
-def summarize_curves(curves: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
-    """Episode-mean and last-step loss/accuracy over every gathered episode."""
-    return {
-        f"{prefix}/loss": float(np.mean(curves["loss"])),
-        f"{prefix}/accuracy": float(np.mean(curves["accuracy"])),
-        f"{prefix}/final_loss": float(np.mean(curves["loss"][:, -1])),
-        f"{prefix}/final_accuracy": float(np.mean(curves["accuracy"][:, -1])),
-    }
-
-
-def run_evaluations(evaluators: dict, params, comm: Comm) -> tuple[dict[str, float], dict]:
-    """Evaluates on every dataset; rank 0 receives every rank's episodes.
-
-    Returns ``(row, curves)``: the summary metrics and, per dataset, the
-    gathered per-step curves ``{'loss', 'accuracy'}: [episodes, T]`` (both
-    empty on other ranks).
-    """
-    row, curves = {}, {}
-    for name, evaluate in evaluators.items():
-        local = {key: np.asarray(value) for key, value in evaluate(params).items()}
-        gathered = comm.gather_objects(local)
-        if comm.is_root:
-            curves[name] = {key: np.concatenate([g[key] for g in gathered]) for key in local}
-            row.update(summarize_curves(curves[name], f"eval/{name}"))
-    return row, curves
-
-
-def build_evaluators(learner, settings: RunSettings, comm: Comm) -> dict:
-    cfg = settings.evaluation
-    return {
-        name: make_evaluator(
-            learner,
-            load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size),
-            cfg.count,
-            cfg.seed,
-            comm.rank,
-            comm.size,
-        )
-        for name in cfg.datasets
-    }
-
-
-# --------------------------------------------------------------------------- training
+from vsml.settings import OptimizerSettings, RunSettings, key_of, run_settings
 
 
 def make_outer_loop(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
@@ -381,7 +211,7 @@ def run_generations(run: TrainingRun, stop: StopRequest, resume_command: str | N
     """The training loop: step, evaluate, log and checkpoint until the last generation or a stop signal.
 
     A stop signal on any rank ends the run after the current generation with a
-    checkpoint, on every rank, and one line (:func:`vsml.runlog.stop_line`, naming
+    checkpoint, on every rank, and one line (:func:`vsml.console.stop_line`, naming
     ``resume_command`` to continue it).
     """
     comm, log, schedule, state = run.comm, run.log, run.schedule, run.state
@@ -475,67 +305,3 @@ def _save(
             keep=keep,
         )
         log.attach(latest)  # the wandb run carries it, for checkpoint.restore.run_path
-
-
-def _fresh_evaluators(settings: RunSettings, comm: Comm) -> dict:
-    """Evaluators that ignore the params they are given: each runs a learner built for its
-    dataset's input shape and class count from its initial weights (seed ``seed``)."""
-    cfg = settings.evaluation
-    evaluators = {}
-    for name in cfg.datasets:
-        task = load_task(name, cfg.subset, settings.data_settings, cfg.episode_length, cfg.batch_size)
-        learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
-        initial = learner.init(jax.random.PRNGKey(settings.seed))
-        evaluate_fresh = make_evaluator(learner, task, cfg.count, cfg.seed, comm.rank, comm.size)
-        evaluators[name] = lambda _params, run=evaluate_fresh, params=initial: run(params)
-    return evaluators
-
-
-def trained_sizes(settings: RunSettings) -> tuple:
-    """``(input_shape, num_classes)`` a run's learner was built for; ``(None, None)`` for VSML (any size).
-
-    The fixed-size learners are built for the training data's (padded) sizes,
-    as during meta-training, which loads that dataset.
-    """
-    if learner_type(settings.model.type).any_size:
-        return None, None
-    train_spec, _ = data.load_dataset(settings.training.dataset, "train", settings.data_settings)
-    return train_spec.input_shape, train_spec.num_classes
-
-
-def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
-    """Evaluates restored meta-parameters (or a hand-designed rule's initial weights) on
-    ``evaluation.datasets``; rank 0 returns the row.
-
-    Writes the summary row to metrics.jsonl and every episode's per-step
-    curve (plus their mean) to evaluation.csv.
-    """
-    settings = run_settings(resolve_for_rank(config, comm.rank))
-    runtime.setup(settings.runtime.compilation_cache, announce_to_console=comm.is_root)
-    restore_path = settings.checkpoint.restore.path
-    if restore_path is None:
-        # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint
-        # each dataset gets a network of its own sizes from its initial weights, as in the
-        # original release (check_config refuses this for meta-learned learners).
-        evaluators = _fresh_evaluators(settings, comm)
-        saved = {"params": None, "step": 0}
-    else:
-        learner = build_learner(settings.model, *trained_sizes(settings))
-        saved = checkpoint.restore(
-            restore_path,
-            learner.init(jax.random.PRNGKey(settings.seed)),
-            file_name=settings.checkpoint.restore.file_name,
-        )
-        evaluators = build_evaluators(learner, settings, comm)
-    log = open_run_log(
-        comm.is_root, run_dir=run_dir, config=config, config_yaml=to_yaml(config), wandb_mode=settings.logging.wandb
-    )
-    try:
-        log.message(f"meta-testing generation {saved['step']} on {', '.join(evaluators)} (compiling first)…")
-        summary, curves = run_evaluations(evaluators, saved["params"], comm)
-        row = {"step": saved["step"], **summary}
-        log.log(row)
-        log.write_evaluation(saved["step"], curves, per_episode=True)
-    finally:
-        log.close()
-    return row

@@ -36,10 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vsml.runlog import CONFIG, METRICS, read_metrics
+from vsml.runlog import CONFIG, EVALUATION, EVALUATION_COLUMNS, METRICS, read_metrics
 
-EVALUATION_CSV = "evaluation.csv"
-EVALUATION_COLUMNS = ("train_step", "dataset", "episode", "step", "loss", "accuracy")
 MEAN_EPISODE = "mean"
 _EVAL_ACCURACY = re.compile(r"^eval/(.+)/accuracy$")
 
@@ -215,7 +213,7 @@ def load_curves(run_dir) -> RunCurves:
     rows = read_metrics(run_dir)
     result = RunCurves(run_dir=run_dir, meta_loss=meta_loss_curve(rows))
     config = _read_config(run_dir)
-    table = run_dir / EVALUATION_CSV
+    table = run_dir / EVALUATION
     if table.is_file():
         evaluation = read_evaluation_table(table)
         result.learning, result.learning_train_step = learning_curves(evaluation, "accuracy")
@@ -287,7 +285,7 @@ def summary(runs: list[RunCurves], labels: list[str]) -> str:
         )
     acc_rows = []
     for run, label in zip(runs, labels):
-        source = EVALUATION_CSV if run.learning else METRICS
+        source = EVALUATION if run.learning else METRICS
         for name, (mean_acc, last_acc) in run.final.items():
             at = run.learning_train_step.get(name)
             if at is None and name in run.eval_accuracy and len(run.eval_accuracy[name].x):
@@ -427,10 +425,8 @@ def main(argv=None) -> int:
         if not run_dir.is_dir():
             print(f"error: {run_dir} is not a directory", file=sys.stderr)
             return 2
-        if not (run_dir / METRICS).is_file() and not (run_dir / EVALUATION_CSV).is_file():
-            print(
-                f"error: {run_dir} holds neither {METRICS} nor {EVALUATION_CSV}: not a run directory", file=sys.stderr
-            )
+        if not (run_dir / METRICS).is_file() and not (run_dir / EVALUATION).is_file():
+            print(f"error: {run_dir} holds neither {METRICS} nor {EVALUATION}: not a run directory", file=sys.stderr)
             return 2
     try:
         runs = [load_curves(run_dir) for run_dir in args.run_dirs]

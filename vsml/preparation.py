@@ -75,7 +75,7 @@ def prepare_run(config: dict, comm, *, run_dir=None, resume_dir=None, resume_hin
     """
     from vsml import checkpoint  # noqa: PLC0415 — jax, only once the input parsed
     from vsml import config as cfg  # noqa: PLC0415
-    from vsml.experiment import check_config, resolve_restore  # noqa: PLC0415
+    from vsml.run_checks import check_config, resolve_restore  # noqa: PLC0415
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)

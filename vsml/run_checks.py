@@ -1,0 +1,90 @@
+"""Checks of a whole layered config before a run starts: every rank's view, its data, learner and checkpoint.
+
+:func:`check_config` refuses what this version cannot run with one line naming
+the key, before any data loading or compilation; :func:`resolve_restore` turns
+a wandb ``checkpoint.restore.run_path`` into a local path on every rank.
+Both run from :func:`vsml.preparation.prepare_run`, for ``launch.py`` and the
+Python API alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vsml import checkpoint, data
+from vsml.comm import Comm
+from vsml.config import resolve_for_rank
+from vsml.learners import build_learner, learner_type
+from vsml.meta.slicing import item_slice
+from vsml.settings import CheckpointSettings, SettingError, key_of, run_settings
+
+
+def check_config(config: dict, comm: Comm) -> None:
+    """Refuses configs this version cannot run, before any data loading or compilation."""
+    checked = set()  # (dataset, data dir): a missing dataset may cost a network probe, so once each
+    for rank in range(comm.size):
+        settings = run_settings(resolve_for_rank(config, rank))
+        try:
+            item_slice(settings.training.population_size, 0, comm.size)
+        except ValueError as err:
+            raise SettingError(settings.training, "population_size", str(err)) from None
+        needed = [(settings.training.dataset, key_of(settings.training, "dataset"))] if settings.call == "train" else []
+        needed += [(name, key_of(settings.evaluation, "datasets")) for name in settings.evaluation.datasets]
+        for name, key in needed:
+            if (name, settings.data.dir) not in checked:
+                data.check_dataset_available(name, settings.data_settings, key)
+                checked.add((name, settings.data.dir))
+        build_learner(settings.model)
+        restore = settings.checkpoint.restore
+        # A missing file or an unknown pretrained:NAME, before compiling (path and run_path together:
+        # resolve_restore's one line says to give one of them).
+        if restore.path is not None and restore.run_path is None:
+            try:
+                checkpoint.resolve_path(restore.path, restore.file_name)
+            except checkpoint.CheckpointError as err:
+                raise SettingError(restore, "path", str(err)) from None
+        if (
+            settings.call == "evaluate"
+            and restore.path is None
+            and restore.run_path is None
+            and not learner_type(settings.model.type).hand_designed
+        ):
+            raise ValueError(
+                f"call: evaluate of a meta-learned {settings.model.type} needs "
+                f"{key_of(restore, 'path')} (a run directory or checkpoint file) "
+                f"or {key_of(restore, 'run_path')} (a wandb run)"
+            )
+
+
+def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
+    """``config`` with ``checkpoint.restore.run_path`` (a wandb run) made a local ``checkpoint.restore.path``.
+
+    Rank 0 finds the run's ``checkpoint.restore.file_name`` in a local wandb run
+    directory or downloads it into ``run_dir/restored/``; every rank gets the same
+    path, or raises the same one-line CheckpointError, before anything expensive.
+    """
+    restore = resolve_for_rank(config, 0)["checkpoint"]["restore"]
+    if restore.get("run_path") is None:
+        return config
+    if restore["path"] is not None:
+        raise ValueError(
+            f"{key_of(CheckpointSettings, 'restore')}: give path (a run directory or checkpoint file) or run_path "
+            f"(a wandb run), not both (path {restore['path']}, run_path {restore['run_path']})"
+        )
+    outcome = None
+    if comm.is_root:
+        try:
+            local = checkpoint.fetch_wandb_file(
+                restore["run_path"], restore.get("file_name"), config["logging"]["dir"], Path(run_dir) / "restored"
+            )
+            outcome = ("path", str(local))
+        except checkpoint.CheckpointError as err:
+            outcome = ("error", str(err))
+    kind, value = comm.bcast_object(outcome)
+    if kind == "error":
+        raise checkpoint.CheckpointError(value)
+    resolved = {
+        **config,
+        "checkpoint": {**config["checkpoint"], "restore": {**config["checkpoint"]["restore"], "path": value}},
+    }
+    return resolved
