@@ -1,0 +1,100 @@
+"""The README's examples run as printed: each is read from README.md itself, not copied here.
+
+They run in a fresh folder that looks like the repository root to them (``launch.py``,
+``vsml/``, ``configs/`` and ``.venv`` linked in), so what they write (``digits.npz``,
+``runs/``) never lands in the checkout. The shell is a fresh ``bash`` with the test's
+environment: a command that needs anything the README does not say fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HANG_GUARD_S, ROOT
+
+README = ROOT / "README.md"
+BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
+PYTHON_HEREDOC = ".venv/bin/python - <<'EOF'"
+PRETRAINED_EVALUATE = "checkpoint.restore.path=pretrained:"
+
+
+def bash_blocks() -> list[str]:
+    return BASH_BLOCK.findall(README.read_text())
+
+
+def python_examples() -> list[str]:
+    """The README's Python examples: bash blocks that feed a script to ``.venv/bin/python -``."""
+    return [block for block in bash_blocks() if block.startswith(PYTHON_HEREDOC)]
+
+
+def command_line(marker: str) -> str:
+    """The one README command line containing ``marker``."""
+    lines = [line for block in bash_blocks() for line in block.splitlines() if marker in line]
+    assert len(lines) == 1, f"README.md should hold one command with {marker!r}, found {len(lines)}"
+    return lines[0]
+
+
+def in_repository_root(tmp_path: Path) -> Path:
+    """A folder that looks like the repository root: the checkout's code and configs, this venv."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the README's commands name .venv/bin/python: run the tests from a venv")
+    for name in ("launch.py", "vsml", "configs"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+def run_as_printed(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("PYTHONPATH", None)  # the example must find the package as a user's shell does
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S
+    )
+
+
+def test_the_readme_has_the_examples_this_file_runs():
+    examples = python_examples()
+    assert len(examples) == 2, [example.splitlines()[1:3] for example in examples]
+    assert any("api.train(" in example for example in examples)
+    assert any("api.pretrained(" in example for example in examples)
+    assert command_line(PRETRAINED_EVALUATE).startswith(".venv/bin/python launch.py ")
+
+
+def test_pretrained_example_runs_as_printed(tmp_path):
+    (example,) = [block for block in python_examples() if "api.pretrained(" in block]
+    done = run_as_printed(example, in_repository_root(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert "vsml-digits" in lines[0]  # the shipped names
+    assert lines[-1] == "(40, 3)"  # 40 steps, the 3 classes of the labels it was given
+
+
+@pytest.mark.slow  # ~20 s; tests/test_pretrained.py launches the same evaluation by name in the default run
+def test_pretrained_evaluate_command_runs_as_printed(tmp_path):
+    root = in_repository_root(tmp_path)
+    done = run_as_printed(command_line(PRETRAINED_EVALUATE), root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "meta-test gen" in done.stdout  # the result line
+    (run_dir,) = (root / "runs").iterdir()
+    assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "evaluation.csv").is_file()
+
+
+@pytest.mark.slow  # 20 generations and two meta-tests: ~20-60 s
+def test_api_example_runs_as_printed(tmp_path):
+    (example,) = [block for block in python_examples() if "api.train(" in block]
+    root = in_repository_root(tmp_path)
+    done = run_as_printed(example, root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_line, logits_line, curves_line = done.stdout.strip().splitlines()[-3:]
+    run_dir, generation, meta_loss = run_line.split()
+    assert Path(run_dir).parent == Path("runs") and (root / run_dir / "metrics.jsonl").is_file()
+    assert generation == "20" and 0 < float(meta_loss) < 10
+    assert logits_line.startswith("(50, 3) ")
+    assert curves_line.startswith("(8, 100) ")
+    assert 0.0 <= float(curves_line.split()[-1]) <= 1.0
