@@ -37,15 +37,12 @@ HEADS = ("key1", "key2", "query1", "query2", "value")
 
 
 @dataclasses.dataclass(frozen=True)
-class FWMemorySpec:
-    """The options of ``FWMemorySettings`` (defaults from there) and the data sizes it is built for."""
+class FWMemorySpec(FWMemorySettings):
+    """Every key of ``model.fw_memory`` (the fields of ``FWMemorySettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    slow_size: int = FWMemorySettings.slow_size
-    memory_size: int = FWMemorySettings.memory_size
-    tanh_bound: float = FWMemorySettings.tanh_bound
-    use_conv: bool = FWMemorySettings.use_conv
 
 
 def spec_from_config(model, input_shape=None, num_classes=None) -> FWMemorySpec:

@@ -36,13 +36,12 @@ BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite
 
 
 @dataclasses.dataclass(frozen=True)
-class FWPSpec:
-    """The options of ``FWPSettings`` (defaults from there) and the data sizes it is built for."""
+class FWPSpec(FWPSettings):
+    """Every key of ``model.fwp`` (the fields of ``FWPSettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    fast_size: int = FWPSettings.fast_size
-    tanh_bound: float = FWPSettings.tanh_bound
 
 
 def spec_from_config(model, input_shape=None, num_classes=None) -> FWPSpec:

@@ -39,14 +39,12 @@ ETA_LOGIT_INIT = -4.0  # η ≈ 0.018: the fast weights average over the last ~5
 
 
 @dataclasses.dataclass(frozen=True)
-class HebbianSpec:
-    """The options of ``HebbianSettings`` (defaults from there) and the data sizes it is built for."""
+class HebbianSpec(HebbianSettings):
+    """Every key of ``model.hebbian_fw`` (the fields of ``HebbianSettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    use_oja: bool = HebbianSettings.use_oja
-    use_conv: bool = HebbianSettings.use_conv
-    tanh_bound: float = HebbianSettings.tanh_bound
 
 
 def spec_from_config(model, input_shape=None, num_classes=None) -> HebbianSpec:

@@ -26,15 +26,12 @@ from vsml.settings import MetaRNNSettings
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaRNNSpec:
-    """The options of ``MetaRNNSettings`` (defaults from there) and the data sizes it is built for."""
+class MetaRNNSpec(MetaRNNSettings):
+    """Every key of ``model.meta_rnn`` (the fields of ``MetaRNNSettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    slow_size: int = MetaRNNSettings.slow_size
-    num_micro_ticks: int = MetaRNNSettings.num_micro_ticks
-    tanh_bound: float = MetaRNNSettings.tanh_bound
-    use_conv: bool = MetaRNNSettings.use_conv
 
 
 def spec_from_config(model, input_shape=None, num_classes=None) -> MetaRNNSpec:

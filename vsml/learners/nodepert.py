@@ -46,17 +46,12 @@ PERTURBATIONS = ("node", "weight")
 
 
 @dataclasses.dataclass(frozen=True)
-class NodePertSpec:
-    """The options of ``NodePertSettings`` (defaults from there) and the data sizes it is built for."""
+class NodePertSpec(NodePertSettings):
+    """Every key of ``model.nodepert`` (the fields of ``NodePertSettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    num_layers: int = NodePertSettings.num_layers
-    hidden_size: int = NodePertSettings.hidden_size
-    noise_std: float = NodePertSettings.noise_std
-    lr: float = NodePertSettings.lr
-    tanh_bound: float = NodePertSettings.tanh_bound
-    perturbation: str = NodePertSettings.perturbation
 
 
 def spec_from_config(model, input_shape=None, num_classes=None) -> NodePertSpec:

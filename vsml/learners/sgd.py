@@ -28,17 +28,12 @@ from vsml.settings import SettingError, SGDSettings
 
 
 @dataclasses.dataclass(frozen=True)
-class SGDSpec:
-    """The options of ``SGDSettings`` (defaults from there) and the data sizes it is built for."""
+class SGDSpec(SGDSettings):
+    """Every key of ``model.sgd`` (the fields of ``SGDSettings``, declared there once) and the data
+    sizes the learner is built for."""
 
     input_shape: tuple = common.PADDED_INPUT_SHAPE
     num_classes: int = common.PADDED_NUM_CLASSES
-    num_layers: int = SGDSettings.num_layers
-    hidden_size: int = SGDSettings.hidden_size
-    tanh_bound: float = SGDSettings.tanh_bound
-    optimizer: str = SGDSettings.optimizer
-    lr: float = SGDSettings.lr
-    use_conv: bool = SGDSettings.use_conv
 
 
 def make_inner_optimizer(name: str, lr: float) -> optax.GradientTransformation:
