@@ -244,3 +244,16 @@ def test_spec_from_config_reads_layer_specs():
     model["vsml_rnn"]["layer_specs"] = [{"type": "dense"}, {"type": "dense"}]
     with pytest.raises(ValueError, match=r"layer_specs\[0\].*size"):
         vsml.spec_from_config(model_settings(model))
+
+
+def test_spec_carries_every_key_of_both_vsml_sections():
+    """A key declared in ``model.sub_rnn`` or ``model.vsml_rnn`` reaches the learner: the spec has a field
+    of that name with the same default, except ``layer_specs``, which becomes ``hidden_sizes`` and
+    ``conv_layers`` (a spec must be hashable, to be a jit static)."""
+    from vsml.settings import SubRNNSettings, VSMLRNNSettings
+
+    section_fields = {f.name: f for cls in (SubRNNSettings, VSMLRNNSettings) for f in dataclasses.fields(cls)}
+    spec_fields = {f.name: f for f in dataclasses.fields(vsml.VSMLSpec)}
+    assert set(spec_fields) == set(section_fields) - {"layer_specs"} | {"hidden_sizes", "conv_layers"}
+    for name in set(section_fields) - {"layer_specs"}:
+        assert spec_fields[name].default == section_fields[name].default, name
