@@ -132,16 +132,17 @@ def test_population_not_divisible_by_ranks_is_refused():
 
 def test_evaluate_restores_and_reports(tmp_path):
     _ok(launch("--run_dir", tmp_path / "train", "--config", *TINY, "training.iterations=2"))
-    _ok(
-        launch(
-            "--run_dir",
-            tmp_path / "eval",
-            "--config",
-            *TINY,
-            "call=evaluate",
-            f"checkpoint.restore.path={tmp_path / 'train'}",
-        )
+    evaluated = launch(
+        "--run_dir",
+        tmp_path / "eval",
+        "--config",
+        *TINY,
+        "call=evaluate",
+        f"checkpoint.restore.path={tmp_path / 'train'}",
     )
+    _ok(evaluated)
+    # the last line says where the results went, as a training run's does
+    assert evaluated.stdout.strip().splitlines()[-1].startswith(f"done: meta-test in {tmp_path / 'eval'} (")
     (row,) = _rows(tmp_path / "eval")
     assert row["step"] == 2 and EVAL_KEYS <= set(row)
     table = [line.split(",") for line in (tmp_path / "eval" / "evaluation.csv").read_text().splitlines()[1:]]

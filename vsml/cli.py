@@ -143,9 +143,12 @@ def print_config(args, comm) -> int:
 
 def run(prepared, comm, stop) -> int:
     from vsml import environment, evaluation, experiment  # noqa: PLC0415 — imports jax; only once the input is known good
+    from vsml.runlog import EVALUATION, METRICS  # noqa: PLC0415
 
     if prepared.config["call"] == "evaluate":
         evaluation.evaluate(prepared.config, comm, prepared.run_dir)
+        if comm.is_root:
+            print(f"done: meta-test in {prepared.run_dir} ({METRICS}; every episode's curve: {EVALUATION})", flush=True)
         return 0
     resume_command = f"{environment.entry_command()} --resume {prepared.run_dir}"
     result = experiment.train(
