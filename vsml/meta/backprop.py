@@ -25,7 +25,6 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
 from vsml.meta.base import MetaState
@@ -73,7 +72,7 @@ class MetaGradient(SlicedLoop):
 
     def partial_sums(self, state: MetaState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This rank's ``(sum of finite gradients [D] float64, finite flags [n], losses [n])``."""
-        flat, _ = ravel_pytree(state.params)
+        flat = self.flatten(state.params)
         total = np.zeros(self.dim, dtype=np.float64)
         losses, finite = [], []
         for indices in self._chunks():

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.stats
-from jax.flatten_util import ravel_pytree
 
 from vsml.comm import Comm
 from vsml.meta.base import MetaState
@@ -174,8 +173,7 @@ class EvolutionStrategy(SlicedLoop):
 
     def evaluate(self, state: MetaState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
-        flat, _ = ravel_pytree(state.params)
-        return np.asarray(self._evaluate(flat, state.rng, state.generation, self.item_indices, data))
+        return np.asarray(self._evaluate(self.flatten(state.params), state.rng, state.generation, self.item_indices, data))
 
     def estimate(self, state: MetaState, data) -> Estimate:
         """One generation's gradient: evaluate, share fitness, shape, sum the noise exactly.

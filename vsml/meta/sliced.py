@@ -71,8 +71,8 @@ class Estimate:
 def finish_step(apply, unravel, state: MetaState, estimate: Estimate, start: float) -> tuple[MetaState, dict]:
     """The tail of every step: apply the update, stop on non-finite meta-parameters, report, advance.
 
-    ``apply`` is :func:`make_apply`'s function, ``unravel`` the flat-to-pytree map, ``start``
-    the step's ``time.perf_counter()``. Statistics: ``meta_loss`` and ``meta_loss_std`` over
+    ``apply`` is :func:`make_apply`'s function, ``unravel`` the flat-to-pytree map (compiled:
+    see :class:`SlicedLoop`), ``start`` the step's ``time.perf_counter()``. Statistics: ``meta_loss`` and ``meta_loss_std`` over
     the finite losses, the estimate's own, and ``time/evaluate``, ``time/communicate`` and
     ``time/update`` (the rest of the step: shaping, noise regeneration, optimiser).
     """
@@ -113,6 +113,12 @@ class SlicedLoop(abc.ABC):
         self.item_indices = item_slice(config.population_size, comm.rank, comm.size)
         self._evaluate = jax.jit(self._make_slice_evaluator())
         self._apply = make_apply(optimizer)
+        # Flat <-> pytree as one compiled call each: done eagerly, every leaf is a dispatch of its
+        # own, which on a GPU costs more than the update at small populations. Only data moves,
+        # so the numbers are the same either way. (The Adam update stays a call of its own:
+        # compiled together with the unravel, XLA rounds its maths differently.)
+        self.flatten = jax.jit(lambda params: jax.flatten_util.ravel_pytree(params)[0])
+        self._compiled_unravel = jax.jit(self.unravel)
 
     @abc.abstractmethod
     def _make_slice_evaluator(self):
@@ -137,7 +143,7 @@ class SlicedLoop(abc.ABC):
     def step(self, state: MetaState, data) -> tuple[MetaState, dict]:
         """One step on every rank together: the loop's estimate, then :func:`finish_step`."""
         start = time.perf_counter()
-        return finish_step(self._apply, self.unravel, state, self.estimate(state, data), start)
+        return finish_step(self._apply, self._compiled_unravel, state, self.estimate(state, data), start)
 
     def with_chunk(self, items_per_chunk: int | None):
         """The same loop evaluating ``items_per_chunk`` items at once (a new object; this one is unchanged)."""
@@ -150,9 +156,9 @@ class SlicedLoop(abc.ABC):
         ``temp_size_in_bytes`` is the working memory of one evaluation: it grows with
         ``items_per_chunk`` (the learner states alive at once), not with the slice.
         """
-        flat = jax.flatten_util.ravel_pytree(state.params)[0]
+        flat = self.flatten(state.params)
         return memory.compiled_memory(self._evaluate, flat, state.rng, state.generation, self.item_indices, data)
 
     def working_bytes_per_item(self, params, data) -> int:
-        flat = jax.flatten_util.ravel_pytree(params)[0]
+        flat = self.flatten(params)
         return memory.working_bytes_per_item(self._evaluate, flat, base_keys(0), data)
