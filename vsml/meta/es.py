@@ -173,7 +173,9 @@ class EvolutionStrategy(SlicedLoop):
 
     def evaluate(self, state: MetaState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
-        return np.asarray(self._evaluate(self.flatten(state.params), state.rng, state.generation, self.item_indices, data))
+        return np.asarray(
+            self._evaluate(self.flatten(state.params), state.rng, state.generation, self.item_indices, data)
+        )
 
     def estimate(self, state: MetaState, data) -> Estimate:
         """One generation's gradient: evaluate, share fitness, shape, sum the noise exactly.
