@@ -53,10 +53,20 @@ def _parse_table(text: str, title: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
 
 
-def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
+# The pipeline is the same for any learner: two of them in the default run (VSML and a
+# baseline), every default learner with `slow`.
+@pytest.mark.parametrize(
+    "learners",
+    [
+        pytest.param(["VSML", "HebbianFW"], id="two-learners"),
+        pytest.param(list(claims.DEFAULT_LEARNERS), id="every-learner", marks=pytest.mark.slow),
+    ],
+)
+def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
     out = tmp_path / "claims"
-    assert claims.main(["--quick", "--out", str(out), "--jobs", "2"]) == 0
-    args = claims.parse_args(["--quick", "--out", str(out)])
+    quick = ["--quick", "--out", str(out), "--learners", *learners]
+    assert claims.main([*quick, "--jobs", "2"]) == 0
+    args = claims.parse_args(quick)
     tests = list(claims.META_TEST_SETS)
 
     # Every cell: a real run directory with its checkpoint, meta-tested on every set.
@@ -77,9 +87,9 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
     table = _parse_table(text, "Episode-mean accuracy")
     assert table[0][2:] == tests
     body = {(r[0], r[1]): r[2:] for r in table[2:]}
-    expected_rows = {(lr, "digits") for lr in claims.DEFAULT_LEARNERS} | {(h, "none") for h in claims.HAND_DESIGNED}
+    expected_rows = {(lr, "digits") for lr in learners} | {(h, "none") for h in claims.HAND_DESIGNED}
     assert set(body) == expected_rows | {("chance", "–")}
-    for learner in claims.DEFAULT_LEARNERS:
+    for learner in learners:
         seeds = [
             json.loads((out / "runs" / claims.cell_name(learner, "digits", s) / "metatest.json").read_text())
             for s in args.seeds
@@ -100,10 +110,10 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path):
     mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
     sweep = (out / "sweep.yaml").read_text()
     (out / "report.md").unlink()
-    assert claims.main(["--quick", "--out", str(out), "--report-only"]) == 0
+    assert claims.main([*quick, "--report-only"]) == 0
     assert _parse_table((out / "report.md").read_text(), "Episode-mean accuracy") == table
     assert mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/train/checkpoint.npz")}
-    assert claims.main(["--quick", "--out", str(out), "--report-only", "--seeds", "0"]) == 0
+    assert claims.main([*quick, "--report-only", "--seeds", "0"]) == 0
     assert (out / "sweep.yaml").read_text() == sweep
     one_seed = _parse_table((out / "report.md").read_text(), "Episode-mean accuracy")
     for row in one_seed[2:-1]:  # one seed: every spread collapses to a point
