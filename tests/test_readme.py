@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,42 @@ def run_as_printed(command: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+# Command lines that name files the reader makes first (A.yaml, runs/mine, mine.npz), a sweep
+# file bench/claims.py writes, or elide their arguments (...): not runnable as printed.
+PLACEHOLDERS = ("...", "A.yaml", "runs/mine", "mine.npz", "runs/claims")
+
+
+def launch_commands() -> list[str]:
+    """Every README command line that runs ``.venv/bin/python launch.py`` (directly or under the venv's
+    mpiexec), without its comment and without the venv set-up before it, except those with placeholders."""
+    commands = []
+    for block in bash_blocks():
+        for line in block.replace("\\\n", " ").splitlines():
+            command = line.split("&& ")[-1].strip()
+            if not command.startswith((".venv/bin/python launch.py", ".venv/bin/mpiexec")):
+                continue
+            if "launch.py" in command and not any(mark in command for mark in PLACEHOLDERS):
+                commands.append(shlex.join(shlex.split(command, comments=True)))
+    return list(dict.fromkeys(commands))  # each once (the quick start's is printed twice)
+
+
+@pytest.mark.parametrize("command", launch_commands())
+def test_launch_command_is_a_valid_run_as_printed(command, tmp_path):
+    """Each command's config files, keys and values are what this version accepts: the command as
+    printed plus ``--print_config`` (which checks the configuration and stops before any data or
+    compilation) succeeds. The runs themselves are the quick-start, launcher and API tests."""
+    done = run_as_printed(command + " --print_config", in_repository_root(tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
 def test_the_readme_has_the_examples_this_file_runs():
     examples = python_examples()
     assert len(examples) == 2, [example.splitlines()[1:3] for example in examples]
     assert any("api.train(" in example for example in examples)
     assert any("api.pretrained(" in example for example in examples)
     assert command_line(PRETRAINED_EVALUATE).startswith(".venv/bin/python launch.py ")
+    assert len(launch_commands()) >= 8, launch_commands()
 
 
 def test_pretrained_example_runs_as_printed(tmp_path):

@@ -2,7 +2,7 @@
 
     python3 launch.py --config_files configs/quickstart.yaml --config training.population_size=128
     mpiexec -n 4 python3 launch.py --config_files ...           # same run, spread over 4 ranks
-    python3 launch.py --array configs/array/sweep.yaml --task 3  # one task of a sweep
+    python3 launch.py --array configs/array/datasets.yaml --task 3  # one task of a sweep
     python3 launch.py --array configs/array/sgd.yaml --subset 1 3 --task 2 --tags sgd  # entry 3 (0-based)
     python3 launch.py --resume runs/RUN [--config training.iterations=N]
     python3 launch.py --config_files configs/quickstart.yaml --print_config  # show it, run nothing
