@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HANG_GUARD_S, ROOT
+from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT
 
 README = ROOT / "README.md"
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
@@ -42,12 +43,18 @@ def command_line(marker: str) -> str:
 
 
 def in_repository_root(tmp_path: Path) -> Path:
-    """A folder that looks like the repository root: the checkout's code and configs, this venv."""
-    if sys.prefix == sys.base_prefix:
-        pytest.skip("the README's commands name .venv/bin/python: run the tests from a venv")
+    """A folder that looks like the repository root: the checkout's code and configs, and ``.venv``
+    standing for the Python running the tests (the venv itself when there is one; otherwise a
+    ``.venv/bin`` whose ``python`` and ``mpiexec`` are this interpreter and the mpiexec beside it)."""
     for name in ("launch.py", "vsml", "configs"):
         (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    if sys.prefix != sys.base_prefix:  # a venv finds its packages only through its own folder
+        (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    else:
+        bin_dir = tmp_path / ".venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").symlink_to(sys.executable)
+        (bin_dir / "mpiexec").symlink_to(MPIEXEC if MPIEXEC.exists() else shutil.which("mpiexec") or MPIEXEC)
     return tmp_path
 
 
