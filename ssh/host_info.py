@@ -74,18 +74,20 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def problem(reports: list[tuple[str, dict]]) -> str | None:
+def problem(reports: list[tuple[str, dict]], synced: bool = False) -> str | None:
     """The first reason the hosts cannot run this checkout's code as one job, or None.
 
-    ``reports``: ``[("checkout", info), (host, info), ...]``, each ``info`` from ``--check``.
+    ``reports``: ``[("checkout", info), (host, info), ...]``, each ``info`` from ``--check``;
+    ``synced``: the code was copied just before (so a difference means it changed meanwhile).
     """
     (_, local), hosts = reports[0], reports[1:]
+    fix = "files changed while they were copied: run it again" if synced else "sync it (drop --no-sync)"
     for host, info in hosts:
         where = f"{host}:{info['dir']}"
         if info["missing"]:
-            return f"{where} lacks code files of this checkout (e.g. {info['missing'][0]}): sync it (drop --no-sync)"
+            return f"{where} lacks code files of this checkout (e.g. {info['missing'][0]}): {fix}"
         if info["code"] != local["code"]:
-            return f"{where} holds another code version than this checkout: sync it (drop --no-sync)"
+            return f"{where} holds another code version than this checkout: {fix}"
         absent = [name for name in ("jax", "jaxlib", "mpi4py", "mpich") if info["packages"].get(name) is None]
         if absent:
             return (
@@ -117,6 +119,7 @@ def main(argv=None) -> int:
     mode.add_argument("--list", action="store_true", help="print the code files of this folder, one a line")
     mode.add_argument("--check", action="store_true", help="read a manifest on stdin; print one JSON line")
     mode.add_argument("--compare", action="store_true", help="read NAME<TAB>JSON reports; print the first problem")
+    parser.add_argument("--synced", action="store_true", help="with --compare: the code was copied just before")
     args = parser.parse_args(argv)
     root = Path.cwd()
     if args.compare:
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
         for line in sys.stdin.read().splitlines():
             name, _, text = line.partition("\t")
             reports.append((name, json.loads(text)))
-        found = problem(reports)
+        found = problem(reports, synced=args.synced)
         if found:
             print(found)
         return 1 if found else 0

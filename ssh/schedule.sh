@@ -238,7 +238,9 @@ else
             die "$host has no code folder $remote_dir with ssh/host_info.py ($(last_line "$output")): drop --no-sync, or check --remote-dir"
         reports+=$'\n'"$host	$(last_line "$output")"
     done
-    found=$(python3 "$SCRIPT_DIR/host_info.py" --compare <<<"$reports") || die "$found"
+    synced=()
+    ((!sync)) || synced=(--synced)
+    found=$(python3 "$SCRIPT_DIR/host_info.py" --compare "${synced[@]}" <<<"$reports") || die "$found"
 fi
 if ((multi)); then
     # MPICH's launcher on the first host starts the others' ranks with ssh from there.

@@ -147,23 +147,43 @@ def test_array_job_runs_each_task_in_its_own_directory(slurm, tmp_path, sweep_fo
         assert (run_dir / f"slurm-{job}_{task}.out").exists()
 
 
+def _generation(run_dir: Path) -> int:
+    with np.load(run_dir / "checkpoint.npz") as saved:
+        return int(saved["step"])
+
+
 def test_slurm_time_limit_signal_stops_the_run_and_the_chain_resumes_it_exactly(slurm, tmp_path):
-    """--time and --signal-before as printed: Slurm itself signals job 1 before its limit."""
+    """--time, --signal-before and --chain as printed: Slurm itself signals job 1 before its limit."""
     run_dir, local = tmp_path / "chained", tmp_path / "local"
-    # Work for about a minute at a few ms per generation: longer than job 1 runs before its signal
-    # (Slurm sends it 60 s before the 2-minute limit, up to ~30 s earlier), so job 1 must stop part way.
-    config = [*LONG, "training.iterations=20000"]
+    # Far more work than fits: job 1 runs until Slurm's signal, 60 s before its 2-minute limit
+    # (Slurm may send it up to ~30 s earlier), and must stop there with a checkpoint.
+    config = [*LONG, "training.iterations=100000000"]
     ids = _job_ids(
-        _schedule(slurm, "--time=2", "--signal-before=60", "--chain=4", "--run_dir", run_dir, *_launch(*config))
+        _schedule(slurm, "--time=2", "--signal-before=60", "--chain=2", "--run_dir", run_dir, *_launch(*config))
     )
-    assert len(ids) == 4
-    reference = launch("--run_dir", local, "--config_files", "configs/quickstart.yaml", "--config", *config)
+    assert slurm.wait_done(ids[0], 600) == "COMPLETED", _job_log(run_dir)
+    first = (run_dir / f"slurm-{ids[0]}.out").read_text()
+    assert "received SIGUSR1" in first and "stopped by SIGUSR1" in first, first
+    stopped_at = _generation(run_dir)
+    # Job 2, started by the chain's dependency, resumes the run; stop it early as the launcher says.
+    rows = _metric_rows(run_dir)
+    engines.wait_until(lambda: _metric_rows(run_dir) >= rows + 2, 300, what="job 2 to go on from the checkpoint")
+    assert slurm.run("scancel", "--batch", "--signal=USR1", ids[1]).returncode == 0
+    assert slurm.wait_done(ids[1], 300) == "COMPLETED", _job_log(run_dir)
+    assert f"resuming {run_dir} from its checkpoint" in (run_dir / f"slurm-{ids[1]}.out").read_text()
+    ended_at = _generation(run_dir)
+    assert ended_at > stopped_at
+    # training.iterations only says where a run ends: an uninterrupted run to the same generation is the reference.
+    reference = launch(
+        "--run_dir",
+        local,
+        "--config_files",
+        "configs/quickstart.yaml",
+        "--config",
+        *LONG,
+        f"training.iterations={ended_at}",
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
-    states = [slurm.wait_done(job, 900) for job in ids]
-    log = _job_log(run_dir)
-    assert states[0] == "COMPLETED" and "received SIGUSR1" in (run_dir / f"slurm-{ids[0]}.out").read_text(), log
-    assert "resuming" in (run_dir / f"slurm-{ids[1]}.out").read_text(), log
-    assert "done: 20000 generations" in log
     _assert_same_checkpoint(run_dir, local)
 
 
