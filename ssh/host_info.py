@@ -81,7 +81,7 @@ def problem(reports: list[tuple[str, dict]], synced: bool = False) -> str | None
     ``synced``: the code was copied just before (so a difference means it changed meanwhile).
     """
     (_, local), hosts = reports[0], reports[1:]
-    fix = "files changed while they were copied: run it again" if synced else "sync it (drop --no-sync)"
+    fix = "a file changed while it was copied: run it again" if synced else "sync it (drop --no-sync)"
     for host, info in hosts:
         where = f"{host}:{info['dir']}"
         if info["missing"]:

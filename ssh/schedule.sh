@@ -206,7 +206,8 @@ if ((dry_run)); then
     echo "# dry run: nothing runs; \"ssh HOST: X\" means: run X on HOST (GPUs <free-i> come from gpustat)"
 fi
 
-# 1. Reach every host, then copy the code (and install).
+# 1. Reach every host, then copy the code (and install). What the hosts must hold is this
+#    checkout as it is now (edits made while the code is copied or installed do not count).
 if ((!dry_run)); then
     for host in "${hosts[@]}"; do
         output=$(ssh "${ssh_opts[@]}" "$host" true 2>&1) || die "cannot reach $host over ssh without a password: $(last_line "$output")"
@@ -231,8 +232,6 @@ check="cd $(quote "$remote_dir") 2>/dev/null && $activate && python3 ssh/host_in
 if ((dry_run)); then
     for host in "${hosts[@]}"; do remote "$host" "$check < MANIFEST"; done
 else
-    manifest=$(cd "$REPO_DIR" && python3 ssh/host_info.py --list)
-    reports="checkout	$(cd "$REPO_DIR" && python3 ssh/host_info.py --check <<<"$manifest")"
     for host in "${hosts[@]}"; do
         output=$(ssh "${ssh_opts[@]}" "$host" "$check" <<<"$manifest" 2>&1) ||
             die "$host has no code folder $remote_dir with ssh/host_info.py ($(last_line "$output")): drop --no-sync, or check --remote-dir"
@@ -318,4 +317,4 @@ echo "started ${#tasks[@]} task(s) on ${hosts[*]} in tmux session $session on $h
 printf '%s\n' "${summary[@]}"
 echo "attach:  ssh -t $head tmux attach -t $session    (next window: Ctrl-b n; detach: Ctrl-b d)"
 echo "follow:  ssh $head tail -f $remote_dir/$run_dir/${tasks[0]:+task-${tasks[0]}/}output.log"
-echo "fetch:   rsync -az $head:$remote_dir/$run_dir/ $run_dir/ && python3 -m vsml.plot $run_dir${tasks[0]:+/task-*}"
+echo "fetch:   mkdir -p $run_dir && rsync -az $head:$remote_dir/$run_dir/ $run_dir/ && python3 -m vsml.plot $run_dir${tasks[0]:+/task-*}"
