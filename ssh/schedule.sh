@@ -209,6 +209,8 @@ fi
 # 1. Reach every host, then copy the code (and install). What the hosts must hold is this
 #    checkout as it is now (edits made while the code is copied or installed do not count).
 if ((!dry_run)); then
+    manifest=$(cd "$REPO_DIR" && python3 ssh/host_info.py --list)
+    reports="checkout	$(cd "$REPO_DIR" && python3 ssh/host_info.py --check <<<"$manifest")"
     for host in "${hosts[@]}"; do
         output=$(ssh "${ssh_opts[@]}" "$host" true 2>&1) || die "cannot reach $host over ssh without a password: $(last_line "$output")"
     done
