@@ -10,10 +10,11 @@ Copies the run's latest checkpoint (meta-parameters, ES/Adam state, the full
 configuration) into the package, meta-tests it now through the public API
 (``vsml.api.load(...).evaluate``: ``--episodes`` fresh test-split episodes of
 ``--length`` steps per dataset, the run's own preprocessing) and writes
-``NAME.yaml`` beside it: what it is, the command and commit that reproduce it,
-the machine, and per dataset the online accuracy over the whole episode and over
-its last quarter: the mean over episodes, and the 10th-90th percentile of the
-per-episode values as the spread.
+``NAME.yaml`` beside it: what it is, where its training data comes from and on
+what terms, the command and commit that reproduce it, the machine, and per
+dataset the online accuracy over the whole episode and over its last quarter:
+the mean over episodes, and the 10th-90th percentile of the per-episode values
+as the spread.
 ``--check NAME`` re-evaluates a shipped one and compares with its card.
 """
 
@@ -27,12 +28,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402
 from vsml import api, checkpoint, resources, runtime  # noqa: E402
+from vsml.data import offline_source  # noqa: E402
 
 EPISODES = 64
 LENGTH = 100
@@ -56,6 +59,8 @@ def meta_test(algorithm, datasets, episodes: int, length: int) -> dict:
 
 def ship(args) -> None:
     source = checkpoint.resolve_path(args.run)
+    dataset = yaml.safe_load(str(checkpoint.load_arrays(source)["config"]))["training"]["dataset"]
+    training_data = _training_data(dataset, source)  # before anything is copied or evaluated
     target = resources.PRETRAINED_DIR / f"{args.name}.npz"
     shutil.copyfile(source, target)
     algorithm = api.load(target)
@@ -65,7 +70,8 @@ def ship(args) -> None:
         "description": args.description,
         "model": algorithm.config["model"]["type"],
         "meta_parameters": int(sum(np.size(leaf) for leaf in _leaves(algorithm.params))),
-        "meta_trained_on": algorithm.config["training"]["dataset"],
+        "meta_trained_on": dataset,
+        "training_data": training_data,
         "generations": int(algorithm.step),
         "reproduce": args.command,
         "config_files": list(args.config_files),  # layer these to evaluate or continue it from launch.py
@@ -94,6 +100,16 @@ def check(args) -> int:
         print(f"{name}: card {card} != now {measured}")
     print("card matches" if not differ else f"{len(differ)} dataset(s) differ on this machine")
     return 1 if differ else 0
+
+
+def _training_data(dataset, source) -> dict:
+    """Where the meta-training examples come from and on what terms; per dataset under ``mpi_split``."""
+    names = dataset["mpi_split"] if isinstance(dataset, dict) else [dataset]
+    unknown = [name for name in names if name not in offline_source.PROVENANCE]
+    if unknown:
+        sys.exit(f"{source}: meta-trained on {unknown}; add source and terms to vsml.data.offline_source.PROVENANCE")
+    entries = {name: offline_source.PROVENANCE[name] for name in names}
+    return entries[dataset] if isinstance(dataset, str) else entries
 
 
 def _leaves(tree):

@@ -1,17 +1,22 @@
-"""The installable package: pyproject metadata, shipped files, and an install used from another directory."""
+"""The installable package: pyproject metadata, its license, shipped files, and an install used from another directory."""
 
 from __future__ import annotations
 
+import email.parser
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.conftest import HANG_GUARD_S, ROOT
 from vsml import environment, resources
@@ -81,15 +86,50 @@ def test_hints_name_the_command_that_was_typed(argv0, expected):
     assert environment.entry_command(argv0).endswith(expected)
 
 
-def _fresh_venv_with_the_wheel(tmp_path) -> Path:
-    """A new venv holding only the built wheel; its dependencies come from the test venv (no network)."""
-    wheel_dir = tmp_path / "wheel"
-    source = tmp_path / "source"  # a copy, so the build leaves no build/ or egg-info in the checkout
+# The SHA-256 of the Apache License 2.0 as the ASF publishes it (apache.org/licenses/LICENSE-2.0.txt),
+# the file jax, optax and chex ship too: LICENSE must be that text, byte for byte.
+APACHE_2_0_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+
+
+def test_the_license_is_apache_2_0_verbatim_and_declared():
+    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == APACHE_2_0_SHA256
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"  # an SPDX expression (PEP 639)
+    assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
+
+
+@pytest.mark.parametrize("where", ["build-system", "requirements-dev.txt"])
+def test_the_build_backend_reads_a_license_expression(where):
+    # setuptools reads `license = "SPDX"` and license-files from 77 on (older ones reject the file);
+    # the wheel test below builds with the test environment's setuptools, so the dev install needs it too.
+    lines = PYPROJECT["build-system"]["requires"] if where == "build-system" else _requirements(where)
+    (setuptools,) = [Requirement(line) for line in lines if Requirement(line).name == "setuptools"]
+    assert not setuptools.specifier.contains("76.1") and setuptools.specifier.contains("77.0")
+
+
+@pytest.fixture(scope="module")
+def distributions(tmp_path_factory) -> dict[str, Path]:
+    """The wheel and the sdist built from a copy of the checkout, once for this file's tests."""
+    root = tmp_path_factory.mktemp("build")
+    source = root / "source"  # a copy, so the build leaves no build/ or egg-info in the checkout
     shutil.copytree(
         ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "wandb", "build", "*.egg-info")
     )
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir, source]
-    subprocess.run(list(map(str, build)), check=True, timeout=HANG_GUARD_S, capture_output=True)
+    # The test venv's setuptools builds both (no build isolation: nothing is downloaded).
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root, source]
+    sdist = [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(root)!r})"]
+    for command in (build, sdist):
+        built = subprocess.run(
+            list(map(str, command)), cwd=source, timeout=HANG_GUARD_S, capture_output=True, text=True
+        )
+        hint = "the build needs setuptools>=77 here: pip install -r requirements-dev.txt\n"
+        assert built.returncode == 0, hint + built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = root.glob("vsml-*.whl")
+    (sdist_file,) = root.glob("vsml-*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist_file}
+
+
+def _fresh_venv_with_the_wheel(wheel: Path, tmp_path) -> Path:
+    """A new venv holding only ``wheel``; its dependencies come from the test venv (no network)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=HANG_GUARD_S)
     python = venv / "bin" / "python"
@@ -101,7 +141,6 @@ def _fresh_venv_with_the_wheel(tmp_path) -> Path:
     ).stdout.strip()
     # The test venv's packages (jax, numpy, ...) behind the new venv's own, as an offline install would give.
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    (wheel,) = wheel_dir.glob("vsml-*.whl")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
@@ -112,8 +151,22 @@ def _fresh_venv_with_the_wheel(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_installed_package_works_from_another_directory(tmp_path):
-    venv = _fresh_venv_with_the_wheel(tmp_path)
+def test_wheel_and_sdist_carry_the_license(distributions):
+    license_text = (ROOT / "LICENSE").read_bytes()
+    with zipfile.ZipFile(distributions["wheel"]) as wheel:
+        (dist_info,) = {name.split("/")[0] for name in wheel.namelist() if ".dist-info/" in name}
+        assert wheel.read(f"{dist_info}/licenses/LICENSE") == license_text
+        headers = email.parser.HeaderParser().parsestr(wheel.read(f"{dist_info}/METADATA").decode())
+    assert headers["License-Expression"] == "Apache-2.0"
+    assert headers.get_all("License-File") == ["LICENSE"]
+    with tarfile.open(distributions["sdist"]) as sdist:
+        top = distributions["sdist"].name.removesuffix(".tar.gz")
+        assert sdist.extractfile(f"{top}/LICENSE").read() == license_text
+
+
+@pytest.mark.slow
+def test_installed_package_works_from_another_directory(distributions, tmp_path):
+    venv = _fresh_venv_with_the_wheel(distributions["wheel"], tmp_path)
     elsewhere = tmp_path / "elsewhere" / "vsml"  # a folder named like the package must not shadow it
     elsewhere.mkdir(parents=True)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import launch
 from vsml import api, checkpoint, resources
+from vsml.data import offline_source
 
 NAMES = resources.pretrained_names()
 CARD_KEYS = {
@@ -19,6 +20,7 @@ CARD_KEYS = {
     "model",
     "meta_parameters",
     "meta_trained_on",
+    "training_data",
     "generations",
     "reproduce",
     "config_files",
@@ -40,6 +42,10 @@ def test_every_shipped_algorithm_has_a_card_that_agrees_with_its_checkpoint(name
     saved = checkpoint.load_arrays(resources.pretrained_file(name))
     config = yaml.safe_load(str(saved["config"]))
     assert card["meta_trained_on"] == config["training"]["dataset"]
+    # It says where its training examples come from and on what terms: the file the loader reads.
+    assert card["training_data"] == offline_source.PROVENANCE[card["meta_trained_on"]]
+    assert offline_source.PACKAGED_FILES[card["meta_trained_on"]][1][-1] in card["training_data"]["source"]
+    assert card["training_data"]["terms"]
     assert card["model"] == config["model"]["type"]
     assert card["generations"] == int(saved["step"])
     params = [array for key, array in saved.items() if key.startswith("params/")]

