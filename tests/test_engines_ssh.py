@@ -20,6 +20,7 @@ import re
 import select
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
             if not detached and expect.encode() in screen:
                 os.write(fd, b"\x02d")  # tmux's detach keys
                 detached = True
+        if not detached:
+            os.kill(pid, signal.SIGKILL)  # never seen: end the attach rather than wait on it
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
