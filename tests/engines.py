@@ -295,6 +295,7 @@ class SshHosts:
         for address in self.addresses:
             host = self.host_dir(address)
             self.code(address).mkdir(parents=True, exist_ok=True)
+            (host / "tmux").mkdir(mode=0o700, exist_ok=True)
             config = host / "sshd_config"
             config.write_text(
                 "\n".join(
@@ -307,6 +308,8 @@ class SshHosts:
                         "KbdInteractiveAuthentication no",
                         "UsePAM no",
                         "StrictModes no",
+                        # Each host its own tmux server (tmux's socket lives in /tmp, which hosts share).
+                        f"SetEnv TMUX_TMPDIR={host / 'tmux'}",
                         "",
                     ]
                 )

@@ -13,15 +13,19 @@ is not root; ``.ci/run`` installs them and sets VSML_REAL_ENGINES=1 (then a skip
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
 import shlex
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 import uuid
 from pathlib import Path
@@ -99,7 +103,8 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
         [(hosts.root / "client-ssh", hosts.home_ssh)], f"exec bash -c {shlex.quote(attach)}"
     )  # the user's machine, as SshHosts.client, but on a terminal
     pid, fd = pty.fork()
-    if pid == 0:
+    if pid == 0:  # a terminal of 50 x 200 (a new pty has none: tmux would draw nothing)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         os.execvpe(argv[0], argv, {**_client_env(), "TERM": "xterm"})
     screen, deadline, detached = b"", time.monotonic() + timeout, False
     try:
@@ -116,6 +121,8 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
             if not detached and expect.encode() in screen:
                 os.write(fd, b"\x02d")  # tmux's detach keys
                 detached = True
+        if not detached:
+            os.kill(pid, signal.SIGKILL)  # never seen: end the attach rather than wait on it
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
