@@ -28,7 +28,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     """Fills the settings marker with the generated key reference."""
     if SETTINGS_MARKER not in markdown:
         return markdown
-    if str(ROOT) not in sys.path:  # this checkout's vsml, installed or not (mkdocs restores sys.path after loading hooks)
+    # This checkout's vsml, installed or not (mkdocs restores sys.path after loading the hooks).
+    if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from vsml.settings import reference_markdown  # imported here: only the pages that need it pay for it
 
