@@ -4,10 +4,14 @@
   ``python -m vsml.settings --markdown`` prints, from the declarations in ``vsml/settings/`` — the
   same table as docs/DESIGN.md §9, never copied by hand.
 - ``bench-results.md``: ``bench/RESULTS.md`` itself, so the measured figures live in one file.
+
+And the docstrings' Sphinx roles (``:func:`train```), which mkdocstrings' Google-style
+rendering would show as text, are shown as the code they name.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_MARKER = "<!-- settings reference -->"
 BENCH_RESULTS = ROOT / "bench" / "RESULTS.md"
+SPHINX_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|obj):(?=<code>)")
 
 
 def on_files(files, config):
@@ -34,3 +39,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     from vsml.settings import reference_markdown  # imported here: only the pages that need it pay for it
 
     return markdown.replace(SETTINGS_MARKER, reference_markdown())
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Drops the Sphinx role before a rendered code name (``:func:<code>train</code>``)."""
+    return SPHINX_ROLE.sub("", html)

@@ -118,6 +118,7 @@ def test_the_api_reference_is_generated_from_the_docstrings(site):
     for name in ("train", "load", "pretrained_names", "pretrained", "LearnedAlgorithm", "TrainResult"):
         assert f'id="vsml.api.{name}"' in html or f'id="vsml.runs.{name}"' in html, name
     assert "Meta-trains as" in html  # the first line of api.train's docstring, rendered
+    assert ":func:" not in html and ":class:" not in html  # Sphinx roles shown as the code they name
 
 
 def test_the_benchmark_log_is_bench_results_md(site):
