@@ -104,7 +104,7 @@ def test_reproducing_the_digits_algorithm_gives_its_meta_parameters(tmp_path):
     """The card's command, run again: the same meta-parameters on the machine and jax it names.
 
     Elsewhere floats drift in the last digits after some hundreds of generations
-    (README "Quick start"), so there the reproduction only has to learn as well.
+    (docs/getting-started.md, "The quick start"), so there the reproduction only has to learn as well.
     """
     from bench import machine  # noqa: PLC0415
 

@@ -1,98 +1,39 @@
 """The README's examples run as printed: each is read from README.md itself, not copied here.
 
-They run in a fresh folder that looks like the repository root to them (``launch.py``,
-``vsml/``, ``configs/`` and ``.venv`` linked in), so what they write (``digits.npz``,
-``runs/``) never lands in the checkout. The shell is a fresh ``bash`` with the test's
-environment: a command that needs anything the README does not say fails here.
+How they are read and run (in a fresh folder that looks like the repository root) is
+``tests/doc_commands.py``, shared with the documentation pages' ``tests/test_docs.py``.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT
+from tests import doc_commands
+from tests.conftest import ROOT
+from tests.doc_commands import in_repository_root, run_as_printed
 
 README = ROOT / "README.md"
-BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
-PYTHON_HEREDOC = ".venv/bin/python - <<'EOF'"
 PRETRAINED_EVALUATE = "checkpoint.restore.path=pretrained:"
 
 
-def bash_blocks() -> list[str]:
-    return BASH_BLOCK.findall(README.read_text())
-
-
 def python_examples() -> list[str]:
-    """The README's Python examples: bash blocks that feed a script to ``.venv/bin/python -``."""
-    return [block for block in bash_blocks() if block.startswith(PYTHON_HEREDOC)]
-
-
-def command_line(marker: str) -> str:
-    """The one README command line containing ``marker``."""
-    lines = [line for block in bash_blocks() for line in block.splitlines() if marker in line]
-    assert len(lines) == 1, f"README.md should hold one command with {marker!r}, found {len(lines)}"
-    return lines[0]
-
-
-def in_repository_root(tmp_path: Path) -> Path:
-    """A folder that looks like the repository root: the checkout's code and configs, and ``.venv``
-    standing for the Python running the tests (the venv itself when there is one; otherwise a
-    ``.venv/bin`` whose ``python`` and ``mpiexec`` are this interpreter and the mpiexec beside it)."""
-    for name in ("launch.py", "vsml", "configs"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    if sys.prefix != sys.base_prefix:  # a venv finds its packages only through its own folder
-        (tmp_path / ".venv").symlink_to(Path(sys.prefix))
-    else:
-        bin_dir = tmp_path / ".venv" / "bin"
-        bin_dir.mkdir(parents=True)
-        (bin_dir / "python").symlink_to(sys.executable)
-        (bin_dir / "mpiexec").symlink_to(MPIEXEC if MPIEXEC.exists() else shutil.which("mpiexec") or MPIEXEC)
-    return tmp_path
-
-
-def run_as_printed(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("PYTHONPATH", None)  # the example must find the package as a user's shell does
-    return subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S
-    )
-
-
-# Command lines that name files the reader makes first (A.yaml, runs/mine, mine.npz), a sweep
-# file bench/claims.py writes, or elide their arguments (...): not runnable as printed.
-PLACEHOLDERS = ("...", "A.yaml", "runs/mine", "mine.npz", "runs/claims")
+    return doc_commands.python_examples(README)
 
 
 def launch_commands() -> list[str]:
-    """Every README command line that runs ``.venv/bin/python launch.py`` (directly or under the venv's
-    mpiexec), without its comment and without the venv set-up before it, except those with placeholders."""
-    commands = []
-    for block in bash_blocks():
-        for line in block.replace("\\\n", " ").splitlines():
-            command = line.split("&& ")[-1].strip()
-            if not command.startswith((".venv/bin/python launch.py", ".venv/bin/mpiexec")):
-                continue
-            if "launch.py" in command and not any(mark in command for mark in PLACEHOLDERS):
-                commands.append(shlex.join(shlex.split(command, comments=True)))
-    return list(dict.fromkeys(commands))  # each once (the quick start's is printed twice)
+    return doc_commands.launch_commands(README)
+
+
+def command_line(marker: str) -> str:
+    return doc_commands.command_line(README, marker)
 
 
 @pytest.mark.parametrize("command", launch_commands())
 def test_launch_command_is_a_valid_run_as_printed(command, tmp_path):
-    """Each command's config files, keys and values are what this version accepts: the command as
-    printed plus ``--print_config`` (which checks the configuration and stops before any data or
-    compilation) succeeds. The runs themselves are the quick-start, launcher and API tests."""
-    done = run_as_printed(command + " --print_config", in_repository_root(tmp_path))
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert not (tmp_path / "runs").exists()  # nothing ran
+    """Accepted as printed (``--print_config``); the runs themselves are the quick-start, launcher and API tests."""
+    doc_commands.check_launch_command(command, tmp_path)
 
 
 def test_the_readme_has_the_examples_this_file_runs():
@@ -101,7 +42,8 @@ def test_the_readme_has_the_examples_this_file_runs():
     assert any("api.train(" in example for example in examples)
     assert any("api.pretrained(" in example for example in examples)
     assert command_line(PRETRAINED_EVALUATE).startswith(".venv/bin/python launch.py ")
-    assert len(launch_commands()) >= 8, launch_commands()
+    assert ".venv/bin/python launch.py --config_files configs/quickstart.yaml" in launch_commands()
+    assert any(command.startswith(".venv/bin/mpiexec -n ") for command in launch_commands()), launch_commands()
 
 
 def test_pretrained_example_runs_as_printed(tmp_path):

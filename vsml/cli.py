@@ -35,7 +35,7 @@ EPILOG = f"""examples:
 
 config keys: every key and its default is in configs/default.yaml (commented);
 what each one means is in docs/DESIGN.md section 9. Datasets: python3 -m vsml.data status.
-Plots: python3 -m vsml.plot RUN_DIR. Python API: vsml/api.py (README "Python API")."""
+Plots: python3 -m vsml.plot RUN_DIR. Python API: vsml/api.py (docs/python-api.md)."""
 
 
 def parse_args(argv):

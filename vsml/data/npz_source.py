@@ -237,7 +237,7 @@ class NpzSource:
             (
                 "npz:PATH",
                 "-",
-                "a .npz with x [N, H, W(, C)] or [N, D] and integer labels y [N] (README 'Your own data')",
+                "a .npz with x [N, H, W(, C)] or [N, D] and integer labels y [N] (docs/datasets.md, 'Your own data')",
             )
         ]
 

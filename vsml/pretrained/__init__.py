@@ -1,4 +1,4 @@
-"""The pre-trained learning algorithms shipped with the package (README "Pre-trained algorithms").
+"""The pre-trained learning algorithms shipped with the package (docs/python-api.md, "Pre-trained algorithms").
 
 Each ``NAME.npz`` is an ordinary checkpoint of this project (meta-parameters
 and the full configuration that made them); ``NAME.yaml`` beside it says how it
