@@ -184,7 +184,7 @@ remote_dir=${remote_dir#\~/}  # ssh starts in the home directory
 
 # Take the command's --run_dir, find its --array / --config_files.
 scan_command
-((resume_given == 0)) || die "resuming over ssh: run the '--resume' command by hand on $head (see docs/running.md, \"On a GPU machine over ssh\")"
+((resume_given == 0)) || die "resuming over ssh: run the '--resume' command by hand on $head (see docs/running.md, \"On GPU machines over ssh\")"
 ((task_given == 0)) || [[ -z $array ]] || die "the command has --task but --array=$array picks the tasks"
 if [[ -n $array && -z $array_file ]]; then
     die "--array=$array needs a command with '--array FILE' (task i runs 'launch.py ... --task i')"
