@@ -224,3 +224,31 @@ def test_mismatched_arrays_are_one_line_errors(trained):
         algorithm.run(np.zeros((4, 3)), np.array([0, 1, 2, 3]), num_classes=2)
     with pytest.raises(ValueError, match="labels: give integer class indices or one-hot floats"):
         algorithm.run(np.zeros((2, 3)), np.array(["a", "b"]))
+
+
+def test_run_episodes_equals_one_run_per_episode(trained):
+    """E episodes in one call are E independent episodes: each equals its own single-episode call."""
+    algorithm = api.load(trained.run_dir)
+    rng = np.random.default_rng(3)
+    inputs, labels = rng.normal(size=(4, 9, 5, 5)), rng.integers(0, 3, size=(4, 9))  # E=4 episodes of T=9 steps
+    together = algorithm.run_episodes(inputs, labels, num_classes=3, seed=2)
+    assert together.shape == (4, 9, 3) and together.dtype == np.float32
+    one_by_one = np.stack([algorithm.run(x, y, num_classes=3, seed=2) for x, y in zip(inputs, labels, strict=True)])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+    # the same E episodes as B streams of ONE episode share the learner's state: other logits
+    streams = algorithm.run(inputs.swapaxes(0, 1), labels.swapaxes(0, 1), num_classes=3, seed=2)
+    assert streams.shape == (9, 4, 3)
+    assert not np.allclose(streams.swapaxes(0, 1)[:, 1:], one_by_one[:, 1:], atol=1e-4)
+    # episodes of B shared-state streams, and one-hot labels
+    batched = algorithm.run_episodes(inputs[:, :, None], np.eye(3, dtype=np.float32)[labels][:, :, None], seed=2)
+    np.testing.assert_allclose(batched[:, :, 0], one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_run_episodes_bad_arrays_and_float_indices_are_one_line(trained):
+    algorithm = api.load(trained.run_dir)
+    with pytest.raises(ValueError, match=r"disagree on the episodes E, the steps T"):
+        algorithm.run_episodes(np.zeros((2, 5, 3)), np.zeros((3, 5), dtype=int))
+    with pytest.raises(ValueError, match=r"class indices as floats\? pass labels.astype\(int\)"):
+        algorithm.run(np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match=r"class indices as floats\? pass labels.astype\(int\)"):
+        algorithm.run_episodes(np.zeros((2, 4, 3)), np.zeros((2, 4)))
