@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +15,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import launch
+from tests import conftest
 from tests.conftest import checkpoint_arrays
 from vsml import api, checkpoint, evaluation, runs
 from vsml.comm import SingleProcessComm
@@ -252,3 +256,34 @@ def test_run_episodes_bad_arrays_and_float_indices_are_one_line(trained):
         algorithm.run(np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match=r"class indices as floats\? pass labels.astype\(int\)"):
         algorithm.run_episodes(np.zeros((2, 4, 3)), np.zeros((2, 4)))
+
+
+def test_api_and_command_line_give_identical_numbers_in_fresh_processes(tmp_path):
+    """Each process sets the project's XLA flags itself (``import vsml``), so a fresh Python's
+    ``.evaluate`` and ``launch.py``'s ``call: evaluate`` compute the same numbers, bit for bit.
+    The case is one where the flags change the numbers (digits, batch 4: the YNNPACK fusion's last bits)."""
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}  # as a user's shell has it
+    if conftest.USER_XLA_FLAGS:
+        env["XLA_FLAGS"] = conftest.USER_XLA_FLAGS
+    env["JAX_PLATFORMS"] = "cpu"
+    script = (
+        "import json, numpy as np; from vsml import api; "
+        "c = api.pretrained('vsml-digits').evaluate('digits', episodes=4, length=50, batch_size=4, seed=5); "
+        "print(json.dumps({k: float(np.mean(v)) for k, v in c.items()}))"
+    )
+    command_line = [
+        *(sys.executable, str(conftest.ROOT / "launch.py"), "--run_dir", str(tmp_path / "cli")),
+        *("--config_files", "configs/quickstart_paper.yaml", "--config"),
+        *("call=evaluate", "checkpoint.restore.path=pretrained:vsml-digits", "evaluation.datasets=[digits]"),
+        *("evaluation.count=4", "evaluation.episode_length=50", "evaluation.batch_size=4", "evaluation.seed=5"),
+        "logging.wandb=disabled",
+    ]
+    runs_together = [
+        subprocess.Popen(args, cwd=conftest.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in ([sys.executable, "-c", script], command_line)
+    ]
+    (api_out, api_err), (cli_out, cli_err) = [run.communicate(timeout=conftest.HANG_GUARD_S) for run in runs_together]
+    assert [run.returncode for run in runs_together] == [0, 0], api_err[-2000:] + cli_err[-2000:]
+    from_api = json.loads(api_out.splitlines()[-1])
+    row = json.loads((tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["eval/digits/loss"] == from_api["loss"] and row["eval/digits/accuracy"] == from_api["accuracy"]

@@ -84,11 +84,10 @@ def train(
     checkpoint, as on the command line; a second Ctrl-C interrupts at once.
     ``mpi_split`` values resolve to rank 0's: this is one process.
     """
-    from vsml import experiment, preparation, runtime  # noqa: PLC0415 — jax, only once called
+    from vsml import experiment, preparation  # noqa: PLC0415 — jax, only once called
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
-    runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir, the run directory to continue")
     resume_dir = run_dir if resume else None
