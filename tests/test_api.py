@@ -272,8 +272,7 @@ def test_api_and_command_line_give_identical_numbers_in_fresh_processes(tmp_path
         "print(json.dumps({k: float(np.mean(v)) for k, v in c.items()}))"
     )
     command_line = [
-        *(sys.executable, str(conftest.ROOT / "launch.py"), "--run_dir", str(tmp_path / "cli")),
-        *("--config_files", "configs/quickstart_paper.yaml", "--config"),
+        *(sys.executable, str(conftest.ROOT / "launch.py"), "--run_dir", str(tmp_path / "cli"), "--config"),
         *("call=evaluate", "checkpoint.restore.path=pretrained:vsml-digits", "evaluation.datasets=[digits]"),
         *("evaluation.count=4", "evaluation.episode_length=50", "evaluation.batch_size=4", "evaluation.seed=5"),
         "logging.wandb=disabled",

@@ -312,12 +312,15 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     The configuration is the one stored in the checkpoint, layered on today's
     defaults; ``overrides`` (as in :func:`train`) change it for what follows,
     e.g. ``{"data.dir": "/data/tfds"}`` or preprocessing for :meth:`LearnedAlgorithm.evaluate`.
+    The model is always the checkpoint's: a model override that contradicts it
+    is a ValueError of one line naming the key and both values.
     Fixed-size learners load their training dataset to learn its sizes.
     """
     import jax  # noqa: PLC0415
 
     from vsml import checkpoint, evaluation  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
+    from vsml.run_checks import checkpoint_model  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
     file = checkpoint.resolve_path(os.fspath(path))
@@ -329,6 +332,7 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     config = _layer(
         cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"), overrides, "overrides"
     )
+    config = checkpoint_model(config, saved, str(path))  # a model override that contradicts it: one line
     rank_config = cfg.resolve_for_rank(config, 0)
     settings = run_settings(rank_config)
     input_shape, num_classes = evaluation.trained_sizes(settings)
