@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vsml import environment
 from vsml.runlog import CONFIG, EVALUATION, EVALUATION_COLUMNS, METRICS, read_metrics
 
 MEAN_EPISODE = "mean"
@@ -406,7 +407,7 @@ def _window(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m vsml.plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=environment.module_command("vsml.plot"), description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument(
         "--out",

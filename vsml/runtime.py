@@ -324,7 +324,6 @@ def enable_compilation_cache(directory: Path) -> None:
 
 # --------------------------------------------------------------------------- what a run runs on
 
-GPU_INSTALL_COMMAND = "pip install -r requirements-cuda.txt"
 CUDA_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
 
 
@@ -392,7 +391,10 @@ def missing_gpu_warning(backend: str, environ=os.environ, plugin_installed: bool
             "driver and CUDA versions must match the plugin: python3 -c 'import jax; print(jax.devices())')"
         )
     else:
-        cause = f"jax has no GPU backend (the CPU-only jaxlib is installed); for the GPU: {GPU_INSTALL_COMMAND}"
+        from vsml import environment  # noqa: PLC0415 — standard library only
+
+        install = environment.install_hint(environment.CUDA_REQUIREMENTS)
+        cause = f"jax has no GPU backend (the CPU-only jaxlib is installed); for the GPU: {install}"
     return f"warning: an NVIDIA GPU is visible ({reason}) but this run uses the CPU: {cause}"
 
 
