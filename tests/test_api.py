@@ -286,3 +286,15 @@ def test_api_and_command_line_give_identical_numbers_in_fresh_processes(tmp_path
     from_api = json.loads(api_out.splitlines()[-1])
     row = json.loads((tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["eval/digits/loss"] == from_api["loss"] and row["eval/digits/accuracy"] == from_api["accuracy"]
+
+
+def test_an_evaluate_run_is_named_after_the_datasets_it_evaluates(tmp_path):
+    config = {
+        "call": "evaluate",
+        "training": {"dataset": "digits"},
+        "evaluation": {"datasets": ["npz:data/mine.npz", "npz:/x/other set.npz"]},
+        "logging": {"dir": str(tmp_path)},
+    }
+    path = runs.default_run_dir(config)
+    assert path.parent == tmp_path and path.name.endswith("-evaluate-npz-mine+npz-other-set")
+    assert runs.default_run_dir({**config, "call": "train"}).name.endswith("-train-digits")
