@@ -210,7 +210,9 @@ def main(argv=None) -> int:
     from vsml import environment  # noqa: PLC0415 — standard library only
 
     environment.exit_if_missing(environment.entry_command())  # one line naming the install command, not a traceback
-    # The project's XLA flags are already set: ``import vsml`` set them (vsml/runtime.py).
+    from vsml import runtime  # noqa: PLC0415
+
+    runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
     from vsml.comm import world  # noqa: PLC0415
 
     if args.print_config:

@@ -154,11 +154,9 @@ def world(environ: dict | None = None) -> Comm:
         from mpi4py import MPI  # noqa: PLC0415 — importing initialises MPI; only here
     except (ImportError, RuntimeError, OSError) as err:
         if launched_by_mpi(environ):
-            from vsml import environment  # noqa: PLC0415 — standard library only
-
             raise RuntimeError(
                 f"started by an MPI launcher but mpi4py cannot load MPI ({err}); "
-                f"reinstall with `{environment.install_hint()}` and launch with the venv's mpiexec"
+                "reinstall with `pip install -r requirements.txt` and launch with the venv's mpiexec"
             ) from err
         warnings.warn(f"mpi4py unavailable ({err}); running as a single process", stacklevel=2)
         return SingleProcessComm()
