@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +15,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import launch
+from tests import conftest
 from tests.conftest import checkpoint_arrays
 from vsml import api, checkpoint, evaluation, runs
 from vsml.comm import SingleProcessComm
@@ -224,3 +228,73 @@ def test_mismatched_arrays_are_one_line_errors(trained):
         algorithm.run(np.zeros((4, 3)), np.array([0, 1, 2, 3]), num_classes=2)
     with pytest.raises(ValueError, match="labels: give integer class indices or one-hot floats"):
         algorithm.run(np.zeros((2, 3)), np.array(["a", "b"]))
+
+
+def test_run_episodes_equals_one_run_per_episode(trained):
+    """E episodes in one call are E independent episodes: each equals its own single-episode call."""
+    algorithm = api.load(trained.run_dir)
+    rng = np.random.default_rng(3)
+    inputs, labels = rng.normal(size=(4, 9, 5, 5)), rng.integers(0, 3, size=(4, 9))  # E=4 episodes of T=9 steps
+    together = algorithm.run_episodes(inputs, labels, num_classes=3, seed=2)
+    assert together.shape == (4, 9, 3) and together.dtype == np.float32
+    one_by_one = np.stack([algorithm.run(x, y, num_classes=3, seed=2) for x, y in zip(inputs, labels, strict=True)])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+    # the same E episodes as B streams of ONE episode share the learner's state: other logits
+    streams = algorithm.run(inputs.swapaxes(0, 1), labels.swapaxes(0, 1), num_classes=3, seed=2)
+    assert streams.shape == (9, 4, 3)
+    assert not np.allclose(streams.swapaxes(0, 1)[:, 1:], one_by_one[:, 1:], atol=1e-4)
+    # episodes of B shared-state streams, and one-hot labels
+    batched = algorithm.run_episodes(inputs[:, :, None], np.eye(3, dtype=np.float32)[labels][:, :, None], seed=2)
+    np.testing.assert_allclose(batched[:, :, 0], one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_run_episodes_bad_arrays_and_float_indices_are_one_line(trained):
+    algorithm = api.load(trained.run_dir)
+    with pytest.raises(ValueError, match=r"disagree on the episodes E, the steps T"):
+        algorithm.run_episodes(np.zeros((2, 5, 3)), np.zeros((3, 5), dtype=int))
+    with pytest.raises(ValueError, match=r"class indices as floats\? pass labels.astype\(int\)"):
+        algorithm.run(np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match=r"class indices as floats\? pass labels.astype\(int\)"):
+        algorithm.run_episodes(np.zeros((2, 4, 3)), np.zeros((2, 4)))
+
+
+def test_api_and_command_line_give_identical_numbers_in_fresh_processes(tmp_path):
+    """Each process sets the project's XLA flags itself (``import vsml``), so a fresh Python's
+    ``.evaluate`` and ``launch.py``'s ``call: evaluate`` compute the same numbers, bit for bit.
+    The case is one where the flags change the numbers (digits, batch 4: the YNNPACK fusion's last bits)."""
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}  # as a user's shell has it
+    if conftest.USER_XLA_FLAGS:
+        env["XLA_FLAGS"] = conftest.USER_XLA_FLAGS
+    env["JAX_PLATFORMS"] = "cpu"
+    script = (
+        "import json, numpy as np; from vsml import api; "
+        "c = api.pretrained('vsml-digits').evaluate('digits', episodes=4, length=50, batch_size=4, seed=5); "
+        "print(json.dumps({k: float(np.mean(v)) for k, v in c.items()}))"
+    )
+    command_line = [
+        *(sys.executable, str(conftest.ROOT / "launch.py"), "--run_dir", str(tmp_path / "cli"), "--config"),
+        *("call=evaluate", "checkpoint.restore.path=pretrained:vsml-digits", "evaluation.datasets=[digits]"),
+        *("evaluation.count=4", "evaluation.episode_length=50", "evaluation.batch_size=4", "evaluation.seed=5"),
+        "logging.wandb=disabled",
+    ]
+    runs_together = [
+        subprocess.Popen(args, cwd=conftest.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in ([sys.executable, "-c", script], command_line)
+    ]
+    (api_out, api_err), (cli_out, cli_err) = [run.communicate(timeout=conftest.HANG_GUARD_S) for run in runs_together]
+    assert [run.returncode for run in runs_together] == [0, 0], api_err[-2000:] + cli_err[-2000:]
+    from_api = json.loads(api_out.splitlines()[-1])
+    row = json.loads((tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["eval/digits/loss"] == from_api["loss"] and row["eval/digits/accuracy"] == from_api["accuracy"]
+
+
+def test_an_evaluate_run_is_named_after_the_datasets_it_evaluates(tmp_path):
+    config = {
+        "call": "evaluate",
+        "training": {"dataset": "digits"},
+        "evaluation": {"datasets": ["npz:data/mine.npz", "npz:/x/other set.npz"]},
+        "logging": {"dir": str(tmp_path)},
+    }
+    path = runs.default_run_dir(config)
+    assert path.parent == tmp_path and path.name.endswith("-evaluate-npz-mine+npz-other-set")
+    assert runs.default_run_dir({**config, "call": "train"}).name.endswith("-train-digits")

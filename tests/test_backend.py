@@ -12,6 +12,8 @@ does), on whatever jax is installed.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -51,3 +53,27 @@ def test_jit_vmap_equals_row_by_row_float64(f, rows):
     else:
         expected = np.tanh(x64 @ np.ones((13, 4))).sum(1) + (scales * x64[:, :12]).sum(1)
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_import_vsml_sets_the_flags_or_says_once_that_it_is_too_late():
+    """``import vsml`` applies the flags before any backend; after one exists it sets nothing and says so."""
+    fresh = {}
+    assert runtime.apply_xla_flags_at_import(fresh) is not None or not runtime.project_xla_flags()  # backend exists
+    assert "XLA_FLAGS" not in fresh  # the variable never claims flags this process does not run with
+    flagged = {"XLA_FLAGS": runtime.project_xla_flags()}
+    assert runtime.apply_xla_flags_at_import(flagged) is None  # already in effect: nothing to say
+    script = "import jax; jax.numpy.zeros(1).block_until_ready(); import vsml, os; print(os.environ.get('XLA_FLAGS'))"
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    late = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=conftest.ROOT)
+    assert late.returncode == 0 and late.stdout.strip() == "None"
+    warnings = [line for line in late.stderr.splitlines() if "XLA flags" in line]
+    if runtime.project_xla_flags():
+        assert len(warnings) == 1 and "import vsml before using jax" in warnings[0], late.stderr
+    early = subprocess.run(
+        [sys.executable, "-c", "import vsml, os; print(os.environ.get('XLA_FLAGS', ''))"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=conftest.ROOT,
+    )
+    assert early.stdout.strip() == runtime.project_xla_flags() and early.stderr == ""

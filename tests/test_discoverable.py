@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import yaml
 
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT
+from vsml import environment, resources, runtime
 from vsml.config import build_config, resolve_for_rank
 from vsml.config_view import describe_config
 from vsml.data import __main__ as data_cli
@@ -22,13 +24,54 @@ def _run(*args, timeout=HANG_GUARD_S):
 
 def test_help_shows_examples_and_where_the_keys_are_documented():
     result = _run("launch.py", "--help")
-    assert result.returncode == 0
+    assert result.returncode == 0 and result.stdout.startswith("usage: launch.py ")
     assert "examples:" in result.stdout and "--print_config" in result.stdout
-    assert "configs/default.yaml" in result.stdout and "docs/DESIGN.md section 9" in result.stdout
-    for line in result.stdout.split("examples:")[1].splitlines():
-        if line.strip().startswith("python3 launch.py"):  # every example is a valid command line
-            args = line.split("#")[0].split()[2:]
+    assert "launch.py --list-settings prints every key" in result.stdout
+    for line in result.stdout.split("examples:")[1].split("\n\n")[0].splitlines():
+        if " launch.py " in line:  # every example is a valid command line, as typed
+            args = line.split("#")[0].split(" launch.py ", 1)[1].split()
             assert launch.parse_args(args) is not None
+
+
+def test_module_help_says_vsml_names_the_typed_command_and_lists_what_ships():
+    result = _run("-m", "vsml", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: vsml ")  # not __main__.py
+    typed = f"{environment.python_command()} -m vsml"
+    examples = result.stdout.split("examples:\n")[1].split("\n\n")[0].splitlines()
+    assert examples and all(line.strip().startswith((typed, f"mpiexec -n 4 {typed}")) for line in examples)
+    listed = " ".join(result.stdout.split())  # the lists wrap
+    for name in resources.pretrained_names():
+        assert name in listed.split("pretrained:NAME):")[1]
+    for file in (ROOT / "configs").glob("*.yaml"):
+        assert f"configs/{file.name}" in listed
+    assert f"{typed} --list-settings" in listed and "docs/DESIGN.md" not in listed  # not in an installed package
+
+
+def test_list_settings_prints_the_key_reference_of_design_section_9():
+    result = _run("-m", "vsml", "--list-settings")
+    assert result.returncode == 0 and result.stderr == ""
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    rows = result.stdout.splitlines()
+    assert len(rows) > 50 and rows[0].startswith("| key |") and any(row.startswith("| `seed` |") for row in rows)
+    assert all(row in design for row in rows)  # the same table, every row
+
+
+def test_an_installed_package_names_extras_where_a_checkout_names_requirement_files(monkeypatch):
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "requirements-prepare.txt" in environment.install_hint(environment.PREPARE_REQUIREMENTS)  # a checkout
+    monkeypatch.setattr(resources, "in_checkout", lambda: False)
+    hint = environment.install_hint(environment.PREPARE_REQUIREMENTS)
+    assert hint == f"{environment.python_command()} -m pip install 'vsml[prepare]'"
+    assert "'vsml[cuda]'" in runtime.missing_gpu_warning("cpu", {"GPU_COUNT": "1"}, plugin_installed=False)
+    for requirements, extra in environment.EXTRAS.items():
+        assert (ROOT / requirements).is_file() and (extra == "vsml" or extra[5:-1] in extras)
+
+
+def test_data_status_prints_commands_for_the_running_python(tmp_path):
+    result = _run("-m", "vsml.data", "status", "--data_dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"prepare: {environment.python_command()} -m vsml.data prepare mnist" in result.stdout
+    assert _run("-m", "vsml.data", "--help").stdout.startswith(f"usage: {environment.python_command()} -m vsml.data")
 
 
 def test_print_config_shows_the_resolved_config_without_running_anything(tmp_path):

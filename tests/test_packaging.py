@@ -200,3 +200,28 @@ def test_installed_package_works_from_another_directory(distributions, tmp_path)
         )
         assert shown.returncode == 0, shown.stderr
         assert re.search(r"^  population_size: 32$", shown.stdout, re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_installed_package_speaks_as_an_installed_package(tmp_path):
+    """usage: vsml, the extras instead of requirement files, commands of the running Python, --list-settings."""
+    venv = _fresh_venv_with_the_wheel(tmp_path)
+    python = str(venv / "bin" / "python")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+    def run(*args):
+        result = subprocess.run(
+            [*args], cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for command in ([str(venv / "bin" / "vsml")], [python, "-m", "vsml"]):
+        shown = run(*command, "--help")
+        assert shown.startswith("usage: vsml ") and "pretrained:NAME): vsml-digits" in " ".join(shown.split())
+        assert "configs/quickstart.yaml" in shown and "--list-settings" in shown and "DESIGN" not in shown
+        assert "| `training.population_size` |" in run(*command, "--list-settings")
+    hint = run(python, "-c", "from vsml import environment as e; print(e.install_hint(e.PREPARE_REQUIREMENTS))")
+    assert hint.strip().endswith("-m pip install 'vsml[prepare]'")
+    status = run(python, "-m", "vsml.data", "status", "--data_dir", str(tmp_path / "tfds"))
+    assert "prepare: venv/bin/python -m vsml.data prepare mnist" in status  # typed from this folder

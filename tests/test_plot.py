@@ -218,3 +218,15 @@ def test_cli_several_runs_go_to_the_first_run_dir_and_smooth(run_copy, tmp_path)
     assert (run_copy / "compare.png").stat().st_size > 10_000 and f"wrote {run_copy / 'compare.png'}" in result.stdout
     bad = _cli(run_copy, "--smooth", "0")
     assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def test_runs_of_different_class_counts_keep_their_chance_lines(run_copy, tmp_path):
+    colors = ["C0", "C1", "C2"]
+    assert plot.chance_lines([0.1, 0.1, None], ["a", "b", "c"], colors) == [(0.1, "gray", "")]  # they agree
+    assert plot.chance_lines([0.1, 0.2, None], ["a", "b", "c"], colors) == [(0.1, "C0", " a"), (0.2, "C1", " b")]
+    assert plot.chance_lines([None, None], ["a", "b"], colors) == []
+    five = plot.load_curves(run_copy)
+    five.chance = {name: 0.2 for name in five.chance}  # as if its dataset had 5 classes
+    five.uniform_loss = math.log(5)
+    out = plot.plot([plot.load_curves(run_copy), five], ["ten", "five"], tmp_path / "mixed.png")
+    assert out.stat().st_size > 10_000

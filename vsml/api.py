@@ -5,7 +5,8 @@
     result = api.train(config_files=["configs/test.yaml"], overrides={"training.iterations": 4},
                        run_dir="runs/mine")
     algorithm = api.load(result.run_dir)              # or a checkpoint .npz
-    logits = algorithm.run(inputs, labels)            # inputs [T, *shape], labels [T] -> logits [T, C]
+    logits = algorithm.run(inputs, labels)            # one episode: inputs [T, *shape], labels [T] -> logits [T, C]
+    logits = algorithm.run_episodes(inputs, labels)   # E independent episodes: [E, T, *shape], [E, T] -> [E, T, C]
     curves = algorithm.evaluate("digits", episodes=8, length=100)   # {'loss', 'accuracy'}: [8, 100]
 
     api.pretrained_names()                           # the shipped meta-learned algorithms
@@ -30,6 +31,9 @@ import yaml
 
 from vsml import config as cfg
 from vsml.runs import TrainResult
+
+# Float labels of one dimension fewer than one-hot are class indices given as floats.
+_FLOAT_INDICES_HINT = "; class indices as floats? pass labels.astype(int)"
 
 
 def _layer(config: dict, overrides, source: str) -> dict:
@@ -80,11 +84,10 @@ def train(
     checkpoint, as on the command line; a second Ctrl-C interrupts at once.
     ``mpi_split`` values resolve to rank 0's: this is one process.
     """
-    from vsml import experiment, preparation, runtime  # noqa: PLC0415 — jax, only once called
+    from vsml import experiment, preparation  # noqa: PLC0415 — jax, only once called
     from vsml.comm import SingleProcessComm  # noqa: PLC0415
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
-    runtime.apply_xla_flags()  # the XLA flags launch.py uses (effective if jax has not started yet)
     if resume and run_dir is None:
         raise ValueError("resume=True needs run_dir, the run directory to continue")
     resume_dir = run_dir if resume else None
@@ -141,6 +144,7 @@ class LearnedAlgorithm:
         self.input_shape = input_shape
         self.num_classes = num_classes
         self._run = jax.jit(learner.run)  # one compiled program per input shape, owned by this object
+        self._run_episodes = None  # jit(vmap(run)) over a leading episode axis, built on first use
         self._evaluators: dict = {}
 
     def __repr__(self) -> str:
@@ -152,33 +156,81 @@ class LearnedAlgorithm:
         return f"LearnedAlgorithm({self.config['model']['type']}, step {self.step}, {sizes})"
 
     def run(self, inputs, labels, *, num_classes: int | None = None, seed: int = 0) -> np.ndarray:
-        """Runs the learning algorithm through one (or a batch of) episode(s); returns its online logits.
+        """Runs the learning algorithm through ONE episode; returns its online logits.
 
         At step t the algorithm predicts ``inputs[t]`` before it is shown
         ``labels[t]``, so ``logits[t]`` depends only on steps before t and on
         ``inputs[t]``. Inputs reach the learner as given: normalise them as the
         training data was (``dataset_standard``: zero mean, unit variance).
 
+        ``[T, B, ...]`` is one episode of B streams that share the learner's
+        state (the paper's batch, docs/DESIGN.md §3 and §4.5: VSML averages half
+        of every synapse's state over B, so the B streams learn together, and
+        accuracy depends on B). For B *independent* episodes use
+        :meth:`run_episodes`.
+
         Args:
-          inputs: ``[T, *input_shape]`` for one episode, ``[T, B, *input_shape]`` for B at once.
+          inputs: ``[T, *input_shape]`` for one stream, ``[T, B, *input_shape]`` for B streams of one episode.
           labels: class indices ``[T]`` (``[T, B]``), or one-hot ``[T, C]`` (``[T, B, C]``) floats.
           num_classes: C for class indices (default: the largest label + 1, or the
             class count a fixed-size learner was built for).
           seed: the learner's inner randomness (VSML's initial states); the same seed
             gives the same logits.
         Returns:
-          ``logits [T, C]`` (``[T, B, C]`` for a batch) as a NumPy float32 array.
+          ``logits [T, C]`` (``[T, B, C]`` for B streams) as a NumPy float32 array.
         """
         import jax  # noqa: PLC0415
         import jax.numpy as jnp  # noqa: PLC0415
 
+        inputs, one_hot, streams = self._episode_arrays(inputs, labels, num_classes, lead="")
+        logits = np.asarray(self._run(self.params, jax.random.PRNGKey(seed), jnp.asarray(inputs), jnp.asarray(one_hot)))
+        return logits if streams else logits[:, 0]
+
+    def run_episodes(self, inputs, labels, *, num_classes: int | None = None, seed: int = 0) -> np.ndarray:
+        """Runs E independent episodes in parallel (one compiled program); returns their online logits.
+
+        Episode e starts from the learner's initial state and sees only its own
+        steps: ``run_episodes(x, y, seed=s)[e]`` equals ``run(x[e], y[e], seed=s,
+        num_classes=C)`` (to float32 rounding), with the class count C shared by
+        every episode. Nothing is shared between episodes, unlike the B streams
+        of :meth:`run`'s ``[T, B, ...]``, which share the learner's state.
+
+        Args:
+          inputs: ``[E, T, *input_shape]``, or ``[E, T, B, *input_shape]`` for episodes of B shared-state streams.
+          labels: class indices ``[E, T]`` (``[E, T, B]``), or one-hot ``[E, T, C]`` (``[E, T, B, C]``) floats.
+          num_classes: C for class indices (default: the largest label of any episode + 1,
+            or the class count a fixed-size learner was built for).
+          seed: the learner's inner randomness, the same for every episode (as E calls of
+            :meth:`run` with this seed).
+        Returns:
+          ``logits [E, T, C]`` (``[E, T, B, C]``) as a NumPy float32 array.
+        """
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        inputs, one_hot, streams = self._episode_arrays(inputs, labels, num_classes, lead="E, ")
+        if self._run_episodes is None:
+            self._run_episodes = jax.jit(jax.vmap(self.learner.run, in_axes=(None, None, 0, 0)))
+        key = jax.random.PRNGKey(seed)
+        logits = np.asarray(self._run_episodes(self.params, key, jnp.asarray(inputs), jnp.asarray(one_hot)))
+        return logits if streams else logits[:, :, 0]
+
+    def _episode_arrays(self, inputs, labels, num_classes: int | None, lead: str):
+        """``(inputs [..., T, B, *shape], one_hot [..., T, B, C], streams)`` from what the caller gave.
+
+        ``lead`` is ``""`` for one episode or ``"E, "`` for a leading episode axis;
+        ``streams`` says whether the caller gave the B axis. ValueError (one line) for bad arrays.
+        """
+        extra = 1 if lead else 0
         labels = np.asarray(labels)
         inputs = np.asarray(inputs, dtype=np.float32)
-        given_shape = list(inputs.shape)
+        given = list(inputs.shape)
         if labels.dtype.kind in "iu":
-            batched = labels.ndim == 2
-            if labels.ndim not in (1, 2):
-                raise ValueError(f"labels: class indices must be [T] or [T, B], got shape {list(labels.shape)}")
+            streams = labels.ndim == 2 + extra
+            if labels.ndim not in (1 + extra, 2 + extra):
+                raise ValueError(
+                    f"labels: class indices must be [{lead}T] or [{lead}T, B], got shape {list(labels.shape)}"
+                )
             if labels.size and labels.min() < 0:
                 raise ValueError(f"labels: class indices must be >= 0, got {int(labels.min())}")
             classes = num_classes or self.num_classes or int(labels.max()) + 1
@@ -186,26 +238,26 @@ class LearnedAlgorithm:
                 raise ValueError(f"labels: class {int(labels.max())} does not fit num_classes={classes}")
             one_hot = np.eye(classes, dtype=np.float32)[labels]
         elif labels.dtype.kind == "f":
-            batched = labels.ndim == 3
-            if labels.ndim not in (2, 3):
-                raise ValueError(f"labels: one-hot labels must be [T, C] or [T, B, C], got shape {list(labels.shape)}")
+            streams = labels.ndim == 3 + extra
+            if labels.ndim not in (2 + extra, 3 + extra):
+                raise ValueError(
+                    f"labels: one-hot labels must be [{lead}T, C] or [{lead}T, B, C], got shape "
+                    f"{list(labels.shape)}{_FLOAT_INDICES_HINT if labels.ndim == 1 + extra else ''}"
+                )
             one_hot = labels.astype(np.float32)
         else:
             raise ValueError(f"labels: give integer class indices or one-hot floats, got dtype {labels.dtype}")
-        if not batched:
-            inputs, one_hot = inputs[:, None], one_hot[:, None]
-        if inputs.ndim < 2 or inputs.shape[:2] != one_hot.shape[:2]:
+        if not streams:
+            inputs, one_hot = np.expand_dims(inputs, 1 + extra), np.expand_dims(one_hot, 1 + extra)
+        if inputs.ndim < 2 + extra or inputs.shape[: 2 + extra] != one_hot.shape[: 2 + extra]:
+            axes = f"{'the episodes E, ' if lead else ''}the steps T{' or the streams B' if streams else ''}"
+            raise ValueError(f"inputs of shape {given} and labels of shape {list(labels.shape)} disagree on {axes}")
+        if inputs.ndim < 3 + extra:
             raise ValueError(
-                f"inputs of shape {given_shape} and labels of shape {list(labels.shape)} disagree "
-                f"on the steps T{' or the batch B' if batched else ''}"
+                f"inputs: give [{lead}T, *input_shape] (or [{lead}T, B, *input_shape] with labels [{lead}T, B]), "
+                f"got shape {given}"
             )
-        if inputs.ndim < 3:
-            raise ValueError(
-                f"inputs: give [T, *input_shape] (or [T, B, *input_shape] with labels [T, B]), got shape {given_shape}"
-            )
-        logits = self._run(self.params, jax.random.PRNGKey(seed), jnp.asarray(inputs), jnp.asarray(one_hot))
-        logits = np.asarray(logits)
-        return logits if batched else logits[:, 0]
+        return inputs, one_hot, streams
 
     def evaluate(
         self,
@@ -260,12 +312,15 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     The configuration is the one stored in the checkpoint, layered on today's
     defaults; ``overrides`` (as in :func:`train`) change it for what follows,
     e.g. ``{"data.dir": "/data/tfds"}`` or preprocessing for :meth:`LearnedAlgorithm.evaluate`.
+    The model is always the checkpoint's: a model override that contradicts it
+    is a ValueError of one line naming the key and both values.
     Fixed-size learners load their training dataset to learn its sizes.
     """
     import jax  # noqa: PLC0415
 
     from vsml import checkpoint, evaluation  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
+    from vsml.run_checks import checkpoint_model  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
     file = checkpoint.resolve_path(os.fspath(path))
@@ -277,6 +332,7 @@ def load(path, overrides: Mapping | Iterable[str] | None = None) -> LearnedAlgor
     config = _layer(
         cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {file}"), overrides, "overrides"
     )
+    config = checkpoint_model(config, saved, str(path))  # a model override that contradicts it: one line
     rank_config = cfg.resolve_for_rank(config, 0)
     settings = run_settings(rank_config)
     input_shape, num_classes = evaluation.trained_sizes(settings)

@@ -20,7 +20,9 @@ newest readable ``checkpoint-<step>.npz``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickletools
 import re
 import shutil
 from pathlib import Path
@@ -32,7 +34,7 @@ import yaml
 
 from vsml import resources
 from vsml.checkpoint_base import CheckpointError, key_name
-from vsml.settings import RestoreSettings, key_of
+from vsml.settings import ModelSettings, RestoreSettings, key_of
 
 LATEST = "checkpoint.npz"
 ORIGINAL_FILE_NAME = "model.chkp"  # what the original release's Experiment.checkpoint writes
@@ -193,25 +195,80 @@ def resolve_path(path, file_name: str | None = None) -> Path:
     return path
 
 
+def file_format(path: Path) -> str:
+    """``'npz'`` (this project's), ``'pickle'`` (of any protocol, 0-5: the original's model.chkp) or ``'foreign'``.
+
+    Decided from the bytes alone, nothing is unpickled: a zip or ``.npy`` header; a
+    pickle opcode stream (protocol 2 and later open with 0x80; protocols 0 and 1 have
+    no header, so the stream is parsed, never run). CheckpointError when unreadable.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if head.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+                return "npz"
+            if head.startswith(b"\x80"):
+                return "pickle"
+            handle.seek(0)
+            pickletools.dis(handle, out=io.StringIO())  # parses opcodes up to STOP; raises on anything else
+            return "pickle"
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint '{path}' ({err.strerror or err})") from None
+    except Exception:  # noqa: BLE001 — pickletools raises ValueError, UnicodeDecodeError, ... on a non-pickle
+        return "foreign"
+
+
 def load_arrays(path) -> dict[str, np.ndarray]:
     """Every array of a checkpoint file (no pickles)."""
     path = resolve_path(path)
+    kind = file_format(path)
+    if kind == "pickle":
+        raise CheckpointError(
+            f"'{path}' is a pickle, not this project's .npz; a checkpoint of the original release is read with "
+            f"{_FILE_NAME}: {ORIGINAL_FILE_NAME}, or converted: python -m vsml.convert_original {path} "
+            f"--config_files ... --out converted.npz"
+        )
+    if kind == "foreign":
+        raise CheckpointError(
+            f"cannot read checkpoint '{path}': it is neither this project's .npz nor the original release's "
+            f"{ORIGINAL_FILE_NAME} (a pickle)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception as err:  # zipfile, numpy and OS errors alike mean "not a readable checkpoint"
-        if _is_pickle(path):
-            raise CheckpointError(
-                f"'{path}' is a checkpoint of the original release; convert it first: python -m "
-                f"vsml.convert_original {path} --config_files ... --out converted.npz"
-            ) from None
-        raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"cannot read checkpoint '{path}' ({type(err).__name__}: {err})") from None
 
 
-def _is_pickle(path: Path) -> bool:
-    """Pickles (protocol 2 and later: the original release's ``model.chkp``) start with 0x80; a .npz with 'PK'."""
-    with open(path, "rb") as handle:
-        return handle.read(1) == b"\x80"
+def check_restorable(path, file_name=None, params_template=None, model_type=None) -> dict | None:
+    """Reads the checkpoint a run will restore, before the run starts; returns the config it was saved with.
+
+    CheckpointError (one line) for a missing, unreadable or foreign file, a pickle
+    that asks for anything but arrays (refused, never run), a file of another model
+    (``params_template``'s shapes where given, else ``model_type``). None for the
+    original release's ``model.chkp``, which carries no configuration.
+    """
+    file = resolve_path(path, file_name)
+    if file_format(file) == "pickle":
+        from vsml import checkpoint_original  # noqa: PLC0415 — it imports this module
+
+        checkpoint_original.check(file, params_template, model_type)
+        return None
+    arrays = load_arrays(file)
+    _require_state(arrays, str(file))
+    saved = yaml.safe_load(str(arrays["config"]))
+    trained = saved.get("model", {}).get("type") if isinstance(saved, dict) else None
+    if model_type is not None and trained not in (None, model_type):
+        raise CheckpointError(f"'{file}' holds a {trained}; set {key_of(ModelSettings, 'type')}: {trained}")
+    if params_template is not None:
+        unflatten_tree("params", params_template, arrays, str(file))
+    return saved
+
+
+def _require_state(arrays: dict, source: str) -> None:
+    for name in ("step", "rng/noise", "rng/data", "config"):
+        if name not in arrays:
+            raise CheckpointError(f"{source} is not a checkpoint of this project (no '{name}')")
 
 
 def restore(path, params_template, opt_state_template=None, file_name: str | None = None) -> dict:
@@ -225,14 +282,12 @@ def restore(path, params_template, opt_state_template=None, file_name: str | Non
     """
     path = resolve_path(path, file_name)
     source = str(path)
-    if _is_pickle(path):
+    if file_format(path) == "pickle":
         from vsml import checkpoint_original  # noqa: PLC0415 — it imports this module
 
         return checkpoint_original.restore(path, params_template, opt_state_template)
     arrays = load_arrays(path)
-    for name in ("step", "rng/noise", "rng/data", "config"):
-        if name not in arrays:
-            raise CheckpointError(f"{source} is not a checkpoint of this project (no '{name}')")
+    _require_state(arrays, source)
     return {
         "params": unflatten_tree("params", params_template, arrays, source),
         "opt_state": (

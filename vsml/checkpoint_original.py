@@ -348,3 +348,17 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "config": None,
         "adam_continues": opt_state is not None,
     }
+
+
+def check(path, params_template=None, model_type: str | None = None) -> None:
+    """Reads a model.chkp as :func:`restore` would, before a run starts: CheckpointError (one line) if it cannot.
+
+    With ``params_template`` the parameters are mapped onto it; without (a fixed-size
+    learner, whose sizes come from its data), the original's model must be ``model_type``.
+    """
+    if params_template is not None:
+        restore(path, params_template)
+        return
+    name = model_name(load(path)["params"])
+    if model_type is not None and name != model_type:
+        raise CheckpointError(f"'{path}' holds the original's {name}; set {key_of(ModelSettings, 'type')}: {name}")

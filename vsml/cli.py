@@ -16,33 +16,79 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vsml.settings import LoggingSettings, RestoreSettings, RunSettings, TrainingSettings, key_of
+from vsml.settings import (
+    EvaluationSettings,
+    LoggingSettings,
+    RestoreSettings,
+    RunSettings,
+    TrainingSettings,
+    key_of,
+)
 
 USAGE_ERROR = 2
 
 # The settings layer is standard library only, so --help stays instant; the examples name keys through it.
 POPULATION = key_of(TrainingSettings, "population_size")
-EPILOG = f"""examples:
-  python3 launch.py --config_files configs/test.yaml                  # seconds-long smoke run
-  python3 launch.py --config_files configs/quickstart.yaml --config {POPULATION}=64
-  python3 launch.py --config_files configs/quickstart.yaml --print_config   # show the config, run nothing
-  python3 launch.py --config_files configs/quickstart.yaml --config {key_of(TrainingSettings, "dataset")}=npz:mine.npz
-  mpiexec -n 4 python3 launch.py --config_files configs/quickstart.yaml
-  python3 launch.py --array configs/array/datasets.yaml --task 3
-  python3 launch.py --resume runs/RUN --config {key_of(TrainingSettings, "iterations")}=3001
-  python3 launch.py --config_files configs/quickstart.yaml --config {key_of(RunSettings, "call")}=evaluate \\
-      {key_of(RestoreSettings, "path")}=runs/RUN
 
-config keys: every key and its default is in configs/default.yaml (commented);
-what each one means is in docs/DESIGN.md section 9. Datasets: python3 -m vsml.data status.
-Plots: python3 -m vsml.plot RUN_DIR. Python API: vsml/api.py (docs/python-api.md)."""
+
+def epilog(command: str) -> str:
+    """The examples and pointers of ``--help``, for the command that was typed (``vsml``, ``python3 launch.py``)."""
+    import textwrap  # noqa: PLC0415
+
+    from vsml import environment, resources  # noqa: PLC0415 — standard library only
+
+    def listing(title: str, names: list[str]) -> str:
+        return textwrap.fill(f"{title}: {', '.join(names)}", width=100, subsequent_indent="  ")
+
+    iterations, call = key_of(TrainingSettings, "iterations"), key_of(RunSettings, "call")
+    restore, datasets = key_of(RestoreSettings, "path"), key_of(EvaluationSettings, "datasets")
+    python = environment.python_command()
+    return f"""examples:
+  {command} --config_files configs/test.yaml                  # seconds-long smoke run
+  {command} --config_files configs/quickstart.yaml --config {POPULATION}=64
+  {command} --config_files configs/quickstart.yaml --print_config   # show the config, run nothing
+  {command} --config_files configs/quickstart.yaml --config {key_of(TrainingSettings, "dataset")}=npz:mine.npz
+  mpiexec -n 4 {command} --config_files configs/quickstart.yaml
+  {command} --array configs/array/datasets.yaml --task 3
+  {command} --resume runs/RUN --config {iterations}=3001
+  {command} --config {call}=evaluate {restore}=runs/RUN
+  {command} --config {call}=evaluate {restore}=pretrained:vsml-digits {datasets}=[digits]
+
+{listing("shipped configs (--config_files, from any folder)", resources.shipped_configs())}
+{listing(f"pre-trained algorithms ({restore}=pretrained:NAME)", resources.pretrained_names())}
+
+config keys: {command} --list-settings prints every key, its default and what it means.
+Datasets: {python} -m vsml.data status. Plots: {python} -m vsml.plot RUN_DIR.
+Python API: from vsml import api; help(api)."""
+
+
+class ListSettings(argparse.Action):
+    """``--list-settings``: prints the settings reference (every key, default, rule, meaning) and exits."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from vsml.settings import reference_markdown  # noqa: PLC0415 — standard library only
+
+        print(reference_markdown(), end="")
+        parser.exit()
 
 
 def parse_args(argv):
+    from vsml import environment  # noqa: PLC0415 — standard library only
+
+    command = environment.entry_command()
     parser = argparse.ArgumentParser(
+        prog="launch.py" if command.endswith("launch.py") else "vsml",  # never __main__.py
         description="Meta-train or evaluate learned learning algorithms (VSML).",
-        epilog=EPILOG,
+        epilog=epilog(command),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--list-settings",
+        action=ListSettings,
+        help="print every config key with its default, rule and meaning (a Markdown table), and exit",
     )
     parser.add_argument(
         "--config_files",

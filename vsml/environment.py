@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_REQUIREMENTS = "requirements.txt"
 PREPARE_REQUIREMENTS = "requirements-prepare.txt"
+CUDA_REQUIREMENTS = "requirements-cuda.txt"
+# What an installed package offers instead of each requirements file (pyproject.toml's extras).
+EXTRAS = {RUN_REQUIREMENTS: "vsml", PREPARE_REQUIREMENTS: "vsml[prepare]", CUDA_REQUIREMENTS: "vsml[cuda]"}
 
 # Import name -> what pip installs. Every entry point needs the run set; plots need less.
 RUN_MODULES = {
@@ -83,13 +86,26 @@ def entry_command(argv0: str | None = None) -> str:
     return name  # the console script installed by pip (``vsml``)
 
 
+def module_command(module: str) -> str:
+    """How to type ``python -m module`` with the running interpreter (``python3 -m vsml.data``)."""
+    return f"{python_command()} -m {module}"
+
+
 def missing_modules(modules: dict[str, str]) -> list[str]:
     """The pip names of ``modules`` (import name -> pip name) that this Python cannot import."""
     return [pip_name for module, pip_name in modules.items() if importlib.util.find_spec(module) is None]
 
 
 def install_hint(requirements: str = RUN_REQUIREMENTS) -> str:
-    """The command that installs ``requirements`` for the interpreter that is running."""
+    """The command that installs ``requirements`` for the interpreter that is running.
+
+    In a checkout, the requirements file; in an installed package (which has no such
+    file), the package's extra, e.g. ``pip install 'vsml[prepare]'``.
+    """
+    from vsml import resources  # noqa: PLC0415 — standard library only, as this module
+
+    if not resources.in_checkout():
+        return f"{python_command()} -m pip install '{EXTRAS.get(requirements, 'vsml')}'"
     in_venv = sys.prefix != sys.base_prefix
     if in_venv:
         return f"{python_command()} -m pip install -r {requirements}"

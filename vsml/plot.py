@@ -13,7 +13,8 @@ The figure (PNG, matplotlib's Agg backend, no display needed) has
   ``eval/<dataset>/accuracy`` of ``metrics.jsonl`` against meta-training step;
 * chance (dashed): accuracy 1/K of guessing among the dataset's K classes, and
   on the meta-loss panel ln K, the loss of a uniform guess on the training
-  data (read from each run's ``config.yaml``; drawn where the runs agree);
+  data (read from each run's ``config.yaml``; one gray line where the runs agree,
+  else one per run in its color);
 * ``--smooth N``: each line is the mean of its last N points (fewer at the
   start), drawn over the faint raw line.
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vsml import environment
 from vsml.runlog import CONFIG, EVALUATION, EVALUATION_COLUMNS, METRICS, read_metrics
 
 MEAN_EPISODE = "mean"
@@ -303,10 +305,16 @@ def summary(runs: list[RunCurves], labels: list[str]) -> str:
     return text
 
 
-def _agreed(values: list) -> float | None:
-    """The common value of the runs that know it, or None when they differ (or none knows)."""
-    known = {round(v, 12) for v in values if v is not None}
-    return known.pop() if len(known) == 1 else None
+def chance_lines(values: list, labels: list[str], colors: list[str]) -> list[tuple[float, str, str]]:
+    """``(level, color, whose)`` per dashed chance line, from each run's level (None: unknown).
+
+    One gray line where the runs that know it agree; else one per run, in the run's
+    color and named after it (runs of different class counts keep their chance lines).
+    """
+    known = [(round(value, 12), index) for index, value in enumerate(values) if value is not None]
+    if len({level for level, _ in known}) == 1:
+        return [(known[0][0], "gray", "")]
+    return [(level, colors[index % len(colors)], f" {labels[index]}") for level, index in known]
 
 
 def plot(runs: list[RunCurves], labels: list[str], out, smoothing: int = 1) -> Path:
@@ -344,20 +352,11 @@ def plot(runs: list[RunCurves], labels: list[str], out, smoothing: int = 1) -> P
                 draw(ax, run.learning[name], color, f"{label} (step {run.learning_train_step[name]})")
             elif kind == "eval" and name in run.eval_accuracy:
                 draw(ax, run.eval_accuracy[name], color, label, marker="o", markersize=3)
-        if kind == "meta":
-            level = _agreed([run.uniform_loss for run in runs])
-            if level is not None:
-                ax.axhline(
-                    level,
-                    color="gray",
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"uniform guess (ln {round(math.exp(level))} = {level:.3f})",
-                )
-        else:
-            level = _agreed([run.chance.get(name) for run in runs])
-            if level is not None:
-                ax.axhline(level, color="gray", linestyle="--", linewidth=1, label=f"chance ({level:.1%})")
+        levels = [run.uniform_loss if kind == "meta" else run.chance.get(name) for run in runs]
+        for level, color, whose in chance_lines(levels, labels, colors):
+            what = f"ln {round(math.exp(level))} = {level:.3f}" if kind == "meta" else f"{level:.1%}"
+            title = "uniform guess" if kind == "meta" else "chance"
+            ax.axhline(level, color=color, linestyle="--", linewidth=1, label=f"{title}{whose} ({what})")
         if kind == "meta":
             ax.set(title="meta-training loss", xlabel="meta-training step (generation)", ylabel="meta-loss")
         elif kind == "learning":
@@ -406,7 +405,7 @@ def _window(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m vsml.plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=environment.module_command("vsml.plot"), description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument(
         "--out",

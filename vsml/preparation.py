@@ -75,17 +75,19 @@ def prepare_run(config: dict, comm, *, run_dir=None, resume_dir=None, resume_hin
     """
     from vsml import checkpoint  # noqa: PLC0415 — jax, only once the input parsed
     from vsml import config as cfg  # noqa: PLC0415
-    from vsml.run_checks import check_config, resolve_restore  # noqa: PLC0415
+    from vsml.run_checks import check_config, check_restore, resolve_restore  # noqa: PLC0415
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        checkpoint.resolve_path(run_dir)
+        checkpoint.resolve_path(run_dir)  # its newest readable checkpoint is found when it starts
     else:
+        config = check_restore(config)  # the checkpoint read (and, to evaluate, its model taken) first
         if run_dir is None and comm.is_root:
             run_dir = runs.default_run_dir(cfg.resolve_for_rank(config, 0))
         run_dir = Path(comm.bcast_object(str(run_dir) if run_dir else None))
         runs.check_new_run(run_dir, config["call"], resume_hint.format(run_dir=run_dir))
     check_config(config, comm)
-    if resume_dir is None:
+    if resume_dir is None and cfg.resolve_for_rank(config, 0)["checkpoint"]["restore"].get("run_path"):
         config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local checkpoint file
+        config = check_restore(config)
     return PreparedRun(config=config, run_dir=run_dir, resume=resume_dir is not None)

@@ -23,6 +23,22 @@ def configs_dir() -> Path:
     return inside if inside.is_dir() else PACKAGE_DIR.parent / "configs"  # a checkout or an editable install
 
 
+def in_checkout() -> bool:
+    """Whether this package runs from a checkout (or an editable install of one), not an installed wheel.
+
+    A wheel carries ``configs/`` inside the package and no requirements files, so its
+    hints name the extras (``vsml[prepare]``) and the ``vsml`` command instead.
+    """
+    return not (PACKAGE_DIR / "configs").is_dir()
+
+
+def shipped_configs() -> list[str]:
+    """The shipped configs as ``--config_files`` takes them: ``configs/NAME.yaml`` (and ``configs/array/``)."""
+    root = configs_dir()
+    files = sorted(root.glob("*.yaml")) + sorted(root.glob("array/*.yaml"))
+    return [f"configs/{file.relative_to(root).as_posix()}" for file in files]
+
+
 def find_config_file(path) -> Path:
     """``path`` as given when it exists; else, for ``configs/NAME``, the shipped config of that name.
 

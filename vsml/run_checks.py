@@ -1,7 +1,9 @@
 """Checks of a whole layered config before a run starts: every rank's view, its data, learner and checkpoint.
 
 :func:`check_config` refuses what this version cannot run with one line naming
-the key, before any data loading or compilation; :func:`resolve_restore` turns
+the key, before any data loading or compilation; :func:`check_restore` reads the
+checkpoint a new run starts from (and gives ``call: evaluate`` the checkpoint's own
+model, :func:`checkpoint_model`); :func:`resolve_restore` turns
 a wandb ``checkpoint.restore.run_path`` into a local path on every rank.
 Both run from :func:`vsml.preparation.prepare_run`, for ``launch.py`` and the
 Python API alike.
@@ -9,14 +11,19 @@ Python API alike.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import jax
+
 from vsml import checkpoint, data
+from vsml import config as cfg
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank
+from vsml.config_tree import ConfigError
 from vsml.learners import build_learner, learner_type
 from vsml.meta.slicing import item_slice
-from vsml.settings import CheckpointSettings, SettingError, key_of, run_settings
+from vsml.settings import CheckpointSettings, RunSettings, SettingError, key_of, run_settings
 
 
 def check_config(config: dict, comm: Comm) -> None:
@@ -88,3 +95,53 @@ def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:
         "checkpoint": {**config["checkpoint"], "restore": {**config["checkpoint"]["restore"], "path": value}},
     }
     return resolved
+
+
+def checkpoint_model(config: dict, saved: dict, source: str) -> dict:
+    """``config`` with the ``model`` section of ``saved`` (the configuration a checkpoint was written with).
+
+    The meta-parameters only mean something for the model they were trained with,
+    so that model is taken whole. A key of that model (``model.type`` and the
+    learner's sections) that ``config`` sets to a value other than the default and
+    the checkpoint's contradicts it: ConfigError, one line naming the key and both values.
+    """
+    base = cfg.load_default()
+    saved = cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {source}")
+    section = key_of(RunSettings, "model")
+    model = saved[section]
+    kind = learner_type(model["type"])
+    own = {name: model[name] for name in ("type", kind.section, *kind.extra_sections) if name in model}
+    for key, value in cfg.flatten({section: own}).items():
+        given = cfg.get(config, key)
+        if given != cfg.get(base, key) and given != value:
+            raise ConfigError(
+                f"{key}: {source} was trained with {value!r}, the config gives {given!r}; drop {key} "
+                f"(the checkpoint's model is used) or restore another checkpoint"
+            )
+    return {**config, section: copy.deepcopy(model)}
+
+
+def check_restore(config: dict) -> dict:
+    """Reads the checkpoint a new run restores from, before anything else; returns the config to run.
+
+    Every checkpoint problem is one line (CheckpointError naming the key): a missing,
+    unreadable or foreign file, a refused pickle, parameters of another model. A
+    ``call: evaluate`` of a checkpoint of this project runs the model saved in it
+    (:func:`checkpoint_model`), so a shipped algorithm needs no config files.
+    """
+    settings = run_settings(resolve_for_rank(config, 0))
+    restore = settings.checkpoint.restore
+    if restore.path is None:
+        return config
+    try:
+        saved = checkpoint.check_restorable(restore.path, restore.file_name)
+        if saved is not None and settings.call == "evaluate":
+            config = checkpoint_model(config, saved, str(restore.path))
+            settings = run_settings(resolve_for_rank(config, 0))
+        template = None
+        if learner_type(settings.model.type).any_size:  # a fixed-size learner's template needs its data's sizes
+            template = build_learner(settings.model).init(jax.random.PRNGKey(settings.seed))
+        checkpoint.check_restorable(restore.path, restore.file_name, template, settings.model.type)
+    except checkpoint.CheckpointError as err:
+        raise SettingError(restore, "path", str(err)) from None
+    return config

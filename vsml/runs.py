@@ -15,19 +15,28 @@ from pathlib import Path
 LATEST_CHECKPOINT = "checkpoint.npz"  # vsml.checkpoint.LATEST, without importing jax for a name
 
 
-def default_run_dir(rank_config: dict, now: datetime.datetime | None = None) -> Path:
-    """``<logging.dir>/<date>-<time>-<call>-<dataset>`` for rank 0's resolved config.
-
-    An ``npz:data/mine.npz`` dataset is named ``npz-mine``; the name keeps
-    letters, digits, ``.``, ``_`` and ``-`` only, so it is always one
-    directory level.
-    """
-    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    dataset = rank_config["training"]["dataset"]
+def _dataset_name(dataset) -> str:
+    """A dataset as one directory-name word: ``npz:data/mine.npz`` -> ``npz-mine``."""
     if isinstance(dataset, str) and dataset.startswith("npz:"):
         dataset = f"npz-{Path(dataset[len('npz:') :]).stem}"
-    dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-") if isinstance(dataset, str) else "mixed"
-    return Path(rank_config["logging"]["dir"]) / f"{stamp}-{rank_config['call']}-{dataset or 'data'}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-") if isinstance(dataset, str) else "mixed"
+
+
+def default_run_dir(rank_config: dict, now: datetime.datetime | None = None) -> Path:
+    """``<logging.dir>/<date>-<time>-<call>-<data>`` for rank 0's resolved config.
+
+    ``<data>`` is what the run is about: the training dataset of ``call: train``,
+    the evaluation datasets (joined by ``+``) of ``call: evaluate``. An
+    ``npz:data/mine.npz`` dataset is named ``npz-mine``; the name keeps letters,
+    digits, ``.``, ``_``, ``+`` and ``-`` only, so it is always one directory level.
+    """
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    if rank_config["call"] == "evaluate" and isinstance(rank_config["evaluation"]["datasets"], list):
+        names = [_dataset_name(name) for name in rank_config["evaluation"]["datasets"]]
+        data = "+".join(name for name in names if name)
+    else:
+        data = _dataset_name(rank_config["training"]["dataset"])
+    return Path(rank_config["logging"]["dir"]) / f"{stamp}-{rank_config['call']}-{data or 'data'}"
 
 
 def check_new_run(run_dir: Path, call: str, resume_hint: str) -> None:

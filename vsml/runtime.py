@@ -15,10 +15,11 @@ fusion); it changes how long it takes and what the user is told.
   node. Do not share one directory between machines with different CPU types:
   a program compiled for one CPU may use instructions another lacks.
 * :func:`xla_flags` — the one place that decides the ``XLA_FLAGS`` the project
-  sets; ``launch.py``, ``tests/conftest.py`` and ``bench/`` all call
-  :func:`apply_xla_flags` before jax creates a backend (XLA reads the variable
+  sets; ``import vsml`` applies them (:func:`apply_xla_flags_at_import`), so
+  ``launch.py``, the Python API, ``tests/conftest.py`` and ``bench/`` all run
+  with them, provided jax has created no backend yet (XLA reads the variable
   once, when it creates its client; hence an environment variable rather than a
-  config key). Two flags, each only where the user's ``XLA_FLAGS`` does not name
+  config key; a backend already there is warned about, once). Two flags, each only where the user's ``XLA_FLAGS`` does not name
   it already:
 
   - ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions).
@@ -169,6 +170,38 @@ def apply_xla_flags(environ=os.environ) -> str:
     return environ["XLA_FLAGS"]
 
 
+def jax_backend_exists() -> bool:
+    """Whether this process's jax has created a backend already (then XLA has read its flags)."""
+    bridge = sys.modules.get("jax._src.xla_bridge")  # never imports jax: only looks whether it ran
+    if bridge is None:
+        return False
+    initialized = getattr(bridge, "backends_are_initialized", None)
+    return bool(initialized()) if initialized else bool(getattr(bridge, "_backends", None))
+
+
+def apply_xla_flags_at_import(environ=os.environ) -> str | None:
+    """``import vsml``: the project's XLA flags for this process, so the API computes what launch.py does.
+
+    Applied (:func:`apply_xla_flags`) when no jax backend exists yet. When one
+    does and the flags would change something, nothing is set — ``XLA_FLAGS``
+    would then claim flags this process does not run with — and the returned
+    line (warned once by ``vsml/__init__.py``) says so and how to fix it.
+    """
+    given = environ.get("XLA_FLAGS", "").strip()
+    wanted = project_xla_flags(given)
+    if wanted == given:
+        return None
+    if not jax_backend_exists():
+        environ["XLA_FLAGS"] = wanted
+        return None
+    missing = wanted[len(given) :].strip()
+    return (
+        f"jax started computing before vsml was imported, so this process runs without the project's XLA flags "
+        f"({missing}, vsml/runtime.py) and its numbers may differ from launch.py's: import vsml before using "
+        f"jax, or start Python with XLA_FLAGS='{wanted}'"
+    )
+
+
 CPU_CHUNK_BUDGET_FALLBACK = 16 * 2**20  # where the L3 size is unknown
 
 
@@ -291,7 +324,6 @@ def enable_compilation_cache(directory: Path) -> None:
 
 # --------------------------------------------------------------------------- what a run runs on
 
-GPU_INSTALL_COMMAND = "pip install -r requirements-cuda.txt"
 CUDA_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
 
 
@@ -359,7 +391,10 @@ def missing_gpu_warning(backend: str, environ=os.environ, plugin_installed: bool
             "driver and CUDA versions must match the plugin: python3 -c 'import jax; print(jax.devices())')"
         )
     else:
-        cause = f"jax has no GPU backend (the CPU-only jaxlib is installed); for the GPU: {GPU_INSTALL_COMMAND}"
+        from vsml import environment  # noqa: PLC0415 — standard library only
+
+        install = environment.install_hint(environment.CUDA_REQUIREMENTS)
+        cause = f"jax has no GPU backend (the CPU-only jaxlib is installed); for the GPU: {install}"
     return f"warning: an NVIDIA GPU is visible ({reason}) but this run uses the CPU: {cause}"
 
 

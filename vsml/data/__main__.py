@@ -26,7 +26,7 @@ from vsml.data.fewshot_source import FEWSHOT_SOURCES as FEWSHOT
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m vsml.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=environment.module_command("vsml.data"), description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="download and prepare TFDS datasets")
     prep.add_argument(

@@ -288,13 +288,11 @@ class TfdsSource(NamedSource):
         return stored.loaded_split(name, images, labels, classes, 1.0 / 255.0, options)
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
-        rows = []
+        rows, data_command = [], environment.module_command("vsml.data")
         for name, source in TFDS_SOURCES.items():
             state = "prepared" if is_prepared(name, directory) else "missing"
             shape = "x".join(map(str, source.shape))
-            rows.append(
-                (name, state, f"{shape}, {source.num_classes} classes; prepare: python3 -m vsml.data prepare {name}")
-            )
+            rows.append((name, state, f"{shape}, {source.num_classes} classes; prepare: {data_command} prepare {name}"))
         return f"TFDS (in {directory})", rows
 
 

@@ -245,6 +245,18 @@ def or_null(description: str) -> str:
 # --------------------------------------------------------------------------- checking and building
 
 
+def spelling_hint(value, wanted: str) -> str:
+    """How to write ``value`` where YAML read it as another type than ``wanted`` says ('' if no such fix).
+
+    ``1e3`` is a float (``write 1000``), ``datasets: digits`` a string (``write [digits]``).
+    """
+    if isinstance(value, float) and value.is_integer() and "integer" in wanted:
+        return f"; write {int(value)}"
+    if isinstance(value, str) and wanted.endswith(("a list", "list of names")):
+        return f"; write [{value}]"
+    return ""
+
+
 def _check_leaf(key: str, field: dataclasses.Field, hint, value) -> None:
     inner, optional = _split_optional(hint)
     rule: Rule | None = field.metadata.get("rule")
@@ -254,13 +266,15 @@ def _check_leaf(key: str, field: dataclasses.Field, hint, value) -> None:
         raise ConfigError(f"{key}: must be {rule.description if rule else _TYPE_NAMES.get(_base(inner))}, got None")
     if (rule is None or not rule.decides_type) and not _type_matches(_base(inner), value):
         kind = _TYPE_NAMES.get(_base(inner), "a mapping")
-        raise ConfigError(f"{key}: must be {'null or ' if optional else ''}{kind}, got {value!r}")
+        raise ConfigError(
+            f"{key}: must be {'null or ' if optional else ''}{kind}, got {value!r}{spelling_hint(value, kind)}"
+        )
     if rule is not None:
         found = rule.problem(key, value)
         if found and optional and not isinstance(rule, Entries):
             found = f"{key}: must be {or_null(rule.description)}, got {value!r}"
         if found:
-            raise ConfigError(found)
+            raise ConfigError(found + spelling_hint(value, rule.description))
 
 
 def build(cls, values: Mapping | None, prefix: str = ""):
