@@ -256,6 +256,12 @@ def roofline(peaks: dict, cost: dict, xla_bytes_per_update: float | None, rate: 
         ),
         ("h·W_h at the large-matmul rate", "large matmul", cost["recurrent_flops"], "FLOP", peaks["matmul_flops"]),
     ]
+    trans, model_mm, vector = (peaks.get(k) for k in ("transcendentals_per_s", "model_matmul_flops", "vector_flops"))
+    if trans and model_mm and vector:
+        # A CPU's vector units do all three in turn (a GPU overlaps its special-function and FMA units):
+        # the seconds add. Expressed as "updates" at a rate of 1/s per update-second.
+        seconds = cost["transcendentals"] / trans + cost["recurrent_flops"] / model_mm + cost["other_flops"] / vector
+        rows.append(("all of it in series (a CPU's vector units)", "in series", seconds, "s", 1.0))
     out = []
     for name, short, per_update, unit, unit_rate in rows:
         if not unit_rate:
@@ -284,7 +290,7 @@ def roofline_table(rows: list[dict], rate_label: str = "measured") -> str:
         [
             r["ceiling"],
             f"{r['per_update']:.4g} {r['unit']}",
-            f"{r['unit_rate']:.3g} {r['unit']}/s",
+            f"{r['unit_rate']:.3g} {r['unit']}/s" if r["unit"] != "s" else "-",
             f"{r['updates_per_s']:.3g}",
             *([f"{r['fraction']:.0%}" if r["fraction"] is not None else "-"] if with_rate else []),
         ]
