@@ -32,7 +32,9 @@ Prints the machine (GPU, driver, CUDA, jax) and then
     bfloat16 states: rate, fraction of every ceiling of (c), XLA's working memory and the
     device's peak memory per pair, compile time, fitness agreement with XLA's path; and in
     (e), 2 quick-start generations with the paper's sub-RNN (M 8, S 16, which the kernel
-    covers) with the fused step on the device against XLA's on the CPU.
+    covers) with the fused step on the device against XLA's on the CPU. (h)'s fitness agreement is
+    at the rates' default matmul precision, where XLA's own path may round through TF32; the
+    kernel computes ``h·W_h`` in float32 always, and (a), at ``highest``, is its exact check.
 
 ``(b)``, ``(a)`` and ``(g)`` run the default ``dense_step: auto``, which is the fused
 kernel on a CUDA GPU wherever it covers the layer.
@@ -550,12 +552,21 @@ def main(argv=None) -> int:
             step["max_rel_fitness_diff"] = max_rel_diff(step, base)
             step["antithetic_cosine"] = antithetic_agreement(step, base)
             peak = step.get("device_peak_bytes")
+            dataflow = (
+                "XLA layer mem"
+                if step["step"] == "xla"
+                else "bf16 per step"
+                if "bfloat16" in step["step"]
+                else "h,c per step"
+            )
+            closest = machine.binding(step["roofline"], dataflow)
+            step["binds"] = closest["ceiling"] if closest else None
             print(
                 f"  {step['step']}: {fmt(step['updates_per_s'])} updates/s ({step['speedup']:.2f}x XLA's; "
                 f"{short_fractions(step['roofline'])}), XLA plan {fmt_kib(step.get('bytes_per_pair'))} KiB/pair, "
                 f"device peak {fmt_kib(peak / step['pairs'] if peak else None)} KiB/pair, compile "
                 f"{step['compile_s']:.1f} s, max rel fitness diff {step['max_rel_fitness_diff']:.1e}, cosine "
-                f"{fmt(step['antithetic_cosine'], '.4f')}",
+                f"{fmt(step['antithetic_cosine'], '.4f')}; closest ceiling not exceeded: {step['binds']}",
                 flush=True,
             )
         print(indent(fraction_table(steps, "step")), flush=True)

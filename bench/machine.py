@@ -300,11 +300,17 @@ def roofline_table(rows: list[dict], rate_label: str = "measured") -> str:
     return table(cells, columns)
 
 
-def binding(rows: list[dict], slack: float = 1.05) -> dict | None:
+def binding(rows: list[dict], dataflow: str = "XLA layer mem", slack: float = 1.05) -> dict | None:
     """The ceiling a measured rate is closest to without exceeding it (up to ``slack`` for timing
-    noise): what binds it. A memory ceiling the rate exceeds does not apply (the data stay in a cache)."""
-    measured = [r for r in rows if r["fraction"] is not None and r["fraction"] <= slack]
-    return max(measured, key=lambda r: r["fraction"]) if measured else None
+    noise): what binds it. Only the memory row of the rate's own ``dataflow`` (a row's ``short``
+    name) counts: the others describe other implementations; if the rate exceeds even that one,
+    caches serve the traffic and only the compute rows remain."""
+    candidates = [
+        r
+        for r in rows
+        if r["fraction"] is not None and r["fraction"] <= slack and (r["unit"] != "B" or r["short"] == dataflow)
+    ]
+    return max(candidates, key=lambda r: r["fraction"]) if candidates else None
 
 
 def cpu_peak_rss_bytes() -> int:

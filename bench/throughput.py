@@ -317,7 +317,8 @@ def main(argv=None) -> int:
             report["sections"][f"{what}_roofline"] = {"case": describe_case(best), "rows": rows}
             print(f"\nroofline at the best {what} rate ({describe_case(best)}):")
             print(machine.roofline_table(rows))
-            print(f"closest ceiling: {machine.binding(rows)['ceiling']}")
+            closest = machine.binding(rows)
+            print(f"closest ceiling not exceeded: {closest['ceiling'] if closest else 'none'}")
 
     sections = plan(args, vector_flags)
 
