@@ -11,9 +11,12 @@ Prints the machine (GPU, driver, CUDA, jax) and then
 (b) synapse updates/s of the paper's model (784→10, message 8, state 16, 2 micro ticks) for
     slices of 8–512 pairs and episodes of 100 and 500 steps, with the chunking
     ``training.pairs_per_chunk: auto`` picks, XLA's working memory per pair and compile time;
-(c) the device's memory bandwidth, matmul and tanh rates measured in the same run, and each
-    figure of (b) as a fraction of the memory-bound limit (256 B per synapse update when the
-    states go through memory on every tick) and of the compute limit;
+(c) the roofline, measured in the same run (``bench/machine.py``): memory bandwidth,
+    transcendentals and multiply-adds in registers, the recurrent matmul at the model's shape
+    and a large matmul, the bytes per synapse update XLA's compiled dense layer moves; each
+    ceiling in synapse updates/s (per dataflow: XLA's layer as compiled, ``h`` and ``c``
+    through memory every tick, once per step as the fused kernel does, float32 and bfloat16)
+    and each figure of (b) as a fraction of them;
 (d) the baselines' seconds per generation;
 (e) 2 generations of the quick start on the default device against the same run on the CPU:
     the meta-parameters must agree within float tolerance (two ES steps; over more generations
@@ -23,7 +26,18 @@ Prints the machine (GPU, driver, CUDA, jax) and then
     generations) at the rate measured in (b);
 (g) the speed levers against the default, each with its fitness agreement: all pairs in one
     chunk (``pairs_per_chunk: null``) against ``auto``, and bfloat16 states
-    (``model.vsml_rnn.state_dtype: bfloat16``).
+    (``model.vsml_rnn.state_dtype: bfloat16``);
+(h) the fused dense step (``model.vsml_rnn.dense_step: fused``, one Pallas/Triton kernel,
+    :mod:`vsml.learners.vsml_fused`) against XLA's (``xla``) on the same card, float32 and
+    bfloat16 states: rate, fraction of every ceiling of (c), XLA's working memory and the
+    device's peak memory per pair, compile time, fitness agreement with XLA's path; and in
+    (e), 2 quick-start generations with the paper's sub-RNN (M 8, S 16, which the kernel
+    covers) with the fused step on the device against XLA's on the CPU. (h)'s fitness agreement is
+    at the rates' default matmul precision, where XLA's own path may round through TF32; the
+    kernel computes ``h·W_h`` in float32 always, and (a), at ``highest``, is its exact check.
+
+``(b)``, ``(a)`` and ``(g)`` run the default ``dense_step: auto``, which is the fused
+kernel on a CUDA GPU wherever it covers the layer.
 
 Every case runs as ``bench/throughput.py`` runs it (a fresh process, the real
 ``EvolutionStrategy.evaluate``), except under ``--smoke``, where all cases share
@@ -65,7 +79,7 @@ FITNESS_RTOL = 1e-4  # fast vs literal, chunked vs whole slice: float32 sums in 
 EXACT_MATMULS = {"JAX_DEFAULT_MATMUL_PRECISION": os.environ.get("JAX_DEFAULT_MATMUL_PRECISION") or "highest"}
 PARAMS_ATOL, PARAMS_RTOL = 1e-4, 1e-3  # (e): of the total change of the meta-parameters over the run
 STARTUP_GUESS_S = 20.0  # a fresh process: import, device start, data, compile (refined as cases run)
-QUICKSTART_RESERVE_S = 75.0  # kept free for (e) on the device while (b) and (g) run
+QUICKSTART_RESERVE_S = 110.0  # kept free for (e)'s two device runs while (b) and (h) run
 
 
 # --------------------------------------------------------------------------- sizes
@@ -84,8 +98,11 @@ def plan(smoke: bool) -> dict:
                 for m in ("SGD", "MetaRNN")
             ],
             "g": {"pairs": 2, "length": 4, "base": tiny},
+            # the kernel needs S >= 16: the paper's sub-RNN on 8x8 digits; interpret mode on a CPU
+            "h": {"pairs": 1, "length": 2, "base": {"dataset": "digits", "repeats": 1}, "bfloat16": False},
             "e": {"generations": 2, "extra": ["training.population_size=2", "training.episode_length=4"]},
             "peaks_scale": 0.001,
+            "traffic_members": 1,
         }
     return {
         "a": [
@@ -94,13 +111,14 @@ def plan(smoke: bool) -> dict:
         ],
         "b": [
             {"impl": "fast", "pairs": p, "length": t, "chunk": "auto", "repeats": 2}
-            for t in (100, 500)
-            for p in (8, 32, 128, 512)
+            for t, p in ((100, 8), (100, 32), (100, 128), (100, 512), (500, 128), (500, 512))
         ],
         "d": [{"model": m, "pairs": 16, "length": 100, "chunk": "auto", "repeats": 2} for m in BASELINES],
         "g": {"pairs": 128, "length": 100, "base": {"repeats": 2}},
+        "h": {"pairs": 128, "length": 100, "base": {"repeats": 2}},
         "e": {"generations": 2, "extra": []},  # why 2: the module docstring, (e)
         "peaks_scale": 1.0,
+        "traffic_members": 8,
     }
 
 
@@ -115,6 +133,23 @@ def lever_cases(g: dict) -> list[tuple[str, dict]]:
             {**base, "chunk": "auto", "config": [*config, "model.vsml_rnn.state_dtype=bfloat16"]},
         ),
     ]
+
+
+FUSED_QUICKSTART = ["model.sub_rnn.slow_size=16", "model.sub_rnn.msg_size=8"]  # (e): a sub-RNN the kernel covers
+
+
+def step_cases(h: dict) -> list[tuple[str, dict]]:
+    """(h): XLA's dense step against the fused kernel (float32 and bfloat16 states), all else equal."""
+    base = {**h["base"], "impl": "fast", "pairs": h["pairs"], "length": h["length"], "chunk": "auto"}
+    config = list(base.get("config", []))
+    cases = [
+        ("xla", {**base, "config": [*config, "model.vsml_rnn.dense_step=xla"]}),
+        ("fused", {**base, "config": [*config, "model.vsml_rnn.dense_step=fused"]}),
+    ]
+    if h.get("bfloat16", True):  # (--smoke leaves it out: interpret mode compiles slowly)
+        bf16 = [*config, "model.vsml_rnn.dense_step=fused", "model.vsml_rnn.state_dtype=bfloat16"]
+        cases.append(("fused, bfloat16 states", {**base, "config": bf16}))
+    return cases
 
 
 # --------------------------------------------------------------------------- running cases
@@ -239,24 +274,21 @@ def cuda_packages() -> dict:
     return found
 
 
-def probe(scale: float) -> dict:
-    """This process's view: the machine, the platform line and the measured peak rates."""
+def probe(scale: float, traffic_members: int) -> dict:
+    """This process's view: the machine, the platform line, the measured peak rates and the bytes
+    per update of XLA's compiled dense layer (float32 and bfloat16 states)."""
     from bench import machine  # noqa: PLC0415 — imports jax
     from vsml import runtime  # noqa: PLC0415
 
     info = machine.describe()
     peaks = machine.measure_peaks(scale=scale)
-    return {
-        "machine": info,
-        "announce": runtime.announce(),
-        "peaks": peaks,
-        "floor": machine.floor_updates_per_s(peaks, 16),
-    }
+    traffic = {dtype: machine.xla_layer_traffic(traffic_members, 1, dtype) for dtype in ("float32", "bfloat16")}
+    return {"machine": info, "announce": runtime.announce(), "peaks": peaks, "traffic": traffic}
 
 
-def probe_in_subprocess(scale: float, timeout: float) -> dict:
+def probe_in_subprocess(scale: float, traffic_members: int, timeout: float) -> dict:
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__)), "--probe", str(scale)],
+        [sys.executable, str(Path(__file__)), "--probe", str(scale), str(traffic_members)],
         cwd=ROOT,
         env=throughput.case_environ(""),
         capture_output=True,
@@ -384,7 +416,7 @@ def antithetic_agreement(a: dict, b: dict) -> float | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--probe", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", type=float, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="every section at tiny size in one process (CPU)")
     parser.add_argument(
         "--budget",
@@ -399,7 +431,7 @@ def main(argv=None) -> int:
 
     runtime.apply_xla_flags()  # this process (smoke) and every child run under the project's flags
     if args.probe is not None:
-        print(json.dumps(probe(args.probe)))
+        print(json.dumps(probe(args.probe[0], int(args.probe[1]))))
         return 0
 
     budget = Budget(args.budget)
@@ -417,18 +449,32 @@ def main(argv=None) -> int:
     # run waits until the benchmark cases are done (they must not share the GPU), except under
     # --smoke, where both are CPU runs.
     quick = sizes["e"]
+    fused_extra = [*quick["extra"], *FUSED_QUICKSTART]
     runs = {"cpu": (start_quickstart(scratch / "cpu", quick["generations"], quick["extra"], cpu=True), scratch / "cpu")}
+    # the fused step's reference: XLA's step on the CPU, the same sub-RNN
+    fused_runs = {
+        "cpu": (
+            start_quickstart(scratch / "cpu-s16", quick["generations"], fused_extra, cpu=True),
+            scratch / "cpu-s16",
+        )
+    }
+    fused_device_extra = [*fused_extra, "model.vsml_rnn.dense_step=fused"]
     if args.smoke:
         runs["device"] = (
             start_quickstart(scratch / "device", quick["generations"], quick["extra"], cpu=False),
             scratch / "device",
         )
+        fused_runs["device"] = (
+            start_quickstart(scratch / "device-s16", quick["generations"], fused_device_extra, cpu=False),
+            scratch / "device-s16",
+        )
     reserve = 0.0 if args.smoke else QUICKSTART_RESERVE_S
 
     # ---- machine and (c) peaks
     print("== machine", flush=True)
-    probed = probe(sizes["peaks_scale"]) if args.smoke else probe_in_subprocess(sizes["peaks_scale"], budget.left())
-    info, peaks, floor = probed["machine"], probed["peaks"], probed["floor"]
+    scale, members = sizes["peaks_scale"], sizes["traffic_members"]
+    probed = probe(scale, members) if args.smoke else probe_in_subprocess(scale, members, budget.left())
+    info, peaks, traffic = probed["machine"], probed["peaks"], probed["traffic"]
     from bench import machine  # noqa: PLC0415
 
     smi = report["nvidia_smi"]
@@ -442,7 +488,9 @@ def main(argv=None) -> int:
         f"matmul precision: {report['matmul_precision']}",
         flush=True,
     )
-    report.update(machine=info, announce=probed["announce"], peaks=peaks, floor=floor)
+    report.update(machine=info, announce=probed["announce"], peaks=peaks, traffic=traffic)
+    print(f"== (c) roofline of a synapse update (paper model), measured here\n  {describe_peaks(peaks, traffic)}")
+    print(indent(machine.roofline_table(ceilings(peaks, traffic, None))), flush=True)
     runner = Runner(args.smoke, budget)
 
     # ---- (a) fast vs literal
@@ -465,55 +513,64 @@ def main(argv=None) -> int:
     report["sections"]["a"] = {"cases": a, "agree": a_ok}
 
     # ---- (b) throughput grid + (c) fractions of the limits
-    print("== (b) paper model, chunking auto; (c) as a fraction of the measured limits", flush=True)
-    print(
-        f"  measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
-        f"tanh {peaks['tanh_per_s']:.3g}/s -> limits: memory-bound {floor['memory_bound']:.3g}, "
-        f"compute-bound {floor['compute_bound']:.3g} synapse updates/s",
-        flush=True,
-    )
+    print("== (b) paper model, chunking auto, dense_step auto; (c) as a fraction of the ceilings", flush=True)
     grid, rate = [], None
     for case in sizes["b"]:
         result = runner.run(case, f"(b) {case['pairs']} pairs, episode {case['length']}", rate, reserve)
         if result is None:
             continue
-        limits = machine.floor_updates_per_s(peaks, result["slow_size"])  # the case's own state size
-        result.update(
-            of_memory_bound=result["updates_per_s"] / limits["memory_bound"],
-            of_compute_bound=result["updates_per_s"] / limits["compute_bound"],
-        )
+        result["roofline"] = ceilings(peaks, traffic, result)
         grid.append(result)
         rate = result.get("updates_per_s") or rate
         print(
             f"  {result['pairs']:>4} pairs T {result['length']:>4}: {fmt(result.get('updates_per_s'))} updates/s "
-            f"({result['of_memory_bound']:.0%} of memory-bound, "
-            f"{result['of_compute_bound']:.0%} of compute-bound), chunk "
+            f"({short_fractions(result['roofline'])}), chunk "
             f"{result['chosen_chunk'] or 'whole slice'}, {fmt_kib(result.get('bytes_per_pair'))} KiB/pair, "
             f"compile {result['compile_s']:.1f} s",
             flush=True,
         )
     report["sections"]["b"] = grid
 
-    # ---- (g) levers
-    print("== (g) speed levers against the default", flush=True)
-    levers = []
-    for name, case in lever_cases(sizes["g"]):
-        result = runner.run(case, f"(g) {name}", rate, reserve)
+    if grid:
+        best = max(grid, key=lambda r: r["updates_per_s"])
+        print(f"  roofline at the best rate ({best['pairs']} pairs, episode {best['length']}):")
+        print(indent(machine.roofline_table(best["roofline"])), flush=True)
+
+    # ---- (h) the fused dense step against XLA's
+    print(
+        "== (h) dense step: fused kernel vs XLA's, same card (float32 maths; bfloat16 states as an option)", flush=True
+    )
+    steps = []
+    for name, case in step_cases(sizes["h"]):
+        result = runner.run(case, f"(h) {name}", rate, reserve)
         if result is not None:
-            levers.append({"lever": name, **result})
-    if levers and levers[0]["lever"].startswith("default"):
-        base = levers[0]
-        for lever in levers:
-            lever["speedup"] = lever["updates_per_s"] / base["updates_per_s"]
-            lever["max_rel_fitness_diff"] = max_rel_diff(lever, base)
-            lever["antithetic_cosine"] = antithetic_agreement(lever, base)
+            steps.append({"step": name, **result, "roofline": ceilings(peaks, traffic, result)})
+    if steps and steps[0]["step"] == "xla":
+        base = steps[0]
+        for step in steps:
+            step["speedup"] = step["updates_per_s"] / base["updates_per_s"]
+            step["max_rel_fitness_diff"] = max_rel_diff(step, base)
+            step["antithetic_cosine"] = antithetic_agreement(step, base)
+            peak = step.get("device_peak_bytes")
+            dataflow = (
+                "XLA layer mem"
+                if step["step"] == "xla"
+                else "bf16 per step"
+                if "bfloat16" in step["step"]
+                else "h,c per step"
+            )
+            closest = machine.binding(step["roofline"], dataflow)
+            step["binds"] = closest["ceiling"] if closest else None
             print(
-                f"  {lever['lever']}: {fmt(lever['updates_per_s'])} updates/s ({lever['speedup']:.2f}x), "
-                f"max rel fitness diff {lever['max_rel_fitness_diff']:.1e}, cosine of pair differences "
-                f"{fmt(lever['antithetic_cosine'], '.4f')}",
+                f"  {step['step']}: {fmt(step['updates_per_s'])} updates/s ({step['speedup']:.2f}x XLA's; "
+                f"{short_fractions(step['roofline'])}), XLA plan {fmt_kib(step.get('bytes_per_pair'))} KiB/pair, "
+                f"device peak {fmt_kib(peak / step['pairs'] if peak else None)} KiB/pair, compile "
+                f"{step['compile_s']:.1f} s, max rel fitness diff {step['max_rel_fitness_diff']:.1e}, cosine "
+                f"{fmt(step['antithetic_cosine'], '.4f')}; closest ceiling not exceeded: {step['binds']}",
                 flush=True,
             )
-    report["sections"]["g"] = levers
+        print(indent(fraction_table(steps, "step")), flush=True)
+    report["sections"]["h"] = steps
 
     # ---- (e) quick start on the device vs the CPU
     print(
@@ -542,6 +599,44 @@ def main(argv=None) -> int:
             flush=True,
         )
     report["sections"]["e"] = e
+    print(
+        f"== (e) the same with the paper's sub-RNN (M 8, S 16): fused step on the default device vs XLA's "
+        f"on the CPU, {quick['generations']} generations",
+        flush=True,
+    )
+    if "device" not in fused_runs:
+        fused_runs["device"] = (
+            start_quickstart(scratch / "device-s16", quick["generations"], fused_device_extra, cpu=False),
+            scratch / "device-s16",
+        )
+    e_fused = finish_quickstart(fused_runs, budget.left(), fused_extra, cpu_only=not args.smoke)
+    for proc, _ in fused_runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"  {quickstart_line(e_fused)}", flush=True)
+    report["sections"]["e_fused"] = e_fused
+
+    # ---- (g) levers
+    print("== (g) speed levers against the default", flush=True)
+    levers = []
+    for name, case in lever_cases(sizes["g"]):
+        result = runner.run(case, f"(g) {name}", rate, reserve)
+        if result is not None:
+            levers.append({"lever": name, **result})
+    if levers and levers[0]["lever"].startswith("default"):
+        base = levers[0]
+        for lever in levers:
+            lever["speedup"] = lever["updates_per_s"] / base["updates_per_s"]
+            lever["max_rel_fitness_diff"] = max_rel_diff(lever, base)
+            lever["antithetic_cosine"] = antithetic_agreement(lever, base)
+            print(
+                f"  {lever['lever']}: {fmt(lever['updates_per_s'])} updates/s ({lever['speedup']:.2f}x), "
+                f"max rel fitness diff {lever['max_rel_fitness_diff']:.1e}, cosine of pair differences "
+                f"{fmt(lever['antithetic_cosine'], '.4f')}",
+                flush=True,
+            )
+    report["sections"]["g"] = levers
 
     # ---- (d) baselines
     print("== (d) baselines", flush=True)
@@ -575,6 +670,57 @@ def main(argv=None) -> int:
     return 0
 
 
+def indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def describe_peaks(peaks: dict, traffic: dict) -> str:
+    return (
+        f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, large matmul {peaks['matmul_flops']:.3g} FLOP/s, "
+        f"model-shape matmul {peaks['model_matmul_flops']:.3g} FLOP/s, transcendentals in registers "
+        f"{peaks['transcendentals_per_s']:.3g}/s, FMA in registers {peaks['vector_flops']:.3g} FLOP/s; XLA's dense "
+        f"layer moves {traffic['float32']['bytes_per_update']:.0f} B per update (bfloat16 states "
+        f"{traffic['bfloat16']['bytes_per_update']:.0f} B), {traffic['float32']['temp_bytes_per_member'] / 2**20:.1f} "
+        f"MiB of temporaries per member"
+    )
+
+
+def ceilings(peaks: dict, traffic: dict, result: dict | None) -> list[dict]:
+    """The roofline rows (bench/machine.py) for a case's model, with its rate's fraction of each."""
+    from bench import machine  # noqa: PLC0415
+
+    cost = machine.update_cost((result or {}).get("slow_size", 16))
+    return machine.roofline(
+        peaks, cost, traffic["float32"]["bytes_per_update"], result.get("updates_per_s") if result else None
+    )
+
+
+SHORT = ("XLA layer mem", "h,c per step", "transc.", "FP32 FMA")  # the ceilings a one-line summary names
+
+
+def short_fractions(rows: list[dict]) -> str:
+    return ", ".join(f"{r['fraction']:.0%} of {r['short']}" for r in rows if r["short"] in SHORT)
+
+
+def fraction_table(results: list[dict], label: str) -> str:
+    """One row per result, one column per ceiling: the result's fraction of it."""
+    from bench import throughput as tp  # noqa: PLC0415
+
+    names = [r["short"] for r in results[0]["roofline"]]
+    rows = [[r[label], f"{r['updates_per_s']:.3g}", *(f"{c['fraction']:.0%}" for c in r["roofline"])] for r in results]
+    return tp.table(rows, [label, "updates/s", *(f"of {n}" for n in names)])
+
+
+def quickstart_line(e: dict) -> str:
+    if "error" in e:
+        return e["error"]
+    return (
+        f"device run: {e['device_runs_on']}; max |meta-parameter diff| {e['max_abs_diff']:.2e} over {e['count']} "
+        f"meta-parameters (they moved up to {fmt(e['max_change'])}; tolerance {e['tolerance']:.1e}): "
+        f"{'agree' if e['agree'] else 'DISAGREE'}"
+    )
+
+
 def fmt_kib(value) -> str:
     return "-" if not value else f"{value / 2**10:.0f}"
 
@@ -600,7 +746,7 @@ def projection(grid: list[dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    info, smi, floor, peaks = report["machine"], report["nvidia_smi"], report["floor"], report["peaks"]
+    info, smi, peaks, traffic = report["machine"], report["nvidia_smi"], report["peaks"], report["traffic"]
     from bench import machine  # noqa: PLC0415
 
     lines = [
@@ -612,9 +758,7 @@ def markdown(report: dict) -> str:
         f"{', '.join(f'{k} {v}' for k, v in report['cuda_packages'].items()) or 'none'}; "
         f"matmul precision {report['matmul_precision']} for the rates, "
         f"{EXACT_MATMULS['JAX_DEFAULT_MATMUL_PRECISION']} for (a) and (e).  ",
-        f"Measured: memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s, matmul {peaks['matmul_flops']:.3g} FLOP/s, "
-        f"tanh {peaks['tanh_per_s']:.3g}/s; limits {floor['memory_bound']:.3g} (memory-bound, 256 B/update) and "
-        f"{floor['compute_bound']:.3g} (compute-bound) synapse updates/s.",
+        f"Measured: {describe_peaks(peaks, traffic)}.",
         "",
     ]
     a = report["sections"]["a"]
@@ -635,8 +779,7 @@ def markdown(report: dict) -> str:
                 r["chosen_chunk"] or "whole",
                 f"{r['generation_s']:.3f}",
                 f"{r['updates_per_s']:.3g}",
-                f"{r['of_memory_bound']:.0%}",
-                f"{r['of_compute_bound']:.0%}",
+                *(f"{c['fraction']:.0%}" for c in r["roofline"] if c["short"] in SHORT),
                 fmt_kib(r.get("bytes_per_pair")),
                 throughput.fmt_mib(r.get("device_peak_bytes")),
                 f"{r['compile_s']:.1f}",
@@ -645,7 +788,7 @@ def markdown(report: dict) -> str:
         ]
         model = "tiny model (smoke)" if report["smoke"] else "Paper model (784→10, M 8, S 16, 2 ticks)"
         lines += [
-            f"(b, c) {model}, `pairs_per_chunk: auto`; limits for the model's state size:",
+            f"(b, c) {model}, `pairs_per_chunk: auto`, `dense_step: auto`; fractions of the roofline's ceilings:",
             "",
             throughput.table(
                 rows,
@@ -655,13 +798,44 @@ def markdown(report: dict) -> str:
                     "chunk",
                     "s/slice",
                     "updates/s",
-                    "of memory-bound",
-                    "of compute-bound",
+                    *(f"of {name}" for name in SHORT),
                     "KiB/pair",
                     "device peak MiB",
                     "compile s",
                 ],
             ),
+            "",
+        ]
+    if grid:
+        best = max(grid, key=lambda r: r["updates_per_s"])
+        lines += [
+            f"(c) Roofline at the best (b) rate ({best['pairs']} pairs, episode {best['length']}):",
+            "",
+            machine.roofline_table(best["roofline"]),
+            "",
+        ]
+    steps = report["sections"]["h"]
+    if steps and "speedup" in steps[0]:
+        rows = [
+            [
+                r["step"],
+                f"{r['updates_per_s']:.3g}",
+                f"{r['speedup']:.2f}x",
+                fmt_kib(r.get("bytes_per_pair")),
+                fmt_kib(r["device_peak_bytes"] / r["pairs"] if r.get("device_peak_bytes") else None),
+                f"{r['compile_s']:.1f}",
+                f"{r['max_rel_fitness_diff']:.1e}",
+                fmt(r.get("antithetic_cosine"), ".4f"),
+            ]
+            for r in steps
+        ]
+        columns = ["step", "updates/s", "vs xla", "XLA plan KiB/pair", "device peak KiB/pair", "compile s"]
+        lines += [
+            f"(h) Dense step, {steps[0]['pairs']} pairs, episode {steps[0]['length']}:",
+            "",
+            throughput.table(rows, [*columns, "max rel fitness diff vs xla", "cosine of pair differences"]),
+            "",
+            fraction_table(steps, "step"),
             "",
         ]
     levers = report["sections"]["g"]
@@ -703,6 +877,9 @@ def markdown(report: dict) -> str:
             f"{e['tolerance']:.1e}) — {'agree' if e['agree'] else 'DISAGREE'}; the device run said "
             f"`{e['device_runs_on']}`."
         )
+    )
+    lines.append(
+        f"(e) The paper's sub-RNN, fused step on the device vs XLA's on the CPU: {quickstart_line(report['sections']['e_fused'])}."
     )
     lines += ["", f"(f) Fig. 6 projection: {report['sections']['f']['text']}.", ""]
     if report["skipped"]:

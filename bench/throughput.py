@@ -17,7 +17,9 @@ The literal version (:mod:`vsml.learners.vsml_reference`: concatenated
 messages, full LSTM and both heads per synapse and tick, then the mean) runs
 the same population and episodes, and the fitness values of the two are
 compared. Figures are medians over ``--repeats`` timed calls after a warm-up
-call (the warm-up minus the median is the compile time).
+call (the warm-up minus the median is the compile time). The roofline of
+``bench/machine.py`` is printed first (ceilings from rates measured here) and
+after the ladder and the grid with the best rate's fraction of each ceiling.
 """
 
 from __future__ import annotations
@@ -163,6 +165,13 @@ def spawn(case: dict, xla_flags: str = "", timeout: float = 1800) -> dict:
     return {**json.loads(lines[-1]), "xla_flags": xla_flags}
 
 
+def peaks_and_traffic(scale: float) -> dict:
+    """The measured rates and what XLA's compiled dense layer moves per update (4 members: a CPU chunk of 2 pairs)."""
+    from bench import machine  # noqa: PLC0415
+
+    return {"peaks": machine.measure_peaks(scale=scale), "traffic": machine.xla_layer_traffic(4 if scale >= 1 else 1)}
+
+
 def spawn_peaks(scale: float, xla_flags: str) -> dict:
     env = case_environ(xla_flags)
     proc = subprocess.run(
@@ -174,7 +183,7 @@ def spawn_peaks(scale: float, xla_flags: str) -> dict:
         timeout=600,
         check=True,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # peaks_and_traffic
 
 
 def fmt_rate(value) -> str:
@@ -274,9 +283,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
     if args.peaks:
-        from bench import machine  # noqa: PLC0415
-
-        print(json.dumps(machine.measure_peaks(scale=args.peaks)))
+        print(json.dumps(peaks_and_traffic(args.peaks)))
         return 0
 
     sys.path.insert(0, str(ROOT))
@@ -284,19 +291,35 @@ def main(argv=None) -> int:
 
     info = machine.describe()
     vector_flags = VECTOR_512 if info["backend"] == "cpu" and info["cpu_vector_isa"] == "avx512" else ""
-    peaks = spawn_peaks(0.01 if args.quick else 1.0, vector_flags)  # with the flags of the best settings
-    floor = machine.floor_updates_per_s(peaks, 4 if args.quick else 16)
+    measured = spawn_peaks(0.01 if args.quick else 1.0, vector_flags)  # with the flags of the best settings
+    peaks, traffic = measured["peaks"], measured["traffic"]
+    cost = machine.update_cost(4 if args.quick else 16, 4 if args.quick else 8)
+
+    def ceilings(rate=None):
+        return machine.roofline(peaks, cost, traffic["bytes_per_update"], rate)
+
     print(f"machine: {machine.summary_line(info)}")
-    print(
-        f"measured peaks: matmul {peaks['matmul_flops']:.3g} FLOP/s, tanh {peaks['tanh_per_s']:.3g}/s, "
-        f"memory {peaks['bandwidth_bytes'] / 1e9:.3g} GB/s"
-    )
     print(f"XLA flags of the best settings: {case_environ(vector_flags)['XLA_FLAGS'] or '(none)'}")
     print(
-        f"analytic floor per synapse update: compute-bound {floor['compute_bound']:.3g}/s, "
-        f"memory-bound (states through DRAM every tick) {floor['memory_bound']:.3g}/s\n"
+        f"XLA's compiled dense layer (paper model, {traffic['members']} members): "
+        f"{traffic['bytes_per_update']:.0f} B accessed, {traffic['flops_per_update']:.0f} FLOPs and "
+        f"{traffic['transcendentals_per_update']:.0f} transcendentals per synapse update"
     )
-    report = {"machine": info, "peaks": peaks, "floor": floor, "sections": {}}
+    print("roofline of a synapse update (ceilings in updates/s from rates measured here):")
+    print(machine.roofline_table(ceilings()) + "\n")
+    report = {"machine": info, "peaks": peaks, "traffic": traffic, "sections": {}}
+
+    def print_roofline_at(results, what):
+        fast = [r for r in results if r.get("impl") == "fast" and "updates_per_s" in r]
+        if fast:
+            best = max(fast, key=lambda r: r["updates_per_s"])
+            rows = ceilings(best["updates_per_s"])
+            report["sections"][f"{what}_roofline"] = {"case": describe_case(best), "rows": rows}
+            print(f"\nroofline at the best {what} rate ({describe_case(best)}):")
+            print(machine.roofline_table(rows))
+            closest = machine.binding(rows)
+            print(f"closest ceiling not exceeded: {closest['ceiling'] if closest else 'none'}")
+
     sections = plan(args, vector_flags)
 
     def run_section(name, cases):
@@ -321,7 +344,6 @@ def main(argv=None) -> int:
                 f"{r['generation_s']:.3f}",
                 fmt_rate(r.get("updates_per_s")),
                 f"{r['updates_per_s'] / base['updates_per_s']:.2f}x",
-                f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
                 f"{r['compile_s']:.1f}",
                 f"{max_abs_diff(r, base):.1e}",
             ]
@@ -336,12 +358,12 @@ def main(argv=None) -> int:
                     "s/gen",
                     "updates/s",
                     "vs literal",
-                    "of compute floor",
                     "compile s",
                     "max |fitness - literal|",
                 ],
             )
         )
+        print_roofline_at(ladder, "ladder")
     if "grid" in args.sections:
         grid = run_section("grid", sections["grid"])
         literal = {(r["pairs"], r["length"]): r for r in grid if r.get("impl") == "literal"}
@@ -356,7 +378,6 @@ def main(argv=None) -> int:
                     r["length"],
                     f"{r['generation_s']:.3f}",
                     fmt_rate(r["updates_per_s"]),
-                    f"{r['updates_per_s'] / floor['compute_bound']:.0%}",
                     f"{r['updates_per_s'] / ref['updates_per_s']:.2f}x" if ref else "-",
                     f"{max_abs_diff(r, ref):.1e}" if ref else "-",
                     f"{r['compile_s']:.1f}",
@@ -373,7 +394,6 @@ def main(argv=None) -> int:
                     "T",
                     "s/gen",
                     "updates/s",
-                    "of compute floor",
                     "vs literal",
                     "max |fitness diff|",
                     "compile s",
@@ -382,6 +402,7 @@ def main(argv=None) -> int:
                 ],
             )
         )
+        print_roofline_at(grid, "grid")
     if "baselines" in args.sections:
         baselines = run_section("baselines", sections["baselines"])
         rows = [

@@ -129,12 +129,17 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for header in ("== machine", "== (a)", "== (b)", "== (g)", "== (d)", "== (e)", "== (f)"):
+    for header in ("== machine", "== (c)", "== (a)", "== (b)", "== (h)", "== (g)", "== (d)", "== (e)", "== (f)"):
         assert header in proc.stdout, proc.stdout[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["sections"]["a"]["agree"] is True  # fast path == literal version
     assert report["sections"]["e"]["agree"] is True, report["sections"]["e"]  # the same run twice on the CPU
     assert report["sections"]["f"]["hours"] > 0
+    steps = {step["step"]: step for step in report["sections"]["h"]}  # the fused kernel, interpret mode
+    assert steps["fused"]["max_rel_fitness_diff"] <= 1e-5 and steps["fused"]["antithetic_cosine"] > 0.999
+    assert report["sections"]["e_fused"]["agree"] is True, report["sections"]["e_fused"]
+    ceilings = {row["short"] for row in report["sections"]["b"][0]["roofline"]}
+    assert {"XLA layer mem", "h,c per step", "transc.", "model matmul"} <= ceilings
     levers = {lever["lever"].split(" (")[0]: lever for lever in report["sections"]["g"]}
     assert levers["all pairs in one chunk"]["max_rel_fitness_diff"] <= 1e-5
     assert levers["bfloat16 states"]["max_rel_fitness_diff"] <= 1e-2

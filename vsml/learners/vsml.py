@@ -20,12 +20,12 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from vsml.learners import vsml_reference
+from vsml.learners import vsml_fused, vsml_reference
 from vsml.learners.base import LearnerType
 from vsml.learners.common import fields_from
 from vsml.learners.numerics import bound_logits, truncated_normal
 from vsml.learners.vsml_conv import conv_geometries, conv_layer
-from vsml.learners.vsml_layer import LayerGeometry, Params, dense_geometry, dense_layer
+from vsml.learners.vsml_layer import LayerGeometry, Params, dense_geometry
 from vsml.settings import SettingError, SubRNNSettings, VSMLRNNSettings, key_of
 
 STATE_DTYPES = ("float32", "bfloat16")
@@ -68,6 +68,9 @@ class VSMLSpec:
     # maths in float32 — halves the state traffic (a GPU speed lever, bench/gpu_check.py);
     # "float32": everything in float32.
     state_dtype: str = VSMLRNNSettings.state_dtype
+    # "auto": the fused Pallas step (vsml.learners.vsml_fused) on a CUDA GPU where it covers the
+    # layer, XLA's elsewhere; "xla"; "fused" (interpret mode off a GPU: slow, for tests).
+    dense_step: str = VSMLRNNSettings.dense_step
 
     @property
     def num_layers(self) -> int:
@@ -252,16 +255,19 @@ def input_message(x: jax.Array, spec: VSMLSpec) -> jax.Array:
     return jnp.pad(x[..., None], [(0, 0)] * x.ndim + [(0, spec.msg_size - 1)])
 
 
-def make_time_step(params: Params, spec: VSMLSpec, layer_fn=dense_layer, conv_layer_fn=conv_layer):
+def make_time_step(params: Params, spec: VSMLSpec, layer_fn=None, conv_layer_fn=conv_layer):
     """The scan body of one inner time step (all layers), closed over the meta-parameters.
 
     Carry: ``(states, bwd_ins)`` with per-layer states and incoming backward
     messages; ``bwd_ins[-1]`` encodes the previous step's error (and label).
-    The first ``len(spec.conv_layers)`` layers run ``conv_layer_fn`` (with their
+    Dense layers run ``layer_fn`` (None: the one ``spec.dense_step`` selects, XLA's
+    :func:`~vsml.learners.vsml_layer.dense_layer` or the fused kernel). The first
+    ``len(spec.conv_layers)`` layers run ``conv_layer_fn`` (with their
     :class:`ConvLayer` as sixth argument) on spatial messages; the forward message
     is flattened into the first dense layer, and that layer's backward message is
     reshaped back to the last conv layer's output shape.
     """
+    layer_fn = layer_fn or vsml_fused.select_dense_layer(spec)  # None: the spec's dense_step
     num_layers = spec.num_layers
     num_conv = len(spec.conv_layers)
     backward_group = "backward" if (spec.backward_pass and spec.separate_backward_rnn) else "forward"
@@ -320,7 +326,7 @@ def run(
     inputs: jax.Array,
     labels: jax.Array,
     spec: VSMLSpec,
-    layer_fn=dense_layer,
+    layer_fn=None,
     conv_layer_fn=conv_layer,
     unroll: int = 1,
 ):

@@ -75,6 +75,12 @@ class VSMLRNNSettings:
         "storage of the LSTM states and their recurrent matmul (bfloat16: dense layers only, §4.5)",
         one_of_names_in("vsml.learners.vsml", "STATE_DTYPES"),
     )
+    dense_step: str = setting(
+        "auto",
+        "a dense layer's step: fused (one Pallas kernel, §4.7; on a CPU in interpret mode, for tests), xla, "
+        "or auto: fused on a CUDA GPU for the shapes it covers, xla elsewhere",
+        one_of_names_in("vsml.learners.vsml_fused", "DENSE_STEPS"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
