@@ -17,7 +17,8 @@
 #
 # Environment: VSML_VENV (virtual environment to activate; default .venv if it
 # exists, `none` to skip), VSML_SETUP (a file sourced first, e.g. module loads),
-# VSML_SRUN_ARGS (extra srun options, e.g. "--mpi=pmix").
+# VSML_SRUN_ARGS (extra srun options; srun gets --mpi=pmi2, the PMI of the venv's
+# MPICH, unless they name another --mpi, e.g. "--mpi=pmix" for an MPI built for it).
 #
 # Slurm's pre-timeout signal (--signal=B:USR1@300, sent to this script) and
 # SIGTERM are forwarded to srun, which forwards them to every rank; the
@@ -38,6 +39,21 @@ die() {
 log() {
     echo "slurm/job.sh [$(date '+%F %T')]: $*"
 }
+
+srun_pid=""
+stopped_early=""
+forward() {
+    if [[ -z $srun_pid ]]; then  # before the ranks exist: there is nothing to checkpoint
+        stopped_early=$1
+        return
+    fi
+    log "received SIG$1: forwarding it to the ranks (they checkpoint and stop)"
+    kill -s "$1" "$srun_pid" 2>/dev/null || true
+}
+# Trapped first: Slurm's pre-timeout signal may come early (up to a minute), even before srun starts.
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+trap 'forward INT' INT
 
 run_dir=""
 resume=0
@@ -103,22 +119,23 @@ if ((gpus)); then
 fi
 
 srun_args=(--kill-on-bad-exit=1)
+extra=()
 if [[ -n ${VSML_SRUN_ARGS:-} ]]; then
     read -r -a extra <<<"$VSML_SRUN_ARGS"
-    srun_args+=("${extra[@]}")
+fi
+# The venv's MPICH finds its peers through PMI-2; srun's own default (MpiDefault, often
+# `none`) would start every task as a one-rank world of its own.
+[[ " ${extra[*]} " == *" --mpi"* ]] || srun_args+=(--mpi=pmi2)
+srun_args+=("${extra[@]}")
+
+if [[ -n $stopped_early ]]; then
+    log "received SIG$stopped_early before the ranks started: not starting them (a later job of a chain resumes)"
+    exit 0
 fi
 
 log "job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ task $SLURM_ARRAY_TASK_ID} on ${SLURM_JOB_NODELIST:-?}: srun ${srun_args[*]} ${command[*]}"
 srun "${srun_args[@]}" "${command[@]}" &
 srun_pid=$!
-
-forward() {
-    log "received SIG$1: forwarding it to the ranks (they checkpoint and stop)"
-    kill -s "$1" "$srun_pid" 2>/dev/null || true
-}
-trap 'forward USR1' USR1
-trap 'forward TERM' TERM
-trap 'forward INT' INT
 
 # `wait` returns early when a trapped signal arrives; keep waiting for srun.
 while kill -0 "$srun_pid" 2>/dev/null; do

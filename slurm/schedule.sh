@@ -39,7 +39,7 @@
 # COMMAND may also be `python3 launch.py --resume RUN ...`: every job then runs
 # it unchanged (output in RUN). Inside the job, slurm/job.sh activates .venv
 # (VSML_VENV, `none` to skip), sources VSML_SETUP if set, and passes
-# VSML_SRUN_ARGS (e.g. "--mpi=pmix") to srun.
+# VSML_SRUN_ARGS to srun (it adds --mpi=pmi2 unless they name another --mpi).
 set -euo pipefail
 
 readonly SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -172,7 +172,27 @@ if ((dry_run)); then
     exit 0
 fi
 
+# sbatch's messages as one line, without its "sbatch: error: " prefixes.
+one_line() {
+    local text
+    text=$(sed -e 's/^sbatch: error: //' -e 's/^sbatch: //' <<<"$1" | grep -v '^[[:space:]]*$' | paste -sd ';' -)
+    echo "${text//;/; }"
+}
+
+# Slurm refused the job: one line with its own words, exit 2 (no --help hint: the usage was right).
+refused() {
+    echo "$PROG: error: Slurm refused the job, nothing submitted: $*" >&2
+    exit 2
+}
+
 command -v sbatch >/dev/null || die "sbatch not found: run this on a Slurm login node (or use --dry-run)"
+# Ask Slurm first (sbatch --test-only submits nothing): a refused partition, account or --time
+# must not leave half a chain queued or a run directory behind.
+if ! output=$(batch_script 1 | sbatch --test-only 2>&1); then
+    refused "$(one_line "$output")"
+fi
+made_run_dir=0
+[[ -d $run_dir ]] || made_run_dir=1
 mkdir -p -- "$run_dir"
 job_ids=()
 for ((k = 1; k <= chain; k++)); do
@@ -181,8 +201,10 @@ for ((k = 1; k <= chain; k++)); do
     sbatch_args=()
     ((k == 1)) || sbatch_args+=("--dependency=afterany:${job_ids[-1]}")
     if ! output=$(sbatch "${sbatch_args[@]}" "$script_file" 2>&1); then
-        echo "$output" >&2
-        die "sbatch failed for job $k of $chain (script: $script_file)"
+        # Take back what this call queued, so a refusal leaves nothing behind.
+        ((${#job_ids[@]} == 0)) || scancel "${job_ids[@]}" 2>/dev/null || true
+        ((made_run_dir == 0)) || rm -rf -- "$run_dir"
+        refused "$(one_line "$output") (job $k of $chain${job_ids[*]:+; cancelled ${job_ids[*]}})"
     fi
     [[ $output =~ Submitted\ batch\ job\ ([0-9]+) ]] || die "cannot read a job id from sbatch's output: $output"
     job_ids+=("${BASH_REMATCH[1]}")

@@ -1,7 +1,11 @@
 """slurm/ and ssh/ launchers, run against fake sbatch/srun/ssh/rsync/gpustat/tmux/scp on PATH.
 
 Every fake records its argv (and stdin) under ``calls/`` and prints what the
-real tool would; the tests assert on those records.
+real tool would; the tests assert on those records. They cover what the real
+engines on one machine cannot show (tests/test_engines_slurm.py and
+tests/test_engines_ssh.py run real Slurm, sshd, rsync, tmux and MPICH): many nodes
+and GPUs, GPU ids picked from gpustat, the exact sbatch scripts and commands, and
+usage errors — and they run everywhere, without root.
 """
 
 from __future__ import annotations
@@ -35,13 +39,25 @@ if [[ ! -t 0 ]]; then cat > "$base.stdin" || true; fi
 """
 
 FAKES = {
-    "sbatch": RECORD + 'echo "Submitted batch job $((100 + $(ls "$FAKE_CALLS" | grep -c sbatch.argv)))"\n',
-    "rsync": RECORD,
+    # sbatch --test-only (schedule.sh asks first) is answered without a record: it submits nothing.
+    "sbatch": '#!/usr/bin/env bash\nif [[ $1 == --test-only ]]; then cat >/dev/null; echo "sbatch: Job 1 to start" >&2; exit 0; fi\n'
+    + RECORD.split("\n", 1)[1]
+    + 'echo "Submitted batch job $((100 + $(ls "$FAKE_CALLS" | grep -c sbatch.argv)))"\n',
+    # rsync -az ... --exclude X ... SRC/ HOST:DIR/: copies SRC into the fake home's DIR, without the excluded.
+    "rsync": RECORD
+    + r"""args=("$@"); excludes=()
+for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == --exclude ]] && excludes+=("--exclude=${args[i + 1]}"); done
+dest=$FAKE_HOME/${args[-1]#*:}; mkdir -p "$dest"
+tar -C "${args[-2]}" "${excludes[@]}" -cf - . | tar -C "$dest" -xf -
+""",
     "tmux": RECORD,
     "scp": RECORD,
     "gpustat": RECORD + 'cat "$FAKE_GPUSTAT"\n',
-    # ssh HOST COMMAND: runs COMMAND with bash in a fake home directory (the fakes stay on PATH).
-    "ssh": RECORD + 'shift; cd "$FAKE_HOME"; exec bash -c "$*"\n',
+    # ssh [-o OPT ...] HOST COMMAND: runs COMMAND with bash in a fake home directory (the fakes stay on PATH).
+    # Its recorded stdin is the command's stdin.
+    "ssh": RECORD
+    + 'while [[ $1 == -* ]]; do [[ $1 == -o ]] && shift; shift; done; shift; cd "$FAKE_HOME"\n'
+    + 'if [[ -f $base.stdin ]]; then exec bash -c "$*" <"$base.stdin"; else exec bash -c "$*"; fi\n',
     # srun COMMAND...: records its environment; with FAKE_SRUN_WAIT set, waits for a signal.
     "srun": RECORD
     + r"""env > "$base.env"
@@ -84,6 +100,9 @@ class Fakes:
         for name, text in FAKES.items():
             (self.bin / name).write_text(text)
             (self.bin / name).chmod(0o755)
+        # The hosts' code folder has a venv with the run's packages (the host check asks): the tests' own.
+        (self.home / "vsml").mkdir()
+        (self.home / "vsml" / ".venv").symlink_to(sys.prefix)
         self.gpustat = root / "gpustat.json"
         self.gpustat.write_text(json.dumps(GPUSTAT))
         self.env = {
@@ -113,6 +132,16 @@ class Fakes:
         return [
             f.read_bytes().decode().split("\0")[:-1] for f in files if tool is None or f.name.endswith(f"-{tool}.argv")
         ]
+
+    def ssh_hosts(self) -> list[str]:
+        """The destination of each recorded ssh call (the word after its options)."""
+        hosts = []
+        for argv in self.records("ssh"):
+            i = 0
+            while argv[i].startswith("-"):
+                i += 2 if argv[i] == "-o" else 1
+            hosts.append(argv[i])
+        return hosts
 
     def srun_env(self) -> dict[str, str]:
         (path,) = self.calls.glob("*-srun.env")
@@ -297,9 +326,11 @@ def test_slurm_refuses_a_run_dir_that_already_holds_a_run(fakes, tmp_path):
 
 
 def _srun_argv(fakes):
+    """srun's argv after the options job.sh always gives (a dead rank ends the step; PMI-2 unless
+    VSML_SRUN_ARGS names another --mpi)."""
     (argv,) = fakes.records("srun")
     assert argv[0] == "--kill-on-bad-exit=1"
-    return argv[1:]
+    return argv[2:] if argv[1] == "--mpi=pmi2" else argv[1:]
 
 
 def test_slurm_job_runs_array_task_in_its_task_dir_through_assign_gpu(fakes, tmp_path):
@@ -411,7 +442,7 @@ def test_ssh_copies_code_picks_free_gpus_and_starts_mpirun_in_tmux(fakes):
     assert rsync[-2:] == [f"{ROOT}/", "gpu1:vsml/"]
     excluded = {rsync[i + 1] for i, word in enumerate(rsync) if word == "--exclude"}
     assert {".venv", "runs", "wandb"} <= excluded
-    assert [argv[0] for argv in fakes.records("ssh")] == ["gpu1"] * 3  # mkdir, gpustat, tmux
+    assert fakes.ssh_hosts() == ["gpu1"] * 5  # reach, mkdir, code and packages check, gpustat, tmux
     assert fakes.records("gpustat") == [["--json"]]
     ((tmux, job),) = _tmux_windows(fakes)
     assert tmux[:2] == ["new-session", "-d"] and tmux[tmux.index("-n") + 1] == "run"
@@ -486,6 +517,61 @@ def test_ssh_explicit_gpus_or_cpu_skip_gpustat(fakes):
     assert "--gpus" not in cpu_job and cpu_job[cpu_job.index("--ranks") + 1] == "3"
 
 
+def test_ssh_several_hosts_get_one_job_with_each_hosts_free_gpus(fakes, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# the lab\ngpu2   # second box\n\n")
+    result = _ok(
+        fakes.run(
+            SSH,
+            "--host",
+            "gpu1",
+            "--hostfile",
+            hostfile,
+            "--nodes=2",
+            "--run_dir",
+            "runs/m",
+            "--",
+            "python3",
+            "launch.py",
+        )
+    )
+    assert [argv[-2:] for argv in fakes.records("rsync")] == [[f"{ROOT}/", "gpu1:vsml/"], [f"{ROOT}/", "gpu2:vsml/"]]
+    assert fakes.records("gpustat") == [["--json"], ["--json"]]  # GPUs are picked on each host
+    ((tmux, job),) = _tmux_windows(fakes)  # one window, on the first host, runs the whole job
+    assert job[2 : job.index("--")] == [
+        "--ranks",
+        "2",
+        "--run-dir",
+        "runs/m",
+        "--hosts",
+        "gpu1,gpu2",
+        "--host-gpus",
+        "1,3;1,3",
+    ]
+    assert fakes.ssh_hosts()[-1] == "gpu1" and "gpu1 gpu2" in result.stdout
+
+
+def test_ssh_job_over_hosts_gives_each_host_its_ranks_and_gpus(tmp_path):
+    # --mpirun echo prints the MPI launcher's command line instead of running it.
+    result = subprocess.run(
+        ["bash", str(SSH_JOB), "--ranks", "2", "--hosts", "a,b", "--host-gpus", "0,1;4,5", "--mpirun", "echo"]
+        + ["--venv", "none", "--run-dir", str(tmp_path / "run"), "--", "python3", "launch.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "hostfile").read_text() == "a:2\nb:2\n"
+    segment = ["python3", "assign_gpu.py", "python3", "launch.py", "--run_dir", str(tmp_path / "run")]
+    expected = ["-launcher", "ssh", "-f", str(tmp_path / "run" / "hostfile")]
+    expected += ["-n", "2", "-env", "CUDA_VISIBLE_DEVICES", "0,1", *segment, ":"]
+    expected += ["-n", "2", "-env", "CUDA_VISIBLE_DEVICES", "4,5", *segment]
+    printed = (tmp_path / "run" / "output.log").read_text().splitlines()[1]
+    assert printed.split() == expected
+
+
 def test_ssh_dry_run_prints_every_remote_command_and_runs_none(fakes):
     result = _ok(
         fakes.run(
@@ -523,6 +609,13 @@ def test_ssh_dry_run_prints_every_remote_command_and_runs_none(fakes):
             "--task but --array=1-2",
         ),
         (["--host", "h", "--", "python3", "launch.py", "--run_dir"], "--run_dir in the command needs a value"),
+        (["--host", "h", "--host", "h", "--", "python3", "launch.py"], "host h is given twice"),
+        (["--host", "a", "--host", "b", "--mpirun", "mpirun.openmpi", "--", "python3", "launch.py"], "drop --mpirun"),
+        (
+            ["--host", "a", "--host", "b", "--array=1-2", "--", "python3", "launch.py", "--array", "a.yaml"],
+            "one ssh/schedule.sh per host",
+        ),
+        (["--hostfile", "/no/such/file", "--", "python3", "launch.py"], "no such file"),
     ],
 )
 def test_ssh_bad_usage_exits_2_with_a_clear_message(fakes, args, message):

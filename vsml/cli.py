@@ -167,15 +167,20 @@ def main(argv=None) -> int:
     from vsml import runtime  # noqa: PLC0415
 
     runtime.apply_xla_flags()  # XLA reads its flags when jax creates a backend: before any jax use
-    from vsml.comm import world  # noqa: PLC0415
+    from vsml.comm import LaunchError, first_task, world  # noqa: PLC0415
 
+    try:
+        comm = world()
+    except LaunchError as err:  # one line from one task, before anything is loaded or written
+        if first_task():
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        return USAGE_ERROR
     if args.print_config:
-        return print_config(args, world())
+        return print_config(args, comm)
     from vsml.preemption import StopRequest  # noqa: PLC0415
 
     # Signals that arrive while jax loads and compiles must not kill the run either.
     stop = StopRequest().install()
-    comm = world()
     if not comm.is_root:
         stop.announce = lambda text: None  # rank 0 acknowledges a stop signal for every rank
     try:

@@ -24,6 +24,13 @@ import numpy as np
 _LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
 
+class LaunchError(RuntimeError):
+    """The processes were started in a way that cannot form the intended MPI world.
+
+    Raised before any work, so a misconfigured launch costs seconds, not an allocation.
+    """
+
+
 class Comm(abc.ABC):
     """A communicator over ``size`` processes; this process is ``rank``.
 
@@ -148,13 +155,15 @@ def world(environ: dict | None = None) -> Comm:
     ``mpiexec`` becomes a one-rank world). If mpi4py or its MPI library cannot
     be loaded, falls back to :class:`SingleProcessComm` with a warning — unless
     a launcher started several ranks, where running them as independent
-    single processes would waste the allocation, so that raises instead.
+    single processes would waste the allocation, so that raises
+    :class:`LaunchError` instead; so does srun starting several tasks that each
+    see a one-rank world (srun's MPI plugin does not match the MPI library).
     """
     try:
         from mpi4py import MPI  # noqa: PLC0415 — importing initialises MPI; only here
     except (ImportError, RuntimeError, OSError) as err:
         if launched_by_mpi(environ):
-            raise RuntimeError(
+            raise LaunchError(
                 f"started by an MPI launcher but mpi4py cannot load MPI ({err}); "
                 "reinstall with `pip install -r requirements.txt` and launch with the venv's mpiexec"
             ) from err
@@ -162,5 +171,33 @@ def world(environ: dict | None = None) -> Comm:
         return SingleProcessComm()
     comm = MPIComm(MPI)
     if comm.size == 1:
+        step_tasks = _srun_step_tasks(environ)
+        if step_tasks > 1:
+            raise LaunchError(
+                f"srun started {step_tasks} tasks but MPI sees each as a world of its own, so every task would "
+                "run the whole job alone; give srun the PMI the venv's MPICH speaks: --mpi=pmi2 "
+                "(slurm/job.sh passes it unless VSML_SRUN_ARGS names another --mpi)"
+            )
         return SingleProcessComm()
     return comm
+
+
+def first_task(environ: dict | None = None) -> bool:
+    """True in the one process of a launch that reports launch errors (task 0, or not under srun)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("SLURM_PROCID", "0") == "0"
+
+
+def _srun_step_tasks(environ: dict | None = None) -> int:
+    """The number of tasks srun started in this job step (1 outside srun).
+
+    srun sets SLURM_STEP_NUM_TASKS for every task it starts. When its MPI plugin
+    does not match the MPI library (srun's default ``--mpi=none`` with MPICH),
+    each task initialises MPI as a singleton: that is the one case where this
+    is > 1 while the world has size 1.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        return int(environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    except ValueError:
+        return 1
