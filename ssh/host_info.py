@@ -44,6 +44,8 @@ def code_files(root: Path) -> list[str]:
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d not in EXCLUDED)
         for name in files:
+            if name in EXCLUDED:  # a git worktree's .git is a file, which rsync's --exclude .git skips too
+                continue
             path = Path(folder, name)
             if path.is_file():
                 found.append(path.relative_to(root).as_posix())

@@ -697,3 +697,20 @@ def test_ssh_job_exits_with_the_commands_status(tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 3 and "finished with status 3" in result.stdout
+
+
+def test_ssh_code_files_leave_out_what_rsync_leaves_out(tmp_path):
+    """The manifest a host is checked against holds what rsync copies: in a git worktree ``.git`` is a
+    file, not a folder, and ``--exclude .git`` skips it all the same."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("host_info", ROOT / "ssh" / "host_info.py")
+    host_info = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host_info)
+    (tmp_path / ".git").write_text("gitdir: /elsewhere/.git/worktrees/x\n")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "metrics.jsonl").write_text("")
+    (tmp_path / "vsml").mkdir()
+    (tmp_path / "vsml" / "cli.py").write_text("")
+    (tmp_path / "launch.py").write_text("")
+    assert host_info.code_files(tmp_path) == ["launch.py", "vsml/cli.py"]
