@@ -12,6 +12,7 @@ import pytest
 from vsml import data, experiment, runtime
 from vsml.comm import SingleProcessComm
 from vsml.config import build_config
+from vsml.evaluation import load_task
 from vsml.learners import LEARNER_TYPES, BackpropPlan, build_learner
 from vsml.learners.scan import episode_scan
 from vsml.meta import objective
@@ -137,6 +138,17 @@ def test_a_run_that_does_not_fit_is_refused_in_one_line(monkeypatch):
     message = str(refused.value)
     assert "\n" not in message and message.startswith("training.episode_length:")
     assert "optimizer.remat_steps (e.g. 22)" in message and "optimizer.truncation" in message
+
+
+def test_make_outer_loop_refuses_before_the_step_is_compiled(monkeypatch):
+    overrides = [*TINY, "training.dataset=digits", "training.episode_length=8", "optimizer.type=sgd"]
+    settings = run_settings(build_config(overrides=overrides))
+    task = load_task("digits", "train", settings.data_settings, 8, 1)
+    learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
+    params = learner.init(jax.random.PRNGKey(0))
+    monkeypatch.setattr(runtime, "device_available_bytes", lambda ranks_on_node=1: 1)
+    with pytest.raises(SettingError, match="^training.episode_length: .* GiB are available"):
+        experiment.make_outer_loop(learner, task, settings, params, SingleProcessComm())
 
 
 def test_host_available_memory_is_read_from_meminfo(tmp_path):
