@@ -20,7 +20,9 @@ through the episode (the values it returns are the same under every plan):
   them). This is *biased*: it drops every path by which the meta-parameters
   change the learner's state before the boundary and so its later predictions
   — precisely the credit for learning that pays off more than K steps later.
-  K >= T is full backpropagation.
+  K >= T is full backpropagation. Truncation alone saves no memory: the one
+  backward pass over the episode still keeps every segment's activations
+  (``remat_steps`` is the memory lever; the two combine).
 
 The trivial plan (both 0) is a plain ``lax.scan``, the same computation as before.
 """

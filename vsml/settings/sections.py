@@ -134,7 +134,7 @@ class OptimizerSettings:
     )  # fmt: skip
     truncation: int = setting(
         0, "meta-gradients: truncated backpropagation through segments of N steps; 0: the whole episode; "
-        "biased (§6.3)",
+        "biased, and saves no memory by itself (§6.3)",
         NON_NEGATIVE_INT,
     )  # fmt: skip
 
