@@ -208,7 +208,7 @@ def report(results: list[dict], facts: tuple, args, machine: dict) -> str:
         "figures: median [min–max] over seeds; accuracy at the last evaluation, episode mean / last step",
         "",
     ]
-    header = ["lr", "clip", "episodes/step", "left", "final meta-loss", "escape step"]
+    header = ["lr", "clip", "episodes/step", "left", "final meta-loss", "escape step (of the seeds that left)"]
     header += [f"{d} mean / last" for d in datasets] + ["max grad norm", "clipped steps", "wall s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting in dict.fromkeys(r["setting"] for r in results):
@@ -222,7 +222,7 @@ def report(results: list[dict], facts: tuple, args, machine: dict) -> str:
             str(runs[0]["population"]),
             f"{sum(r['left'] for r in ok)}/{len(runs)}{failed}",
             spread([r["final_meta_loss"] for r in ok]),
-            (spread(escapes, ".0f") + f" ({len(escapes)} seeds)") if escapes else "–",
+            (spread(escapes, ".0f") + f" (of {len(escapes)})") if escapes else "–",
         ]
         cells += [
             f"{spread([r.get(f'{d}/accuracy') for r in ok], '.1%')} / "
