@@ -140,6 +140,27 @@ def test_a_run_that_does_not_fit_is_refused_in_one_line(monkeypatch):
     assert "optimizer.remat_steps (e.g. 22)" in message and "optimizer.truncation" in message
 
 
+class TwoRanks(SingleProcessComm):
+    """Rank 0 of two; the other rank reports ``other`` bytes available (-1: unknown)."""
+
+    def __init__(self, other):
+        self.other = other
+
+    def allgather(self, local):
+        return np.concatenate([np.asarray(local), np.asarray([self.other], np.int64)])
+
+
+def test_the_rank_with_the_least_memory_decides_for_all(monkeypatch):
+    training = run_settings(build_config(overrides=[])).training
+    monkeypatch.setattr(runtime, "device_available_bytes", lambda ranks_on_node=1: 2**30)
+    experiment.check_fits(2**29, 1, training, TwoRanks(-1))  # the other rank does not know: this one decides
+    with pytest.raises(SettingError, match="0.2 GiB are available"):
+        experiment.check_fits(2**29, 1, training, TwoRanks(2**28))
+    monkeypatch.setattr(runtime, "device_available_bytes", lambda ranks_on_node=1: None)
+    with pytest.raises(SettingError):  # this rank does not know, the other is too small: both refuse
+        experiment.check_fits(2**29, 1, training, TwoRanks(2**28))
+
+
 def test_make_outer_loop_refuses_before_the_step_is_compiled(monkeypatch):
     overrides = [*TINY, "training.dataset=digits", "training.episode_length=8", "optimizer.type=sgd"]
     settings = run_settings(build_config(overrides=overrides))

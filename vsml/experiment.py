@@ -69,11 +69,15 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
 
 def check_fits(bytes_per_item: int, items_at_once: int, training: TrainingSettings, comm: Comm) -> None:
     """Refuses, in one line and before the step is compiled, a chunk whose working memory (XLA's plan of a
-    one-item slice, ``bytes_per_item``) exceeds the memory this rank may use (:func:`vsml.runtime.device_available_bytes`)."""
-    available = runtime.device_available_bytes(ranks_on_node=comm.local_size)
+    one-item slice, ``bytes_per_item``) exceeds the memory a rank may use (:func:`vsml.runtime.device_available_bytes`).
+
+    The least of every rank's figure decides, so all ranks refuse together (none waits in a collective)."""
+    local = runtime.device_available_bytes(ranks_on_node=comm.local_size)
+    known = [int(v) for v in comm.allgather(np.asarray([-1 if local is None else local], np.int64)) if v >= 0]
     needed = bytes_per_item * items_at_once
-    if available is None or needed <= available:
+    if not known or needed <= min(known):
         return
+    available = min(known)
     gib = 2.0**30
     raise SettingError(
         training,
