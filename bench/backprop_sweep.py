@@ -20,7 +20,7 @@ appended to ``OUT/results.jsonl`` at once, and a rerun skips what is there.
 Per run it records, from the run's ``metrics.jsonl``:
 
 * the final meta-loss: the mean of the logged meta-losses of the last
-  :data:`FINAL_WINDOW` steps (single steps are noisy);
+  :data:`FINAL_WINDOW` steps (single steps are noisy), and that of the last 10;
 * whether it *left the plateau*: that final meta-loss is below
   :data:`LEFT_FRACTION` · ln C (C: the meta-training set's class count; 2.07 for
   10 classes: a learner at chance sits at ln C, and 10 % below it is far outside
@@ -150,6 +150,7 @@ def summarise_run(run_dir: Path, num_classes: int, datasets: list[str], clip: fl
     return {
         "steps": last + 1 if losses else 0,
         "final_meta_loss": final,
+        "last10_meta_loss": statistics.fmean([v for s, v in losses if s > last - 10]) if losses else None,
         "left": final is not None and final < line,
         "line": line,
         "escape_step": escape_generation([s for s, _ in losses], [v for _, v in losses], line),
@@ -208,7 +209,15 @@ def report(results: list[dict], facts: tuple, args, machine: dict) -> str:
         "figures: median [min–max] over seeds; accuracy at the last evaluation, episode mean / last step",
         "",
     ]
-    header = ["lr", "clip", "episodes/step", "left", "final meta-loss", "escape step (of the seeds that left)"]
+    header = [
+        "lr",
+        "clip",
+        "episodes/step",
+        "left",
+        "final meta-loss",
+        "last 10 steps",
+        "escape step (n: seeds below the line at the end)",
+    ]
     header += [f"{d} mean / last" for d in datasets] + ["max grad norm", "clipped steps", "wall s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting in dict.fromkeys(r["setting"] for r in results):
@@ -222,7 +231,8 @@ def report(results: list[dict], facts: tuple, args, machine: dict) -> str:
             str(runs[0]["population"]),
             f"{sum(r['left'] for r in ok)}/{len(runs)}{failed}",
             spread([r["final_meta_loss"] for r in ok]),
-            (spread(escapes, ".0f") + f" (of {len(escapes)})") if escapes else "–",
+            spread([r.get("last10_meta_loss") for r in ok]),
+            (spread(escapes, ".0f") + f" (n={len(escapes)})") if escapes else "–",
         ]
         cells += [
             f"{spread([r.get(f'{d}/accuracy') for r in ok], '.1%')} / "
@@ -256,6 +266,10 @@ def main(argv=None) -> int:
             print(f"{record['setting']} seed {seed}: exit {record['returncode']}, {record['wall_s']:.0f} s", flush=True)
     wanted = {label(s) for s in args.grid}
     results = [r for r in read_results(results_path) if r["setting"] in wanted or args.report_only]
+    if args.report_only:  # re-read the run directories that are here (figures added since are filled in)
+        for r in results:
+            if r["returncode"] == 0 and (Path(r["run_dir"]) / "metrics.jsonl").exists():
+                r.update(summarise_run(Path(r["run_dir"]), num_classes, datasets, r["clip"]))
     text = report(results, facts, args, describe_machine())
     (out / "report.md").write_text(text + "\n")
     print(text)
