@@ -37,12 +37,12 @@ from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
 from vsml.console import stop_line
 from vsml.evaluation import Task, build_evaluators, load_task, run_evaluations
-from vsml.learners import build_learner
+from vsml.learners import FULL_BACKPROP, BackpropPlan, build_learner
 from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log
 from vsml.runs import TrainResult
-from vsml.settings import OptimizerSettings, RunSettings, key_of, run_settings
+from vsml.settings import OptimizerSettings, RunSettings, SettingError, TrainingSettings, key_of, run_settings
 
 
 def make_outer_loop(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
@@ -62,8 +62,37 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
     if chunk == "auto":
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
-            loop, _ = fit_chunk(loop, params_template, task.arrays, budget)
+            loop, per_item = fit_chunk(loop, params_template, task.arrays, budget)
+            check_fits(per_item, loop.items_per_chunk or len(loop.item_indices), training, comm)
     return loop
+
+
+def check_fits(bytes_per_item: int, items_at_once: int, training: TrainingSettings, comm: Comm) -> None:
+    """Refuses, in one line and before the step is compiled, a chunk whose working memory (XLA's plan of a
+    one-item slice, ``bytes_per_item``) exceeds the memory a rank may use (:func:`vsml.runtime.device_available_bytes`).
+
+    The least of every rank's figure decides, so all ranks refuse together (none waits in a collective)."""
+    local = runtime.device_available_bytes(ranks_on_node=comm.local_size)
+    known = [int(v) for v in comm.allgather(np.asarray([-1 if local is None else local], np.int64)) if v >= 0]
+    needed = bytes_per_item * items_at_once
+    if not known or needed <= min(known):
+        return
+    available = min(known)
+    gib = 2.0**30
+    raise SettingError(
+        training,
+        "episode_length",
+        f"{items_at_once} episode(s) of {training.episode_length} steps need {needed / gib:.1f} GiB of working "
+        f"memory (XLA's plan, {bytes_per_item / gib:.2f} GiB each) but {available / gib:.1f} GiB are available; "
+        f"with meta-gradients set {key_of(OptimizerSettings, 'remat_steps')} (e.g. "
+        f"{max(1, round(training.episode_length**0.5))}) or {key_of(OptimizerSettings, 'truncation')}, "
+        "or shorten the episodes",
+    )
+
+
+def backprop_plan(optimizer: OptimizerSettings) -> BackpropPlan:
+    """How a meta-gradient goes back through the training episode (``optimizer.remat_steps``, ``truncation``)."""
+    return BackpropPlan(remat_steps=optimizer.remat_steps, truncation=optimizer.truncation)
 
 
 def chunk_text(loop: OuterLoop) -> str:
@@ -176,6 +205,9 @@ def setup_training(
     params = learner.init(jax.random.PRNGKey(settings.seed))
     if training.pairs_per_chunk == "auto":
         log.message("choosing pairs_per_chunk from the memory plan of a compiled one-pair slice…")
+    plan = backprop_plan(settings.optimizer)
+    if plan != FULL_BACKPROP:  # only the training episodes are differentiated
+        learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes, backprop_plan=plan)
     outer_loop = make_outer_loop(learner, task, settings, params, comm)
     state, wall_offset = initial_state(outer_loop, params, settings, resume, log)
     clock = Stopwatch(wall_offset)

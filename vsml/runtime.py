@@ -297,6 +297,35 @@ def device_chunk_budget_bytes(ranks_on_node: int = 1, environ=os.environ) -> int
     )
 
 
+def host_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """``MemAvailable`` of the host (None where the kernel does not say)."""
+    try:
+        with open(meminfo) as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def device_available_bytes(ranks_on_node: int = 1, environ=os.environ) -> int | None:
+    """Memory one rank may fill on its device: the host's available memory on a CPU, the
+    allocator's limit on a GPU/TPU; split among the ranks sharing it (None: unknown)."""
+    import jax  # noqa: PLC0415
+
+    backend = jax.default_backend()
+    ranks = ranks_sharing_device(backend, ranks_on_node, environ)
+    if backend == "cpu":
+        available = host_available_bytes()
+        return None if available is None else available // ranks
+    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    total = device_total_bytes(limit, environ)
+    if limit is None:
+        return None
+    return min(limit, total // ranks) if total is not None else limit // ranks
+
+
 def default_cache_dir(environ=os.environ) -> Path:
     base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "vsml" / "jax"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from vsml.learners import fw_memory, fwp, hebbian, meta_rnn, nodepert, sgd, vsml
 from vsml.learners.base import Learner, LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan
 from vsml.settings import model_settings
 
 LEARNER_TYPES: dict[str, LearnerType] = {
@@ -45,4 +46,4 @@ def build_learner(model, input_shape=None, num_classes=None, **run_options) -> L
     return learner_type(model.type).build(model, input_shape, num_classes, **run_options)
 
 
-__all__ = ["LEARNER_TYPES", "Learner", "LearnerType", "build_learner", "learner_type"]
+__all__ = ["FULL_BACKPROP", "LEARNER_TYPES", "BackpropPlan", "Learner", "LearnerType", "build_learner", "learner_type"]

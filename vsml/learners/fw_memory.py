@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
 from vsml.learners.fwp import delta_write, unit_norm
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import FWMemorySettings
 
 MAX_NORM = 16.0  # Frobenius-norm bound of the memory; unit keys and β < 1 rarely reach it
@@ -77,7 +78,7 @@ def clip_norm(memory, max_norm=MAX_NORM):
     return memory * jnp.minimum(1.0, max_norm / norm)
 
 
-def run(params, key, inputs, labels, spec: FWMemorySpec):
+def run(params, key, inputs, labels, spec: FWMemorySpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]``; see the module docstring for one step."""
     del key  # deterministic
     common.check_episode("FWMemory", spec.input_shape, spec.num_classes, inputs, labels)
@@ -105,8 +106,15 @@ def run(params, key, inputs, labels, spec: FWMemorySpec):
         jnp.zeros((batch, c)),
         jnp.zeros((batch, m)),
     )
-    _, logits = jax.lax.scan(step, carry, (feats, labels.astype(jnp.float32)))
+    _, logits = episode_scan(step, carry, (feats, labels.astype(jnp.float32)), backprop_plan)
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="FWMemory", section="fw_memory", spec_from_config=spec_from_config, init=init, run=run)
+LEARNER_TYPE = LearnerType(
+    name="FWMemory",
+    section="fw_memory",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    run_options=("backprop_plan",),
+)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import FWPSettings
 
 BETA_BIAS_INIT = -1.0  # β ≈ 0.27 at first: writes partly overwrite
@@ -73,7 +74,7 @@ def delta_write(fast, k, v, beta):
     return fast + jnp.einsum("bv,bk->bvk", beta * (v - stored), k)
 
 
-def run(params, key, inputs, labels, spec: FWPSpec):
+def run(params, key, inputs, labels, spec: FWPSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]``; see the module docstring for the two passes of a step."""
     del key  # deterministic
     common.check_episode("FWP", spec.input_shape, spec.num_classes, inputs, labels)
@@ -94,8 +95,10 @@ def run(params, key, inputs, labels, spec: FWPSpec):
         return delta_write(fast, k, v, beta), logits
 
     fast0 = jnp.zeros((batch, spec.fast_size, spec.fast_size))
-    _, logits = jax.lax.scan(step, fast0, (feats, labels.astype(jnp.float32)))
+    _, logits = episode_scan(step, fast0, (feats, labels.astype(jnp.float32)), backprop_plan)
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="FWP", section="fwp", spec_from_config=spec_from_config, init=init, run=run)
+LEARNER_TYPE = LearnerType(
+    name="FWP", section="fwp", spec_from_config=spec_from_config, init=init, run=run, run_options=("backprop_plan",)
+)

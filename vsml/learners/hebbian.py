@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import HebbianSettings
 
 ETA_LOGIT_INIT = -4.0  # η ≈ 0.018: the fast weights average over the last ~50 steps at first
@@ -77,7 +78,7 @@ def oja_update(fast, pre, post, eta):
     return fast + eta * (outer - fast * jnp.mean(post**2, axis=0))
 
 
-def run(params, key, inputs, labels, spec: HebbianSpec):
+def run(params, key, inputs, labels, spec: HebbianSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]``; see the module docstring for the two passes of a step."""
     del key  # deterministic
     common.check_episode("HebbianFW", spec.input_shape, spec.num_classes, inputs, labels)
@@ -96,10 +97,15 @@ def run(params, key, inputs, labels, spec: HebbianSpec):
         return update(fast, pre, post, eta), logits
 
     fast0 = jnp.zeros((rows, spec.num_classes))
-    _, logits = jax.lax.scan(step, fast0, (feats, labels.astype(jnp.float32)))
+    _, logits = episode_scan(step, fast0, (feats, labels.astype(jnp.float32)), backprop_plan)
     return logits
 
 
 LEARNER_TYPE = LearnerType(
-    name="HebbianFW", section="hebbian_fw", spec_from_config=spec_from_config, init=init, run=run
+    name="HebbianFW",
+    section="hebbian_fw",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    run_options=("backprop_plan",),
 )

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from vsml.learners import common, numerics
 from vsml.learners.base import LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import MetaRNNSettings
 
 
@@ -51,7 +52,7 @@ def init(key, spec: MetaRNNSpec):
     return params
 
 
-def run(params, key, inputs, labels, spec: MetaRNNSpec):
+def run(params, key, inputs, labels, spec: MetaRNNSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]`` for inputs ``[T, B, *input_shape]`` and one-hot labels ``[T, B, C]``."""
     del key  # deterministic
     common.check_episode("MetaRNN", spec.input_shape, spec.num_classes, inputs, labels)
@@ -69,8 +70,17 @@ def run(params, key, inputs, labels, spec: MetaRNNSpec):
 
     zeros_h = jnp.zeros((batch, spec.slow_size))
     zeros_c = jnp.zeros((batch, spec.num_classes))
-    _, logits = jax.lax.scan(step, ((zeros_h, zeros_h), zeros_c, zeros_c), (feats, labels.astype(jnp.float32)))
+    _, logits = episode_scan(
+        step, ((zeros_h, zeros_h), zeros_c, zeros_c), (feats, labels.astype(jnp.float32)), backprop_plan
+    )
     return logits
 
 
-LEARNER_TYPE = LearnerType(name="MetaRNN", section="meta_rnn", spec_from_config=spec_from_config, init=init, run=run)
+LEARNER_TYPE = LearnerType(
+    name="MetaRNN",
+    section="meta_rnn",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    run_options=("backprop_plan",),
+)

@@ -40,6 +40,7 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.base import LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import NodePertSettings
 
 PERTURBATIONS = ("node", "weight")
@@ -110,7 +111,7 @@ def weight_perturbation_grad(layers: list, x, y, key, noise_std: float, tanh_bou
     return estimate, clean_logits
 
 
-def run(params, key, inputs, labels, spec: NodePertSpec):
+def run(params, key, inputs, labels, spec: NodePertSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]`` (clean predictions), updating the MLP by perturbation after each step."""
     common.check_episode("NodePert", spec.input_shape, spec.num_classes, inputs, labels)
     estimator = node_perturbation_grad if spec.perturbation == "node" else weight_perturbation_grad
@@ -123,10 +124,18 @@ def run(params, key, inputs, labels, spec: NodePertSpec):
         layers = jax.tree_util.tree_map(lambda p, g: p - spec.lr * g, layers, estimate)
         return layers, logits
 
-    _, logits = jax.lax.scan(step, params["layers"], (feats, labels.astype(jnp.float32), jax.random.split(key, steps)))
+    _, logits = episode_scan(
+        step, params["layers"], (feats, labels.astype(jnp.float32), jax.random.split(key, steps)), backprop_plan
+    )
     return logits
 
 
 LEARNER_TYPE = LearnerType(
-    name="NodePert", section="nodepert", spec_from_config=spec_from_config, init=init, run=run, hand_designed=True
+    name="NodePert",
+    section="nodepert",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    hand_designed=True,
+    run_options=("backprop_plan",),
 )

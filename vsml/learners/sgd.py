@@ -24,6 +24,7 @@ import optax
 
 from vsml.learners import common, mlp
 from vsml.learners.base import LearnerType
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import SettingError, SGDSettings
 
 
@@ -73,7 +74,7 @@ def predict(net, x: jax.Array, spec: SGDSpec) -> jax.Array:
     return mlp.apply(net["layers"], common.features(net.get("stem"), x), spec.tanh_bound)
 
 
-def run(params, key, inputs, labels, spec: SGDSpec):
+def run(params, key, inputs, labels, spec: SGDSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
     """Logits ``[T, B, C]``: predict step t, then one optimiser step on its loss."""
     del key  # deterministic
     common.check_episode("SGD", spec.input_shape, spec.num_classes, inputs, labels)
@@ -90,10 +91,16 @@ def run(params, key, inputs, labels, spec: SGDSpec):
         return (optax.apply_updates(net, updates), opt_state), logits
 
     xs = (inputs.astype(jnp.float32), labels.astype(jnp.float32))
-    _, logits = jax.lax.scan(step, (params, optimizer.init(params)), xs)
+    _, logits = episode_scan(step, (params, optimizer.init(params)), xs, backprop_plan)
     return logits
 
 
 LEARNER_TYPE = LearnerType(
-    name="SGD", section="sgd", spec_from_config=spec_from_config, init=init, run=run, hand_designed=True
+    name="SGD",
+    section="sgd",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    hand_designed=True,
+    run_options=("backprop_plan",),
 )

@@ -24,6 +24,7 @@ from vsml.learners import vsml_fused, vsml_reference
 from vsml.learners.base import LearnerType
 from vsml.learners.common import fields_from
 from vsml.learners.numerics import bound_logits, truncated_normal
+from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.learners.vsml_conv import conv_geometries, conv_layer
 from vsml.learners.vsml_layer import LayerGeometry, Params, dense_geometry
 from vsml.settings import SettingError, SubRNNSettings, VSMLRNNSettings, key_of
@@ -329,12 +330,15 @@ def run(
     layer_fn=None,
     conv_layer_fn=conv_layer,
     unroll: int = 1,
+    backprop_plan: BackpropPlan = FULL_BACKPROP,
 ):
     """Runs the VSML learner online over an episode.
 
     Args:
       unroll: time steps per iteration of the scan's loop (``lax.scan(unroll=)``);
         changes speed only (``bench/throughput.py`` measures it).
+      backprop_plan: rematerialisation and truncation of a gradient through the
+        episode (:mod:`vsml.learners.scan`); the logits do not depend on it.
       inputs: ``[T, Bt, *input_shape]`` (flattened to ``A0`` inputs; with conv layers
         an image ``[T, Bt, H, W, C]`` or ``[T, Bt, H, W]``, kept spatial).
       labels: ``[T, Bt, C]`` one-hot; ``C`` sets the output layer size.
@@ -351,7 +355,7 @@ def run(
     inputs = inputs.astype(jnp.float32)
     carry = initial_carry(key, spec, inputs.shape[2:], labels.shape[-1], batch)
     step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
-    _, logits = jax.lax.scan(step, carry, (inputs, labels), unroll=unroll)
+    _, logits = episode_scan(step, carry, (inputs, labels), backprop_plan, unroll=unroll)
     return logits
 
 
@@ -363,8 +367,9 @@ def run_with_options(
     spec: VSMLSpec,
     unroll: int = 1,
     implementation: str = "fast",
+    backprop_plan: BackpropPlan = FULL_BACKPROP,
 ):
-    """:func:`run` with the registry's run options: ``unroll`` and ``implementation``.
+    """:func:`run` with the registry's run options: ``unroll``, ``implementation`` and ``backprop_plan``.
 
     ``implementation: literal`` runs the paper-literal layers of
     :mod:`vsml.learners.vsml_reference` (equal results, slower; the benchmark's baseline).
@@ -375,7 +380,7 @@ def run_with_options(
         layers = {}
     else:
         raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
-    return run(meta_params, key, inputs, labels, spec, unroll=unroll, **layers)
+    return run(meta_params, key, inputs, labels, spec, unroll=unroll, backprop_plan=backprop_plan, **layers)
 
 
 LEARNER_TYPE = LearnerType(
@@ -386,5 +391,5 @@ LEARNER_TYPE = LearnerType(
     init=init,
     run=run_with_options,
     any_size=True,
-    run_options=("unroll", "implementation"),
+    run_options=("unroll", "implementation", "backprop_plan"),
 )

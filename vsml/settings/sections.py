@@ -127,6 +127,16 @@ class OptimizerSettings:
         0.0, "global-norm clip of the gradient estimate before Adam; 0 disables", NON_NEGATIVE_NUMBER
     )
     fitness_shaping: str = setting("raw", "§6.2", one_of_names_in("vsml.meta.es", "FITNESS_SHAPINGS"))
+    remat_steps: int = setting(
+        0, "meta-gradients: rematerialise the episode in blocks of N steps (jax.checkpoint; 1: every step); "
+        "0: keep every step's activations; changes memory and time, not the gradient (§6.3)",
+        NON_NEGATIVE_INT,
+    )  # fmt: skip
+    truncation: int = setting(
+        0, "meta-gradients: truncated backpropagation through segments of N steps; 0: the whole episode; "
+        "biased, and saves no memory by itself (§6.3)",
+        NON_NEGATIVE_INT,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
