@@ -250,7 +250,9 @@ def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["machine"]["cpu_cores"] >= 1 and report["floor"]["floor"] > 0
+    assert report["machine"]["cpu_cores"] >= 1 and report["traffic"]["bytes_per_update"] > 0
+    roofline = report["sections"]["grid_roofline"]["rows"]  # every ceiling, and the best rate's fraction of it
+    assert len(roofline) >= 8 and all(row["updates_per_s"] > 0 and row["fraction"] > 0 for row in roofline)
     grid = report["sections"]["grid"]
     for fast in (r for r in grid if r["impl"] == "fast"):
         literal = next(r for r in grid if r["impl"] == "literal" and r["pairs"] == fast["pairs"])
