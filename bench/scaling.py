@@ -61,7 +61,9 @@ def worker(args) -> None:
     )
     settings = run_settings(resolve_for_rank(config, comm.rank))
     training = settings.training
-    task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
+    task = load_task(
+        training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size, training=True
+    )
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     params = learner.init(jax.random.PRNGKey(0))
     outer_loop = make_outer_loop(learner, task, settings, params, comm)

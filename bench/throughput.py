@@ -84,7 +84,9 @@ def run_case(case: dict) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     settings = run_settings(resolve_for_rank(case_config(case), 0))
     training = settings.training
-    task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
+    task = load_task(
+        training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size, training=True
+    )
     learner, spec = build_learner_for(case, settings, task)
     params = learner.init(jax.random.PRNGKey(0))
     outer_loop = make_outer_loop(learner, task, settings, params, SingleProcessComm())

@@ -41,8 +41,16 @@ class Task:
         return lambda arrays, key: data.sample_episode(spec, arrays, key, length, batch)
 
 
-def load_task(name: str, subset: str, data_settings: data.DataSettings, episode_length: int, batch_size: int) -> Task:
-    spec, arrays = data.load_dataset(name, subset, data_settings)
+def load_task(
+    name: str,
+    subset: str,
+    data_settings: data.DataSettings,
+    episode_length: int,
+    batch_size: int,
+    training: bool = False,
+) -> Task:
+    """``training``: meta-training episodes, the only ones ``data.episode_augment`` transforms."""
+    spec, arrays = data.load_dataset(name, subset, data_settings, training)
     return Task(name, spec, arrays, episode_length, batch_size)
 
 

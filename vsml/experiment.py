@@ -199,7 +199,9 @@ def setup_training(
     log.message(
         f"loading data: {training.dataset} (training), {', '.join(settings.evaluation.datasets) or 'none'} (meta-test)…"
     )
-    task = load_task(training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size)
+    task = load_task(
+        training.dataset, "train", settings.data_settings, training.episode_length, training.batch_size, training=True
+    )
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
     evaluators = build_evaluators(learner, settings, comm)
     params = learner.init(jax.random.PRNGKey(settings.seed))

@@ -69,11 +69,13 @@ def _check_filter(name: str, source, settings: DataSettings) -> None:
         raise SettingError(settings.data, "filter_classes", f"applies to stored datasets, not to '{name}'")
 
 
-def load_dataset(name: str, subset: str, settings: DataSettings):
+def load_dataset(name: str, subset: str, settings: DataSettings, training: bool = False):
     """Loads dataset ``name`` (split ``subset``) once into device memory.
 
     Args:
       settings: the rank's :class:`DataSettings` (``vsml.settings.data_settings``).
+      training: whether its episodes are meta-training episodes, the only ones
+        ``data.episode_augment`` transforms (meta-test episodes stay as the data is).
     Returns:
       ``(DataSpec, arrays)``.
     """
@@ -89,6 +91,7 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
     input_shape = _padded(loaded.base_shape, settings.data.preprocess.pad, "input")
     width = _padded((loaded.classes,), settings.data.preprocess.pad, "output")[0]
     dim = int(np.prod(input_shape))
+    augment = settings.data.episode_augment
     shuffle_seed = preprocess.transform_seed(settings.data.preprocess.shuffle, "shuffle", settings.seed, name)
     proj_seed = preprocess.transform_seed(settings.data.preprocess.rand_proj, "rand_proj", settings.seed, name)
     if shuffle_seed is not None:
@@ -109,6 +112,7 @@ def load_dataset(name: str, subset: str, settings: DataSettings):
         pad_input=settings.data.preprocess.pad.input,
         shuffle=shuffle_seed is not None,
         rand_proj=proj_seed is not None,
+        episode_augment=augment if training and augment.any else None,
     )
     return spec, arrays
 

@@ -17,6 +17,7 @@ import jax
 
 from vsml.data import preprocess
 from vsml.data.base import Sampler
+from vsml.settings import EpisodeAugmentSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,8 @@ class DataSpec:
     pad_input: tuple[int, ...] | None = None
     shuffle: bool = False
     rand_proj: bool = False
+    # data.episode_augment when any of it is on, for training episodes only (meta-test episodes stay untransformed)
+    episode_augment: EpisodeAugmentSettings | None = None
 
     def __post_init__(self):
         if self.base_shape is None:
@@ -65,4 +68,4 @@ def normalize(images: jax.Array, spec: DataSpec) -> jax.Array:
 def sample_episode(spec: DataSpec, arrays: dict, key, length: int, batch: int):
     """One episode: ``inputs [T, B, *input_shape]`` float32 and one-hot ``labels [T, B, C]``."""
     images, labels = spec.sampler.sample(arrays, key, length, batch)
-    return preprocess.postprocess(images, labels, spec, arrays)
+    return preprocess.postprocess(images, labels, spec, arrays, key)

@@ -15,7 +15,15 @@ this order (the order of the original VSML release):
 3. ``pad.input [H', W', C']``: zeros appended after the last row/column/channel;
 4. ``shuffle``: one fixed pixel permutation of the flattened (padded) input;
 5. ``rand_proj``: flattened input times one fixed Glorot-uniform [D, D] matrix;
-6. labels one-hot with width ``pad.output`` (>= the number of classes).
+5a. ``episode_augment.shuffle``: a pixel permutation drawn for this episode;
+5b. ``episode_augment.rand_proj``: a Glorot-uniform [D, D] matrix drawn for this episode;
+6. ``episode_augment.permute_labels``: a permutation of the data's classes
+   drawn for this episode; labels one-hot with width ``pad.output`` (>= the
+   number of classes).
+
+Steps 5a, 5b and the permutation of 6 (training episodes only, see
+:func:`episode_transforms`) are drawn on the device from the episode's own key,
+so the same episode key gives the same transforms on any rank.
 
 The permutation and the projection are built on the host from a seed
 (:func:`transform_seed`) and travel with the dataset's device arrays, so they
@@ -38,6 +46,9 @@ import numpy as np
 from vsml.settings import DataSection, SettingError
 
 _SALTS = {"rand_proj": 1, "shuffle": 2}
+# fold_in(episode data key, _AUGMENT_SALT) is the key of the per-episode transforms; a constant
+# no sampler folds in, so the transforms are independent of the examples drawn.
+_AUGMENT_SALT = zlib.crc32(b"episode_augment")
 
 
 # ----------------------------------------------------------------- config parsing
@@ -92,9 +103,14 @@ def resize_images(images: np.ndarray, size: tuple[int, int], scale: float, chunk
     return out
 
 
+def projection_limit(dim: int) -> float:
+    """Glorot-uniform bound of a ``[dim, dim]`` projection: entries are U(-limit, +limit), limit = sqrt(6 / (2 dim))."""
+    return math.sqrt(6.0 / (2 * dim))
+
+
 def projection_matrix(dim: int, seed: int) -> np.ndarray:
-    """A Glorot-uniform ``[dim, dim]`` float32 matrix: U(-sqrt(6 / (2 dim)), +sqrt(6 / (2 dim)))."""
-    limit = math.sqrt(6.0 / (2 * dim))
+    """A fixed Glorot-uniform ``[dim, dim]`` float32 matrix (:func:`projection_limit`), built on the host."""
+    limit = projection_limit(dim)
     return np.random.default_rng(seed).uniform(-limit, limit, size=(dim, dim)).astype(np.float32)
 
 
@@ -131,7 +147,32 @@ def resize_on_device(images: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(images, shape, "bilinear")
 
 
-def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict):
+def episode_transforms(key, augment, dim: int, classes: int) -> dict:
+    """The per-episode transforms that ``augment`` (``data.episode_augment``) turns on, drawn from ``key``.
+
+    Args:
+      key: the episode's data key (both members of an ES pair share it).
+      dim: flattened (padded) input size D.
+      classes: the data's class count (padded classes never occur, so they are not permuted).
+    Returns:
+      a dict with ``'permutation' [D]`` int32 (shuffle), ``'projection' [D, D]`` float32
+      (rand_proj, Glorot-uniform as :func:`projection_matrix`) and ``'labels' [classes]`` int32
+      (permute_labels: class c becomes ``labels[c]``), each present only when on. Each transform has
+      its own sub-key, so turning one on never changes another.
+    """
+    key = jax.random.fold_in(key, _AUGMENT_SALT)
+    out = {}
+    if augment.shuffle:
+        out["permutation"] = jax.random.permutation(jax.random.fold_in(key, 0), dim).astype(jnp.int32)
+    if augment.rand_proj:
+        limit = projection_limit(dim)
+        out["projection"] = jax.random.uniform(jax.random.fold_in(key, 1), (dim, dim), jnp.float32, -limit, limit)
+    if augment.permute_labels:
+        out["labels"] = jax.random.permutation(jax.random.fold_in(key, 2), classes).astype(jnp.int32)
+    return out
+
+
+def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=None):
     """Stored examples -> the learner's episode (steps 1-6 of the module docstring).
 
     Args:
@@ -139,6 +180,7 @@ def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict):
       labels: ``[T, B]`` int class indices in ``0..spec.data_classes-1``.
       arrays: the dataset's arrays; ``'permutation' [D]`` and ``'projection'
         [D, D]`` when shuffle / rand_proj are on.
+      key: the episode's data key; read only when ``spec.episode_augment`` is set.
     Returns:
       ``inputs [T, B, *spec.input_shape]`` float32 and one-hot ``labels [T, B, spec.num_classes]``.
     """
@@ -151,5 +193,14 @@ def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict):
         images = images.reshape(*lead, -1)[..., arrays["permutation"]]
     if spec.rand_proj:
         images = images.reshape(*lead, -1) @ arrays["projection"]
+    if spec.episode_augment is not None:
+        dim = math.prod(spec.input_shape)
+        drawn = episode_transforms(key, spec.episode_augment, dim, spec.data_classes)
+        if "permutation" in drawn:
+            images = images.reshape(*lead, -1)[..., drawn["permutation"]]
+        if "projection" in drawn:
+            images = images.reshape(*lead, -1) @ drawn["projection"]
+        if "labels" in drawn:
+            labels = drawn["labels"][labels]
     images = images.reshape(*lead, *spec.input_shape)
     return images, jax.nn.one_hot(labels, spec.num_classes)

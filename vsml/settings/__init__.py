@@ -22,6 +22,7 @@ from vsml.config_tree import ConfigError
 from vsml.settings.data import (
     DataSection,
     DataSettings,
+    EpisodeAugmentSettings,
     FewShotSettings,
     PadSettings,
     PreprocessSettings,
@@ -118,6 +119,7 @@ __all__ = [
     "CheckpointSettings",
     "DataSection",
     "DataSettings",
+    "EpisodeAugmentSettings",
     "EvaluationSettings",
     "FWMemorySettings",
     "FWPSettings",

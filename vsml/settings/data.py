@@ -96,6 +96,22 @@ class PreprocessSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class EpisodeAugmentSettings:
+    """``data.episode_augment``: transforms drawn afresh for every training episode from its key (§7.2)."""
+
+    rand_proj: bool = setting(
+        False, "a new Glorot-uniform projection of the flattened input per training episode (§7.2 step 5b)"
+    )
+    shuffle: bool = setting(False, "a new pixel permutation per training episode (§7.2 step 5a)")
+    permute_labels: bool = setting(False, "a new permutation of the classes per training episode (§7.2 step 6)")
+
+    @property
+    def any(self) -> bool:
+        """Whether any transform is on."""
+        return self.rand_proj or self.shuffle or self.permute_labels
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSection:
     """``data``: where datasets live, which classes, how they are preprocessed."""
 
@@ -107,6 +123,7 @@ class DataSection:
     )
     dir: str | None = setting(None, "where TFDS datasets live (else $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     preprocess: PreprocessSettings = section(PreprocessSettings)
+    episode_augment: EpisodeAugmentSettings = section(EpisodeAugmentSettings)
 
 
 @dataclasses.dataclass(frozen=True)
