@@ -409,13 +409,13 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
     """
     import jax  # noqa: PLC0415
 
-    from vsml import api, evaluation, runtime  # noqa: PLC0415
+    from vsml import api, evaluation, run_platform  # noqa: PLC0415
     from vsml.config import resolve_for_rank  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
 
     out = Path(args.out)
-    runtime.setup(common_overrides(args)["runtime.compilation_cache"])
+    run_platform.setup(common_overrides(args)["runtime.compilation_cache"])
     make_npz(out)
     scale = scale_of(args)
     length, count = scale["test_length"], scale["test_episodes"]

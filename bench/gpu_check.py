@@ -279,12 +279,12 @@ def probe(scale: float, traffic_members: int) -> dict:
     """This process's view: the machine, the platform line, the measured peak rates and the bytes
     per update of XLA's compiled dense layer (float32 and bfloat16 states)."""
     from bench import machine  # noqa: PLC0415 — imports jax
-    from vsml import runtime  # noqa: PLC0415
+    from vsml import run_platform  # noqa: PLC0415
 
     info = machine.describe()
     peaks = machine.measure_peaks(scale=scale)
     traffic = {dtype: machine.xla_layer_traffic(traffic_members, 1, dtype) for dtype in ("float32", "bfloat16")}
-    return {"machine": info, "announce": runtime.announce(), "peaks": peaks, "traffic": traffic}
+    return {"machine": info, "announce": run_platform.announce(), "peaks": peaks, "traffic": traffic}
 
 
 def probe_in_subprocess(scale: float, traffic_members: int, timeout: float) -> dict:

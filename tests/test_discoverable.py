@@ -10,7 +10,7 @@ import yaml
 
 import launch
 from tests.conftest import HANG_GUARD_S, ROOT
-from vsml import environment, resources, runtime
+from vsml import environment, resources, run_platform
 from vsml.config import build_config, resolve_for_rank
 from vsml.config_view import describe_config
 from vsml.data import __main__ as data_cli
@@ -62,7 +62,7 @@ def test_an_installed_package_names_extras_where_a_checkout_names_requirement_fi
     monkeypatch.setattr(resources, "in_checkout", lambda: False)
     hint = environment.install_hint(environment.PREPARE_REQUIREMENTS)
     assert hint == f"{environment.python_command()} -m pip install 'vsml[prepare]'"
-    assert "'vsml[cuda]'" in runtime.missing_gpu_warning("cpu", {"GPU_COUNT": "1"}, plugin_installed=False)
+    assert "'vsml[cuda]'" in run_platform.missing_gpu_warning("cpu", {"GPU_COUNT": "1"}, plugin_installed=False)
     for requirements, extra in environment.EXTRAS.items():
         assert (ROOT / requirements).is_file() and (extra == "vsml" or extra[5:-1] in extras)
 

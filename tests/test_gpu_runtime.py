@@ -15,7 +15,7 @@ import jax
 import pytest
 
 from tests.conftest import HANG_GUARD_S, MPIEXEC, ROOT, TINY, launch
-from vsml import comm, evaluation, experiment, runtime
+from vsml import comm, evaluation, experiment, run_platform, runtime
 from vsml.settings import data_settings, run_settings
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -74,33 +74,33 @@ def test_a_run_names_what_it_runs_on_and_warns_once_about_an_unused_gpu_before_c
     ],
 )
 def test_visible_gpu_from_the_environment(environ, expected, tmp_path):
-    assert runtime.visible_nvidia_gpu({"PATH": str(tmp_path), **environ}) == expected  # no nvidia-smi on PATH
+    assert run_platform.visible_nvidia_gpu({"PATH": str(tmp_path), **environ}) == expected  # no nvidia-smi on PATH
 
 
 def test_visible_gpu_from_nvidia_smi(tmp_path):
     bin_dir = fake_nvidia_smi(tmp_path / "bin")
-    assert runtime.visible_nvidia_gpu({"PATH": str(bin_dir)}) == "nvidia-smi lists 1 GPU"
+    assert run_platform.visible_nvidia_gpu({"PATH": str(bin_dir)}) == "nvidia-smi lists 1 GPU"
     failing = tmp_path / "failing"
     failing.mkdir()
     (failing / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed: no driver' >&2\nexit 9\n")
     (failing / "nvidia-smi").chmod(0o755)
-    assert runtime.visible_nvidia_gpu({"PATH": str(failing)}) is None
+    assert run_platform.visible_nvidia_gpu({"PATH": str(failing)}) is None
 
 
 def test_missing_gpu_warning_only_when_jax_falls_back_to_the_cpu(tmp_path):
     gpu = {"GPU_COUNT": "1", "PATH": str(tmp_path)}
-    assert "requirements-cuda.txt" in runtime.missing_gpu_warning("cpu", gpu, plugin_installed=False)
-    assert "CUDA plugin is installed" in runtime.missing_gpu_warning("cpu", gpu, plugin_installed=True)
-    assert runtime.missing_gpu_warning("gpu", gpu, plugin_installed=True) is None
-    assert runtime.missing_gpu_warning("cpu", {**gpu, "JAX_PLATFORMS": "cpu"}) is None  # the CPU on purpose
-    assert runtime.missing_gpu_warning("cpu", {"PATH": str(tmp_path)}) is None
+    assert "requirements-cuda.txt" in run_platform.missing_gpu_warning("cpu", gpu, plugin_installed=False)
+    assert "CUDA plugin is installed" in run_platform.missing_gpu_warning("cpu", gpu, plugin_installed=True)
+    assert run_platform.missing_gpu_warning("gpu", gpu, plugin_installed=True) is None
+    assert run_platform.missing_gpu_warning("cpu", {**gpu, "JAX_PLATFORMS": "cpu"}) is None  # the CPU on purpose
+    assert run_platform.missing_gpu_warning("cpu", {"PATH": str(tmp_path)}) is None
 
 
 def test_platform_line_points_to_assign_gpu_when_a_rank_sees_several_gpus():
-    line = runtime.platform_line("gpu", "NVIDIA H100 80GB HBM3", 4, "0.12.0", "0.12.0")
+    line = run_platform.platform_line("gpu", "NVIDIA H100 80GB HBM3", 4, "0.12.0", "0.12.0")
     assert line.startswith("runs on: gpu (NVIDIA H100 80GB HBM3) | devices per rank: 4")
     assert "assign_gpu.py" in line and "jax 0.12.0" in line
-    assert "assign_gpu" not in runtime.platform_line("gpu", "NVIDIA H100", 1, "0.12.0", "0.12.0")
+    assert "assign_gpu" not in run_platform.platform_line("gpu", "NVIDIA H100", 1, "0.12.0", "0.12.0")
 
 
 # --------------------------------------------------------------------------- budgets shared by ranks

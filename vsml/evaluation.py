@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml import checkpoint, data, runtime
+from vsml import checkpoint, data, run_platform
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
 from vsml.learners import build_learner, learner_type
@@ -164,7 +164,7 @@ def evaluate(config: dict, comm: Comm, run_dir: Path) -> dict[str, float]:
     curve (plus their mean) to evaluation.csv.
     """
     settings = run_settings(resolve_for_rank(config, comm.rank))
-    runtime.setup(settings.runtime.compilation_cache, announce_to_console=comm.is_root)
+    run_platform.setup(settings.runtime.compilation_cache, announce_to_console=comm.is_root)
     restore_path = settings.checkpoint.restore.path
     if restore_path is None:
         # A hand-designed rule (SGD, NodePert) needs no meta-training: without a checkpoint

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml import checkpoint, runtime
+from vsml import checkpoint, run_platform, runtime
 from vsml.comm import Comm
 from vsml.config import resolve_for_rank, to_yaml
 from vsml.console import stop_line
@@ -303,9 +303,9 @@ def train(
         wandb_mode=settings.logging.wandb,
         progress_seconds=settings.logging.progress_seconds,
     )
-    for line in runtime.announce() if comm.is_root else []:  # what it runs on, also into console.log
+    for line in run_platform.announce() if comm.is_root else []:  # what it runs on, also into console.log
         log.message(line, to_stderr=line.startswith("warning"))
-    runtime.setup(settings.runtime.compilation_cache)
+    run_platform.setup(settings.runtime.compilation_cache)
     announce, stop.announce = stop.announce, log.message  # a stop signal is acknowledged on the console at once
     try:
         run = setup_training(settings, comm, run_dir, resume, log, config_yaml)
