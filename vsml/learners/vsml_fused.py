@@ -22,11 +22,11 @@ through a custom VJP: the two functions are equal, the backward pass needs no ke
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pl_triton
 
 from vsml.learners.vsml_layer import FORGET_BIAS, INPUT_BIAS, dense_layer, message_head
 
@@ -49,6 +49,14 @@ def supports(spec, num_inputs: int, batch: int) -> bool:
     )
 
 
+def kernel_available() -> bool:
+    """Whether this jax has Pallas's Triton module (masked loads and stores, the GPU lowering)."""
+    try:
+        return importlib.util.find_spec("jax.experimental.pallas.triton") is not None
+    except ImportError:
+        return False
+
+
 def on_cuda() -> bool:
     """Whether the default backend is a CUDA GPU (where the kernel lowers through Triton)."""
     if jax.default_backend() != "gpu":
@@ -60,7 +68,7 @@ def select_dense_layer(spec):
     """The dense layer function of ``spec.dense_step`` on the default backend (same contract as
     :func:`~vsml.learners.vsml_layer.dense_layer`); shapes the kernel does not cover take XLA's."""
     cuda = on_cuda()
-    if spec.dense_step == "xla" or (spec.dense_step == "auto" and not cuda):
+    if spec.dense_step == "xla" or (spec.dense_step == "auto" and not (cuda and kernel_available())):
         return dense_layer
 
     def layer(p, state, fwd_in, bwd_in, layer_spec):
@@ -109,6 +117,8 @@ def _kernel(
     num_ticks: int,
     chunk: int,
 ):
+    from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415 — only where a kernel is traced
+
     batch, num_inputs, num_outputs, size = h_ref.shape
     msg = fwd_ref.shape[-1]
     dtype = h_ref.dtype
@@ -227,6 +237,8 @@ def fused_call(p, state, fwd_in, bwd_in, num_ticks: int, interpret: bool):
 
 
 def _triton_params():
+    from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
+
     return pl_triton.CompilerParams(num_warps=NUM_WARPS, num_stages=1)
 
 
