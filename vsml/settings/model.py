@@ -76,9 +76,10 @@ class VSMLRNNSettings:
         one_of_names_in("vsml.learners.vsml", "STATE_DTYPES"),
     )
     dense_step: str = setting(
-        "auto",
-        "a dense layer's step: fused (one Pallas kernel, §4.7; on a CPU in interpret mode, for tests), xla, "
-        "or auto: fused on a CUDA GPU for the shapes it covers, xla elsewhere",
+        "xla",
+        "a dense layer's step: xla, fused (one Pallas kernel, §4.7; on a CPU in interpret mode, for tests), "
+        "or auto: fused on a CUDA GPU for the shapes it covers, xla elsewhere (not yet the default: the kernel "
+        "has not run on a GPU; bench/gpu_check.py section (h) checks it)",
         one_of_names_in("vsml.learners.vsml_fused", "DENSE_STEPS"),
     )
 
