@@ -89,5 +89,5 @@ def prepare_run(config: dict, comm, *, run_dir=None, resume_dir=None, resume_hin
     check_config(config, comm)
     if resume_dir is None and cfg.resolve_for_rank(config, 0)["checkpoint"]["restore"].get("run_path"):
         config = resolve_restore(config, comm, run_dir)  # a wandb run_path becomes a local checkpoint file
-        config = check_restore(config)
+        config = check_restore(config, run_path_resolved=True)
     return PreparedRun(config=config, run_dir=run_dir, resume=resume_dir is not None)

@@ -105,9 +105,11 @@ def checkpoint_model(config: dict, saved: dict, source: str) -> dict:
     learner's sections) that ``config`` sets to a value other than the default and
     the checkpoint's contradicts it: ConfigError, one line naming the key and both values.
     """
+    section = key_of(RunSettings, "model")
+    if not isinstance(saved, dict) or not isinstance(saved.get(section), dict):
+        return config  # the file does not say which model it holds: the config's is used
     base = cfg.load_default()
     saved = cfg.apply_layer(copy.deepcopy(base), saved, base, f"the config saved in {source}")
-    section = key_of(RunSettings, "model")
     model = saved[section]
     kind = learner_type(model["type"])
     own = {name: model[name] for name in ("type", kind.section, *kind.extra_sections) if name in model}
@@ -121,17 +123,19 @@ def checkpoint_model(config: dict, saved: dict, source: str) -> dict:
     return {**config, section: copy.deepcopy(model)}
 
 
-def check_restore(config: dict) -> dict:
+def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
     """Reads the checkpoint a new run restores from, before anything else; returns the config to run.
 
     Every checkpoint problem is one line (CheckpointError naming the key): a missing,
     unreadable or foreign file, a refused pickle, parameters of another model. A
     ``call: evaluate`` of a checkpoint of this project runs the model saved in it
-    (:func:`checkpoint_model`), so a shipped algorithm needs no config files.
+    (:func:`checkpoint_model`), so a shipped algorithm needs no config files. A wandb
+    ``run_path`` is checked once :func:`resolve_restore` made it a local path
+    (``run_path_resolved``); with ``path`` as well, resolve_restore says to give one.
     """
     settings = run_settings(resolve_for_rank(config, 0))
     restore = settings.checkpoint.restore
-    if restore.path is None:
+    if restore.path is None or (restore.run_path is not None and not run_path_resolved):
         return config
     try:
         saved = checkpoint.check_restorable(restore.path, restore.file_name)
