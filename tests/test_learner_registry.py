@@ -58,7 +58,8 @@ def test_run_options_change_speed_not_results_and_unknown_ones_are_refused():
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5, err_msg=str(options))
     with pytest.raises(ValueError, match=r"VSMLRNN has no run option\(s\) \['unrol'\]; it has \['unroll'"):
         kind.bind(spec, unrol=2)
-    with pytest.raises(ValueError, match=r"SGD has no run option\(s\) \['unroll'\]; it has none"):
+    # SGD's only run option is the meta-gradient's backprop plan (every learner's episode scan takes it).
+    with pytest.raises(ValueError, match=r"SGD has no run option\(s\) \['unroll'\]; it has \['backprop_plan'\]"):
         learner_type("SGD").build(model_config("SGD"), INPUT_SHAPE, CLASSES, unroll=2)
 
 
