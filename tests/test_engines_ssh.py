@@ -65,6 +65,15 @@ def _schedule(hosts, *args: str, timeout: float = 900):
     return hosts.client(command, env=_client_env(), timeout=timeout, cwd=ROOT)
 
 
+def _quick_start(hosts, *host_args: str) -> tuple[str, subprocess.CompletedProcess]:
+    """The quick start (4 generations) through the launcher on CPUs: (its run folder, the launch)."""
+    run = f"runs/engines-{uuid.uuid4().hex[:8]}"
+    command = ["--cpu", "--remote-dir", str(hosts.code_dir), "--run_dir", run, "--", *QUICK, "training.iterations=4"]
+    result = _schedule(hosts, *host_args, *command)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run, result
+
+
 def _give_venv(hosts, address: str) -> None:
     """The host's code folder gets a .venv: this test's own (a symlink; --install makes a real one)."""
     venv = hosts.code(address) / ".venv"
@@ -131,22 +140,7 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
 
 
 def test_one_host_installs_runs_in_tmux_and_the_printed_lines_work(hosts, tmp_path):
-    run = f"runs/engines-{uuid.uuid4().hex[:8]}"
-    result = _schedule(
-        hosts,
-        "--host",
-        HOST_A,
-        "--cpu",
-        "--install",
-        "--remote-dir",
-        str(hosts.code_dir),
-        "--run_dir",
-        run,
-        "--",
-        *QUICK,
-        "training.iterations=4",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run, result = _quick_start(hosts, "--host", HOST_A, "--install")
     assert (hosts.code(HOST_A) / ".venv" / "bin" / "python").exists()  # --install made a real venv
     assert not (hosts.code(HOST_A) / ".venv").is_symlink()
     log = _wait_for_job(hosts.code(HOST_A) / run / "output.log")
@@ -184,23 +178,7 @@ def test_one_host_installs_runs_in_tmux_and_the_printed_lines_work(hosts, tmp_pa
 def test_two_hosts_run_one_mpi_job_that_equals_a_local_run(hosts, tmp_path):
     for address in (HOST_A, HOST_B):
         _give_venv(hosts, address)
-    run = f"runs/engines-{uuid.uuid4().hex[:8]}"
-    result = _schedule(
-        hosts,
-        "--host",
-        HOST_A,
-        "--host",
-        HOST_B,
-        "--cpu",
-        "--remote-dir",
-        str(hosts.code_dir),
-        "--run_dir",
-        run,
-        "--",
-        *QUICK,
-        "training.iterations=4",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run, result = _quick_start(hosts, "--host", HOST_A, "--host", HOST_B)
     assert (hosts.code(HOST_B) / "launch.py").exists()  # synced to each host
     log = _wait_for_job(hosts.code(HOST_A) / run / "output.log")
     assert "finished with status 0" in log and "ranks: 2" in log, log[-3000:]
