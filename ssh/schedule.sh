@@ -246,6 +246,10 @@ fi
 if ((multi)); then
     # MPICH's launcher on the first host starts the others' ranks with ssh from there.
     for host in "${hosts[@]:1}"; do
+        if ((dry_run)); then
+            remote "$head" "ssh ${ssh_opts[*]} $(quote "$host") true"
+            continue
+        fi
         remote "$head" "ssh ${ssh_opts[*]} $(quote "$host") true" >/dev/null 2>&1 ||
             die "$head cannot reach $host by ssh without a password, which MPI's launcher there needs: set up a key (ssh-copy-id) from $head to $host"
     done
