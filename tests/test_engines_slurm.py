@@ -96,10 +96,29 @@ def _metric_rows(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+# MPICH's start-up under srun's PMI-2 failed once in about a dozen 2-rank jobs here (MPI_Init:
+# "Message from rank 1 and tag 7 truncated", both ranks gone within the first second). A job that
+# fails so is submitted once more, into a fresh folder, so each test checks what it is about; a
+# second such failure fails the test.
+MPI_INIT_FAILURE = "Fatal error in internal_Init_thread"
+
+
+def _two_rank_job(slurm, run_dir: Path, config: list[str], started=lambda folder: False) -> tuple[str, Path]:
+    """Submits a 2-rank job; waits until ``started(folder)`` or its end; returns (job id, its run folder)."""
+    for folder in (run_dir, run_dir.with_name(run_dir.name + "-again")):
+        (job,) = _job_ids(_schedule(slurm, "--ntasks-per-node=2", "--run_dir", folder, *_launch(*config)))
+        engines.wait_until(
+            lambda f=folder, j=job: started(f) or slurm.state(j) in engines.TERMINAL_STATES, 600, what=f"job {job}"
+        )
+        if started(folder) or MPI_INIT_FAILURE not in _job_log(folder):
+            break
+    return job, folder
+
+
 def test_srun_ranks_form_one_mpi_world_and_equal_a_local_run(slurm, tmp_path):
     run_dir, local = tmp_path / "slurm", tmp_path / "local"
     config = [*TINY, "training.iterations=4"]
-    (job,) = _job_ids(_schedule(slurm, "--ntasks-per-node=2", "--run_dir", run_dir, *_launch(*config)))
+    job, run_dir = _two_rank_job(slurm, run_dir, config)
     reference = launch("--run_dir", local, "--config_files", "configs/quickstart.yaml", "--config", *config)
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert slurm.wait_done(job, 600) == "COMPLETED", _job_log(run_dir) + slurm.log()
@@ -202,10 +221,9 @@ def test_scancel_of_a_running_job_leaves_a_checkpoint_and_ends_it(slurm, tmp_pat
 
 def test_a_killed_rank_ends_the_whole_job_and_the_log_names_it(slurm, tmp_path):
     run_dir = tmp_path / "run"
-    (job,) = _job_ids(
-        _schedule(slurm, "--ntasks-per-node=2", "--run_dir", run_dir, *_launch(*LONG, "training.iterations=100000000"))
-    )
-    engines.wait_until(lambda: _metric_rows(run_dir) >= 3, 300, what="the job's first generations")
+    config = [*LONG, "training.iterations=100000000"]
+    job, run_dir = _two_rank_job(slurm, run_dir, config, started=lambda folder: _metric_rows(folder) >= 3)
+    assert _metric_rows(run_dir) >= 3, _job_log(run_dir)
     pids = _rank_pids(run_dir)
     assert len(pids) == 2, pids
     os.kill(pids[-1], signal.SIGKILL)
