@@ -78,3 +78,10 @@ def checkpoint_arrays(run_dir, prefix="params/"):
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (seed sweeps, long runs) have no per-test hang guard (pyproject.toml: timeout)."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(0))

@@ -153,15 +153,17 @@ def test_one_host_installs_runs_in_tmux_and_the_printed_lines_work(hosts, tmp_pa
     follow = subprocess.Popen(
         hosts._namespace([(hosts.root / "client-ssh", hosts.home_ssh)], _printed(result, "follow")),
         stdout=subprocess.PIPE,
-        text=True,
         env=_client_env(),
     )
     try:
-        seen = ""
-        while "finished with status 0" not in seen:
-            line = follow.stdout.readline()
-            assert line, seen
-            seen += line
+        seen, deadline = b"", time.monotonic() + 120
+        while b"finished with status 0" not in seen:
+            # tail -f never ends: read what has arrived, so a missing line fails instead of hanging
+            ready, _, _ = select.select([follow.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"follow printed no 'finished with status 0' within 120 s: {seen[-2000:]!r}"
+            chunk = os.read(follow.stdout.fileno(), 65536)
+            assert chunk, seen[-2000:]
+            seen += chunk
     finally:
         follow.kill()
         follow.wait()
