@@ -239,6 +239,8 @@ def test_second_run_loads_every_program_from_the_compilation_cache(tmp_path):
 # --------------------------------------------------------------------------- the benchmark
 
 
+# ~1 min: a benchmark's own pipeline, kept out of the default run.
+@pytest.mark.slow
 def test_benchmark_quick_run_agrees_with_the_literal_version(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run(

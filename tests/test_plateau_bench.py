@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench import plateau
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +42,8 @@ def test_eval_frequency_hits_every_reported_generation():
     assert plateau.eval_frequency([150, 400]) == 50
 
 
+# ~1 min of meta-training: a benchmark's own pipeline, kept out of the default run.
+@pytest.mark.slow
 def test_quick_run_reports_every_seed(tmp_path):
     out = tmp_path / "plateau.json"
     proc = subprocess.run(

@@ -109,6 +109,8 @@ def test_state_dtype_is_validated_with_one_line():
 # --------------------------------------------------------------------------- bench/gpu_check.py
 
 
+# ~2 min: run before a GPU session (`bench/gpu_check.py --smoke`, docs/performance.md), not in every test run.
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_section(tmp_path):
     markdown = tmp_path / "gpu_check.md"
     proc = subprocess.run(
