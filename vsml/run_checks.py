@@ -123,6 +123,21 @@ def checkpoint_model(config: dict, saved: dict, source: str) -> dict:
     return {**config, section: copy.deepcopy(model)}
 
 
+def evaluated_config(config: dict) -> dict:
+    """The config a new ``call: evaluate`` of ``checkpoint.restore.path`` runs: the checkpoint's model
+    (:func:`checkpoint_model`), for ``--print_config``. Reads the file (one line for a bad one) but builds
+    nothing and starts no backend; any other config is returned as it is."""
+    settings = run_settings(resolve_for_rank(config, 0))
+    restore = settings.checkpoint.restore
+    if settings.call != "evaluate" or restore.path is None or restore.run_path is not None:
+        return config
+    try:
+        saved = checkpoint.check_restorable(restore.path, restore.file_name)
+    except checkpoint.CheckpointError as err:
+        raise SettingError(restore, "path", str(err)) from None
+    return config if saved is None else checkpoint_model(config, saved, str(restore.path))
+
+
 def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
     """Reads the checkpoint a new run restores from, before anything else; returns the config to run.
 
