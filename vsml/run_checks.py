@@ -157,10 +157,29 @@ def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
         if saved is not None and settings.call == "evaluate":
             config = checkpoint_model(config, saved, str(restore.path))
             settings = run_settings(resolve_for_rank(config, 0))
+        sizes = None if learner_type(settings.model.type).any_size else _training_sizes(settings)
         template = None
-        if learner_type(settings.model.type).any_size:  # a fixed-size learner's template needs its data's sizes
-            template = build_learner(settings.model).init(jax.random.PRNGKey(settings.seed))
-        checkpoint.check_restorable(restore.path, restore.file_name, template, settings.model.type)
+        if learner_type(settings.model.type).any_size or sizes is not None:
+            template = build_learner(settings.model, *(sizes or ())).init(jax.random.PRNGKey(settings.seed))
+        try:
+            checkpoint.check_restorable(restore.path, restore.file_name, template, settings.model.type)
+        except checkpoint.CheckpointError as err:
+            if sizes is None:
+                raise
+            raise checkpoint.CheckpointError(
+                f"{err} (a {settings.model.type} is built for its training data's sizes: "
+                f"{key_of(settings.training, 'dataset')} {settings.training.dataset} gives inputs {list(sizes[0])} "
+                f"and {sizes[1]} classes; give the data and data.preprocess.pad it was trained with)"
+            ) from None
     except checkpoint.CheckpointError as err:
         raise SettingError(restore, "path", str(err)) from None
     return config
+
+
+def _training_sizes(settings: RunSettings) -> tuple[tuple[int, ...], int] | None:
+    """The sizes a fixed-size learner is built for (:func:`vsml.evaluation.trained_sizes`), read without
+    loading the data; None when they cannot be known yet (check_config names the dataset's problem)."""
+    try:
+        return data.learner_sizes(settings.training.dataset, settings.data_settings)
+    except ValueError:
+        return None

@@ -260,6 +260,9 @@ class NpzSource:
         except ValueError:
             return None
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return tuple(check(name).train_images.shape[1:])  # [N, H, W] files gained their channel in _examples
+
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         data = check(name)  # from the file's training split
         if per_feature(data, settings):
