@@ -23,7 +23,7 @@ from vsml.config import resolve_for_rank
 from vsml.config_tree import ConfigError
 from vsml.learners import build_learner, learner_type
 from vsml.meta.slicing import item_slice
-from vsml.settings import CheckpointSettings, RunSettings, SettingError, key_of, run_settings
+from vsml.settings import CheckpointSettings, PreprocessSettings, RunSettings, SettingError, key_of, run_settings
 
 
 def check_config(config: dict, comm: Comm) -> None:
@@ -169,7 +169,7 @@ def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
             raise checkpoint.CheckpointError(
                 f"{err} (a {settings.model.type} is built for its training data's sizes: "
                 f"{key_of(settings.training, 'dataset')} {settings.training.dataset} gives inputs {list(sizes[0])} "
-                f"and {sizes[1]} classes; give the data and data.preprocess.pad it was trained with)"
+                f"and {sizes[1]} classes; give the data and {key_of(PreprocessSettings, 'pad')} it was trained with)"
             ) from None
     except checkpoint.CheckpointError as err:
         raise SettingError(restore, "path", str(err)) from None
