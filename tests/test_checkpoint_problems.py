@@ -131,3 +131,29 @@ def test_api_load_names_a_model_override_that_contradicts_the_checkpoint():
         api.pretrained("vsml-digits", overrides={"model.vsml_rnn.num_micro_ticks": 3})
     same = api.pretrained("vsml-digits", overrides={"model.vsml_rnn.num_micro_ticks": 2})  # agrees: fine
     assert same.config["model"]["sub_rnn"]["slow_size"] == 16
+
+
+@pytest.fixture(scope="module")
+def fixed_size_checkpoint(tmp_path_factory):
+    """A MetaRNN (a fixed-size learner) meta-trained for one generation on 8x8 digits, 10 classes."""
+    run_dir = tmp_path_factory.mktemp("metarnn") / "run"
+    assert (
+        launch.main(["--run_dir", str(run_dir), "--config", *TINY, "model.type=MetaRNN", "training.iterations=1"]) == 0
+    )
+    return run_dir / "checkpoint.npz"
+
+
+@pytest.mark.parametrize("call", ["train", "evaluate"])
+def test_a_fixed_size_checkpoint_for_other_data_sizes_is_one_line_before_the_data(
+    call, fixed_size_checkpoint, tmp_path, capsys, no_data
+):
+    err = _one_line_refusal(
+        capsys,
+        tmp_path,
+        f"call={call}",
+        "model.type=MetaRNN",
+        f"checkpoint.restore.path={fixed_size_checkpoint}",
+        "training.dataset=mnist_offline",  # 28x28 inputs: not the digits' 8x8 it was built for
+    )
+    assert "training.dataset mnist_offline gives inputs [28, 28, 1] and 10 classes" in err, err
+    assert str(fixed_size_checkpoint) in err

@@ -106,6 +106,9 @@ class ParitySource:
     def stats(self, name, settings):
         return table_stats(settings, name)
 
+    def example_shape(self, name, settings):
+        return (5,)
+
     def load(self, name, subset, settings, options):
         return Loaded(sampler=ParitySampler((5,)), arrays={}, base_shape=(5,), classes=2)
 
@@ -134,3 +137,34 @@ def test_a_new_source_needs_only_its_module_and_a_registry_entry(config, monkeyp
     filtered = {**config, "data": {**config["data"], "filter_classes": [0]}}
     with pytest.raises(ValueError, match="data.filter_classes: applies to stored datasets, not to 'parity'"):
         data.check_dataset_available("parity", data_settings(filtered))
+
+
+def _with(config, preprocess=None, **data_keys):
+    """``config`` with ``data`` keys and ``data.preprocess`` keys replaced."""
+    section = {**config["data"], **data_keys}
+    section["preprocess"] = {**config["data"]["preprocess"], **(preprocess or {})}
+    return {**config, "data": section}
+
+
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        ("digits", {}),
+        ("mnist_offline", {"preprocess": {"resize": [14, 14]}}),
+        ("digits", {"preprocess": {"pad": {"input": [28, 28, 1], "output": [62]}}}),
+        ("digits", {"filter_classes": [3, 7]}),
+        ("random", {}),
+        ("sum", {"preprocess": {"resize": [6, 6]}}),
+        ("npz:VECTORS", {}),
+        ("npz:VECTORS", {"preprocess": {"pad": {"input": [9], "output": None}}}),
+    ],
+)
+def test_learner_sizes_are_those_of_the_loaded_data(name, keys, config, tmp_path):
+    """What a fixed-size learner is built for, known before loading, is what loading the data gives."""
+    if name == "npz:VECTORS":
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "vectors.npz", x=rng.normal(size=(60, 6)), y=np.arange(60) % 4)
+        name = f"npz:{tmp_path / 'vectors.npz'}"
+    settings = data_settings(_with(config, **keys))
+    spec, _ = data.load_dataset(name, "train", settings)
+    assert data.learner_sizes(name, settings) == (spec.input_shape, spec.num_classes)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tomllib
 
+import numpy as np
 import yaml
 
 import launch
@@ -83,6 +84,20 @@ def test_print_config_shows_the_resolved_config_without_running_anything(tmp_pat
     shown = yaml.safe_load(result.stdout)
     assert shown == resolve_for_rank(build_config(["configs/quickstart.yaml"]), 0)  # the whole config, as YAML
     assert not (tmp_path / "run").exists()
+
+
+def test_print_config_of_an_evaluate_shows_the_checkpoints_model():
+    """``call: evaluate`` runs the model saved in the checkpoint; --print_config shows that one, not the defaults."""
+    with np.load(resources.pretrained_file("vsml-digits")) as arrays:
+        saved = yaml.safe_load(str(arrays["config"]))["model"]  # read here with numpy, not through vsml
+    assert saved["vsml_rnn"]["feed_label"] is True and build_config()["model"]["vsml_rnn"]["feed_label"] is False
+    result = _run(
+        "launch.py", "--print_config", "--config", "call=evaluate", "checkpoint.restore.path=pretrained:vsml-digits"
+    )
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)["model"]
+    assert shown["type"] == saved["type"] and shown["vsml_rnn"]["feed_label"] is True
+    assert shown["sub_rnn"] == {**shown["sub_rnn"], **saved["sub_rnn"]}
 
 
 def test_print_config_loads_no_data_and_starts_no_backend():

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from sklearn.preprocessing import StandardScaler
 
 import launch
 from tests.conftest import TINY
@@ -17,6 +18,11 @@ from vsml.settings import data_settings
 @pytest.fixture(scope="module")
 def config():
     return load_default()
+
+
+def _preprocess(config, **keys):
+    """``config`` with ``data.preprocess`` keys replaced."""
+    return {**config, "data": {**config["data"], "preprocess": {**config["data"]["preprocess"], **keys}}}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,9 @@ def test_held_out_split_is_every_fifth_example_of_each_class(tmp_path, config):
     x = np.stack([np.arange(200, dtype=np.float32), rng.normal(size=200).astype(np.float32)], axis=1)  # [N, D]
     path = tmp_path / "vectors.npz"
     np.savez(path, x=x, y=y)
-    train_spec, train = data.load_dataset(f"npz:{path}", "train", data_settings(config))
-    _, test = data.load_dataset(f"npz:{path}", "test", data_settings(config))
+    settings = data_settings(_preprocess(config, npz_stats="global"))  # the stored values are the example ids
+    train_spec, train = data.load_dataset(f"npz:{path}", "train", settings)
+    _, test = data.load_dataset(f"npz:{path}", "test", settings)
     train_ids, test_ids = np.asarray(train["images"])[:, 0], np.asarray(test["images"])[:, 0]
     assert train_spec.input_shape == (2,) and train_spec.num_classes == 3
     assert sorted(np.concatenate([train_ids, test_ids]).tolist()) == list(range(200))  # disjoint and complete
@@ -64,6 +71,70 @@ def test_held_out_split_is_every_fifth_example_of_each_class(tmp_path, config):
     kept = x[train_ids.astype(int)].astype(np.float64)
     assert train_spec.mean == pytest.approx(kept.mean(), rel=1e-6)
     assert train_spec.std == pytest.approx(kept.std(), rel=1e-6)
+
+
+def _mixed_scales(rng, count):
+    """``[count, 4]`` features on scales 1e-3 .. 1e4 (one of them constant) and labels from two of them."""
+    x = rng.normal(size=(count, 4)) * np.array([1e-3, 1.0, 1e4, 0.0]) + np.array([5.0, -2.0, 3e4, 7.0])
+    return x, (x[:, 0] > 5.0).astype(int) + (x[:, 2] > 3e4).astype(int)
+
+
+def test_vectors_are_standardised_per_feature_with_the_training_split_statistics(tmp_path, config):
+    rng = np.random.default_rng(2)
+    (x, y), (x_test, y_test) = _mixed_scales(rng, 300), _mixed_scales(rng, 80)
+    x_test = x_test * 2.0 + 1.0  # other statistics: they must not change the normalisation
+    path = tmp_path / "table.npz"
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test)
+    scaler = StandardScaler().fit(x)  # the independent reference: sklearn, on the training split only
+    for subset, expected in (("train", scaler.transform(x)), ("test", scaler.transform(x_test))):
+        spec, arrays = data.load_dataset(f"npz:{path}", subset, data_settings(config))  # npz_stats: auto
+        assert (spec.mean, spec.std) == (0.0, 1.0) and spec.input_shape == (4,)
+        np.testing.assert_allclose(np.asarray(arrays["images"]), expected, rtol=1e-5, atol=1e-5)
+        inputs, _ = data.sample_episode(spec, arrays, jax.random.PRNGKey(0), 50, 3)  # what the learner sees
+        gap = np.abs(np.asarray(inputs).reshape(-1, 1, 4) - expected[None]) / (1 + np.abs(expected[None]))
+        assert gap.max(-1).min(-1).max() < 1e-5  # every input is one standardised example, not rescaled again
+    assert np.all(scaler.transform(x)[:, 3] == 0)  # the constant feature: centred, not divided by 0
+    explicit = data_settings(_preprocess(config, npz_stats="per_feature"))
+    np.testing.assert_array_equal(
+        np.asarray(data.load_dataset(f"npz:{path}", "test", explicit)[1]["images"]),
+        np.asarray(data.load_dataset(f"npz:{path}", "test", data_settings(config))[1]["images"]),
+    )
+
+
+def test_global_statistics_and_other_modes_leave_vectors_as_stored(tmp_path, config):
+    x, y = _mixed_scales(np.random.default_rng(3), 200)
+    path = tmp_path / "table.npz"
+    np.savez(path, x=x, y=y)
+    for keys, stats in (
+        (dict(npz_stats="global"), (x[_train_rows(y)].mean(), x[_train_rows(y)].std())),
+        (dict(normalization_mode="identity"), (0.0, 1.0)),  # 'identity' stays identity: no statistics at all
+        (dict(normalization_mode="standard", npz_stats="per_feature"), None),  # per example, not per feature
+    ):
+        spec, arrays = data.load_dataset(f"npz:{path}", "train", data_settings(_preprocess(config, **keys)))
+        np.testing.assert_allclose(np.asarray(arrays["images"]), x[_train_rows(y)].astype(np.float32))
+        if stats is not None and keys.get("npz_stats") == "global":
+            assert (spec.mean, spec.std) == pytest.approx(stats, rel=1e-6)
+
+
+def _train_rows(y):
+    """The rows of the training split without x_test: all but every 5th example of each class."""
+    held_out = np.concatenate([np.flatnonzero(y == c)[4::5] for c in np.unique(y)])
+    return np.setdiff1d(np.arange(len(y)), held_out)
+
+
+def test_images_keep_one_global_mean_and_std_unless_per_feature_is_asked(tmp_path, config, digits):
+    x, y = digits
+    path = tmp_path / "images.npz"
+    np.savez(path, x=x, y=y, x_test=x[:100], y_test=y[:100])
+    spec, arrays = data.load_dataset(f"npz:{path}", "train", data_settings(config))  # auto: images are global
+    assert spec.mean == pytest.approx(x.astype(np.float64).mean(), rel=1e-6)
+    np.testing.assert_array_equal(np.asarray(arrays["images"])[..., 0], x)
+    settings = data_settings(_preprocess(config, npz_stats="per_feature"))
+    spec, arrays = data.load_dataset(f"npz:{path}", "test", settings)
+    flat = x.reshape(len(x), -1)
+    expected = StandardScaler().fit(flat).transform(flat[:100]).reshape(100, 8, 8)  # border pixels are constant
+    assert (spec.mean, spec.std) == (0.0, 1.0)
+    np.testing.assert_allclose(np.asarray(arrays["images"])[..., 0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_uint8_pixels_are_read_as_fractions(tmp_path, config):

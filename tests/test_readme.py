@@ -6,6 +6,7 @@ How they are read and run (in a fresh folder that looks like the repository root
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,11 @@ def test_pretrained_evaluate_command_runs_as_printed(tmp_path):
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "evaluation.csv").is_file()
 
 
-@pytest.mark.slow  # 20 generations and two meta-tests: ~20-60 s
-def test_api_example_runs_as_printed(tmp_path):
+@pytest.mark.slow  # 20 generations of the paper's model and two meta-tests: ~1-2 min
+def test_api_example_runs_as_printed_and_learns(tmp_path):
+    """The README's API example continues a shipped algorithm on the reader's data and shows it learning:
+    an online accuracy far above chance (0.1 for 10 classes) on an episode of the reader's own examples
+    and on held-out episodes, and a meta-loss below chance's ln 10."""
     (example,) = [block for block in python_examples() if "api.train(" in block]
     root = in_repository_root(tmp_path)
     done = run_as_printed(example, root)
@@ -74,7 +78,6 @@ def test_api_example_runs_as_printed(tmp_path):
     run_line, logits_line, curves_line = done.stdout.strip().splitlines()[-3:]
     run_dir, generation, meta_loss = run_line.split()
     assert Path(run_dir).parent == Path("runs") and (root / run_dir / "metrics.jsonl").is_file()
-    assert generation == "20" and 0 < float(meta_loss) < 10
-    assert logits_line.startswith("(50, 3) ")
-    assert curves_line.startswith("(8, 100) ")
-    assert 0.0 <= float(curves_line.split()[-1]) <= 1.0
+    assert generation == "20" and 0 < float(meta_loss) < math.log(10) - 0.5
+    assert logits_line.startswith("(100, 10) ") and float(logits_line.split()[-1]) > 0.4
+    assert curves_line.startswith("(8, 100) ") and float(curves_line.split()[-1]) > 0.4

@@ -171,10 +171,13 @@ def print_config(args, comm) -> int:
     """``--print_config``: the checked configuration on stdout (rank 0 only); loads no data, compiles nothing."""
     from vsml.config import resolve_for_rank, split_period  # noqa: PLC0415
     from vsml.config_view import describe_config  # noqa: PLC0415
+    from vsml.run_checks import evaluated_config  # noqa: PLC0415
     from vsml.settings import validate  # noqa: PLC0415
 
     try:
         config = build(args)
+        if args.resume is None:  # an evaluate of a checkpoint runs the checkpoint's model: show that one
+            config = evaluated_config(config)
         for rank in range(min(max(comm.size, split_period(config)), 256)):  # types and ranges, as a run checks
             validate(resolve_for_rank(config, rank))
         text = describe_config(config, ranks=comm.size)

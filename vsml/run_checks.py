@@ -23,7 +23,7 @@ from vsml.config import resolve_for_rank
 from vsml.config_tree import ConfigError
 from vsml.learners import build_learner, learner_type
 from vsml.meta.slicing import item_slice
-from vsml.settings import CheckpointSettings, RunSettings, SettingError, key_of, run_settings
+from vsml.settings import CheckpointSettings, PreprocessSettings, RunSettings, SettingError, key_of, run_settings
 
 
 def check_config(config: dict, comm: Comm) -> None:
@@ -123,6 +123,21 @@ def checkpoint_model(config: dict, saved: dict, source: str) -> dict:
     return {**config, section: copy.deepcopy(model)}
 
 
+def evaluated_config(config: dict) -> dict:
+    """The config a new ``call: evaluate`` of ``checkpoint.restore.path`` runs: the checkpoint's model
+    (:func:`checkpoint_model`), for ``--print_config``. Reads the file (one line for a bad one) but builds
+    nothing and starts no backend; any other config is returned as it is."""
+    settings = run_settings(resolve_for_rank(config, 0))
+    restore = settings.checkpoint.restore
+    if settings.call != "evaluate" or restore.path is None or restore.run_path is not None:
+        return config
+    try:
+        saved = checkpoint.check_restorable(restore.path, restore.file_name)
+    except checkpoint.CheckpointError as err:
+        raise SettingError(restore, "path", str(err)) from None
+    return config if saved is None else checkpoint_model(config, saved, str(restore.path))
+
+
 def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
     """Reads the checkpoint a new run restores from, before anything else; returns the config to run.
 
@@ -142,10 +157,29 @@ def check_restore(config: dict, run_path_resolved: bool = False) -> dict:
         if saved is not None and settings.call == "evaluate":
             config = checkpoint_model(config, saved, str(restore.path))
             settings = run_settings(resolve_for_rank(config, 0))
+        sizes = None if learner_type(settings.model.type).any_size else _training_sizes(settings)
         template = None
-        if learner_type(settings.model.type).any_size:  # a fixed-size learner's template needs its data's sizes
-            template = build_learner(settings.model).init(jax.random.PRNGKey(settings.seed))
-        checkpoint.check_restorable(restore.path, restore.file_name, template, settings.model.type)
+        if learner_type(settings.model.type).any_size or sizes is not None:
+            template = build_learner(settings.model, *(sizes or ())).init(jax.random.PRNGKey(settings.seed))
+        try:
+            checkpoint.check_restorable(restore.path, restore.file_name, template, settings.model.type)
+        except checkpoint.CheckpointError as err:
+            if sizes is None:
+                raise
+            raise checkpoint.CheckpointError(
+                f"{err} (a {settings.model.type} is built for its training data's sizes: "
+                f"{key_of(settings.training, 'dataset')} {settings.training.dataset} gives inputs {list(sizes[0])} "
+                f"and {sizes[1]} classes; give the data and {key_of(PreprocessSettings, 'pad')} it was trained with)"
+            ) from None
     except checkpoint.CheckpointError as err:
         raise SettingError(restore, "path", str(err)) from None
     return config
+
+
+def _training_sizes(settings: RunSettings) -> tuple[tuple[int, ...], int] | None:
+    """The sizes a fixed-size learner is built for (:func:`vsml.evaluation.trained_sizes`), read without
+    loading the data; None when they cannot be known yet (check_config names the dataset's problem)."""
+    try:
+        return data.learner_sizes(settings.training.dataset, settings.data_settings)
+    except ValueError:
+        return None

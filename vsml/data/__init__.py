@@ -34,6 +34,7 @@ __all__ = [
     "check_dataset_available",
     "check_dataset_name",
     "class_count",
+    "learner_sizes",
     "load_dataset",
     "normalize",
     "sample_episode",
@@ -67,6 +68,23 @@ def check_dataset_available(name: str, settings: DataSettings, key: str = "datas
 def _check_filter(name: str, source, settings: DataSettings) -> None:
     if settings.data.filter_classes is not None and not source.stored_classes:
         raise SettingError(settings.data, "filter_classes", f"applies to stored datasets, not to '{name}'")
+
+
+def learner_sizes(name: str, settings: DataSettings) -> tuple[tuple[int, ...], int] | None:
+    """``(input_shape, num_classes)`` of the episodes of ``name``, after resize and padding, as
+    :func:`load_dataset`'s spec will have them, without loading anything (the sizes a fixed-size learner
+    is built for); None when the source cannot say. ValueError (one line) for padding that cannot hold them.
+    """
+    source = source_of(name)
+    classes = source.class_count(name, settings)
+    if classes is None:
+        return None
+    shape = tuple(source.example_shape(name, settings))
+    resize = settings.data.preprocess.resize
+    if resize is not None and len(shape) == 3:  # vectors cannot be resized: the source's check says so
+        shape = (*resize, shape[-1])
+    pad = settings.data.preprocess.pad
+    return _padded(shape, pad, "input"), _padded((classes,), pad, "output")[0]
 
 
 def load_dataset(name: str, subset: str, settings: DataSettings, training: bool = False):

@@ -81,6 +81,9 @@ class DataSource(Protocol):
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         """``(mean, std)`` of the values in [0, 1], for ``dataset_standard`` normalisation."""
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        """One example's shape as loaded, before ``data.preprocess.resize`` and ``pad``; known without loading."""
+
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         """Split ``subset`` ('train' | 'test') of dataset ``name``."""
 

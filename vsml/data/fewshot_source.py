@@ -100,6 +100,10 @@ class FewShotSource(NamedSource):
     def class_count(self, name: str, settings: DataSettings) -> int:
         return settings.fewshot(name).num_classes
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        shape, resize = tfds_source.TFDS_SOURCES[FEWSHOT_SOURCES[name]].shape, settings.fewshot(name).resize
+        return shape if resize is None else (*resize, shape[-1])
+
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         return table_stats(settings, name, FEWSHOT_SOURCES[name])
 

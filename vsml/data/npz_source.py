@@ -10,9 +10,16 @@ The file holds
   ``x`` / ``y`` (as for the offline sets of :mod:`vsml.data.offline_source`) and the
   training split the rest.
 
-``dataset_standard`` normalisation uses the mean and standard deviation of
-every value of the *training* split, computed here; the test split is
-normalised with the same numbers, so nothing about it leaks into training.
+``dataset_standard`` normalisation uses statistics of the *training* split,
+computed here; the test split is normalised with the same numbers, so nothing
+about it leaks into training. ``data.preprocess.npz_stats`` says which:
+``global``, one mean and standard deviation of every value (done per episode
+on the device, as for the shipped image sets), or ``per_feature``, each
+input's own (applied once at load, on the host: the stored split becomes
+float32 with mean 0 and standard deviation 1 per input; an input constant in
+the training split is only centred). ``auto``, the default, is ``per_feature``
+for vectors ``[N, D]`` and ``global`` for images: a table's columns have
+their own units, an image's pixels share one.
 
 :func:`check` reads and validates the file at start-up (before anything is
 compiled) and raises a ValueError of one line naming the config key, the file
@@ -42,9 +49,13 @@ PREFIX = "npz:"
 class NpzData:
     """A validated npz dataset, split and ready to load.
 
-    ``images`` are ``[N, *shape]`` (uint8 or float32) with ``stored * scale`` the
+    ``images`` are ``[N, *shape]`` as in the file (any integer or float dtype:
+    standardising per feature from float32 copies would lose the digits of a
+    feature with a large offset and a small spread) with ``images * scale`` the
     values the learner sees before normalisation; ``mean`` / ``std`` are those
-    values' statistics over the training split.
+    values' statistics over the training split, ``feature_mean`` /
+    ``feature_std`` (``[*shape]`` float64) each input's, with 1 for an input
+    that is constant there.
     """
 
     path: Path
@@ -56,8 +67,11 @@ class NpzData:
     scale: float
     mean: float
     std: float
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
 
     def split(self, subset: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(images [N, *shape] as in the file, labels [N] int32)`` of ``subset`` ('train' | 'test')."""
         if subset == "train":
             return self.train_images, self.train_labels
         return self.test_images, self.test_labels
@@ -93,10 +107,10 @@ def check(name: str, key: str = "dataset") -> NpzData:
 
 
 def load(name: str, subset: str) -> tuple[np.ndarray, np.ndarray, NpzData]:
-    """``(images [N, *shape], labels [N] int32, data)`` of split ``subset`` ('train' | 'test')."""
+    """``(images [N, *shape] uint8 or float32, labels [N] int32, data)`` of split ``subset`` ('train' | 'test')."""
     data = check(name)
     images, labels = data.split(subset)
-    return images, labels, data
+    return _stored(images), labels, data
 
 
 @functools.lru_cache(maxsize=4)
@@ -148,15 +162,37 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
         raise NpzError(f"every value of the training inputs is {mean:g}; nothing to learn from")
     return NpzData(
         path=Path(path),
-        train_images=_stored(train_x),
+        train_images=train_x,
         train_labels=train_y.astype(np.int32),
-        test_images=_stored(x_test),
+        test_images=x_test,
         test_labels=y_test.astype(np.int32),
         num_classes=int(max(y.max(), y_test.max())) + 1,
         scale=scale,
         mean=mean,
         std=std,
+        feature_mean=values.mean(axis=0),
+        feature_std=_nonzero(values.std(axis=0)),
     )
+
+
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    """``std`` with 1 where it is 0: a constant input is centred to 0 and not divided."""
+    return np.where(std > 0, std, 1.0)
+
+
+def per_feature(data: NpzData, settings: DataSettings) -> bool:
+    """Whether ``dataset_standard`` uses each input's statistics (``data.preprocess.npz_stats``)."""
+    preprocess = settings.data.preprocess
+    if preprocess.normalization_mode != "dataset_standard":
+        return False
+    if preprocess.npz_stats == "auto":
+        return data.train_images.ndim == 2
+    return preprocess.npz_stats == "per_feature"
+
+
+def standardized(images: np.ndarray, data: NpzData) -> np.ndarray:
+    """``images [N, *shape]`` (as in the file) -> float32 ``(images * scale - feature_mean) / feature_std``."""
+    return ((images.astype(np.float64) * data.scale - data.feature_mean) / data.feature_std).astype(np.float32)
 
 
 def _examples(x: np.ndarray, name: str) -> np.ndarray:
@@ -224,11 +260,20 @@ class NpzSource:
         except ValueError:
             return None
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return tuple(check(name).train_images.shape[1:])  # [N, H, W] files gained their channel in _examples
+
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
         data = check(name)  # from the file's training split
+        if per_feature(data, settings):
+            return 0.0, 1.0  # standardised at load (:meth:`load`)
         return data.mean, data.std
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
+        data = check(name)
+        if per_feature(data, settings):
+            images, labels = data.split(subset)
+            return stored.loaded_split(name, standardized(images, data), labels, data.num_classes, 1.0, options)
         images, labels, data = load(name, subset)
         return stored.loaded_split(name, images, labels, data.num_classes, data.scale, options)
 

@@ -123,6 +123,9 @@ class OfflineSource(NamedSource):
     def class_count(self, name: str, settings: DataSettings) -> int:
         return stored.class_count(settings, ARRAY_SOURCES[name][1])
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return SHAPES[name]
+
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, classes = load_array_source(name, subset)
         return stored.loaded_split(name, images, labels, classes, 1.0, options)

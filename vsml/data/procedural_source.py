@@ -77,6 +77,9 @@ class RandomSource(NamedSource):
     def class_count(self, name: str, settings: DataSettings) -> int:
         return settings.random_dataset.target_count
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return settings.random_dataset.img_size
+
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh
         section = settings.random_dataset
@@ -97,6 +100,9 @@ class SumSource(NamedSource):
 
     def class_count(self, name: str, settings: DataSettings) -> int:
         return 2
+
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return settings.sum_dataset.input_size
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         del subset  # every episode is fresh

@@ -282,6 +282,9 @@ class TfdsSource(NamedSource):
     def class_count(self, name: str, settings: DataSettings) -> int:
         return stored.class_count(settings, TFDS_SOURCES[name].num_classes)
 
+    def example_shape(self, name: str, settings: DataSettings) -> tuple[int, ...]:
+        return TFDS_SOURCES[name].shape
+
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
         images, labels, classes = load(name, subset, data_dir(settings.data.dir))
         # Stored as uint8 on the device too: 4x less memory; scaled per episode.

@@ -16,6 +16,7 @@ from vsml.settings.fields import (
     as_shape,
     at_least,
     entries,
+    one_of,
     one_of_names_in,
     section,
     setting,
@@ -32,6 +33,7 @@ _CLASS_LIST = Rule(
     ),
     "a list of distinct class indices",
 )
+NPZ_STATS = ("auto", "global", "per_feature")
 _STATS = {
     "mnist": (0.1307, 0.3081),
     "fashion_mnist": (0.2860, 0.3530),
@@ -81,6 +83,14 @@ class PreprocessSettings:
         "mean and std of [0, 1] pixel values per dataset, for dataset_standard; open: add entries for new datasets",
         entries(others=_DATASET_STATS),
         _stats_table,
+    )
+    npz_stats: str = setting(
+        "auto",
+        "what dataset_standard uses for npz:PATH data, from its training split: per_feature (each input's own "
+        "mean and std; a constant input is only centred), global (one mean and std of every value, as for the "
+        "shipped image sets) or auto (per_feature for vectors [N, D], global for images: features of a table "
+        "have their own units, pixels share one; docs/datasets.md)",
+        one_of(*NPZ_STATS),
     )
     pad: PadSettings = section(PadSettings)
     resize: tuple[int, int] | None = setting(
