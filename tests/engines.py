@@ -282,6 +282,11 @@ class SshHosts:
             for file in folder.iterdir():
                 file.chmod(0o600)
 
+    def _host_env(self, host: Path) -> dict[str, str]:
+        """What each host's sessions get on top of sshd's defaults."""
+        pip = {k: v for k, v in os.environ.items() if k.startswith("PIP_") and not set(v) & set('"\n')}
+        return {"TMUX_TMPDIR": str(host / "tmux"), **pip}
+
     def _namespace(self, binds: list[tuple[Path, Path]], command: str) -> list[str]:
         """argv running ``command`` in a new mount namespace with each ``(source, target)`` bound."""
         mounts = " && ".join(f"mount --bind {shlex.quote(str(s))} {shlex.quote(str(t))}" for s, t in binds)
@@ -308,8 +313,10 @@ class SshHosts:
                         "KbdInteractiveAuthentication no",
                         "UsePAM no",
                         "StrictModes no",
-                        # Each host its own tmux server (tmux's socket lives in /tmp, which hosts share).
-                        f"SetEnv TMUX_TMPDIR={host / 'tmux'}",
+                        # Each host its own tmux server (tmux's socket lives in /tmp, which hosts share),
+                        # and this machine's pip settings: a host is this machine, whose pip may be set up
+                        # by environment (a local index, a timeout) that sshd would not pass on.
+                        "SetEnv " + " ".join(f'"{k}={v}"' for k, v in self._host_env(host).items()),
                         "",
                     ]
                 )
