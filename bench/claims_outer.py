@@ -100,11 +100,13 @@ def checkpoint_every(equal: int) -> int:
 def cell_overrides(scale: dict, margin: float) -> dict:
     """What a ``+metagrad`` cell changes on top of its ES cell: the outer loop and its step budget."""
     equal, steps = metagrad_steps(scale, margin)
+    summary_every = 10 if steps >= 200 else 1  # as the ES cells: a metrics row every 10th step
     return {
         **metagrad_overrides(),
         "training.iterations": steps,
-        "evaluation.frequency": steps,
-        "summary.frequency": 10 if steps >= 200 else 1,
+        # (no evaluation datasets: the meta-test does it; the last step is evaluated whatever the frequency)
+        "evaluation.frequency": summary_every * math.ceil(steps / summary_every),
+        "summary.frequency": summary_every,
         "checkpoint.frequency": checkpoint_every(equal),
         "checkpoint.with_step": True,
     }

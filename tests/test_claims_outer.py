@@ -43,7 +43,8 @@ def test_a_step_checkpoint_lands_on_the_equal_episodes_step(equal):
 
 
 def test_sweep_task_of_a_metagrad_cell_is_the_es_cell_with_backprop_yaml(tmp_path):
-    from vsml.config import build_config
+    from vsml.config import build_config, resolve_for_rank
+    from vsml.settings import run_settings
 
     args = claims.parse_args(
         ["--out", str(tmp_path), "--scale", "outer", "--learners", "VSML-quickstart", "--outer-loops", "es", "metagrad"]
@@ -61,6 +62,9 @@ def test_sweep_task_of_a_metagrad_cell_is_the_es_cell_with_backprop_yaml(tmp_pat
     es_episodes = es["training"]["iterations"] * 2 * es["training"]["population_size"]
     assert metagrad["training"]["iterations"] * metagrad["training"]["population_size"] == es_episodes
     assert metagrad["checkpoint"]["with_step"] is True
+    # Both tasks pass launch.py's own checks (e.g. evaluation.frequency a multiple of summary.frequency).
+    for config in (es, metagrad):
+        run_settings(resolve_for_rank(config, 0))
 
 
 def _fake_run(run_dir: Path, times: dict[int, float], checkpoints: list[int]) -> Path:
