@@ -5,6 +5,8 @@
     python3 bench/claims.py --out runs/claims --report-only       # rebuild the report from what exists
     python3 bench/claims.py --scale paper --out runs/claims-paper --sweep-only   # write the sweep file only
     bash slurm/schedule.sh --array=1-48 --nodes=32 -- python3 launch.py --array runs/claims-paper/sweep.yaml
+    python3 bench/claims.py --out runs/claims-outer --scale outer --learners VSML-quickstart MetaRNN-lr0.025 \
+        --outer-loops es metagrad --hand-designed      # ES against meta-gradients (~50 min on 2 cores)
 
 Kirsch & Schmidhuber (2021), Sections 4.2 and 4.4, Figures 6 and 8, make three
 claims this script measures:
@@ -28,6 +30,11 @@ small learning-rate grid, the best rate per meta-test set reported; no
 meta-training) on the same episodes. Every dataset is presented at one common
 size so that the fixed-size learners fit all of them: 14x14x1 inputs (bilinear
 resize; 8x8 ``digits`` are enlarged) and 10 output units (``pad.output``).
+
+The outer loop is an axis too (``--outer-loops es metagrad``; :mod:`bench.claims_outer`): a
+learner ``NAME+metagrad`` is ``NAME`` meta-trained by meta-gradients (``configs/backprop.yaml``) on
+ES's budget, meta-tested at equal episodes and at equal wall-clock, and the report sets the two
+outer loops side by side.
 
 Finished cells are skipped, a stopped cell resumes from its checkpoint
 (``launch.py --resume``), and a cell's meta-test results (``metatest.json`` in

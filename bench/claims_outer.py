@@ -233,7 +233,14 @@ def verdict(es: dict, metagrad: dict) -> str:
         + (", seeds' ranges apart" if separate else ", seeds' ranges overlap" if generalises else "")
         + ")",
     ]
-    if fits and generalises and separate:
+    stuck = [
+        f"{name} left the ln 10 plateau in {v['left_plateau']} of {len(v['seeds'])} seeds"
+        for name, v in (("ES", es), ("meta-gradients", metagrad))
+        if "left_plateau" in v and 2 * v["left_plateau"] < len(v["seeds"])
+    ]
+    if stuck:  # a learner that has not started to learn fits nothing and generalises nothing
+        head = "not tested at this budget (" + ", ".join(stuck) + ")"
+    elif fits and generalises and separate:
         head = "holds"
     elif fits and generalises:
         head = "holds in the medians only"

@@ -105,3 +105,10 @@ def test_verdict_names_which_half_of_the_claim_fails():
     assert worse_fit.startswith("does not hold") and "do not fit" in worse_fit
     better_unseen = claims_outer.verdict(es, _view([0.7, 0.7, 0.7, 0.7], [0.5, 0.5, 0.6, 0.6]))
     assert better_unseen.startswith("does not hold") and "does not generalise better" in better_unseen
+
+
+def test_no_verdict_where_an_outer_loop_never_left_the_plateau():
+    es = {**_view([0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]), "left_plateau": 1, "seeds": [0, 1, 2, 3]}
+    metagrad = {**_view([0.7, 0.7, 0.7, 0.7], [0.5, 0.5, 0.5, 0.5]), "left_plateau": 4, "seeds": [0, 1, 2, 3]}
+    text = claims_outer.verdict(es, metagrad)
+    assert text.startswith("not tested at this budget (ES left the ln 10 plateau in 1 of 4 seeds)")
