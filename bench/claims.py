@@ -5,6 +5,8 @@
     python3 bench/claims.py --out runs/claims --report-only       # rebuild the report from what exists
     python3 bench/claims.py --scale paper --out runs/claims-paper --sweep-only   # write the sweep file only
     bash slurm/schedule.sh --array=1-48 --nodes=32 -- python3 launch.py --array runs/claims-paper/sweep.yaml
+    python3 bench/claims.py --out runs/claims-outer --scale outer --learners VSML-quickstart MetaRNN-lr0.025 \
+        --outer-loops es metagrad --hand-designed      # ES against meta-gradients (~50 min on 2 cores)
 
 Kirsch & Schmidhuber (2021), Sections 4.2 and 4.4, Figures 6 and 8, make three
 claims this script measures:
@@ -28,6 +30,11 @@ small learning-rate grid, the best rate per meta-test set reported; no
 meta-training) on the same episodes. Every dataset is presented at one common
 size so that the fixed-size learners fit all of them: 14x14x1 inputs (bilinear
 resize; 8x8 ``digits`` are enlarged) and 10 output units (``pad.output``).
+
+The outer loop is an axis too (``--outer-loops es metagrad``; :mod:`bench.claims_outer`): a
+learner ``NAME+metagrad`` is ``NAME`` meta-trained by meta-gradients (``configs/backprop.yaml``) on
+ES's budget, meta-tested at equal episodes and at equal wall-clock, and the report sets the two
+outer loops side by side.
 
 Finished cells are skipped, a stopped cell resumes from its checkpoint
 (``launch.py --resume``), and a cell's meta-test results (``metatest.json`` in
@@ -55,6 +62,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench import claims_outer  # noqa: E402
 
 # ----------------------------------------------------------------------------- the matrix
 
@@ -89,6 +98,15 @@ LEARNERS = {
     # Not in the default matrix: MetaRNN with the paper's smaller ES step, to tell whether the
     # shared step (tuned for VSML's 2,384 meta-parameters) is what holds MetaRNN's 177,930 back.
     "MetaRNN-lr0.025": {"model.type": "MetaRNN", "optimizer.lr": 0.025, "optimizer.noise_std": 0.05},
+    # Not in the default matrix: the quick start's VSML (configs/quickstart.yaml: LSTM 4, messages 2,
+    # 1 micro tick, 164 meta-parameters), the learner of the ES-against-meta-gradients comparison.
+    "VSML-quickstart": {
+        "model.type": "VSMLRNN",
+        "model.sub_rnn.slow_size": 4,
+        "model.sub_rnn.msg_size": 2,
+        "model.vsml_rnn.num_micro_ticks": 1,
+        "model.vsml_rnn.feed_label": True,
+    },
 }
 DEFAULT_LEARNERS = ["VSML", "MetaRNN", "FWMemory", "HebbianFW"]
 
@@ -106,6 +124,7 @@ DEFAULT_TRAIN_SETS = {
     "cpu": ["mnist14", "mnist14-proj", "digits"],
     "paper": ["digits", "mnist14", "mnist14-proj", "random"],
     "quick": ["digits"],
+    "outer": ["digits"],
 }
 
 NPZ_FILE = "data/mnist_inverted.npz"  # under OUT: MNIST test digits with inverted pixels, 10 classes
@@ -136,6 +155,9 @@ SCALES = {
     "cpu": {"generations": 300, "pairs": 16, "episode_length": 100, "test_length": 100, "test_episodes": 32},
     "paper": {"generations": 10000, "pairs": 1024, "episode_length": 500, "test_length": 2000, "test_episodes": 32},
     "quick": {"generations": 4, "pairs": 2, "episode_length": 8, "test_length": 12, "test_episodes": 3},
+    # ES against meta-gradients (--outer-loops es metagrad) on a 2-core CPU: the quick start's episodes
+    # (bench/RESULTS.md, "ES against meta-gradients at an equal budget").
+    "outer": {"generations": 200, "pairs": 16, "episode_length": 50, "test_length": 100, "test_episodes": 32},
 }
 # --quick also shrinks the learners (only to check the pipeline end to end).
 QUICK_MODEL = {
@@ -144,6 +166,7 @@ QUICK_MODEL = {
     "FWMemory": {"model.fw_memory.slow_size": 8, "model.fw_memory.memory_size": 4},
     "HebbianFW": {},
     "MetaRNN-lr0.025": {"model.meta_rnn.slow_size": 8},
+    "VSML-quickstart": {},
 }
 FIRST_STEPS = 10  # "before it has seen much": accuracy over an episode's first steps
 CHECKPOINT_EVERY = 50  # generations: what a crash can cost a cell at most
@@ -183,15 +206,25 @@ def common_overrides(args) -> dict:
 
 
 def cell_overrides(args, learner: str, train_set: str, seed: int) -> dict:
-    """One cell's overrides on top of :func:`common_overrides`."""
+    """One cell's overrides on top of :func:`common_overrides` (a ``+metagrad`` learner: its outer loop)."""
+    base = claims_outer.base_learner(learner)
+    outer = claims_outer.outer_loop(learner)
     return {
-        **LEARNERS[learner],
-        **(QUICK_MODEL[learner] if args.quick else {}),
+        **LEARNERS[base],
+        **(QUICK_MODEL[base] if args.quick else {}),
+        **(claims_outer.cell_overrides(scale_of(args), args.metagrad_margin) if outer == "metagrad" else {}),
         **TRAIN_SETS[train_set],
         "evaluation.datasets": [],
         "seed": seed,
         "logging.dir": str(Path(args.out).resolve() / "runs" / cell_name(learner, train_set, seed)),
     }
+
+
+def cell_iterations(args, learner: str) -> int:
+    """Generations (ES: 0..G) or meta-gradient steps a finished cell of ``learner`` has run."""
+    if claims_outer.outer_loop(learner) == "metagrad":
+        return claims_outer.metagrad_steps(scale_of(args), args.metagrad_margin)[1]
+    return scale_of(args)["generations"] + 1
 
 
 def cells(args) -> list[tuple[str, str, int]]:
@@ -247,7 +280,7 @@ def is_finished(run_dir: Path | None, iterations: int) -> bool:
 
 def train_cell(args, sweep: Path, task: int, cell: tuple[str, str, int]) -> dict:
     """Meta-trains one cell in its own ``launch.py`` process: new, resumed, or skipped when finished."""
-    iterations = scale_of(args)["generations"] + 1
+    iterations = cell_iterations(args, cell[0])
     existing = run_dir_of(args, cell)
     folder = Path(args.out) / "runs" / cell_name(*cell)
     if is_finished(existing, iterations):
@@ -276,6 +309,7 @@ def meta_test_process(args, group: str, cell: str | None = None) -> dict:
     command += ["--meta-test-cell", cell] if cell else []
     command += ["--seeds", *map(str, args.seeds), "--train-sets", *args.train_sets, "--learners", *args.learners]
     command += ["--quick"] if args.quick else ["--scale", args.scale]
+    command += ["--metagrad-margin", str(args.metagrad_margin)]
     if args.generations is not None:
         command += ["--generations", str(args.generations)]
     log_path = Path(args.out) / (f"runs/{cell}/metatest.log" if cell else f"metatest-{group}.log")
@@ -310,7 +344,7 @@ def test_config(args, learner: str, test_set: str, model: dict | None = None) ->
     overrides = {**common_overrides(args), **(model or {}), **data}
     if dataset.startswith("npz:"):
         dataset = "npz:" + str(Path(args.out).resolve() / dataset[len("npz:") :])
-    if test_set == "mnist14-5cls" and learner in ANY_SIZE_LEARNERS:
+    if test_set == "mnist14-5cls" and learner.split("-")[0].removesuffix(claims_outer.METAGRAD) in ANY_SIZE_LEARNERS:
         overrides["data.preprocess.pad.output"] = None
     overrides["evaluation.datasets"] = [dataset]
     overrides["training.dataset"] = dataset
@@ -449,14 +483,11 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
                 print(f"meta-tested {folders[seed].name}", flush=True)
         return 0
 
-    iterations = scale["generations"] + 1
+    iterations = cell_iterations(args, group)
     runners: dict = {}  # test set -> compiled runner, shared by every cell of this learner
-    for cell in [c for c in cells(args) if c[0] == group and only_cell in (None, cell_name(*c))]:
-        run_dir = run_dir_of(args, cell)
-        folder = out / "runs" / cell_name(*cell)
-        if not is_finished(run_dir, iterations) or (folder / "metatest.json").exists():
-            continue
-        algorithm = api.load(run_dir)
+
+    def meta_test(checkpoint: Path, file: Path, extra: dict) -> None:
+        algorithm = api.load(checkpoint)
         results = {}
         for test_set in META_TEST_SETS:
             if test_set not in runners:
@@ -468,34 +499,63 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
             accuracy, labels = runner(algorithm.params)
             results[test_set] = summarise_episodes(accuracy, labels, classes)
         write_json(
-            folder / "metatest.json",
+            file,
             {
                 "learner": group,
                 "train_set": cell[1],
                 "seed": cell[2],
                 "run_dir": str(run_dir),
-                "checkpoint": str(run_dir / "checkpoint.npz"),
+                "checkpoint": str(checkpoint),
                 "generation": algorithm.step,
                 "meta_params": count_params(algorithm.params),
                 "seconds_per_generation": seconds_per_generation(run_dir),
                 "meta_loss": meta_loss_trend(run_dir),
                 "results": results,
+                **extra,
             },
         )
-        print(f"meta-tested {folder.name}", flush=True)
+        print(f"meta-tested {file.parent.name}/{file.name}", flush=True)
+
+    for cell in [c for c in cells(args) if c[0] == group and only_cell in (None, cell_name(*c))]:
+        run_dir = run_dir_of(args, cell)
+        folder = out / "runs" / cell_name(*cell)
+        if not is_finished(run_dir, iterations):
+            continue
+        if claims_outer.outer_loop(group) == "es":
+            if not (folder / "metatest.json").exists():
+                meta_test(run_dir / "checkpoint.npz", folder / "metatest.json", {})
+            continue
+        # Meta-gradients: at the ES cell's episodes, and at its wall time (once the ES cell has finished).
+        equal_episodes, _ = claims_outer.metagrad_steps(scale, args.metagrad_margin)
+        if not (folder / "metatest.json").exists():
+            checkpoint = claims_outer.step_checkpoint(run_dir, equal_episodes) or run_dir / "checkpoint.npz"
+            meta_test(checkpoint, folder / "metatest.json", {"view": "equal episodes"})
+        es_cell = (claims_outer.base_learner(group), cell[1], cell[2])
+        es_run_dir = run_dir_of(args, es_cell)
+        if (folder / claims_outer.EQUAL_TIME_FILE).exists() or not is_finished(
+            es_run_dir, cell_iterations(args, es_cell[0])
+        ):
+            continue
+        chosen = claims_outer.equal_time_checkpoint(es_run_dir, run_dir)
+        if chosen is not None:
+            meta_test(
+                Path(chosen["checkpoint"]),
+                folder / claims_outer.EQUAL_TIME_FILE,
+                {"view": "equal wall-clock", **chosen},
+            )
     return 0
 
 
 # ----------------------------------------------------------------------------- the report
 
 
-def load_results(args) -> tuple[list[dict], list[dict]]:
-    """Every ``metatest.json`` there is: (meta-learned cells of the matrix, hand-designed cells)."""
+def load_results(args, file_name: str = "metatest.json") -> tuple[list[dict], list[dict]]:
+    """Every ``file_name`` there is: (meta-learned cells of the matrix, hand-designed cells)."""
     out = Path(args.out)
     wanted = {cell_name(*c) for c in cells(args)}
-    learned = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/metatest.json")) if p.parent.name in wanted]
+    learned = [json.loads(p.read_text()) for p in sorted(out.glob(f"runs/*/{file_name}")) if p.parent.name in wanted]
     hand = [json.loads(p.read_text()) for p in sorted(out.glob("hand/*/metatest.json"))]
-    hand = [h for h in hand if h["seed"] in args.seeds]
+    hand = [h for h in hand if h["seed"] in args.seeds and h["learner"] in args.hand_designed]
     return learned, hand
 
 
@@ -761,7 +821,7 @@ def plot_figures(args, rows: list[dict]) -> list[Path]:
     fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.5), squeeze=False, sharey=True)
     for ax, t in zip(axes[0], shown):
         for row in rows:
-            if row["learner"] != "VSML" and row["learner"] not in HAND_DESIGNED:
+            if not row["learner"].startswith("VSML") and row["learner"] not in HAND_DESIGNED:
                 continue
             ys = row["results"][t]["by_seen"]
             counts = row["results"][t]["by_seen_count"]
@@ -790,9 +850,18 @@ def build_report(args, status: dict) -> tuple[Path, list[Path]]:
     status = {**status, "finished": len(learned), "planned": len(cells(args))}
     text = report_markdown(args, rows, status)
     out = Path(args.out)
-    (out / "report.md").write_text(text)
-    write_json(out / "report.json", {"rows": rows, "status": status})
     figures = plot_figures(args, rows) if rows else []
+    report = {"rows": rows, "status": status}
+    if any(claims_outer.outer_loop(r["learner"]) == "metagrad" for r in rows):
+        equal_time = load_results(args, claims_outer.EQUAL_TIME_FILE)[0]
+        es = [r for r in learned if claims_outer.outer_loop(r["learner"]) == "es"]
+        compared = claims_outer.comparison(es, [r for r in learned if r not in es], equal_time, scale_of(args))
+        text += claims_outer.comparison_markdown(compared, pct)
+        report["outer_loops"] = compared
+        runs = [(*c, run_dir_of(args, c)) for c in cells(args)]
+        figures.append(claims_outer.plot_meta_loss_against_time(out, runs))
+    (out / "report.md").write_text(text)
+    write_json(out / "report.json", report)
     return out / "report.md", figures
 
 
@@ -804,12 +873,35 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output folder: runs/, hand/, sweep.yaml, report.md, *.png")
-    parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu", help="budget (default cpu)")
+    parser.add_argument("--scale", choices=["cpu", "paper", "outer"], default="cpu", help="budget (default cpu)")
     parser.add_argument("--quick", action="store_true", help="tiny models and budget: checks the pipeline")
     parser.add_argument("--generations", type=int, default=None, help="override the scale's ES generations")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 (--quick: 0 1)")
-    parser.add_argument("--learners", nargs="+", choices=list(LEARNERS), default=list(DEFAULT_LEARNERS))
+    names = claims_outer.with_outer_loops(list(LEARNERS), list(claims_outer.OUTER_LOOPS))
+    parser.add_argument("--learners", nargs="+", choices=names, default=list(DEFAULT_LEARNERS))
+    parser.add_argument(
+        "--outer-loops",
+        nargs="+",
+        choices=claims_outer.OUTER_LOOPS,
+        default=["es"],
+        help="meta-train every learner with each (metagrad: configs/backprop.yaml, at ES's budget; "
+        "a learner named NAME+metagrad is one too)",
+    )
+    parser.add_argument(
+        "--metagrad-margin",
+        type=float,
+        default=1.0,
+        help="meta-gradient runs take this times ES's episodes, so an equal-wall-clock step beyond "
+        "equal episodes can be reached (default 1)",
+    )
     parser.add_argument("--train-sets", nargs="+", choices=list(TRAIN_SETS), default=None)
+    parser.add_argument(
+        "--hand-designed",
+        nargs="*",
+        choices=list(HAND_DESIGNED),
+        default=list(HAND_DESIGNED),
+        help="hand-designed references to meta-test (default all; none: no references)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="processes at once (default 1)")
     parser.add_argument(
         "--report-only",
@@ -827,6 +919,9 @@ def parse_args(argv=None):
         args.train_sets = list(DEFAULT_TRAIN_SETS["quick" if args.quick else args.scale])
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.metagrad_margin < 1:
+        parser.error("--metagrad-margin must be >= 1 (meta-gradient runs reach at least ES's episodes)")
+    args.learners = claims_outer.with_outer_loops(args.learners, args.outer_loops)
     if args.generations is not None and args.generations < 1:
         parser.error("--generations must be >= 1")
     return args
@@ -860,7 +955,7 @@ def main(argv=None) -> int:
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             # The hand-designed references first (minutes), then every cell.
-            for result in pool.map(lambda g: meta_test_process(args, g), HAND_DESIGNED):
+            for result in pool.map(lambda g: meta_test_process(args, g), args.hand_designed):
                 ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
                 print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
             if not args.report_only and not args.quick:

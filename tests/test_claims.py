@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import claims  # noqa: E402
+from bench import claims, claims_outer  # noqa: E402
 
 
 def test_seen_before_counts_earlier_steps_of_the_same_label():
@@ -49,16 +51,18 @@ def test_sweep_file_lists_every_cell_as_a_launch_array_task(tmp_path):
 
 
 def _parse_table(text: str, title: str) -> list[list[str]]:
-    block = text.split(f"**{title}**")[1].strip().split("\n\n")[0]
+    """The first table after the bold ``title`` (past any caption that follows the title)."""
+    blocks = text.split(f"**{title}**")[1].strip().split("\n\n")
+    block = next(b for b in blocks if b.startswith("|"))
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
 
 
-# The pipeline is the same for any learner: two of them in the default run (VSML and a
-# baseline), every default learner with `slow`.
+# The pipeline is the same for any learner and outer loop: VSML by ES and by meta-gradients in
+# the default run (the outer-loop axis, bench/claims_outer.py), every default learner with `slow`.
 @pytest.mark.parametrize(
     "learners",
     [
-        pytest.param(["VSML", "HebbianFW"], id="two-learners"),
+        pytest.param(["VSML", "VSML+metagrad"], id="es-and-metagrad"),
         pytest.param(list(claims.DEFAULT_LEARNERS), id="every-learner", marks=pytest.mark.slow),
     ],
 )
@@ -74,7 +78,13 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
         folder = out / "runs" / claims.cell_name(*cell)
         result = json.loads((folder / "metatest.json").read_text())
         assert Path(result["checkpoint"]).exists()
-        assert result["generation"] == claims.SCALES["quick"]["generations"] + 1
+        if cell[0].endswith(claims_outer.METAGRAD):  # at ES's episodes: 2 per pair and generation
+            scale = claims.SCALES["quick"]
+            population = yaml.safe_load((ROOT / "configs" / "backprop.yaml").read_text())["training"]["population_size"]
+            es_episodes = (scale["generations"] + 1) * 2 * scale["pairs"]  # generations 0..G
+            assert result["generation"] == math.ceil(es_episodes / population)  # the fewest steps not short of it
+        else:
+            assert result["generation"] == claims.SCALES["quick"]["generations"] + 1
         assert set(result["results"]) == set(tests)
         for summary in result["results"].values():
             assert len(summary["episode_mean"]) == claims.SCALES["quick"]["test_episodes"]
@@ -102,7 +112,20 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
     assert body[("chance", "–")][tests.index("mnist14-5cls")] == "20.0"
     assert body[("chance", "–")][tests.index("mnist14")] == "10.0"
     assert len(_parse_table(text, "Last-quarter accuracy")) == len(table)
-    for name in ("heatmap.png", "learning_curves.png", "introspection.png"):
+    figures = ["heatmap.png", "learning_curves.png", "introspection.png"]
+    if "VSML+metagrad" in learners:
+        figures.append("meta_loss_time.png")
+        # The outer-loop comparison: ES and meta-gradients at equal episodes, each from its seeds' files.
+        compared = {r[2]: r for r in _parse_table(text, "ES against meta-gradients")[2:]}
+        for view, name in (("ES", "VSML"), ("meta-gradients, equal episodes", "VSML+metagrad")):
+            seeds = [
+                json.loads((out / "runs" / claims.cell_name(name, "digits", s) / "metatest.json").read_text())
+                for s in args.seeds
+            ]
+            own = [np.mean(s["results"]["digits"]["episode_mean"]) for s in seeds]
+            assert compared[view][8].startswith(f"{100 * np.median(own):.1f} [")
+        assert '"meta-gradients fit, ES generalises"' in text
+    for name in figures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # --report-only rebuilds the same table from the run directories alone; nothing is retrained.
