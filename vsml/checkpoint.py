@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 
 from vsml import resources
-from vsml.checkpoint_base import CheckpointError, key_name
+from vsml.checkpoint_base import CheckpointError, flatten_tree, unflatten_tree
 from vsml.settings import ModelSettings, RestoreSettings, key_of
 
 LATEST = "checkpoint.npz"
@@ -53,45 +53,6 @@ _STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
 
 def step_file_name(step: int) -> str:
     return f"checkpoint-{step}.npz"
-
-
-# A state's leaf stored under another name: the generation counter is ``step`` in every file.
-_FILE_NAMES = {"generation": "step"}
-
-
-def _leaf_name(prefix: str | None, path) -> str:
-    name = "/".join(key_name(entry) for entry in path)
-    return _FILE_NAMES.get(name, name) if prefix is None else "/".join([prefix, name]) if name else prefix
-
-
-def flatten_tree(prefix: str | None, tree) -> dict[str, np.ndarray]:
-    """``{'<prefix>/<path>': array}`` for every leaf of ``tree`` (``prefix`` None: ``'<path>'``,
-    the generation counter as ``step``)."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {_leaf_name(prefix, path): np.asarray(leaf) for path, leaf in leaves}
-
-
-def unflatten_tree(prefix: str | None, template, arrays, source: str):
-    """Fills ``template``'s structure with ``arrays['<prefix>/<path>']``, checking shapes.
-
-    A leaf takes the template leaf's dtype; a Python number in the template (a counter)
-    comes back as a Python number of its type.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    values = []
-    for path, leaf in leaves:
-        name = _leaf_name(prefix, path)
-        if name not in arrays:
-            raise CheckpointError(
-                f"{source} has no '{name}': it was written for a different model, optimiser or outer loop config"
-            )
-        value = arrays[name]
-        if value.shape != np.shape(leaf):
-            raise CheckpointError(f"{source}: '{name}' has shape {value.shape}, this config needs {np.shape(leaf)}")
-        values.append(
-            type(leaf)(value.item()) if isinstance(leaf, int | float) else value.astype(np.asarray(leaf).dtype)
-        )
-    return jax.tree_util.tree_unflatten(treedef, values)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -161,15 +122,7 @@ def state_arrays(state, *, wall_time: float, config_yaml: str) -> dict:
     }
 
 
-def save(
-    run_dir: Path,
-    state,
-    *,
-    wall_time: float,
-    config_yaml: str,
-    with_step: bool = False,
-    keep: int | None = None,
-) -> Path:
+def save(run_dir: Path, state, *, wall_time: float, config_yaml: str, with_step=False, keep: int | None = None) -> Path:
     """Writes the outer loop's ``state`` to ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
 
     The replaced latest checkpoint survives as ``checkpoint.prev.npz``; of the
