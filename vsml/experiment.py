@@ -63,7 +63,7 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
             loop, per_item = fit_chunk(loop, params_template, task.arrays, budget)
-            check_fits(per_item, loop.items_per_chunk or len(loop.item_indices), training, comm)
+            check_fits(per_item, loop.pairs_per_chunk or len(loop.item_indices), training, comm)
     return loop
 
 
@@ -96,7 +96,7 @@ def backprop_plan(optimizer: OptimizerSettings) -> BackpropPlan:
 
 
 def chunk_text(loop: OuterLoop) -> str:
-    return "all at once" if loop.items_per_chunk is None else f"{loop.items_per_chunk} at a time"
+    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
 
 
 class RunError(RuntimeError):

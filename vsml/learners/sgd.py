@@ -8,7 +8,7 @@ fresh each episode.
 
 The meta-parameters are the network's *initial* weights (conv stem included
 with ``use_conv``): the learning rule itself is fixed, but ES or meta-gradients
-(``optimizer.type: sgd``, differentiating through every inner step) can tune the
+(``optimizer.type: metagrad``, differentiating through every inner step) can tune the
 initialisation, MAML-style. With batch > 1 the weights are shared by the batch.
 
 Config: ``model.sgd.{num_layers, hidden_size, tanh_bound, optimizer, lr, use_conv}``.

@@ -12,7 +12,7 @@ never looks inside it: a checkpoint stores every leaf by its key path and restor
 into the structure of ``init``'s state (:mod:`vsml.checkpoint`), so a loop with
 fields of its own checkpoints and resumes with no code elsewhere. The state is
 the same on every rank (rank 0 writes it). A step covers ``P`` work items
-(:mod:`vsml.meta.slicing`); ``items_per_chunk`` bounds how many of them a rank
+(:mod:`vsml.meta.slicing`); ``pairs_per_chunk`` bounds how many of them a rank
 evaluates at once (memory, never results).
 """
 
@@ -48,14 +48,15 @@ class OuterLoop(Protocol):
 
     Attributes:
       population_size: work items ``P`` per step, over all ranks.
-      items_per_chunk: items evaluated at once on a rank (``None``: the whole slice).
+      pairs_per_chunk: items (pair indices: ES pairs, or the episodes of those indices)
+        evaluated at once on a rank (``None``: the whole slice); ``training.pairs_per_chunk``.
       item_indices: the global indices this rank evaluates, ``[P / N]``.
       dim: number of meta-parameters ``D``.
       unit: what one work item is, for messages ("pairs", "episodes").
     """
 
     population_size: int
-    items_per_chunk: int | None
+    pairs_per_chunk: int | None
     item_indices: np.ndarray
     dim: int
     unit: str
@@ -73,8 +74,8 @@ class OuterLoop(Protocol):
         :class:`NonFiniteError` before non-finite meta-parameters can be saved.
         """
 
-    def with_chunk(self, items_per_chunk: int | None) -> OuterLoop:
-        """The same loop evaluating ``items_per_chunk`` items at once (a new object)."""
+    def with_chunk(self, pairs_per_chunk: int | None) -> OuterLoop:
+        """The same loop evaluating ``pairs_per_chunk`` items at once (a new object)."""
 
     def working_bytes_per_item(self, params, data) -> int:
         """XLA's working memory per evaluated item (compiled ahead of time, nothing runs)."""
