@@ -6,7 +6,7 @@
     python3 bench/backprop_sweep.py --out runs/backprop-sweep --report-only       # the table of what finished
     python3 bench/backprop_sweep.py --quick --out /tmp/bp-quick                   # checks the benchmark (~1 min)
 
-Every run meta-trains from scratch with meta-gradients (``optimizer.type: sgd``:
+Every run meta-trains from scratch with meta-gradients (``optimizer.type: metagrad``:
 Adam on the mean gradient of ``training.population_size`` episodes) through the
 project's own path: one ``launch.py`` process per run, ``--config_files`` (the
 quick start and ``configs/backprop.yaml`` by default) with the grid's

@@ -112,7 +112,7 @@ def run_case(case: dict) -> dict:
         "peak_rss_bytes": machine.cpu_peak_rss_bytes(),
         "rss_before_bytes": rss_before,
         "device_peak_bytes": machine.device_peak_bytes(),
-        "chosen_chunk": outer_loop.items_per_chunk,
+        "chosen_chunk": outer_loop.pairs_per_chunk,
         # XLA's plan of one pair (what `auto` divides its budget by), outside the timed calls
         "bytes_per_pair": (
             outer_loop.working_bytes_per_item(params, task.arrays) if case.get("chunk") == "auto" else None

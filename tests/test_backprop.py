@@ -1,4 +1,4 @@
-"""Meta-gradients (optimizer.type: sgd): the mean gradient over the same episodes ES sees,
+"""Meta-gradients (optimizer.type: metagrad): the mean gradient over the same episodes ES sees,
 rank-count independence, non-finite handling; every learner takes one ES and one meta-gradient step."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_gradient_is_the_mean_over_the_episodes_es_would_run():
 def test_partial_sums_do_not_depend_on_rank_count_or_chunking(pairs_per_chunk):
     whole, state = _outer_loop(population=8)
     total, _, losses = whole.partial_sums(state, {})
-    parts = [_outer_loop(population=8, comm=RankComm(r, 2), items_per_chunk=pairs_per_chunk)[0] for r in range(2)]
+    parts = [_outer_loop(population=8, comm=RankComm(r, 2), pairs_per_chunk=pairs_per_chunk)[0] for r in range(2)]
     sums = [part.partial_sums(state, {}) for part in parts]
     np.testing.assert_allclose(sums[0][0] + sums[1][0], total, rtol=1e-12)
     np.testing.assert_array_equal(np.concatenate([s[2] for s in sums]), losses)
@@ -137,9 +137,21 @@ def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
         settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, kwargs={}, clip_gradnorm=1.0)
         outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
         state, stats = outer_loop.step(outer_loop.init(params, seed=0), arrays)
-        nonfinite = {"es": "es/nonfinite", "sgd": "metagrad/nonfinite"}[kind]  # each loop logs its own
+        nonfinite = {"es": "es/nonfinite", "metagrad": "metagrad/nonfinite"}[kind]  # each loop logs its own
         assert state.generation == 1 and stats[nonfinite] == 0
         assert not {key for key in stats if key.endswith("/nonfinite")} - {nonfinite}
         assert 1.5 < stats["meta_loss"] < 3.5  # ~ ln 10 = 2.3 for an untrained learner
         moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state.params, params)
         assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def test_sgd_is_the_old_name_of_metagrad():
+    """``optimizer.type: sgd`` (configs of before the rename, the original release's) builds the same loop."""
+    params = {"x": jnp.full((5,), 0.5)}
+    steps = {}
+    for name in ("metagrad", "sgd"):
+        settings = OptimizerSettings(type=name, noise_std=0.05, lr=0.1, kwargs={}, clip_gradnorm=0.0)
+        outer_loop = build_outer_loop(settings, 4, None, keyed_loss, params, SingleProcessComm())
+        assert isinstance(outer_loop, backprop.MetaGradient)
+        steps[name], _ = outer_loop.step(outer_loop.init(params, seed=3), {})
+    np.testing.assert_array_equal(np.asarray(steps["sgd"].params["x"]), np.asarray(steps["metagrad"].params["x"]))

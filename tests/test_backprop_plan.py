@@ -162,7 +162,7 @@ def test_the_rank_with_the_least_memory_decides_for_all(monkeypatch):
 
 
 def test_make_outer_loop_refuses_before_the_step_is_compiled(monkeypatch):
-    overrides = [*TINY, "training.dataset=digits", "training.episode_length=8", "optimizer.type=sgd"]
+    overrides = [*TINY, "training.dataset=digits", "training.episode_length=8", "optimizer.type=metagrad"]
     settings = run_settings(build_config(overrides=overrides))
     task = load_task("digits", "train", settings.data_settings, 8, 1)
     learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)

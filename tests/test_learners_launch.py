@@ -52,7 +52,7 @@ def test_meta_gradient_step_with_padding(tmp_path, model_type, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pad", [False, True])
-@pytest.mark.parametrize("optimizer", ["es", "sgd"])
+@pytest.mark.parametrize("optimizer", ["es", "metagrad"])
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_learner_optimizer_and_padding(tmp_path, model_type, optimizer, pad, capsys):
     _one_generation(tmp_path, model_type, optimizer, pad=pad, capsys=capsys)

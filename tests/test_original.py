@@ -24,6 +24,7 @@ from tests.conftest import HANG_GUARD_S, ROOT, TINY
 from vsml import checkpoint
 from vsml.config import build_config, load_default, to_yaml
 from vsml.learners import build_learner
+from vsml.meta import MetaState
 from vsml.run_checks import resolve_restore
 from vsml.runlog import RunLog
 from vsml.sweeps import sweep_tasks
@@ -321,15 +322,9 @@ def _params():
 
 
 def _save(run_dir, params):
-    return checkpoint.save(
-        run_dir,
-        params=params,
-        opt_state={},
-        step=5,
-        rng={"noise": np.zeros(2, np.uint32), "data": np.ones(2, np.uint32)},
-        wall_time=1.0,
-        config_yaml="{}",
-    )
+    rng = {"noise": np.zeros(2, np.uint32), "data": np.ones(2, np.uint32)}
+    state = MetaState(params=params, opt_state={}, generation=5, rng=rng)
+    return checkpoint.save(run_dir, state, wall_time=1.0, config_yaml="{}")
 
 
 def _restore_config(tmp_path, run_path, **restore):

@@ -62,7 +62,7 @@ def test_chunked_slice_evaluation_equals_member_by_member_fitness(chunk):
         np.testing.assert_allclose(fitness[pair], expected, rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["es", "sgd"])
+@pytest.mark.parametrize("optimizer", ["es", "metagrad"])
 def test_chunking_does_not_change_the_run(optimizer):
     results = []
     for chunk in (None, 2):
@@ -86,7 +86,7 @@ def test_evaluation_memory_grows_with_the_chunk_not_with_the_slice():
     assert whole_large > 4 * chunked_large
 
 
-@pytest.mark.parametrize("optimizer", ["es", "sgd"])
+@pytest.mark.parametrize("optimizer", ["es", "metagrad"])
 def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
     outer_loop, state, task, _ = _outer_loop(pairs=6, chunk=None, msg=8, slow=16, length=4, optimizer=optimizer)
 
@@ -97,11 +97,11 @@ def test_auto_chunk_fits_the_budget_and_changes_nothing(optimizer):
 
     per_pair = outer_loop.working_bytes_per_item(state.params, task.arrays)
     fitted, measured = fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=int(2.5 * per_pair))
-    assert (fitted.items_per_chunk, measured) == (2, per_pair)
-    assert outer_loop.items_per_chunk is None  # the original loop is left as it was
+    assert (fitted.pairs_per_chunk, measured) == (2, per_pair)
+    assert outer_loop.pairs_per_chunk is None  # the original loop is left as it was
     for a, b in zip(outputs(outer_loop), outputs(fitted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=100 * per_pair)[0].items_per_chunk is None
+    assert fit_chunk(outer_loop, state.params, task.arrays, budget_bytes=100 * per_pair)[0].pairs_per_chunk is None
 
 
 @pytest.mark.parametrize(

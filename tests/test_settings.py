@@ -6,12 +6,16 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from vsml.comm import SingleProcessComm
 from vsml.config import OPEN_SUBTREES, ConfigError, build_config, load_default, resolve_for_rank
+from vsml.run_checks import check_config, check_names, registry_names
 from vsml.settings import RunSettings, data_settings, open_keys, reference_markdown, run_settings
 from vsml.settings.fields import NON_NEGATIVE_INT, build, leaves, section, setting
 from vsml.settings.sections import TrainingSettings
@@ -138,7 +142,27 @@ def _design_section_9() -> str:
 
 
 def test_design_key_reference_is_the_generated_one():
-    assert _design_section_9() == reference_markdown(), "run: python -m vsml.settings --markdown (docs/DESIGN.md §9)"
+    expected = reference_markdown(names_of=registry_names)
+    assert _design_section_9() == expected, "run: python -m vsml.settings --markdown (docs/DESIGN.md §9)"
+
+
+def test_the_settings_layer_imports_no_component():
+    """Checking and building every section imports no registry (the run checks do that, §8)."""
+    code = (
+        "import sys; from vsml.config import build_config, resolve_for_rank; from vsml.settings import run_settings; "
+        "run_settings(resolve_for_rank(build_config(), 0)); "
+        "print(sorted(m for m in sys.modules if m.startswith(('vsml.meta', 'vsml.learners', 'vsml.data'))))"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert shown.strip() == "[]"
+
+
+def test_registry_names_are_checked_before_the_run_in_one_line():
+    config = build_config(overrides=["optimizer.type=adam"])
+    with pytest.raises(ConfigError, match=r"^optimizer.type: must be one of es, metagrad, sgd, got 'adam'$"):
+        check_config(config, SingleProcessComm())
+    for name in ("metagrad", "sgd"):  # sgd: the old name, still accepted
+        check_names(run_settings(resolve_for_rank(build_config(overrides=[f"optimizer.type={name}"]), 0)))
 
 
 # --------------------------------------------------------------------------- key names live here only

@@ -1,13 +1,21 @@
 """Atomic save / restore of the full training state as a plain ``.npz``.
 
-A checkpoint opens with ``numpy.load`` alone (no pickle, no project code):
+A checkpoint opens with ``numpy.load`` alone (no pickle, no project code). It holds
+the outer loop's state pytree (:class:`vsml.meta.base.OuterLoop`: whatever its
+``init`` returns), one array per leaf, generically:
 
-* ``params/<path>`` and ``opt_state/<path>``: every leaf of the meta-parameter
-  and optimiser pytrees, ``<path>`` joining dict keys, list indices and field
-  names with ``/`` (e.g. ``params/forward/0/w_hidden``, ``opt_state/0/mu/forward/0/w_hidden``);
-* ``step``: completed generations; ``rng/noise``, ``rng/data``: the base keys
-  every later random draw derives from; ``wall_time``: seconds trained so far;
-* ``config``: the run's configuration as YAML text.
+* every leaf under its key path, joining dataclass fields, dict keys and list
+  indices with ``/`` (for ES and meta-gradients: ``params/forward/0/w_hidden``,
+  ``opt_state/0/mu/forward/0/w_hidden``, ``rng/noise``, ``rng/data``; a loop with
+  fields of its own adds them the same way);
+* the state's counter of completed generations (its ``generation`` field) as
+  ``step``, the name every file carries;
+* ``wall_time``: seconds trained so far; ``config``: the run's configuration as YAML text.
+
+A state is restored into the structure of a template (the loop's ``init``): every
+leaf of the template is read by its name, with its shape and dtype checked, so a
+file of another model, optimiser or outer loop is refused in one line; keys the
+template does not ask for are ignored.
 
 Files are written to a temporary name in the same directory, fsynced and
 renamed over the target, so a crash mid-write leaves the previous checkpoint.
@@ -29,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import yaml
 
 from vsml import resources
-from vsml.checkpoint_base import CheckpointError, key_name
+from vsml.checkpoint_base import CheckpointError, flatten_tree, unflatten_tree
 from vsml.settings import ModelSettings, RestoreSettings, key_of
 
 LATEST = "checkpoint.npz"
@@ -44,27 +53,6 @@ _STEP_FILE = re.compile(r"checkpoint-(\d+)\.npz$")
 
 def step_file_name(step: int) -> str:
     return f"checkpoint-{step}.npz"
-
-
-def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
-    """``{'<prefix>/<path>': array}`` for every leaf of ``tree``."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join([prefix, *(key_name(entry) for entry in path)]): np.asarray(leaf) for path, leaf in leaves}
-
-
-def unflatten_tree(prefix: str, template, arrays, source: str):
-    """Fills ``template``'s structure with ``arrays['<prefix>/<path>']``, checking shapes."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    values = []
-    for path, leaf in leaves:
-        name = "/".join([prefix, *(key_name(entry) for entry in path)])
-        if name not in arrays:
-            raise CheckpointError(f"{source} has no '{name}': it was written for a different model or optimiser config")
-        value = arrays[name]
-        if value.shape != np.shape(leaf):
-            raise CheckpointError(f"{source}: '{name}' has shape {value.shape}, this config needs {np.shape(leaf)}")
-        values.append(value.astype(np.asarray(leaf).dtype))
-    return jax.tree_util.tree_unflatten(treedef, values)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -125,40 +113,24 @@ def prune(run_dir: Path, keep: int | None) -> None:
         path.unlink(missing_ok=True)
 
 
-def state_arrays(*, params, opt_state, step: int, rng: dict, wall_time: float, config_yaml: str) -> dict:
-    """The arrays of a checkpoint file (the layout in this module's docstring)."""
+def state_arrays(state, *, wall_time: float, config_yaml: str) -> dict:
+    """The arrays of a checkpoint file of an outer loop's ``state`` (the layout in this module's docstring)."""
     return {
-        **flatten_tree("params", params),
-        **flatten_tree("opt_state", opt_state),
-        "step": np.asarray(step, dtype=np.int64),
-        "rng/noise": np.asarray(rng["noise"]),
-        "rng/data": np.asarray(rng["data"]),
+        **flatten_tree(None, state),
         "wall_time": np.asarray(wall_time, dtype=np.float64),
         "config": np.asarray(config_yaml),
     }
 
 
-def save(
-    run_dir: Path,
-    *,
-    params,
-    opt_state,
-    step: int,
-    rng: dict,
-    wall_time: float,
-    config_yaml: str,
-    with_step: bool = False,
-    keep: int | None = None,
-) -> Path:
-    """Writes ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
+def save(run_dir: Path, state, *, wall_time: float, config_yaml: str, with_step=False, keep: int | None = None) -> Path:
+    """Writes the outer loop's ``state`` to ``run_dir/checkpoint.npz`` (and ``checkpoint-<step>.npz`` when ``with_step``).
 
     The replaced latest checkpoint survives as ``checkpoint.prev.npz``; of the
     step checkpoints only the newest ``keep`` remain (all when ``keep`` is None).
     """
     run_dir = Path(run_dir)
-    arrays = state_arrays(
-        params=params, opt_state=opt_state, step=step, rng=rng, wall_time=wall_time, config_yaml=config_yaml
-    )
+    arrays = state_arrays(state, wall_time=wall_time, config_yaml=config_yaml)
+    step = int(arrays["step"])
     latest = run_dir / LATEST
     _replace_keeping_previous(run_dir)
     atomic_write_npz(latest, arrays)
@@ -266,19 +238,19 @@ def check_restorable(path, file_name=None, params_template=None, model_type=None
 
 
 def _require_state(arrays: dict, source: str) -> None:
-    for name in ("step", "rng/noise", "rng/data", "config"):
+    for name in ("step", "config"):
         if name not in arrays:
             raise CheckpointError(f"{source} is not a checkpoint of this project (no '{name}')")
 
 
 def restore(path, params_template, opt_state_template=None, file_name: str | None = None) -> dict:
-    """Reads a checkpoint into the structures of the templates.
+    """Reads the meta-parameters (and optimiser state) of a checkpoint, to start a new run or meta-test.
 
-    Returns ``{'params', 'opt_state' (None without template), 'step', 'rng',
-    'wall_time', 'config', 'adam_continues'}``. The original release's
-    ``model.chkp`` (a pickle) is read by :mod:`vsml.checkpoint_original`: then
-    ``rng`` and ``config`` are None and ``adam_continues`` says whether
-    ``opt_state`` holds its Adam moments.
+    Returns ``{'params', 'opt_state' (None without template), 'step', 'wall_time',
+    'config', 'adam_continues'}``. The original release's ``model.chkp`` (a pickle)
+    is read by :mod:`vsml.checkpoint_original`: then ``config`` is None and
+    ``adam_continues`` says whether ``opt_state`` holds its Adam moments. A run
+    continues from a whole state with :func:`restore_state`.
     """
     path = resolve_path(path, file_name)
     source = str(path)
@@ -294,15 +266,40 @@ def restore(path, params_template, opt_state_template=None, file_name: str | Non
             None if opt_state_template is None else unflatten_tree("opt_state", opt_state_template, arrays, source)
         ),
         "step": int(arrays["step"]),
-        "rng": {"noise": arrays["rng/noise"], "data": arrays["rng/data"]},
         "wall_time": float(arrays.get("wall_time", 0.0)),
         "config": str(arrays["config"]),
         "adam_continues": False,
     }
 
 
-def restore_latest(run_dir, params_template, opt_state_template=None) -> tuple[dict, Path, list[str]]:
-    """Restores the newest readable checkpoint of a run directory.
+def restore_state(path, template, file_name: str | None = None) -> dict:
+    """Reads a whole outer-loop state into the structure of ``template`` (the loop's ``init``), to continue a run.
+
+    Returns ``{'state', 'wall_time', 'config'}``; array leaves come back as jax arrays of
+    the template's dtypes. The original release's ``model.chkp`` holds no such state (no
+    random keys): it is refused, in one line.
+    """
+    path = resolve_path(path, file_name)
+    source = str(path)
+    if file_format(path) == "pickle":
+        raise CheckpointError(
+            f"'{path}' is the original release's {ORIGINAL_FILE_NAME}, which holds no random keys to continue "
+            "its run from; start a new run from it (no resume)"
+        )
+    arrays = load_arrays(path)
+    _require_state(arrays, source)
+    state = unflatten_tree(None, template, arrays, source)
+    return {
+        "state": jax.tree_util.tree_map(
+            lambda leaf: leaf if isinstance(leaf, int | float) else jnp.asarray(leaf), state
+        ),
+        "wall_time": float(arrays.get("wall_time", 0.0)),
+        "config": str(arrays["config"]),
+    }
+
+
+def restore_latest(run_dir, template) -> tuple[dict, Path, list[str]]:
+    """Restores the newest readable checkpoint of a run directory into ``template`` (:func:`restore_state`).
 
     Tries ``checkpoint.npz``, then ``checkpoint.prev.npz``, then the step
     checkpoints newest first. Returns ``(restored, path, problems)`` where
@@ -316,7 +313,7 @@ def restore_latest(run_dir, params_template, opt_state_template=None) -> tuple[d
         if not path.is_file():
             continue
         try:
-            return restore(path, params_template, opt_state_template), path, problems
+            return restore_state(path, template), path, problems
         except CheckpointError as err:
             problems.append(str(err))
     detail = "; ".join(problems) if problems else f"no {LATEST} there"

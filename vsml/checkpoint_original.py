@@ -322,8 +322,8 @@ def adam_state(adam, params: Mapping, mapping, params_template, opt_state_templa
 def restore(path, params_template, opt_state_template=None) -> dict:
     """A model.chkp in :func:`vsml.checkpoint.restore`'s layout, plus ``adam_continues``.
 
-    ``step`` is the Adam step count (the original's completed generations); ``rng``, ``config``
-    are None and ``wall_time`` 0: the file has none of them.
+    ``step`` is the Adam step count (the original's completed generations); ``config``
+    is None and ``wall_time`` 0: the file has neither.
     """
     source = str(path)
     content = load(path)
@@ -343,7 +343,6 @@ def restore(path, params_template, opt_state_template=None) -> dict:
         "params": mapped,
         "opt_state": opt_state,
         "step": 0 if adam is None else int(np.asarray(adam.count)),
-        "rng": None,
         "wall_time": 0.0,
         "config": None,
         "adam_continues": opt_state is not None,

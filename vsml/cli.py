@@ -69,9 +69,10 @@ class ListSettings(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from vsml.settings import reference_markdown  # noqa: PLC0415 — standard library only
+        from vsml.run_checks import registry_names  # noqa: PLC0415 — the registries' names, for the choices
+        from vsml.settings import reference_markdown  # noqa: PLC0415
 
-        print(reference_markdown(), end="")
+        print(reference_markdown(names_of=registry_names), end="")
         parser.exit()
 
 

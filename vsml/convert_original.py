@@ -27,6 +27,7 @@ def convert(path, config: dict, out) -> Path:
     from vsml.config import resolve_for_rank, to_yaml  # noqa: PLC0415 — the command line only
     from vsml.evaluation import trained_sizes  # noqa: PLC0415
     from vsml.learners import build_learner  # noqa: PLC0415
+    from vsml.meta.base import MetaState  # noqa: PLC0415
     from vsml.meta.sliced import make_optimizer  # noqa: PLC0415
     from vsml.meta.slicing import base_keys  # noqa: PLC0415
     from vsml.settings import run_settings  # noqa: PLC0415
@@ -37,14 +38,13 @@ def convert(path, config: dict, out) -> Path:
     opt = settings.optimizer
     opt_state = make_optimizer(opt.lr, opt.kwargs, opt.clip_gradnorm).init(params)
     restored = checkpoint_original.restore(path, params, opt_state)
-    arrays = checkpoint.state_arrays(
+    state = MetaState(
         params=restored["params"],
         opt_state=restored["opt_state"] if restored["adam_continues"] else opt_state,
-        step=restored["step"],
+        generation=restored["step"],
         rng=base_keys(settings.seed),
-        wall_time=0.0,
-        config_yaml=to_yaml(config),
     )
+    arrays = checkpoint.state_arrays(state, wall_time=0.0, config_yaml=to_yaml(config))
     out = Path(out)
     checkpoint.atomic_write_npz(out, arrays)
     return out

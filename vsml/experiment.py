@@ -38,7 +38,7 @@ from vsml.config import resolve_for_rank, to_yaml
 from vsml.console import stop_line
 from vsml.evaluation import Task, build_evaluators, load_task, run_evaluations
 from vsml.learners import FULL_BACKPROP, BackpropPlan, build_learner
-from vsml.meta import MetaState, NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
+from vsml.meta import NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log
 from vsml.runs import TrainResult
@@ -63,7 +63,7 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)
         if budget is not None:
             loop, per_item = fit_chunk(loop, params_template, task.arrays, budget)
-            check_fits(per_item, loop.items_per_chunk or len(loop.item_indices), training, comm)
+            check_fits(per_item, loop.pairs_per_chunk or len(loop.item_indices), training, comm)
     return loop
 
 
@@ -96,7 +96,7 @@ def backprop_plan(optimizer: OptimizerSettings) -> BackpropPlan:
 
 
 def chunk_text(loop: OuterLoop) -> str:
-    return "all at once" if loop.items_per_chunk is None else f"{loop.items_per_chunk} at a time"
+    return "all at once" if loop.pairs_per_chunk is None else f"{loop.pairs_per_chunk} at a time"
 
 
 class RunError(RuntimeError):
@@ -116,29 +116,26 @@ def initial_state(outer_loop: OuterLoop, params, settings: RunSettings, resume: 
     restore_path = settings.checkpoint.restore.path
     if restore_path is None:
         return state, 0.0
-    if resume and Path(restore_path).is_dir():
-        saved, path, problems = checkpoint.restore_latest(restore_path, state.params, state.opt_state)
-        for problem in problems:
-            log.message(f"warning: skipped unreadable checkpoint: {problem}")
-        log.message(f"resuming from {path} (generation {saved['step']})")
-    else:
-        saved = checkpoint.restore(
-            restore_path, state.params, state.opt_state, file_name=settings.checkpoint.restore.file_name
-        )
-    params = jax.tree_util.tree_map(jnp.asarray, saved["params"])
-    if not resume:
-        fresh = outer_loop.init(params, seed)
-        if saved["adam_continues"]:  # the original release's model.chkp: its Adam moments and count carry on
-            log.message(f"continuing the original release's Adam state (step {saved['step']}) from {restore_path}")
-            fresh = fresh.replace(opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]))
-        return fresh, 0.0
-    restored = MetaState(
-        params=params,
-        opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]),
-        generation=saved["step"],
-        rng={name: jnp.asarray(key) for name, key in saved["rng"].items()},
+    if resume:  # the whole state, into the structure of the loop's own
+        if Path(restore_path).is_dir():
+            saved, path, problems = checkpoint.restore_latest(restore_path, state)
+            for problem in problems:
+                log.message(f"warning: skipped unreadable checkpoint: {problem}")
+            log.message(f"resuming from {path} (generation {saved['state'].generation})")
+        else:
+            saved = checkpoint.restore_state(restore_path, state, file_name=settings.checkpoint.restore.file_name)
+        return saved["state"], saved["wall_time"]
+    # A new run takes the meta-parameters; a loop with an optax state (``opt_state``) also takes the
+    # original release's Adam moments from its model.chkp.
+    opt_template = getattr(state, "opt_state", None)
+    saved = checkpoint.restore(
+        restore_path, state.params, opt_template, file_name=settings.checkpoint.restore.file_name
     )
-    return restored, saved["wall_time"]
+    fresh = outer_loop.init(jax.tree_util.tree_map(jnp.asarray, saved["params"]), seed)
+    if saved["adam_continues"]:  # the original release's model.chkp: its Adam moments and count carry on
+        log.message(f"continuing the original release's Adam state (step {saved['step']}) from {restore_path}")
+        fresh = fresh.replace(opt_state=jax.tree_util.tree_map(jnp.asarray, saved["opt_state"]))
+    return fresh, 0.0
 
 
 def check_ranks_agree(params, comm: Comm, generation: int) -> None:
@@ -180,11 +177,11 @@ class TrainingRun:
     task: Task
     outer_loop: OuterLoop
     evaluators: dict  # dataset name -> evaluate(params)
-    state: MetaState  # fresh, or restored from a checkpoint
+    state: object  # the outer loop's state (its init's type): fresh, or restored from a checkpoint
     schedule: Schedule
     log: object  # vsml.runlog.RunLog (rank 0) or NullLog
     clock: Stopwatch  # wall time of the run, across resumes
-    save: Callable[[MetaState], None]  # writes a checkpoint of a state (rank 0)
+    save: Callable[[object], None]  # writes a checkpoint of a state (rank 0)
 
 
 def setup_training(
@@ -316,7 +313,7 @@ def train(
 
 
 def _save(
-    state: MetaState,
+    state,
     *,
     comm: Comm,
     run_dir: Path,
@@ -329,10 +326,7 @@ def _save(
     if comm.is_root:
         latest = checkpoint.save(
             run_dir,
-            params=state.params,
-            opt_state=state.opt_state,
-            step=state.generation,
-            rng=state.rng,
+            state,
             wall_time=clock.elapsed(),
             config_yaml=config_yaml,
             with_step=with_step,

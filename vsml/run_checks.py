@@ -1,7 +1,9 @@
 """Checks of a whole layered config before a run starts: every rank's view, its data, learner and checkpoint.
 
 :func:`check_config` refuses what this version cannot run with one line naming
-the key, before any data loading or compilation; :func:`check_restore` reads the
+the key, before any data loading or compilation (first :func:`check_names`: the
+names a registry of the code must know, which the settings layer, importing no
+component, leaves to this module); :func:`check_restore` reads the
 checkpoint a new run starts from (and gives ``call: evaluate`` the checkpoint's own
 model, :func:`checkpoint_model`); :func:`resolve_restore` turns
 a wandb ``checkpoint.restore.run_path`` into a local path on every rank.
@@ -12,6 +14,8 @@ Python API alike.
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 from pathlib import Path
 
 import jax
@@ -24,6 +28,24 @@ from vsml.config_tree import ConfigError
 from vsml.learners import build_learner, learner_type
 from vsml.meta.slicing import item_slice
 from vsml.settings import CheckpointSettings, PreprocessSettings, RunSettings, SettingError, key_of, run_settings
+from vsml.settings.fields import NameIn, leaves
+
+
+def registry_names(rule: NameIn) -> tuple:
+    """The names a :class:`~vsml.settings.fields.NameIn` setting accepts: its registry's keys (or tuple)."""
+    module, attribute = rule.source
+    return tuple(getattr(importlib.import_module(module), attribute))
+
+
+def check_names(settings: RunSettings) -> None:
+    """Refuses, in one line naming the key and the choices, a setting that names what no registry knows
+    (``model.type``, ``optimizer.type``, ...: every key declared with ``one_of_names_in``)."""
+    for leaf in leaves(RunSettings):
+        if isinstance(leaf.rule, NameIn):
+            value = functools.reduce(getattr, leaf.key.split("."), settings)
+            problem = leaf.rule.names_problem(leaf.key, value, registry_names(leaf.rule))
+            if problem:
+                raise ConfigError(problem)
 
 
 def check_config(config: dict, comm: Comm) -> None:
@@ -31,6 +53,7 @@ def check_config(config: dict, comm: Comm) -> None:
     checked = set()  # (dataset, data dir): a missing dataset may cost a network probe, so once each
     for rank in range(comm.size):
         settings = run_settings(resolve_for_rank(config, rank))
+        check_names(settings)
         try:
             item_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:

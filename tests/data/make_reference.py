@@ -31,7 +31,7 @@ REGENERATE = "python tests/data/make_reference.py"
 
 # The quick start, cut to 20 generations (evaluation shrunk to 2 short digits episodes:
 # it does not touch the meta-parameters), on 1 and on 2 ranks; and its meta-gradient
-# variant (optimizer.type: sgd from configs/backprop.yaml) for 3 steps of 4 short
+# variant (optimizer.type: metagrad from configs/backprop.yaml) for 3 steps of 4 short
 # episodes (backprop through VSML is slow to compile), with the Adam step and clipping
 # the stored reference was made with (backprop.yaml's defaults until issue 30) given
 # explicitly, so a new default there does not change the pinned run.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from vsml.learners import fw_memory, fwp, hebbian, meta_rnn, nodepert, sgd, vsml
 from vsml.learners.base import Learner, LearnerType
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan
-from vsml.settings import model_settings
+from vsml.settings import ModelSettings, key_of, model_settings
 
 LEARNER_TYPES: dict[str, LearnerType] = {
     module.LEARNER_TYPE.name: module.LEARNER_TYPE for module in (vsml, meta_rnn, hebbian, fwp, fw_memory, sgd, nodepert)
@@ -28,7 +28,7 @@ LEARNER_TYPES: dict[str, LearnerType] = {
 def learner_type(name: str) -> LearnerType:
     """The registered learner called ``name`` (a ``model.type`` value)."""
     if name not in LEARNER_TYPES:
-        raise ValueError(f"'{name}' is not a registered learner; valid: {', '.join(LEARNER_TYPES)}")
+        raise ValueError(f"{key_of(ModelSettings, 'type')}: must be one of {', '.join(LEARNER_TYPES)}, got {name!r}")
     return LEARNER_TYPES[name]
 
 

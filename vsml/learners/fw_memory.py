@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.fwp import delta_write, unit_norm
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import FWMemorySettings
@@ -78,12 +78,25 @@ def clip_norm(memory, max_norm=MAX_NORM):
     return memory * jnp.minimum(1.0, max_norm / norm)
 
 
-def run(params, key, inputs, labels, spec: FWMemorySpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]``; see the module docstring for one step."""
-    del key  # deterministic
+def start(params, key, inputs, labels, spec: FWMemorySpec):
+    """The carry before step 0 (zeros): LSTM state ``[B, S]`` twice, memory ``[B, M, M²]``, last error and
+    label ``[B, C]``, last read ``[B, M]``."""
+    del params, key, labels  # deterministic
+    batch, s, m, c = inputs.shape[1], spec.slow_size, spec.memory_size, spec.num_classes
+    zeros = jnp.zeros((batch, s))
+    return (
+        (zeros, zeros),
+        jnp.zeros((batch, m, m * m)),
+        jnp.zeros((batch, c)),
+        jnp.zeros((batch, c)),
+        jnp.zeros((batch, m)),
+    )
+
+
+def advance(params, carry, inputs, labels, spec: FWMemorySpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(carry, logits [K, B, C])`` after the steps of ``inputs``; see the module docstring for one step."""
     common.check_episode("FWMemory", spec.input_shape, spec.num_classes, inputs, labels)
     feats = common.episode_features(params.get("stem"), inputs)
-    batch, s, m, c = inputs.shape[1], spec.slow_size, spec.memory_size, spec.num_classes
 
     def step(carry, xy):
         state, memory, error, label, read = carry
@@ -98,16 +111,12 @@ def run(params, key, inputs, labels, spec: FWMemorySpec, backprop_plan: Backprop
         logits = numerics.bound_logits(common.dense(params["out"], jnp.concatenate([h, read], -1)), spec.tanh_bound)
         return (state, memory, common.error_signal(logits, y), y, read), logits
 
-    zeros = jnp.zeros((batch, s))
-    carry = (
-        (zeros, zeros),
-        jnp.zeros((batch, m, m * m)),
-        jnp.zeros((batch, c)),
-        jnp.zeros((batch, c)),
-        jnp.zeros((batch, m)),
-    )
-    _, logits = episode_scan(step, carry, (feats, labels.astype(jnp.float32)), backprop_plan)
-    return logits
+    return episode_scan(step, carry, (feats, labels.astype(jnp.float32)), backprop_plan)
+
+
+def run(params, key, inputs, labels, spec: FWMemorySpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
@@ -116,5 +125,7 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run,
+    start=start,
+    advance=advance,
     run_options=("backprop_plan",),
 )

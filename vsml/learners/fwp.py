@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import FWPSettings
 
@@ -74,9 +74,14 @@ def delta_write(fast, k, v, beta):
     return fast + jnp.einsum("bv,bk->bvk", beta * (v - stored), k)
 
 
-def run(params, key, inputs, labels, spec: FWPSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]``; see the module docstring for the two passes of a step."""
-    del key  # deterministic
+def start(params, key, inputs, labels, spec: FWPSpec):
+    """The fast weights before step 0: zeros ``[B, F, F]``."""
+    del params, key, labels  # deterministic, and empty at first
+    return jnp.zeros((inputs.shape[1], spec.fast_size, spec.fast_size))
+
+
+def advance(params, fast, inputs, labels, spec: FWPSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(fast weights, logits [K, B, C])`` after the steps of ``inputs``; see the module docstring for a step."""
     common.check_episode("FWP", spec.input_shape, spec.num_classes, inputs, labels)
     feats = common.episode_features(None, inputs)
     batch = inputs.shape[1]
@@ -94,11 +99,21 @@ def run(params, key, inputs, labels, spec: FWPSpec, backprop_plan: BackpropPlan 
         beta = jax.nn.sigmoid(common.dense(params["beta"], z))
         return delta_write(fast, k, v, beta), logits
 
-    fast0 = jnp.zeros((batch, spec.fast_size, spec.fast_size))
-    _, logits = episode_scan(step, fast0, (feats, labels.astype(jnp.float32)), backprop_plan)
-    return logits
+    return episode_scan(step, fast, (feats, labels.astype(jnp.float32)), backprop_plan)
+
+
+def run(params, key, inputs, labels, spec: FWPSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
-    name="FWP", section="fwp", spec_from_config=spec_from_config, init=init, run=run, run_options=("backprop_plan",)
+    name="FWP",
+    section="fwp",
+    spec_from_config=spec_from_config,
+    init=init,
+    run=run,
+    start=start,
+    advance=advance,
+    run_options=("backprop_plan",),
 )

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import HebbianSettings
 
@@ -78,14 +78,20 @@ def oja_update(fast, pre, post, eta):
     return fast + eta * (outer - fast * jnp.mean(post**2, axis=0))
 
 
-def run(params, key, inputs, labels, spec: HebbianSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]``; see the module docstring for the two passes of a step."""
-    del key  # deterministic
+def start(params, key, inputs, labels, spec: HebbianSpec):
+    """The fast weights before step 0: zeros ``[D + 2C, C]``."""
+    del key, labels  # deterministic, and empty at first
+    features = jax.eval_shape(lambda x: common.episode_features(params.get("stem"), x), inputs[:1])  # no compute
+    rows = features.shape[-1] + 2 * spec.num_classes
+    return jnp.zeros((rows, spec.num_classes))
+
+
+def advance(params, fast, inputs, labels, spec: HebbianSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(fast weights, logits [K, B, C])`` after the steps of ``inputs``; see the module docstring for a step."""
     common.check_episode("HebbianFW", spec.input_shape, spec.num_classes, inputs, labels)
     feats = common.episode_features(params.get("stem"), inputs)  # [T, B, D]
     eta = jax.nn.sigmoid(params["eta_logit"])
     update = oja_update if spec.use_oja else hebb_update
-    rows = feats.shape[-1] + 2 * spec.num_classes
 
     def step(fast, xy):
         x, y = xy
@@ -96,9 +102,12 @@ def run(params, key, inputs, labels, spec: HebbianSpec, backprop_plan: BackpropP
         post = jax.nn.softmax(pre @ weight + params["b"], axis=-1)
         return update(fast, pre, post, eta), logits
 
-    fast0 = jnp.zeros((rows, spec.num_classes))
-    _, logits = episode_scan(step, fast0, (feats, labels.astype(jnp.float32)), backprop_plan)
-    return logits
+    return episode_scan(step, fast, (feats, labels.astype(jnp.float32)), backprop_plan)
+
+
+def run(params, key, inputs, labels, spec: HebbianSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
@@ -107,5 +116,7 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run,
+    start=start,
+    advance=advance,
     run_options=("backprop_plan",),
 )

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml.learners import common, numerics
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import MetaRNNSettings
 
@@ -52,12 +52,18 @@ def init(key, spec: MetaRNNSpec):
     return params
 
 
-def run(params, key, inputs, labels, spec: MetaRNNSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]`` for inputs ``[T, B, *input_shape]`` and one-hot labels ``[T, B, C]``."""
-    del key  # deterministic
+def start(params, key, inputs, labels, spec: MetaRNNSpec):
+    """The carry before step 0: LSTM state ``([B, S], [B, S])``, last error and label ``[B, C]`` (zeros)."""
+    del params, key, labels  # deterministic
+    zeros_h = jnp.zeros((inputs.shape[1], spec.slow_size))
+    zeros_c = jnp.zeros((inputs.shape[1], spec.num_classes))
+    return (zeros_h, zeros_h), zeros_c, zeros_c
+
+
+def advance(params, carry, inputs, labels, spec: MetaRNNSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(carry, logits [K, B, C])`` for inputs ``[K, B, *input_shape]`` and one-hot labels ``[K, B, C]``."""
     common.check_episode("MetaRNN", spec.input_shape, spec.num_classes, inputs, labels)
-    feats = common.episode_features(params.get("stem"), inputs)  # [T, B, F]
-    batch = inputs.shape[1]
+    feats = common.episode_features(params.get("stem"), inputs)  # [K, B, F]
 
     def step(carry, xy):
         state, error, label = carry
@@ -68,12 +74,12 @@ def run(params, key, inputs, labels, spec: MetaRNNSpec, backprop_plan: BackpropP
         logits = numerics.bound_logits(common.dense(params["out"], state[0]), spec.tanh_bound)
         return (state, common.error_signal(logits, y), y), logits
 
-    zeros_h = jnp.zeros((batch, spec.slow_size))
-    zeros_c = jnp.zeros((batch, spec.num_classes))
-    _, logits = episode_scan(
-        step, ((zeros_h, zeros_h), zeros_c, zeros_c), (feats, labels.astype(jnp.float32)), backprop_plan
-    )
-    return logits
+    return episode_scan(step, carry, (feats, labels.astype(jnp.float32)), backprop_plan)
+
+
+def run(params, key, inputs, labels, spec: MetaRNNSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
@@ -82,5 +88,7 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run,
+    start=start,
+    advance=advance,
     run_options=("backprop_plan",),
 )

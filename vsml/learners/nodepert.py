@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from vsml.learners import common, mlp
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import NodePertSettings
 
@@ -111,11 +111,21 @@ def weight_perturbation_grad(layers: list, x, y, key, noise_std: float, tanh_bou
     return estimate, clean_logits
 
 
-def run(params, key, inputs, labels, spec: NodePertSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]`` (clean predictions), updating the MLP by perturbation after each step."""
+def start(params, key, inputs, labels, spec: NodePertSpec):
+    """The carry before step 0: the MLP (the initial weights), every step's perturbation key ``[T, 2]``
+    (drawn for the whole episode, so a truncation uses the keys of its own steps) and the step count."""
+    del labels, spec
+    return params["layers"], jax.random.split(key, inputs.shape[0]), jnp.zeros((), jnp.int32)
+
+
+def advance(params, carry, inputs, labels, spec: NodePertSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(carry, logits [K, B, C])`` (clean predictions), updating the MLP by perturbation after each step."""
+    del params  # the network is in the carry
     common.check_episode("NodePert", spec.input_shape, spec.num_classes, inputs, labels)
     estimator = node_perturbation_grad if spec.perturbation == "node" else weight_perturbation_grad
+    layers, episode_keys, done = carry
     steps = inputs.shape[0]
+    step_keys = jax.lax.dynamic_slice_in_dim(episode_keys, done, steps)
     feats = common.episode_features(None, inputs)
 
     def step(layers, xs):
@@ -124,10 +134,13 @@ def run(params, key, inputs, labels, spec: NodePertSpec, backprop_plan: Backprop
         layers = jax.tree_util.tree_map(lambda p, g: p - spec.lr * g, layers, estimate)
         return layers, logits
 
-    _, logits = episode_scan(
-        step, params["layers"], (feats, labels.astype(jnp.float32), jax.random.split(key, steps)), backprop_plan
-    )
-    return logits
+    layers, logits = episode_scan(step, layers, (feats, labels.astype(jnp.float32), step_keys), backprop_plan)
+    return (layers, episode_keys, done + steps), logits
+
+
+def run(params, key, inputs, labels, spec: NodePertSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
@@ -136,6 +149,8 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run,
+    start=start,
+    advance=advance,
     hand_designed=True,
     run_options=("backprop_plan",),
 )

@@ -8,7 +8,7 @@ fresh each episode.
 
 The meta-parameters are the network's *initial* weights (conv stem included
 with ``use_conv``): the learning rule itself is fixed, but ES or meta-gradients
-(``optimizer.type: sgd``, differentiating through every inner step) can tune the
+(``optimizer.type: metagrad``, differentiating through every inner step) can tune the
 initialisation, MAML-style. With batch > 1 the weights are shared by the batch.
 
 Config: ``model.sgd.{num_layers, hidden_size, tanh_bound, optimizer, lr, use_conv}``.
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from vsml.learners import common, mlp
-from vsml.learners.base import LearnerType
+from vsml.learners.base import LearnerType, run_episode
 from vsml.learners.scan import FULL_BACKPROP, BackpropPlan, episode_scan
 from vsml.settings import SettingError, SGDSettings
 
@@ -74,9 +74,15 @@ def predict(net, x: jax.Array, spec: SGDSpec) -> jax.Array:
     return mlp.apply(net["layers"], common.features(net.get("stem"), x), spec.tanh_bound)
 
 
-def run(params, key, inputs, labels, spec: SGDSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
-    """Logits ``[T, B, C]``: predict step t, then one optimiser step on its loss."""
-    del key  # deterministic
+def start(params, key, inputs, labels, spec: SGDSpec):
+    """The carry before step 0: the network (the initial weights) and its optimiser's state."""
+    del key, inputs, labels  # deterministic
+    return params, make_inner_optimizer(spec.optimizer, spec.lr).init(params)
+
+
+def advance(params, carry, inputs, labels, spec: SGDSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """``(carry, logits [K, B, C])``: at each step predict, then one optimiser step on its loss."""
+    del params  # the network is in the carry
     common.check_episode("SGD", spec.input_shape, spec.num_classes, inputs, labels)
     optimizer = make_inner_optimizer(spec.optimizer, spec.lr)
 
@@ -91,8 +97,12 @@ def run(params, key, inputs, labels, spec: SGDSpec, backprop_plan: BackpropPlan 
         return (optax.apply_updates(net, updates), opt_state), logits
 
     xs = (inputs.astype(jnp.float32), labels.astype(jnp.float32))
-    _, logits = episode_scan(step, (params, optimizer.init(params)), xs, backprop_plan)
-    return logits
+    return episode_scan(step, carry, xs, backprop_plan)
+
+
+def run(params, key, inputs, labels, spec: SGDSpec, backprop_plan: BackpropPlan = FULL_BACKPROP):
+    """Logits ``[T, B, C]``: :func:`advance` over the whole episode from :func:`start`."""
+    return run_episode(start, advance, params, key, inputs, labels, spec, backprop_plan=backprop_plan)
 
 
 LEARNER_TYPE = LearnerType(
@@ -101,6 +111,8 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run,
+    start=start,
+    advance=advance,
     hand_designed=True,
     run_options=("backprop_plan",),
 )

@@ -321,6 +321,42 @@ def initial_carry(key, spec: VSMLSpec, input_shape, num_classes: int, batch: int
     return tuple(states), bwd_ins
 
 
+def episode_inputs(inputs: jax.Array, spec: VSMLSpec) -> jax.Array:
+    """``[T, Bt, *input_shape]`` as the layers read it: flattened ``[T, Bt, A0]``, or with conv
+    layers an image ``[T, Bt, H, W, C]`` (a ``[T, Bt, H, W]`` one gains ``C = 1``); float32."""
+    steps, batch = inputs.shape[:2]
+    if not spec.conv_layers:
+        inputs = inputs.reshape(steps, batch, -1)
+    elif inputs.ndim == 4:
+        inputs = inputs[..., None]
+    elif inputs.ndim != 5:
+        raise ValueError(f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}")
+    return inputs.astype(jnp.float32)
+
+
+def start(meta_params: Params, key, inputs: jax.Array, labels: jax.Array, spec: VSMLSpec):
+    """The carry before step 0 (:func:`initial_carry`) of the episode ``inputs [T, Bt, ...]``, ``labels [T, Bt, C]``."""
+    del meta_params
+    shape = jax.eval_shape(lambda x: episode_inputs(x, spec), inputs).shape
+    return initial_carry(key, spec, shape[2:], labels.shape[-1], shape[1])
+
+
+def advance(
+    meta_params: Params,
+    carry,
+    inputs: jax.Array,
+    labels: jax.Array,
+    spec: VSMLSpec,
+    layer_fn=None,
+    conv_layer_fn=conv_layer,
+    unroll: int = 1,
+    backprop_plan: BackpropPlan = FULL_BACKPROP,
+):
+    """``(carry, logits [K, Bt, C])``: the steps of ``inputs [K, Bt, ...]`` from ``carry`` (see :func:`run`)."""
+    step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
+    return episode_scan(step, carry, (episode_inputs(inputs, spec), labels), backprop_plan, unroll=unroll)
+
+
 def run(
     meta_params: Params,
     key,
@@ -332,7 +368,7 @@ def run(
     unroll: int = 1,
     backprop_plan: BackpropPlan = FULL_BACKPROP,
 ):
-    """Runs the VSML learner online over an episode.
+    """Runs the VSML learner online over an episode: :func:`advance` over it from :func:`start`.
 
     Args:
       unroll: time steps per iteration of the scan's loop (``lax.scan(unroll=)``);
@@ -345,18 +381,17 @@ def run(
     Returns:
       logits ``[T, Bt, C]``: the prediction for ``inputs[t]`` made before ``labels[t]`` is seen.
     """
-    steps, batch = inputs.shape[:2]
-    if not spec.conv_layers:
-        inputs = inputs.reshape(steps, batch, -1)
-    elif inputs.ndim == 4:
-        inputs = inputs[..., None]
-    elif inputs.ndim != 5:
-        raise ValueError(f"a conv VSML layer needs image inputs [T, B, H, W(, C)], got shape {tuple(inputs.shape)}")
-    inputs = inputs.astype(jnp.float32)
-    carry = initial_carry(key, spec, inputs.shape[2:], labels.shape[-1], batch)
-    step = make_time_step(meta_params, spec, layer_fn, conv_layer_fn)
-    _, logits = episode_scan(step, carry, (inputs, labels), backprop_plan, unroll=unroll)
-    return logits
+    carry = start(meta_params, key, inputs, labels, spec)
+    options = {"layer_fn": layer_fn, "conv_layer_fn": conv_layer_fn, "unroll": unroll, "backprop_plan": backprop_plan}
+    return advance(meta_params, carry, inputs, labels, spec, **options)[1]
+
+
+def _implementation_layers(implementation: str) -> dict:
+    if implementation == "literal":
+        return {"layer_fn": vsml_reference.literal_dense_layer, "conv_layer_fn": vsml_reference.literal_conv_layer}
+    if implementation == "fast":
+        return {}
+    raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
 
 
 def run_with_options(
@@ -374,13 +409,23 @@ def run_with_options(
     ``implementation: literal`` runs the paper-literal layers of
     :mod:`vsml.learners.vsml_reference` (equal results, slower; the benchmark's baseline).
     """
-    if implementation == "literal":
-        layers = {"layer_fn": vsml_reference.literal_dense_layer, "conv_layer_fn": vsml_reference.literal_conv_layer}
-    elif implementation == "fast":
-        layers = {}
-    else:
-        raise ValueError(f"VSML implementation '{implementation}' is not one of fast, literal")
+    layers = _implementation_layers(implementation)
     return run(meta_params, key, inputs, labels, spec, unroll=unroll, backprop_plan=backprop_plan, **layers)
+
+
+def advance_with_options(
+    meta_params: Params,
+    carry,
+    inputs: jax.Array,
+    labels: jax.Array,
+    spec: VSMLSpec,
+    unroll: int = 1,
+    implementation: str = "fast",
+    backprop_plan: BackpropPlan = FULL_BACKPROP,
+):
+    """:func:`advance` with the registry's run options (as :func:`run_with_options`)."""
+    layers = _implementation_layers(implementation)
+    return advance(meta_params, carry, inputs, labels, spec, unroll=unroll, backprop_plan=backprop_plan, **layers)
 
 
 LEARNER_TYPE = LearnerType(
@@ -390,6 +435,8 @@ LEARNER_TYPE = LearnerType(
     spec_from_config=spec_from_config,
     init=init,
     run=run_with_options,
+    start=start,
+    advance=advance_with_options,
     any_size=True,
     run_options=("unroll", "implementation", "backprop_plan"),
 )

@@ -5,10 +5,11 @@ episode objective they share (:mod:`vsml.meta.objective`).
 
 :data:`OUTER_LOOPS` maps ``optimizer.type`` to the function building that loop
 from the typed ``optimizer`` section: ``from_settings(settings: OptimizerSettings,
-population_size, items_per_chunk, fitness, params_template, comm) -> OuterLoop``.
+population_size, pairs_per_chunk, fitness, params_template, comm) -> OuterLoop``.
 To add an outer loop: a module implementing :class:`~vsml.meta.base.OuterLoop` with
-such a ``from_settings`` and one entry here (the settings accept the keys of
-:data:`OUTER_LOOPS` for ``optimizer.type``).
+such a ``from_settings`` and one entry here (``optimizer.type`` accepts
+:data:`OUTER_LOOP_NAMES`: the keys of :data:`OUTER_LOOPS` and the old names of
+:data:`OUTER_LOOP_ALIASES`, checked by :func:`vsml.run_checks.check_names`).
 """
 
 from __future__ import annotations
@@ -18,32 +19,46 @@ from collections.abc import Callable
 from vsml.meta import backprop, es
 from vsml.meta.base import MetaState, NonFiniteError, OuterLoop
 from vsml.meta.memory import fit_chunk
-from vsml.settings import OptimizerSettings
+from vsml.settings import OptimizerSettings, SettingError
 
 OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
     "es": es.from_settings,
-    "sgd": backprop.from_settings,
+    "metagrad": backprop.from_settings,
 }
+# Old names still accepted: meta-gradients (with Adam) were ``sgd`` until they were named for what they are.
+OUTER_LOOP_ALIASES = {"sgd": "metagrad"}
+OUTER_LOOP_NAMES = (*OUTER_LOOPS, *OUTER_LOOP_ALIASES)
+
+
+def outer_loop_name(name: str) -> str:
+    """The registered name of ``optimizer.type`` ``name`` (an old name becomes its new one)."""
+    return OUTER_LOOP_ALIASES.get(name, name)
 
 
 def build_outer_loop(
     settings: OptimizerSettings,
     population_size: int,
-    items_per_chunk: int | None,
+    pairs_per_chunk: int | None,
     fitness: Callable,
     params_template,
     comm,
 ) -> OuterLoop:
-    """The outer loop named by ``settings.type`` (a key of :data:`OUTER_LOOPS`, checked by the settings)."""
-    return OUTER_LOOPS[settings.type](settings, population_size, items_per_chunk, fitness, params_template, comm)
+    """The outer loop named by ``settings.type`` (one of :data:`OUTER_LOOP_NAMES`, checked by the run checks)."""
+    name = outer_loop_name(settings.type)
+    if name not in OUTER_LOOPS:
+        raise SettingError(settings, "type", f"must be one of {', '.join(OUTER_LOOP_NAMES)}, got {settings.type!r}")
+    return OUTER_LOOPS[name](settings, population_size, pairs_per_chunk, fitness, params_template, comm)
 
 
 __all__ = [
     "MetaState",
     "NonFiniteError",
     "OUTER_LOOPS",
+    "OUTER_LOOP_ALIASES",
+    "OUTER_LOOP_NAMES",
     "OptimizerSettings",
     "OuterLoop",
     "build_outer_loop",
     "fit_chunk",
+    "outer_loop_name",
 ]

@@ -1,4 +1,4 @@
-"""Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (docs/DESIGN.md §6, ``optimizer.type: sgd``).
+"""Meta-gradients: train meta-parameters by the gradient of the episode meta-loss (docs/DESIGN.md §6, ``optimizer.type: metagrad``).
 
 The second :class:`vsml.meta.base.OuterLoop` beside
 :class:`vsml.meta.es.EvolutionStrategy`, with the same state and ``step``
@@ -36,7 +36,7 @@ from vsml.settings import OptimizerSettings
 @dataclasses.dataclass(frozen=True)
 class BackpropConfig:
     population_size: int  # episodes per step P (one per pair index, as ES's antithetic pairs)
-    items_per_chunk: int | None = None  # episodes per jitted call on a rank (None: all); bounds memory
+    pairs_per_chunk: int | None = None  # episodes (one per pair index) per jitted call on a rank (None: all)
 
 
 class MetaGradient(SlicedLoop):
@@ -67,7 +67,7 @@ class MetaGradient(SlicedLoop):
         return evaluate_slice
 
     def _chunks(self):
-        size = self.config.items_per_chunk or len(self.item_indices)
+        size = self.config.pairs_per_chunk or len(self.item_indices)
         return [self.item_indices[start : start + size] for start in range(0, len(self.item_indices), size)]
 
     def partial_sums(self, state: MetaState, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,11 +117,11 @@ class MetaGradient(SlicedLoop):
 def from_settings(
     settings: OptimizerSettings,
     population_size: int,
-    items_per_chunk: int | None,
+    pairs_per_chunk: int | None,
     fitness: Callable,
     params_template,
     comm: Comm,
 ) -> MetaGradient:
-    """Meta-gradients configured by the ``optimizer`` section (``type: sgd``)."""
+    """Meta-gradients configured by the ``optimizer`` section (``type: metagrad``, or its old name ``sgd``)."""
     optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
-    return MetaGradient(fitness, params_template, BackpropConfig(population_size, items_per_chunk), optimizer, comm)
+    return MetaGradient(fitness, params_template, BackpropConfig(population_size, pairs_per_chunk), optimizer, comm)

@@ -8,7 +8,7 @@ Per generation g, pair i (global index 0..P-1):
 * noise ``eps_i ~ N(0, I)`` from ``key(noise, g, i)``, episode key from
   ``key(data, g, i)``; both members ``theta ± sigma * eps_i`` share the episode;
 * rank r evaluates pairs ``[r P/N, (r+1) P/N)`` in one jitted call (with
-  ``items_per_chunk``, a ``lax.map`` over chunks of that many pairs inside the
+  ``pairs_per_chunk``, a ``lax.map`` over chunks of that many pairs inside the
   call, so memory grows with the chunk's learner states, not the slice's):
   :func:`make_slice_evaluator`;
 * fitness (2P floats) is all-gathered and shaped into one weight per pair:
@@ -54,7 +54,7 @@ class ESConfig:
     population_size: int  # antithetic pairs P
     noise_std: float  # sigma
     fitness_shaping: str = "raw"
-    items_per_chunk: int | None = None  # pairs evaluated at once inside the jitted call (None: the whole slice)
+    pairs_per_chunk: int | None = None  # pairs evaluated at once inside the jitted call (None: the whole slice)
 
 
 def pair_epsilon(noise_key, generation, pair_index, dim: int) -> jax.Array:
@@ -169,7 +169,7 @@ class EvolutionStrategy(SlicedLoop):
         super().__init__(fitness, params_template, config, optimizer, comm)
 
     def _make_slice_evaluator(self):
-        return make_slice_evaluator(self._fitness, self.unravel, self.config.noise_std, self.config.items_per_chunk)
+        return make_slice_evaluator(self._fitness, self.unravel, self.config.noise_std, self.config.pairs_per_chunk)
 
     def evaluate(self, state: MetaState, data) -> np.ndarray:
         """This rank's fitness ``[n, 2]`` at the state's generation."""
@@ -213,7 +213,7 @@ class EvolutionStrategy(SlicedLoop):
 def from_settings(
     settings: OptimizerSettings,
     population_size: int,
-    items_per_chunk: int | None,
+    pairs_per_chunk: int | None,
     fitness: Callable,
     params_template,
     comm: Comm,
@@ -223,7 +223,7 @@ def from_settings(
         population_size=population_size,
         noise_std=settings.noise_std,
         fitness_shaping=settings.fitness_shaping,
-        items_per_chunk=items_per_chunk,
+        pairs_per_chunk=pairs_per_chunk,
     )
     optimizer = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return EvolutionStrategy(fitness, params_template, config, optimizer, comm)

@@ -39,7 +39,7 @@ def chunk_for_budget(bytes_per_item: int, budget_bytes: int, slice_items: int) -
 
 
 def fit_chunk(loop: OuterLoop, params, data, budget_bytes: int) -> tuple[OuterLoop, int]:
-    """``loop`` with the largest ``items_per_chunk`` whose working memory fits ``budget_bytes``.
+    """``loop`` with the largest ``pairs_per_chunk`` whose working memory fits ``budget_bytes``.
 
     Returns ``(the fitted loop, bytes per item)``.
     """

@@ -3,6 +3,10 @@
 A learner's logits on an episode give per-step cross-entropy losses; the
 meta-loss (ES fitness, lower is better) is their mean over the episode
 (``loss_type: mean``) or the last step's (``last``).
+
+An episode can also be stepped a truncation at a time (:func:`make_truncations`),
+with the learner's carry passed from one truncation to the next: the same
+episode, the same steps, the same per-step losses as the whole-episode run.
 """
 
 from __future__ import annotations
@@ -45,6 +49,30 @@ def make_episode(run: Callable, sample: Callable):
         return run(params, inner_key, inputs, labels), labels
 
     return episode
+
+
+def make_truncations(start: Callable, advance: Callable, sample: Callable):
+    """``(begin, unroll)``: an episode stepped a truncation at a time (a learner's ``start`` / ``advance``).
+
+    ``begin(params, key, data) -> (carry, inputs [T, B, ...], labels [T, B, C])``: the episode of
+    ``key`` (the one :func:`make_episode` runs for that key) and the learner's carry before step 0.
+    ``unroll(params, carry, inputs, labels, first, length) -> (carry, losses [length, B])``: the
+    steps ``first .. first + length - 1`` of the episode from ``carry`` (``first`` may be traced,
+    ``length`` is static). Unrolled over consecutive truncations from step 0, the losses are the
+    whole episode's :func:`step_losses`.
+    """
+
+    def begin(params, key, data):
+        data_key, inner_key = jax.random.split(key)
+        inputs, labels = sample(data, data_key)
+        return start(params, inner_key, inputs, labels), inputs, labels
+
+    def unroll(params, carry, inputs, labels, first, length: int):
+        window = [jax.lax.dynamic_slice_in_dim(array, first, length) for array in (inputs, labels)]
+        carry, logits = advance(params, carry, *window)
+        return carry, step_losses(logits, window[1])
+
+    return begin, unroll
 
 
 def make_fitness(episode: Callable, loss_type: str):

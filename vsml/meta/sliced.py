@@ -91,13 +91,13 @@ def finish_step(apply, unravel, state: MetaState, estimate: Estimate, start: flo
         "time/communicate": estimate.communicate_seconds,
         "time/update": elapsed - estimate.evaluate_seconds - estimate.communicate_seconds,
     }
-    new_state = MetaState(params=params, opt_state=opt_state, generation=state.generation + 1, rng=state.rng)
+    new_state = state.replace(params=params, opt_state=opt_state, generation=state.generation + 1)  # other fields kept
     return new_state, stats
 
 
 class SlicedLoop(abc.ABC):
     """The shared part of an :class:`vsml.meta.base.OuterLoop`: a config with ``population_size``
-    and ``items_per_chunk``, this rank's slice of the global items, the flat parameter layout,
+    and ``pairs_per_chunk``, this rank's slice of the global items, the flat parameter layout,
     the jitted slice evaluation and the optimiser update.
 
     A subclass provides ``_make_slice_evaluator()`` (the function to jit) and ``estimate``.
@@ -133,8 +133,8 @@ class SlicedLoop(abc.ABC):
         return self.config.population_size
 
     @property
-    def items_per_chunk(self) -> int | None:
-        return self.config.items_per_chunk
+    def pairs_per_chunk(self) -> int | None:
+        return self.config.pairs_per_chunk
 
     def init(self, params, seed: int) -> MetaState:
         """Step 0; every loop has the same state layout, so checkpoints and resume work alike."""
@@ -145,16 +145,16 @@ class SlicedLoop(abc.ABC):
         start = time.perf_counter()
         return finish_step(self._apply, self._compiled_unravel, state, self.estimate(state, data), start)
 
-    def with_chunk(self, items_per_chunk: int | None):
-        """The same loop evaluating ``items_per_chunk`` items at once (a new object; this one is unchanged)."""
-        config = dataclasses.replace(self.config, items_per_chunk=items_per_chunk)
+    def with_chunk(self, pairs_per_chunk: int | None):
+        """The same loop evaluating ``pairs_per_chunk`` items at once (a new object; this one is unchanged)."""
+        config = dataclasses.replace(self.config, pairs_per_chunk=pairs_per_chunk)
         return type(self)(self._fitness, self._params_template, config, self.optimizer, self.comm)
 
     def memory_analysis(self, state: MetaState, data):
         """XLA's buffer plan of this rank's slice evaluation (compiled once more, ahead of time).
 
         ``temp_size_in_bytes`` is the working memory of one evaluation: it grows with
-        ``items_per_chunk`` (the learner states alive at once), not with the slice.
+        ``pairs_per_chunk`` (the learner states alive at once), not with the slice.
         """
         flat = self.flatten(state.params)
         return memory.compiled_memory(self._evaluate, flat, state.rng, state.generation, self.item_indices, data)

@@ -16,7 +16,7 @@ is the only place that names config keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from vsml.config_tree import ConfigError
 from vsml.settings.data import (
@@ -29,7 +29,7 @@ from vsml.settings.data import (
     RandomDatasetSettings,
     SumDatasetSettings,
 )
-from vsml.settings.fields import build, is_open, leaves, or_null, type_text
+from vsml.settings.fields import NameIn, build, is_open, leaves, or_null, type_text
 from vsml.settings.model import (
     FWMemorySettings,
     FWPSettings,
@@ -91,12 +91,18 @@ def open_keys(root: type = RunSettings) -> tuple[str, ...]:
     return tuple(leaf.key for leaf in leaves(root) if is_open(leaf.hint))
 
 
-def reference_markdown(root: type = RunSettings) -> str:
-    """The key reference of docs/DESIGN.md §9: one table row per key of ``root``, from the declarations."""
+def reference_markdown(root: type = RunSettings, names_of: Callable | None = None) -> str:
+    """The key reference of docs/DESIGN.md §9: one table row per key of ``root``, from the declarations.
+
+    ``names_of(rule)`` lists the names a registry setting accepts (:func:`vsml.run_checks.registry_names`,
+    which the entry points pass; this layer imports no registry); without it the row names the registry.
+    """
     rows = ["| key | default | type / range | meaning |", "| --- | --- | --- | --- |"]
     for leaf in leaves(root):
         kind = type_text(leaf.hint)
-        if leaf.rule is not None and leaf.rule.description:
+        if isinstance(leaf.rule, NameIn) and names_of is not None:
+            kind = f"one of {', '.join(map(str, names_of(leaf.rule)))}"
+        elif leaf.rule is not None and leaf.rule.description:
             kind = or_null(leaf.rule.description) if kind.startswith("null or ") else leaf.rule.description
         cells = (f"`{leaf.key}`", _yaml_text(leaf.default), kind, leaf.doc)
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")

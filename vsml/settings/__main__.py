@@ -14,7 +14,9 @@ def main(argv=None) -> int:
     if not args.markdown:
         parser.print_help()
         return 0
-    print(reference_markdown(), end="")
+    from vsml.run_checks import registry_names  # noqa: PLC0415 — the program, not the settings layer: it may list them
+
+    print(reference_markdown(names_of=registry_names), end="")
     return 0
 
 

@@ -10,15 +10,16 @@ its default, type, rule and doc (for the reference in docs/DESIGN.md §9 and
 the checks against ``configs/default.yaml``).
 
 Choices that come from the code implementing them (the learner registry, the
-outer loops, ...) are named by module and attribute (:func:`one_of_names_in`)
-and looked up when checked, so this layer imports no component and every
-component can import its own typed section from here.
+outer loops, ...) are named by module and attribute (:func:`one_of_names_in`);
+this layer checks only that they are names and imports no component, so every
+component can import its own typed section from here. Whether a name is in its
+registry is checked by the run checks (:func:`vsml.run_checks.check_names`),
+before any expensive work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import types
 import typing
@@ -60,20 +61,29 @@ class Rule:
 
 @dataclasses.dataclass(frozen=True)
 class OneOf(Rule):
-    """One of fixed choices, or of the names in a registry of the code (``source``: module, attribute)."""
+    """One of fixed choices."""
 
     choices: tuple = ()
-    source: tuple[str, str] | None = None
-
-    def names(self) -> tuple:
-        if self.source is None:
-            return self.choices
-        module, attribute = self.source
-        return tuple(getattr(importlib.import_module(module), attribute))
 
     @property
     def description(self) -> str:
-        return f"one of {', '.join(map(str, self.names()))}"
+        return f"one of {', '.join(map(str, self.choices))}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NameIn(Rule):
+    """A name in a registry of the code (``source``: module, attribute), which this layer does not import:
+    here only a non-empty string; :func:`vsml.run_checks.check_names` checks the registry."""
+
+    source: tuple[str, str] = ("", "")
+
+    @property
+    def description(self) -> str:
+        return f"a name in `{'.'.join(self.source)}`"
+
+    def names_problem(self, key: str, value, names) -> str | None:
+        """The one-line complaint about ``value`` of ``key`` given the registry's ``names``, or None."""
+        return None if value in names else f"{key}: must be one of {', '.join(map(str, names))}, got {value!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +113,9 @@ def one_of(*choices) -> OneOf:
     return OneOf(check=lambda value, c=choices: value in c, text="", choices=choices)
 
 
-def one_of_names_in(module: str, attribute: str) -> OneOf:
-    """The names in ``module.attribute`` (a registry or a tuple of the code that implements them)."""
-    rule = OneOf(check=lambda value: value in rule.names(), text="", source=(module, attribute))
-    return rule
+def one_of_names_in(module: str, attribute: str) -> NameIn:
+    """A name in ``module.attribute`` (a registry or a tuple of the code that implements them), checked by the run checks."""
+    return NameIn(check=lambda value: isinstance(value, str) and bool(value), text="", source=(module, attribute))
 
 
 def at_least(minimum: int, why: str = "") -> Rule:

@@ -112,10 +112,13 @@ class TrainingSettings:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
-    """``optimizer``: the outer loop (``type``, a name of ``meta.OUTER_LOOPS``), its ES settings and the
+    """``optimizer``: the outer loop (``type``, a name of ``meta.OUTER_LOOP_NAMES``), its ES settings and the
     outer optimiser (Adam after optional global-norm clipping)."""
 
-    type: str = setting("es", "ES, or meta-gradients (§6.3)", one_of_names_in("vsml.meta", "OUTER_LOOPS"))
+    type: str = setting(
+        "es", "the outer loop: es, or metagrad (meta-gradients with Adam, §6.3; sgd, its old name, still works)",
+        one_of_names_in("vsml.meta", "OUTER_LOOP_NAMES"),
+    )  # fmt: skip
     noise_std: float = setting(0.05, "ES sigma", POSITIVE_NUMBER)
     lr: float = setting(0.025, "Adam learning rate", POSITIVE_NUMBER)
     kwargs: Mapping[str, float] = setting(
