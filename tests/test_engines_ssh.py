@@ -115,7 +115,7 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
     if pid == 0:  # a terminal of 50 x 200 (a new pty has none: tmux would draw nothing)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         os.execvpe(argv[0], argv, {**_client_env(), "TERM": "xterm"})
-    screen, deadline, detached = b"", time.monotonic() + timeout, False
+    screen, deadline, detached_at = b"", time.monotonic() + timeout, None
     try:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 0.5)
@@ -127,14 +127,23 @@ def _attach_and_detach(hosts, attach: str, expect: str, timeout: float = 120) ->
                 if not chunk:
                     break
                 screen += chunk
-            if not detached and expect.encode() in screen:
-                os.write(fd, b"\x02d")  # tmux's detach keys
-                detached = True
-        if not detached:
-            os.kill(pid, signal.SIGKILL)  # never seen: end the attach rather than wait on it
-        _, status = os.waitpid(pid, 0)
+            # tmux's detach keys once the text is on screen, again every 3 s until the attach ends
+            # (keys that arrive while the client is still redrawing can be lost: seen once here).
+            if expect.encode() in screen and (detached_at is None or time.monotonic() - detached_at > 3):
+                os.write(fd, b"\x02d")
+                detached_at = time.monotonic()
+        # The terminal closed (or the deadline passed): give the attach 10 s to exit, then end it
+        # rather than wait on it.
+        ended, status, exit_by = 0, 0, max(deadline, time.monotonic()) + 10
+        while not ended and time.monotonic() < exit_by:
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            time.sleep(0 if ended else 0.1)
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
+    detached = detached_at is not None
     assert detached and os.waitstatus_to_exitcode(status) == 0, screen[-2000:]
     return screen.decode(errors="replace")
 
