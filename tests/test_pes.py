@@ -1,0 +1,119 @@
+"""Persistent ES (vsml/meta/pes.py, docs/DESIGN.md §6.5) against an analytic gradient.
+
+The problem: a scalar linear recurrence ``s_{t+1} = a s_t + theta`` from ``s_0 = 0``, with
+per-step loss ``s_{t+1}^2``, an episode of ``T`` steps split into truncations of ``K``. Then
+``s_t = theta c_t`` with ``c_t = sum_{j<t} a^j`` and the episode meta-loss (mean over steps)
+``L = theta^2 sum_t c_t^2 / T`` has the gradient ``2 theta sum_t c_t^2 / T``. The loss is
+quadratic in every truncation's parameters, so Gaussian smoothing leaves that gradient unchanged:
+PES must match it on average; truncated ES (no accumulator) sees only the last truncation's
+perturbation and misses how the earlier ones moved ``s`` (biased low for ``a > 0``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vsml.comm import SingleProcessComm
+from vsml.meta import pes
+from vsml.meta.objective import Truncations
+
+DECAY, THETA, LENGTH, STEPS = 0.8, 0.7, 8, 2  # a, theta, T, K
+
+
+def recurrence_truncations() -> Truncations:
+    """``begin``/``unroll`` of the recurrence (inputs and labels are placeholders ``[T, 1, 1]``)."""
+
+    def begin(params, key, data):
+        del key
+        placeholder = jnp.zeros((LENGTH, 1, 1)) + 0.0 * data["unused"]
+        return jnp.zeros((1,)), placeholder, placeholder
+
+    def unroll(params, carry, inputs, labels, first, length):
+        del inputs, labels, first
+
+        def step(s, _):
+            s = DECAY * s + params["theta"]
+            return s, s**2
+
+        carry, losses = jax.lax.scan(step, carry, None, length=length)
+        return carry, losses  # [K, B=1]
+
+    return Truncations(begin, unroll, LENGTH, {"unused": jnp.zeros(())})
+
+
+def analytic_gradient() -> float:
+    c = np.array([sum(DECAY**j for j in range(t)) for t in range(1, LENGTH + 1)])
+    return 2.0 * THETA * float((c**2).sum()) / LENGTH
+
+
+def warmed_particles(persistent: bool, particles: int, seed: int = 0):
+    """A PES loop (learning rate 0: theta stays put) after one full episode, so every particle is
+    in a whole episode, evenly spread over its truncations."""
+    config = pes.PESConfig(population_size=particles, noise_std=0.1, truncation_steps=STEPS, persistent=persistent)
+    loop = pes.PersistentES(
+        recurrence_truncations(), {"theta": jnp.asarray(THETA)}, config, optax.sgd(0.0), SingleProcessComm()
+    )
+    data = loop.truncations.data
+    state = loop.init({"theta": jnp.asarray(THETA)}, seed)
+    for _ in range(LENGTH // STEPS):
+        state, _ = loop.step(state, data)
+    return loop, state, data
+
+
+def episode_gradient_samples(loop, state, data) -> tuple[float, float]:
+    """The whole-episode gradient from one generation, and its standard error.
+
+    A particle at truncation j estimates d L_j / d theta; the episode's gradient is the sum over j
+    of the per-truncation means (particles are independent, so their variances add).
+    """
+    weights, _, _, used, _ = loop.truncate(state, data)
+    terms = weights * used[:, 0]
+    positions = np.asarray(state.positions)
+    groups = [terms[positions == j * STEPS] for j in range(LENGTH // STEPS)]
+    assert all(len(g) == len(groups[0]) for g in groups)
+    mean = sum(g.mean() for g in groups)
+    error = np.sqrt(sum(g.var(ddof=1) / len(g) for g in groups))
+    return float(mean), float(error)
+
+
+def test_pes_gradient_is_the_mean_of_weight_times_accumulated_noise():
+    weights = np.array([0.5, -2.0, 1.0])
+    accumulated = np.array([[1.0, 0.0], [0.5, 1.0], [-1.0, 2.0]], np.float32)
+    expected = np.array([(0.5 - 1.0 - 1.0) / 3, (0.0 - 2.0 + 2.0) / 3])
+    np.testing.assert_allclose(pes.pes_gradient(weights, accumulated), expected, rtol=1e-6)
+
+
+def test_positions_are_staggered_and_episodes_restart():
+    np.testing.assert_array_equal(pes.initial_positions(6, 8, 2), [0, 2, 4, 6, 0, 2])
+    positions, episodes, ended = pes.next_positions(np.array([0, 6]), np.array([3, 3]), 2, 8)
+    np.testing.assert_array_equal(positions, [2, 0])
+    np.testing.assert_array_equal(episodes, [3, 4])
+    np.testing.assert_array_equal(ended, [False, True])
+
+
+def test_pes_is_unbiased_and_truncated_es_is_not():
+    expected = analytic_gradient()
+    loop, state, data = warmed_particles(persistent=True, particles=8192)
+    estimate, error = episode_gradient_samples(loop, state, data)
+    assert abs(estimate - expected) < 4 * error, (estimate, expected, error)
+    # the loop's own estimate is the mean over particles: 1/(T/K) of the episode's gradient
+    gradient = loop.estimate(state, data).gradient
+    np.testing.assert_allclose(gradient[0] * (LENGTH // STEPS), estimate, rtol=1e-4)
+
+    loop, state, data = warmed_particles(persistent=False, particles=8192)
+    truncated, truncated_error = episode_gradient_samples(loop, state, data)
+    assert abs(truncated - expected) > 8 * truncated_error, (truncated, expected, truncated_error)
+    assert truncated < expected  # it misses the earlier truncations' share
+
+
+@pytest.mark.parametrize("bad", [3, 0])
+def test_truncation_must_divide_the_episode(bad):
+    config = pes.PESConfig(population_size=2, noise_std=0.1, truncation_steps=bad)
+    with pytest.raises(ValueError, match="pes_truncation_steps"):
+        pes.PersistentES(
+            recurrence_truncations(), {"theta": jnp.asarray(0.0)}, config, optax.sgd(0.0), SingleProcessComm()
+        )
