@@ -11,12 +11,15 @@ perturbation and misses how the earlier ones moved ``s`` (biased low for ``a > 0
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from tests.conftest import TINY, launch
 from vsml.comm import SingleProcessComm
 from vsml.meta import pes
 from vsml.meta.objective import Truncations
@@ -117,3 +120,47 @@ def test_truncation_must_divide_the_episode(bad):
         pes.PersistentES(
             recurrence_truncations(), {"theta": jnp.asarray(0.0)}, config, optax.sgd(0.0), SingleProcessComm()
         )
+
+
+# --------------------------------------------------------------------------- through launch.py
+
+PES_RUN = ["--config_files", "configs/pes.yaml", "--config", *TINY, "optimizer.pes_truncation_steps=4"]
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def _checkpoint(run_dir) -> dict:
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as data:
+        return {name: data[name] for name in data.files if name not in ("wall_time", "config")}
+
+
+def test_resume_in_the_middle_of_an_episode_equals_an_uninterrupted_run(tmp_path):
+    # 12-step episodes in truncations of 4: after 4 generations every particle is inside an episode
+    # (particles start staggered at steps 0, 4, 8, 0), so the resumed run needs the carries,
+    # positions, episode counters and accumulated noise of the checkpoint.
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    _ok(launch("--run_dir", whole, *PES_RUN, "training.iterations=7"))
+    _ok(launch("--run_dir", part, *PES_RUN, "training.iterations=4"))
+    middle = _checkpoint(part)
+    assert (middle["positions"] > 0).any() and (middle["fresh"] == 0).any() and np.abs(middle["accumulated"]).max() > 0
+    _ok(launch("--resume", part, "--config", "training.iterations=7"))
+    a, b = _checkpoint(whole), _checkpoint(part)
+    assert a.keys() == b.keys() and {"params", "opt_state", "carries", "accumulated"} <= {k.split("/")[0] for k in a}
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all(np.isfinite(row["meta_loss"]) for row in rows)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_two_ranks_give_the_same_state_as_one(tmp_path):
+    _ok(launch("--run_dir", tmp_path / "one", *PES_RUN, "training.iterations=4"))
+    _ok(launch("--run_dir", tmp_path / "two", *PES_RUN, "training.iterations=4", ranks=2))
+    one, two = _checkpoint(tmp_path / "one"), _checkpoint(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)

@@ -22,7 +22,8 @@ Per generation g, particle i (global index 0..P-1), at step ``t_i`` of its episo
 * the truncation's loss is the sum of its steps' batch-mean losses over ``T`` (so an
   episode's truncations add up to the ``loss_type: mean`` meta-loss);
   ``w_i = (L+ - L-) / (2 sigma)`` after ``fitness_shaping`` (only ``raw`` is unbiased);
-* gradient ``mean_i w_i xi_i``; a particle whose truncation reached ``T`` starts a new
+* gradient ``mean_i w_i xi_i`` (:func:`pes_gradient`); ``meta_loss`` reports the truncations'
+  mean per-step loss (comparable with ES's ``loss_type: mean`` meta-loss); a particle whose truncation reached ``T`` starts a new
   episode (fresh carries, ``xi_i = 0``, ``e_i + 1``) next generation.
 
 Staggering: particle i starts at step ``K (i mod T/K)`` of its first episode, with a fresh
@@ -226,7 +227,7 @@ class PersistentES(SlicedLoop):
         nonfinite = int(np.size(losses) - np.isfinite(losses).sum())
         estimate = Estimate(
             gradient=pes_gradient(weights, used),
-            losses=losses,
+            losses=losses * (length / config.truncation_steps),  # reported per step, as ES's mean meta-loss
             stats={"es/nonfinite": nonfinite, "pes/episodes_ended": int(ended.sum())},
             evaluate_seconds=evaluate_s,
             communicate_seconds=communicate_s,
