@@ -1,4 +1,4 @@
-"""Persistent ES (vsml/meta/pes.py, docs/DESIGN.md §6.5) against an analytic gradient.
+"""Persistent ES (vsml/meta/pes.py, docs/DESIGN.md §6.6) against an analytic gradient.
 
 The problem: a scalar linear recurrence ``s_{t+1} = a s_t + theta`` from ``s_0 = 0``, with
 per-step loss ``s_{t+1}^2``, an episode of ``T`` steps split into truncations of ``K``. Then
@@ -21,8 +21,12 @@ import pytest
 
 from tests.conftest import TINY, launch
 from vsml.comm import SingleProcessComm
+from vsml.config_tree import ConfigError
+from vsml.learners import build_learner
 from vsml.meta import pes
 from vsml.meta.objective import Truncations
+from vsml.run_checks import check_truncated_loop
+from vsml.settings import run_settings
 
 DECAY, THETA, LENGTH, STEPS = 0.8, 0.7, 8, 2  # a, theta, T, K
 
@@ -116,7 +120,7 @@ def test_pes_is_unbiased_and_truncated_es_is_not():
 @pytest.mark.parametrize("bad", [3, 0])
 def test_truncation_must_divide_the_episode(bad):
     config = pes.PESConfig(population_size=2, noise_std=0.1, truncation_steps=bad)
-    with pytest.raises(ValueError, match="pes_truncation_steps"):
+    with pytest.raises(ValueError, match="must divide the episode of 8 steps"):
         pes.PersistentES(
             recurrence_truncations(), {"theta": jnp.asarray(0.0)}, config, optax.sgd(0.0), SingleProcessComm()
         )
@@ -164,3 +168,20 @@ def test_two_ranks_give_the_same_state_as_one(tmp_path):
     assert one.keys() == two.keys()
     for name in one:
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"optimizer": {"pes_truncation_steps": 5}}, "optimizer.pes_truncation_steps: 5 must divide"),
+        ({"training": {"loss_type": "last"}}, "training.loss_type"),
+    ],
+)
+def test_pes_settings_it_cannot_run_are_refused_in_one_line(overrides, named):
+    config = {"training": {"episode_length": 12}, "optimizer": {"type": "pes", "pes_truncation_steps": 4}}
+    for section, values in overrides.items():
+        config[section] = {**config[section], **values}
+    settings = run_settings(config)
+    with pytest.raises(ConfigError, match=named) as raised:
+        check_truncated_loop(settings, build_learner(settings.model))
+    assert "\n" not in str(raised.value)

@@ -39,13 +39,11 @@ from vsml.console import stop_line
 from vsml.evaluation import Task, build_evaluators, load_task, run_evaluations
 from vsml.learners import FULL_BACKPROP, BackpropPlan, build_learner
 from vsml.meta import (
-    TRUNCATED_LOOPS,
     NonFiniteError,
     OuterLoop,
     build_outer_loop,
     fit_chunk,
     objective,
-    outer_loop_name,
 )
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log
@@ -59,22 +57,15 @@ def make_outer_loop(learner, task: Task, settings: RunSettings, params_template,
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
     one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. All loops see the same fitness
-    and the same per-(generation, pair) episodes and share the state layout, so checkpoints and
-    resume work alike.
+    (PES the same episodes a truncation at a time) and checkpoint their own state alike (docs/DESIGN.md §6.5).
     """
     training = settings.training
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()), training.loss_type)
     chunk = training.pairs_per_chunk
-    truncations = None
+    truncations = None  # a learner with start/advance can be stepped a truncation at a time (checked: run_checks)
     if learner.start is not None and learner.advance is not None:
         begin, unroll = objective.make_truncations(learner.start, learner.advance, task.sampler())
         truncations = objective.Truncations(begin, unroll, task.episode_length, task.arrays)
-    elif outer_loop_name(settings.optimizer.type) in TRUNCATED_LOOPS:
-        raise SettingError(
-            settings.optimizer,
-            "type",
-            f"{settings.optimizer.type} needs a learner with start/advance; {settings.model.type} has none",
-        )
     loop = build_outer_loop(
         settings.optimizer,
         training.population_size,

@@ -1,4 +1,4 @@
-"""Persistent evolution strategies over truncated episodes (Vicol et al. 2021; docs/DESIGN.md §6.5).
+"""Persistent evolution strategies over truncated episodes (Vicol et al. 2021; docs/DESIGN.md §6.6).
 
 ES (:mod:`vsml.meta.es`) scores a whole episode per perturbation. PES steps each
 episode ``K`` steps (a truncation) per generation and keeps, per antithetic pair
@@ -168,8 +168,8 @@ class PersistentES(SlicedLoop):
         length = truncations.episode_length
         if config.truncation_steps < 1 or length % config.truncation_steps:
             raise ValueError(
-                f"optimizer.pes_truncation_steps {config.truncation_steps} must divide training.episode_length "
-                f"{length}; use one of {', '.join(str(k) for k in range(1, length + 1) if length % k == 0)}"
+                f"a truncation of {config.truncation_steps} steps must divide the episode of {length} steps; "
+                f"use one of {', '.join(str(k) for k in range(1, length + 1) if length % k == 0)}"
             )
         self.truncations = truncations
         super().__init__(None, params_template, config, optimizer, comm)
