@@ -185,3 +185,17 @@ def test_pes_settings_it_cannot_run_are_refused_in_one_line(overrides, named):
     with pytest.raises(ConfigError, match=named) as raised:
         check_truncated_loop(settings, build_learner(settings.model))
     assert "\n" not in str(raised.value)
+
+
+def test_chunking_changes_nothing():
+    def run(chunk):
+        config = pes.PESConfig(population_size=6, noise_std=0.1, truncation_steps=STEPS, pairs_per_chunk=chunk)
+        params = {"theta": jnp.asarray(THETA)}
+        loop = pes.PersistentES(recurrence_truncations(), params, config, optax.adam(0.01), SingleProcessComm())
+        state = loop.init(params, 1)
+        for _ in range(5):
+            state, _ = loop.step(state, loop.truncations.data)
+        return jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.asarray, state))
+
+    for whole, chunked in zip(run(None), run(2), strict=True):
+        np.testing.assert_array_equal(whole, chunked)
