@@ -71,8 +71,9 @@ def warmed_particles(persistent: bool, particles: int, seed: int = 0):
     return loop, state, data
 
 
-def episode_gradient_samples(loop, state, data) -> tuple[float, float]:
-    """The whole-episode gradient from one generation, and its standard error.
+def episode_gradient_samples(loop, state, data) -> tuple[float, float, list[float]]:
+    """The whole-episode gradient from one generation, its standard error, and the variance of a
+    particle's term at each truncation of the episode.
 
     A particle at truncation j estimates d L_j / d theta; the episode's gradient is the sum over j
     of the per-truncation means (particles are independent, so their variances add).
@@ -84,7 +85,7 @@ def episode_gradient_samples(loop, state, data) -> tuple[float, float]:
     assert all(len(g) == len(groups[0]) for g in groups)
     mean = sum(g.mean() for g in groups)
     error = np.sqrt(sum(g.var(ddof=1) / len(g) for g in groups))
-    return float(mean), float(error)
+    return float(mean), float(error), [float(g.var(ddof=1)) for g in groups]
 
 
 def test_pes_gradient_is_the_mean_of_weight_times_accumulated_noise():
@@ -105,16 +106,25 @@ def test_positions_are_staggered_and_episodes_restart():
 def test_pes_is_unbiased_and_truncated_es_is_not():
     expected = analytic_gradient()
     loop, state, data = warmed_particles(persistent=True, particles=8192)
-    estimate, error = episode_gradient_samples(loop, state, data)
+    estimate, error, variances = episode_gradient_samples(loop, state, data)
     assert abs(estimate - expected) < 4 * error, (estimate, expected, error)
     # the loop's own estimate is the mean over particles: 1/(T/K) of the episode's gradient
     gradient = loop.estimate(state, data).gradient
     np.testing.assert_allclose(gradient[0] * (LENGTH // STEPS), estimate, rtol=1e-4)
 
     loop, state, data = warmed_particles(persistent=False, particles=8192)
-    truncated, truncated_error = episode_gradient_samples(loop, state, data)
+    truncated, truncated_error, truncated_variances = episode_gradient_samples(loop, state, data)
     assert abs(truncated - expected) > 8 * truncated_error, (truncated, expected, truncated_error)
     assert truncated < expected  # it misses the earlier truncations' share
+    # Variance as Vicol et al. describe it: the same as truncated ES at an episode's first truncation
+    # (xi is that truncation's noise alone), then growing with every truncation xi has summed, above
+    # truncated ES's (the price of unbiasedness).
+    assert variances[0] == pytest.approx(truncated_variances[0], rel=1e-5)
+    assert all(a < b for a, b in zip(variances, variances[1:], strict=False)), variances
+    assert all(p > 1.5 * t for p, t in zip(variances[1:], truncated_variances[1:], strict=True)), (
+        variances,
+        truncated_variances,
+    )
 
 
 @pytest.mark.parametrize("bad", [3, 0])
