@@ -141,7 +141,12 @@ def test_every_learner_takes_a_step_of_every_outer_loop(model_type, digits):
         )
         outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm(), truncations=truncations)
         state, stats = outer_loop.step(outer_loop.init(params, seed=0), arrays)
-        nonfinite = {"es": "es/nonfinite", "metagrad": "metagrad/nonfinite", "pes": "es/nonfinite"}[kind]
+        nonfinite = {
+            "es": "es/nonfinite",
+            "metagrad": "metagrad/nonfinite",
+            "pes": "es/nonfinite",
+            "nres": "es/nonfinite",
+        }[kind]
         assert state.generation == 1 and stats[nonfinite] == 0
         assert not {key for key in stats if key.endswith("/nonfinite")} - {nonfinite}
         assert 1.5 < stats["meta_loss"] < 3.5  # ~ ln 10 = 2.3 for an untrained learner

@@ -25,9 +25,10 @@ OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
     "es": es.from_settings,
     "metagrad": backprop.from_settings,
     "pes": pes.from_settings,
+    "nres": pes.from_settings,
 }
 # Loops that unroll truncations (``truncations=`` of their ``from_settings``) rather than score whole episodes.
-TRUNCATED_LOOPS = frozenset({"pes"})
+TRUNCATED_LOOPS = frozenset({"pes", "nres"})
 # Old names still accepted: meta-gradients (with Adam) were ``sgd`` until they were named for what they are.
 OUTER_LOOP_ALIASES = {"sgd": "metagrad"}
 OUTER_LOOP_NAMES = (*OUTER_LOOPS, *OUTER_LOOP_ALIASES)

@@ -1,4 +1,5 @@
-"""Persistent evolution strategies over truncated episodes (Vicol et al. 2021; docs/DESIGN.md §6.6).
+"""Persistent evolution strategies over truncated episodes (Vicol et al. 2021; docs/DESIGN.md §6.6), and
+noise-reuse ES (Li et al. 2023) on the same machinery.
 
 ES (:mod:`vsml.meta.es`) scores a whole episode per perturbation. PES steps each
 episode ``K`` steps (a truncation) per generation and keeps, per antithetic pair
@@ -25,6 +26,11 @@ Per generation g, particle i (global index 0..P-1), at step ``t_i`` of its episo
 * gradient ``mean_i w_i xi_i`` (:func:`pes_gradient`); ``meta_loss`` reports the truncations'
   mean per-step loss (comparable with ES's ``loss_type: mean`` meta-loss); a particle whose truncation reached ``T`` starts a new
   episode (fresh carries, ``xi_i = 0``, ``e_i + 1``) next generation.
+
+Noise-reuse ES (``noise: reuse``, ``optimizer.type: nres``) draws one perturbation per episode,
+``eps_i`` from ``key(noise, e_i, i)``, uses it for every truncation of that episode and weights it
+alone: the whole episode is unrolled at one perturbed ``theta``, so each truncation's term is plain ES
+on that truncation's loss, unbiased, without PES's growing ``xi_i`` (lower variance, as the paper shows).
 
 Staggering: particle i starts at step ``K (i mod T/K)`` of its first episode, with a fresh
 carry (its first episode is that much shorter), so the particles spread evenly over
@@ -56,6 +62,11 @@ from vsml.meta.sliced import Estimate, SlicedLoop, finish_step, make_optimizer
 from vsml.meta.slicing import base_keys, item_key
 from vsml.settings import OptimizerSettings
 
+# What the weight of a truncation multiplies: persistent (PES: every generation's noise since the
+# episode began), reuse (noise-reuse ES: one noise per episode, drawn at its start) or truncated
+# (this generation's noise alone: biased, a baseline).
+NOISE_MODES = ("persistent", "reuse", "truncated")
+
 
 @dataclasses.dataclass(frozen=True)
 class PESConfig:
@@ -64,7 +75,7 @@ class PESConfig:
     truncation_steps: int  # K: learner steps per generation
     fitness_shaping: str = "raw"
     pairs_per_chunk: int | None = None  # particles unrolled at once inside the jitted call (None: the whole slice)
-    persistent: bool = True  # False: truncated ES (this generation's noise only; biased, a baseline)
+    noise: str = "persistent"  # one of NOISE_MODES
 
 
 @chex.dataclass
@@ -111,8 +122,8 @@ def make_truncation_evaluator(truncations: Truncations, unravel, config: PESConf
     """``evaluate(flat [D], rng, generation, indices [n], carries, positions, episodes, fresh, accumulated, data)
     -> (losses [n, 2], carries, used [n, D])``: one truncation of each particle of the slice.
 
-    ``used`` is ``xi_i + eps_i`` (``eps_i`` alone unless ``config.persistent``), the noise
-    the weight multiplies. Column 0 of the losses is ``theta + sigma eps_i``.
+    ``used`` is the noise the weight multiplies: ``xi_i + eps_i`` (``persistent``), ``eps_i`` (``truncated``),
+    or the episode's noise, the same for all its truncations (``reuse``). Column 0 of the losses is ``theta + sigma eps_i``.
     """
     begin, unroll, length, steps = (
         truncations.begin,
@@ -122,8 +133,11 @@ def make_truncation_evaluator(truncations: Truncations, unravel, config: PESConf
     )
 
     def particle(index, carry_pair, position, episode, fresh, accumulated, flat_params, rng, generation, data):
-        eps = pair_epsilon(rng["noise"], generation, index, flat_params.shape[0])
-        used = accumulated + eps if config.persistent else eps
+        if config.noise == "reuse":  # one perturbation per episode: key(noise, e_i, i)
+            eps = pair_epsilon(rng["noise"], episode, index, flat_params.shape[0])
+        else:
+            eps = pair_epsilon(rng["noise"], generation, index, flat_params.shape[0])
+        used = accumulated + eps if config.noise == "persistent" else eps
         members = jnp.stack([flat_params + config.noise_std * eps, flat_params - config.noise_std * eps])
         key = item_key(rng["data"], episode, index)
 
@@ -165,6 +179,8 @@ class PersistentES(SlicedLoop):
     def __init__(self, truncations: Truncations, params_template, config: PESConfig, optimizer, comm: Comm):
         if config.fitness_shaping not in FITNESS_SHAPINGS:
             raise ValueError(f"fitness shaping '{config.fitness_shaping}' is not one of {', '.join(FITNESS_SHAPINGS)}")
+        if config.noise not in NOISE_MODES:
+            raise ValueError(f"noise '{config.noise}' is not one of {', '.join(NOISE_MODES)}")
         length = truncations.episode_length
         if config.truncation_steps < 1 or length % config.truncation_steps:
             raise ValueError(
@@ -242,7 +258,8 @@ class PersistentES(SlicedLoop):
             positions=positions,
             episodes=episodes,
             fresh=ended.astype(np.int32),
-            accumulated=np.where(ended[:, None], 0.0, used).astype(np.float32),
+            # only PES sums the noise; the other modes keep zeros (a fixed state layout)
+            accumulated=np.where(ended[:, None] | (config.noise != "persistent"), 0.0, used).astype(np.float32),
         )
         return estimate, particles
 
@@ -283,7 +300,8 @@ def from_settings(
     comm: Comm,
     truncations: Truncations | None = None,
 ) -> PersistentES:
-    """PES configured by the ``optimizer`` section (``type: pes``); ``fitness`` is unused (PES unrolls truncations)."""
+    """PES (``type: pes``) or noise-reuse ES (``type: nres``) configured by the ``optimizer`` section;
+    ``fitness`` is unused (these loops unroll truncations)."""
     del fitness
     config = PESConfig(
         population_size=population_size,
@@ -291,12 +309,14 @@ def from_settings(
         truncation_steps=settings.pes_truncation_steps,
         fitness_shaping=settings.fitness_shaping,
         pairs_per_chunk=pairs_per_chunk,
+        noise={"pes": "persistent", "nres": "reuse"}[settings.type],
     )
     optimizer: optax.GradientTransformation = make_optimizer(settings.lr, settings.kwargs, settings.clip_gradnorm)
     return PersistentES(truncations, params_template, config, optimizer, comm)
 
 
 __all__ = [
+    "NOISE_MODES",
     "PESConfig",
     "PESState",
     "PersistentES",

@@ -117,7 +117,7 @@ class OptimizerSettings:
 
     type: str = setting(
         "es", "the outer loop: es, metagrad (meta-gradients with Adam, §6.3; sgd, its old name, still works), "
-        "or pes (persistent ES over truncated episodes, §6.6)",
+        "pes (persistent ES over truncated episodes, §6.6) or nres (noise-reuse ES, §6.6)",
         one_of_names_in("vsml.meta", "OUTER_LOOP_NAMES"),
     )  # fmt: skip
     noise_std: float = setting(0.05, "ES sigma", POSITIVE_NUMBER)
@@ -142,7 +142,7 @@ class OptimizerSettings:
         NON_NEGATIVE_INT,
     )  # fmt: skip
     pes_truncation_steps: int = setting(
-        10, "pes: learner steps per particle per generation (K); must divide training.episode_length (§6.6)",
+        10, "pes, nres: learner steps per particle per generation (K); must divide training.episode_length (§6.6)",
         POSITIVE_INT,
     )  # fmt: skip
 
