@@ -23,14 +23,15 @@ Per generation g, particle i (global index 0..P-1), at step ``t_i`` of its episo
 * the truncation's loss is the sum of its steps' batch-mean losses over ``T`` (so an
   episode's truncations add up to the ``loss_type: mean`` meta-loss);
   ``w_i = (L+ - L-) / (2 sigma)`` after ``fitness_shaping`` (only ``raw`` is unbiased);
-* gradient ``mean_i w_i xi_i`` (:func:`pes_gradient`); ``meta_loss`` reports the truncations'
-  mean per-step loss (comparable with ES's ``loss_type: mean`` meta-loss); a particle whose truncation reached ``T`` starts a new
-  episode (fresh carries, ``xi_i = 0``, ``e_i + 1``) next generation.
+* gradient ``mean_i w_i xi_i`` (:func:`pes_gradient`); a particle whose truncation reached ``T``
+  starts a new episode (fresh carries, ``xi_i = 0``, ``e_i + 1``) next generation. ``meta_loss``
+  reports the truncations' mean per-step loss (comparable with ES's ``loss_type: mean`` meta-loss).
 
 Noise-reuse ES (``noise: reuse``, ``optimizer.type: nres``) draws one perturbation per episode,
 ``eps_i`` from ``key(noise, e_i, i)``, uses it for every truncation of that episode and weights it
 alone: the whole episode is unrolled at one perturbed ``theta``, so each truncation's term is plain ES
-on that truncation's loss, unbiased, without PES's growing ``xi_i`` (lower variance, as the paper shows).
+on that truncation's loss, unbiased, without PES's growing ``xi_i`` (the paper finds lower variance than
+PES; on the recurrence of ``tests/test_pes.py`` it is not lower at every truncation).
 
 Staggering: particle i starts at step ``K (i mod T/K)`` of its first episode, with a fresh
 carry (its first episode is that much shorter), so the particles spread evenly over
