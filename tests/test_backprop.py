@@ -125,19 +125,28 @@ def digits():
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_every_learner_takes_an_es_and_a_meta_gradient_step(model_type, digits):
+def test_every_learner_takes_a_step_of_every_outer_loop(model_type, digits):
     config, (spec, arrays) = digits
     model = {**config["model"], "type": model_type}
     learner = build_learner(model, spec.input_shape, spec.num_classes)
     fitness = objective.make_fitness(
         objective.make_episode(learner.run, lambda a, k: data.sample_episode(spec, a, k, 6, 2)), "mean"
     )
+    sample = lambda a, k: data.sample_episode(spec, a, k, 6, 2)  # noqa: E731
+    truncations = objective.Truncations(*objective.make_truncations(learner.start, learner.advance, sample), 6, arrays)
     params = learner.init(jax.random.PRNGKey(0))
     for kind in OUTER_LOOPS:  # each loop obtained through the registry only, as a run does
-        settings = OptimizerSettings(type=kind, noise_std=0.05, lr=0.01, kwargs={}, clip_gradnorm=1.0)
-        outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm())
+        settings = OptimizerSettings(
+            type=kind, noise_std=0.05, lr=0.01, kwargs={}, clip_gradnorm=1.0, pes_truncation_steps=3
+        )
+        outer_loop = build_outer_loop(settings, 2, None, fitness, params, SingleProcessComm(), truncations=truncations)
         state, stats = outer_loop.step(outer_loop.init(params, seed=0), arrays)
-        nonfinite = {"es": "es/nonfinite", "metagrad": "metagrad/nonfinite"}[kind]  # each loop logs its own
+        nonfinite = {
+            "es": "es/nonfinite",
+            "metagrad": "metagrad/nonfinite",
+            "pes": "es/nonfinite",
+            "nres": "es/nonfinite",
+        }[kind]
         assert state.generation == 1 and stats[nonfinite] == 0
         assert not {key for key in stats if key.endswith("/nonfinite")} - {nonfinite}
         assert 1.5 < stats["meta_loss"] < 3.5  # ~ ln 10 = 2.3 for an untrained learner

@@ -159,7 +159,7 @@ def test_the_settings_layer_imports_no_component():
 
 def test_registry_names_are_checked_before_the_run_in_one_line():
     config = build_config(overrides=["optimizer.type=adam"])
-    with pytest.raises(ConfigError, match=r"^optimizer.type: must be one of es, metagrad, sgd, got 'adam'$"):
+    with pytest.raises(ConfigError, match=r"^optimizer.type: must be one of es, metagrad, pes, nres, sgd, got 'adam'$"):
         check_config(config, SingleProcessComm())
     for name in ("metagrad", "sgd"):  # sgd: the old name, still accepted
         check_names(run_settings(resolve_for_rank(build_config(overrides=[f"optimizer.type={name}"]), 0)))

@@ -48,7 +48,7 @@ BAD_OVERRIDES = [
     ("optimizer.kwargs.b1=1.0", "optimizer.kwargs.b1: must be a number in [0, 1)"),
     ("optimizer.clip_gradnorm=-1", "optimizer.clip_gradnorm: must be a non-negative finite number"),
     ("optimizer.fitness_shaping=rank", "optimizer.fitness_shaping: must be one of raw, centered_rank"),
-    ("optimizer.type=adam", "optimizer.type: must be one of es, metagrad, sgd, got 'adam'"),
+    ("optimizer.type=adam", "optimizer.type: must be one of es, metagrad, pes, nres, sgd, got 'adam'"),
     ("model.type=Nope", "model.type: must be one of VSMLRNN, MetaRNN"),
     ("model.sub_rnn.msg_size=1", "model.sub_rnn.msg_size: must be an integer >= 2"),
     ("model.sub_rnn.slow_size=0", "model.sub_rnn.slow_size: must be a positive integer"),

@@ -38,7 +38,13 @@ from vsml.config import resolve_for_rank, to_yaml
 from vsml.console import stop_line
 from vsml.evaluation import Task, build_evaluators, load_task, run_evaluations
 from vsml.learners import FULL_BACKPROP, BackpropPlan, build_learner
-from vsml.meta import NonFiniteError, OuterLoop, build_outer_loop, fit_chunk, objective
+from vsml.meta import (
+    NonFiniteError,
+    OuterLoop,
+    build_outer_loop,
+    fit_chunk,
+    objective,
+)
 from vsml.preemption import StopRequest
 from vsml.runlog import Stopwatch, open_run_log
 from vsml.runs import TrainResult
@@ -46,18 +52,28 @@ from vsml.settings import OptimizerSettings, RunSettings, SettingError, Training
 
 
 def make_outer_loop(learner, task: Task, settings: RunSettings, params_template, comm: Comm) -> OuterLoop:
-    """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES or meta-gradients.
+    """The outer loop named by ``optimizer.type`` (:data:`vsml.meta.OUTER_LOOPS`): ES, meta-gradients or PES
+    (which unrolls the learner's truncations, :func:`vsml.meta.objective.make_truncations`).
 
     ``training.pairs_per_chunk: auto`` sizes the chunks from XLA's memory plan of a
     one-pair slice and :func:`vsml.runtime.device_chunk_budget_bytes`. All loops see the same fitness
-    and the same per-(generation, pair) episodes and share the state layout, so checkpoints and
-    resume work alike.
+    (PES the same episodes a truncation at a time) and checkpoint their own state alike (docs/DESIGN.md §6.5).
     """
     training = settings.training
     fitness = objective.make_fitness(objective.make_episode(learner.run, task.sampler()), training.loss_type)
     chunk = training.pairs_per_chunk
+    truncations = None  # a learner with start/advance can be stepped a truncation at a time (checked: run_checks)
+    if learner.start is not None and learner.advance is not None:
+        begin, unroll = objective.make_truncations(learner.start, learner.advance, task.sampler())
+        truncations = objective.Truncations(begin, unroll, task.episode_length, task.arrays)
     loop = build_outer_loop(
-        settings.optimizer, training.population_size, None if chunk == "auto" else chunk, fitness, params_template, comm
+        settings.optimizer,
+        training.population_size,
+        None if chunk == "auto" else chunk,
+        fitness,
+        params_template,
+        comm,
+        truncations=truncations,
     )
     if chunk == "auto":
         budget = runtime.device_chunk_budget_bytes(ranks_on_node=comm.local_size)

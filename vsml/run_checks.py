@@ -26,6 +26,7 @@ from vsml.comm import Comm
 from vsml.config import resolve_for_rank
 from vsml.config_tree import ConfigError
 from vsml.learners import build_learner, learner_type
+from vsml.meta import TRUNCATED_LOOPS, outer_loop_name
 from vsml.meta.slicing import item_slice
 from vsml.settings import CheckpointSettings, PreprocessSettings, RunSettings, SettingError, key_of, run_settings
 from vsml.settings.fields import NameIn, leaves
@@ -64,7 +65,9 @@ def check_config(config: dict, comm: Comm) -> None:
             if (name, settings.data.dir) not in checked:
                 data.check_dataset_available(name, settings.data_settings, key)
                 checked.add((name, settings.data.dir))
-        build_learner(settings.model)
+        learner = build_learner(settings.model)
+        if settings.call == "train":
+            check_truncated_loop(settings, learner)
         restore = settings.checkpoint.restore
         # A missing file or an unknown pretrained:NAME, before compiling (path and run_path together:
         # resolve_restore's one line says to give one of them).
@@ -84,6 +87,31 @@ def check_config(config: dict, comm: Comm) -> None:
                 f"{key_of(restore, 'path')} (a run directory or checkpoint file) "
                 f"or {key_of(restore, 'run_path')} (a wandb run)"
             )
+
+
+def check_truncated_loop(settings: RunSettings, learner) -> None:
+    """A loop that unrolls truncations (``optimizer.type: pes``, docs/DESIGN.md §6.6) needs a learner with
+    ``start``/``advance``, ``optimizer.pes_truncation_steps`` dividing ``training.episode_length``, and
+    ``training.loss_type: mean`` (every step's loss counts); refused in one line otherwise."""
+    optimizer, training = settings.optimizer, settings.training
+    if outer_loop_name(optimizer.type) not in TRUNCATED_LOOPS:
+        return
+    if learner.start is None or learner.advance is None:
+        raise SettingError(optimizer, "type", f"{optimizer.type} needs a learner that can be stepped a truncation "
+                           f"at a time; {settings.model.type} cannot (use es or metagrad)")  # fmt: skip
+    length, steps = training.episode_length, optimizer.pes_truncation_steps
+    if length % steps:
+        divisors = ", ".join(str(k) for k in range(1, length + 1) if length % k == 0)
+        raise SettingError(
+            optimizer, "pes_truncation_steps", f"{steps} must divide {key_of(training, 'episode_length')} {length}; "
+            f"use one of {divisors}",
+        )  # fmt: skip
+    if training.loss_type != "mean":
+        raise SettingError(
+            training,
+            "loss_type",
+            f"{optimizer.type} sums every step's loss over the truncations; use mean, got {training.loss_type!r}",
+        )
 
 
 def resolve_restore(config: dict, comm: Comm, run_dir: Path) -> dict:

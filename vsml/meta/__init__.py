@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vsml.meta import backprop, es
+from vsml.meta import backprop, es, pes
 from vsml.meta.base import MetaState, NonFiniteError, OuterLoop
 from vsml.meta.memory import fit_chunk
 from vsml.settings import OptimizerSettings, SettingError
@@ -24,7 +24,11 @@ from vsml.settings import OptimizerSettings, SettingError
 OUTER_LOOPS: dict[str, Callable[..., OuterLoop]] = {
     "es": es.from_settings,
     "metagrad": backprop.from_settings,
+    "pes": pes.from_settings,
+    "nres": pes.from_settings,
 }
+# Loops that unroll truncations (``truncations=`` of their ``from_settings``) rather than score whole episodes.
+TRUNCATED_LOOPS = frozenset({"pes", "nres"})
 # Old names still accepted: meta-gradients (with Adam) were ``sgd`` until they were named for what they are.
 OUTER_LOOP_ALIASES = {"sgd": "metagrad"}
 OUTER_LOOP_NAMES = (*OUTER_LOOPS, *OUTER_LOOP_ALIASES)
@@ -42,12 +46,16 @@ def build_outer_loop(
     fitness: Callable,
     params_template,
     comm,
+    truncations=None,
 ) -> OuterLoop:
-    """The outer loop named by ``settings.type`` (one of :data:`OUTER_LOOP_NAMES`, checked by the run checks)."""
+    """The outer loop named by ``settings.type`` (one of :data:`OUTER_LOOP_NAMES`, checked by the run checks).
+
+    ``truncations`` (:class:`vsml.meta.objective.Truncations`) goes to the loops of :data:`TRUNCATED_LOOPS`."""
     name = outer_loop_name(settings.type)
     if name not in OUTER_LOOPS:
         raise SettingError(settings, "type", f"must be one of {', '.join(OUTER_LOOP_NAMES)}, got {settings.type!r}")
-    return OUTER_LOOPS[name](settings, population_size, pairs_per_chunk, fitness, params_template, comm)
+    extra = {"truncations": truncations} if name in TRUNCATED_LOOPS else {}
+    return OUTER_LOOPS[name](settings, population_size, pairs_per_chunk, fitness, params_template, comm, **extra)
 
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "OUTER_LOOPS",
     "OUTER_LOOP_ALIASES",
     "OUTER_LOOP_NAMES",
+    "TRUNCATED_LOOPS",
     "OptimizerSettings",
     "OuterLoop",
     "build_outer_loop",

@@ -12,6 +12,7 @@ episode, the same steps, the same per-step losses as the whole-episode run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,16 @@ def make_truncations(start: Callable, advance: Callable, sample: Callable):
         return carry, step_losses(logits, window[1])
 
     return begin, unroll
+
+
+class Truncations(NamedTuple):
+    """What a truncated outer loop (:mod:`vsml.meta.pes`) unrolls: :func:`make_truncations`'s ``begin`` and
+    ``unroll``, the episode length ``T`` and a ``data`` pytree of the shapes a step will see (fixes the carries' shapes)."""
+
+    begin: Callable
+    unroll: Callable
+    episode_length: int
+    data: Any
 
 
 def make_fitness(episode: Callable, loss_type: str):

@@ -116,7 +116,8 @@ class OptimizerSettings:
     outer optimiser (Adam after optional global-norm clipping)."""
 
     type: str = setting(
-        "es", "the outer loop: es, or metagrad (meta-gradients with Adam, §6.3; sgd, its old name, still works)",
+        "es", "the outer loop: es, metagrad (meta-gradients with Adam, §6.3; sgd, its old name, still works), "
+        "pes (persistent ES over truncated episodes, §6.6) or nres (noise-reuse ES, §6.6)",
         one_of_names_in("vsml.meta", "OUTER_LOOP_NAMES"),
     )  # fmt: skip
     noise_std: float = setting(0.05, "ES sigma", POSITIVE_NUMBER)
@@ -139,6 +140,10 @@ class OptimizerSettings:
         0, "meta-gradients: truncated backpropagation through segments of N steps; 0: the whole episode; "
         "biased, and saves no memory by itself (§6.3)",
         NON_NEGATIVE_INT,
+    )  # fmt: skip
+    pes_truncation_steps: int = setting(
+        10, "pes, nres: learner steps per particle per generation (K); must divide training.episode_length (§6.6)",
+        POSITIVE_INT,
     )  # fmt: skip
 
 
