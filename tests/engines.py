@@ -19,6 +19,7 @@ Where an engine is missing the tests skip with the install command in the reason
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import shutil
@@ -157,6 +158,10 @@ class SlurmCluster:
                     "ReturnToService=2",
                     "JobRequeue=1",
                     f"KillWait={self.kill_wait_s}",
+                    # Job ids new to this machine: MPICH names its shared-memory segment after the
+                    # job, and a segment a killed job left in /dev/shm breaks the MPI_Init of a later
+                    # job with the same id (each test cluster would otherwise count from 1 again).
+                    f"FirstJobId={random.SystemRandom().randrange(10**6, 6 * 10**7)}",
                     "MinJobAge=600",  # finished jobs stay visible to scontrol for the test's questions
                     "SlurmdParameters=config_overrides",
                     f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
@@ -231,6 +236,18 @@ class SlurmCluster:
     def wait_done(self, job_id: str, timeout: float) -> str:
         """Waits until the job has ended; returns its final state (COMPLETED, FAILED, ...)."""
         return self.wait_state(job_id, TERMINAL_STATES, timeout)
+
+    def wait_idle(self, timeout: float) -> None:
+        """Waits until no job is queued or running and every job step's processes are gone.
+
+        Slurm reports a cancelled job ended before its ranks have exited (they write a
+        checkpoint; KillWait allows 30 s).
+        """
+        idle = lambda: (  # noqa: E731
+            not self.run("squeue", "-h").stdout.strip()
+            and subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True).returncode != 0
+        )
+        wait_until(idle, timeout, interval=0.5, what="the cluster to be idle")
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace")[-4000:] for p in sorted((self.root / "log").glob("*.log")))
