@@ -57,12 +57,14 @@ def _parse_table(text: str, title: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
 
 
-# The pipeline is the same for any learner and outer loop: VSML by ES and by meta-gradients in
-# the default run (the outer-loop axis, bench/claims_outer.py), every default learner with `slow`.
+# The pipeline is the same for any learner and outer loop: VSML by ES and by meta-gradients
+# (the outer-loop axis, bench/claims_outer.py), and every default learner. Both are `slow` (~80 s
+# and more on 2 cores): the default run keeps the pipeline's parts (tests/test_claims_outer.py, the
+# sweep file above); `pytest -m slow tests/test_claims.py` runs it end to end.
 @pytest.mark.parametrize(
     "learners",
     [
-        pytest.param(["VSML", "VSML+metagrad"], id="es-and-metagrad"),
+        pytest.param(["VSML", "VSML+metagrad"], id="es-and-metagrad", marks=pytest.mark.slow),
         pytest.param(list(claims.DEFAULT_LEARNERS), id="every-learner", marks=pytest.mark.slow),
     ],
 )
