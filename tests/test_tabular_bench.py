@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench import tabular
+from bench import online_baselines, tabular
 
 
 def _stream(seed: int, episodes: int = 3, length: int = 30, dim: int = 5, classes: int = 4):
@@ -29,12 +29,12 @@ def test_logistic_regression_predicts_then_takes_one_gradient_step():
         for x, label in zip(inputs[e], labels[e]):
             expected.append(int(jnp.argmax(x @ params["w"] + params["b"])))  # predicted before the label
             params = jax.tree.map(lambda p, g: p - lr * g, params, grad(params, jnp.asarray(x), label))
-        np.testing.assert_array_equal(tabular.logistic_regression(inputs, labels, classes, lr)[e], expected)
+        np.testing.assert_array_equal(online_baselines.logistic_regression(inputs, labels, classes, lr)[e], expected)
 
 
 def test_nearest_class_mean_uses_the_examples_seen_before_each_step():
     inputs, labels, classes = _stream(1)
-    predicted = tabular.nearest_class_mean(inputs, labels, classes)
+    predicted = online_baselines.nearest_class_mean(inputs, labels, classes)
     for e in range(len(inputs)):
         for t in range(inputs.shape[1]):
             seen = {c: inputs[e, :t][labels[e, :t] == c] for c in range(classes) if (labels[e, :t] == c).any()}
