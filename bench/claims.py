@@ -7,6 +7,7 @@
     bash slurm/schedule.sh --array=1-48 --nodes=32 -- python3 launch.py --array runs/claims-paper/sweep.yaml
     python3 bench/claims.py --out runs/claims-outer --scale outer --learners VSML-quickstart MetaRNN-lr0.025 \
         --outer-loops es metagrad --hand-designed      # ES against meta-gradients (~50 min on 2 cores)
+    python3 bench/claims.py --algorithm pretrained:vsml-digits --out runs/metatest-digits   # a given algorithm
 
 Kirsch & Schmidhuber (2021), Sections 4.2 and 4.4, Figures 6 and 8, make three
 claims this script measures:
@@ -36,6 +37,16 @@ learner ``NAME+metagrad`` is ``NAME`` meta-trained by meta-gradients (``configs/
 ES's budget, meta-tested at equal episodes and at equal wall-clock, and the report sets the two
 outer loops side by side.
 
+The tabular sets (scikit-learn's ``iris`` and a ``make_classification`` set with features on
+mixed scales, :data:`bench.claims_matrix.TABULAR_TEST_SETS`) are meta-tested by the learners that
+run on any input size and the hand-designed rules (online SGD, Adam, logistic regression, nearest
+class mean), and reported in a block of their own.
+
+``--algorithm`` meta-tests one given algorithm (``pretrained:NAME``, a run directory or a
+checkpoint) instead of meta-training the matrix: on every meta-test set plus MNIST at 28x28,
+beside the hand-designed rules, the seeds being episode draws; the report ends with issue 29's
+verdict (:mod:`bench.claims_algorithm`).
+
 Finished cells are skipped, a stopped cell resumes from its checkpoint
 (``launch.py --resume``), and a cell's meta-test results (``metatest.json`` in
 its folder) are kept, so a crash or a stop loses at most the generations since
@@ -57,7 +68,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import claims_outer  # noqa: E402
+from bench import claims_algorithm, claims_outer  # noqa: E402
 from bench.claims_matrix import (  # noqa: E402
     DEFAULT_LEARNERS,
     DEFAULT_TRAIN_SETS,
@@ -71,7 +82,7 @@ from bench.claims_matrix import (  # noqa: E402
     run_dir_of,
     write_sweep,
 )
-from bench.claims_metatest import make_npz, meta_test_group, write_json  # noqa: E402
+from bench.claims_metatest import make_data_files, meta_test_group, write_json  # noqa: E402
 from bench.claims_report import build_report  # noqa: E402
 
 # ----------------------------------------------------------------------------- running cells
@@ -103,12 +114,14 @@ def train_cell(args, sweep: Path, task: int, cell: tuple[str, str, int]) -> dict
 
 
 def meta_test_process(args, group: str, cell: str | None = None) -> dict:
-    """Meta-tests every finished cell of one learner (or one hand-designed rule; or one cell) in its own process."""
+    """Meta-tests every finished cell of one learner (or one hand-designed rule; one cell; the --algorithm)
+    in its own process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--meta-test-group", group]
     command += ["--meta-test-cell", cell] if cell else []
     command += ["--seeds", *map(str, args.seeds), "--train-sets", *args.train_sets, "--learners", *args.learners]
     command += ["--quick"] if args.quick else ["--scale", args.scale]
     command += ["--metagrad-margin", str(args.metagrad_margin)]
+    command += ["--algorithm", args.algorithm] if args.algorithm else []
     if args.generations is not None:
         command += ["--generations", str(args.generations)]
     log_path = Path(args.out) / (f"runs/{cell}/metatest.log" if cell else f"metatest-{group}.log")
@@ -162,6 +175,18 @@ def parse_args(argv=None):
     )
     parser.add_argument("--meta-test", action="store_true", help="with --report-only: meta-test finished cells first")
     parser.add_argument("--sweep-only", action="store_true", help="write OUT/sweep.yaml and stop")
+    parser.add_argument(
+        "--algorithm",
+        default=None,
+        help="meta-test this algorithm instead of meta-training the matrix: pretrained:NAME, a run directory or "
+        "a checkpoint; the seeds are episode draws; the report ends with issue 29's verdict",
+    )
+    parser.add_argument(
+        "--seen",
+        nargs="*",
+        default=[],
+        help="with --algorithm: meta-test sets to count as seen besides those of its meta-training datasets",
+    )
     parser.add_argument("--meta-test-group", default=None, help=argparse.SUPPRESS)  # the worker process
     parser.add_argument("--meta-test-cell", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -176,7 +201,37 @@ def parse_args(argv=None):
     args.learners = claims_outer.with_outer_loops(args.learners, args.outer_loops)
     if args.generations is not None and args.generations < 1:
         parser.error("--generations must be >= 1")
+    if args.algorithm and (
+        args.sweep_only or args.meta_test_group is None and claims_algorithm.problem(args.algorithm)
+    ):
+        parser.error(
+            "--sweep-only has nothing to write with --algorithm"
+            if args.sweep_only
+            else claims_algorithm.problem(args.algorithm)
+        )
+    unknown = [t for t in args.seen if t not in claims_algorithm.SEEN_AS]
+    if unknown:
+        parser.error(
+            f"--seen: unknown meta-test set(s) {', '.join(unknown)}; one of {', '.join(claims_algorithm.SEEN_AS)}"
+        )
     return args
+
+
+def run_groups(args, pool, groups: list[str]) -> None:
+    """Meta-tests each group in its own worker process (``--jobs`` at once), one line each."""
+    for result in pool.map(lambda g: meta_test_process(args, g), groups):
+        ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
+        print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
+
+
+def add_session_time(out: Path, seconds: float) -> float:
+    """Appends this session's wall time to ``OUT/timing.json``; returns every session's sum."""
+    timing = out / "timing.json"
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(timing.read_text()) if timing.exists() else {"sessions_s": []}
+    previous["sessions_s"].append(seconds)
+    write_json(timing, previous)
+    return sum(previous["sessions_s"])
 
 
 def main(argv=None) -> int:
@@ -185,16 +240,23 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.meta_test_group:
         return meta_test_group(args, args.meta_test_group, args.meta_test_cell)
+    start = time.perf_counter()
+    status = {}
+    if args.algorithm:  # no matrix: the hand-designed rules and the given algorithm, each in its process
+        if not args.report_only:
+            make_data_files(out)
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                run_groups(args, pool, [*args.hand_designed, claims_algorithm.GROUP])
+            status["wall_s"] = add_session_time(claims_algorithm.folder(args), time.perf_counter() - start)
+        return print_report(args, status)
     # Only a run that trains (or --sweep-only) writes the sweep file: a report over fewer seeds
     # must never shrink the task list a running matrix reads.
     sweep = write_sweep(args) if args.sweep_only or not args.report_only else None
     if args.sweep_only:
         print(f"wrote {sweep}")
         return 0
-    start = time.perf_counter()
-    status = {}
     if not args.report_only or args.meta_test:
-        make_npz(out)
+        make_data_files(out)
         matrix = cells(args)
 
         def train_and_test(task: int) -> str:
@@ -206,10 +268,7 @@ def main(argv=None) -> int:
             return f"{result['cell']}: {result['status']}, {ok} ({result['run_dir']})"
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            # The hand-designed references first (minutes), then every cell.
-            for result in pool.map(lambda g: meta_test_process(args, g), args.hand_designed):
-                ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
-                print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
+            run_groups(args, pool, args.hand_designed)  # the hand-designed references first (minutes), then every cell
             if not args.report_only and not args.quick:
                 for line in pool.map(train_and_test, range(1, len(matrix) + 1)):
                     print(line, flush=True)
@@ -217,17 +276,16 @@ def main(argv=None) -> int:
                 for result in pool.map(lambda n: train_cell(args, sweep, n, matrix[n - 1]), range(1, len(matrix) + 1)):
                     print(f"{result['cell']}: {result['status']} ({result['run_dir']})", flush=True)
             # --meta-test / --quick: whatever finished cells lack meta-test results, one process per learner
-            for result in pool.map(lambda g: meta_test_process(args, g), args.learners):
-                ok = "done" if result["returncode"] == 0 else f"failed (exit {result['returncode']})"
-                print(f"meta-test {result['group']}: {ok}, log {result['log']}", flush=True)
-        status["wall_s"] = time.perf_counter() - start
-        timing = out / "timing.json"
-        previous = json.loads(timing.read_text()) if timing.exists() else {"sessions_s": []}
-        previous["sessions_s"].append(status["wall_s"])
-        write_json(timing, previous)
-        status["wall_s"] = sum(previous["sessions_s"])
-    elif (out / "timing.json").exists():
-        status["wall_s"] = sum(json.loads((out / "timing.json").read_text())["sessions_s"])
+            run_groups(args, pool, args.learners)
+        status["wall_s"] = add_session_time(out, time.perf_counter() - start)
+    return print_report(args, status)
+
+
+def print_report(args, status: dict) -> int:
+    """Writes and prints the report (the wall time of every session so far, when not given)."""
+    timing = (claims_algorithm.folder(args) if args.algorithm else Path(args.out)) / "timing.json"
+    if "wall_s" not in status and timing.exists():
+        status["wall_s"] = sum(json.loads(timing.read_text())["sessions_s"])
     report, figures = build_report(args, status)
     print(report.read_text())
     print("figures: " + ", ".join(map(str, figures)))

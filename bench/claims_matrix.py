@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import claims_outer  # noqa: E402
+from bench.online_baselines import LR_GRID  # noqa: E402
 
 # ----------------------------------------------------------------------------- the matrix
 
@@ -93,12 +94,49 @@ META_TEST_SETS = {
     "mnist14-5cls": ("mnist_offline", {"data.filter_classes": FEW_CLASSES}),
     "npz-inverted": ("npz:" + NPZ_FILE, {}),
 }
-# A learner that runs on any class count (VSML) sees the 5-class set with 5 output units;
-# the fixed-size learners keep their 10 (five never occur as labels).
-ANY_SIZE_LEARNERS = {"VSML"}
+# Tabular meta-test sets (bench/online_baselines.py): written as npz:PATH files under OUT and
+# streamed from their training split, as bench/tabular.py streams them (the inputs standardised per
+# feature, the npz default for vectors). Vectors cannot be resized: only learners that run on any
+# input size (VSML) and the hand-designed rules meta-test on them, each with the set's own class
+# count; the report gives them their own block and average, so the image sets' columns and unseen
+# average stay those of the matrix before they were added.
+TABULAR_TEST_SETS = {
+    name: (f"npz:data/{name}.npz", {"data.preprocess.resize": None, "data.preprocess.pad.output": None})
+    for name in ("iris", "mixed_scales")
+}
+TABULAR_SUBSET = "train"
+# Meta-testing a given algorithm (--algorithm) adds MNIST at its own 28x28 (issue 29's target set);
+# not in the matrix, whose fixed-size learners take 14x14 inputs.
+ALGORITHM_TEST_SETS = {"mnist28": ("mnist_offline", {"data.preprocess.resize": None})}
+# The dataset whose meta-training makes a meta-test set "seen" (--algorithm's verdict counts the
+# others as unseen). None: a new input distribution (a projection, a pixel permutation, inverted
+# pixels, a generated table), unseen whatever the algorithm meta-trained on.
+SEEN_AS = {
+    "digits": "digits",
+    "mnist14": "mnist_offline",
+    "mnist14-proj": None,
+    "random": "random",
+    "mnist14-shuffled": None,
+    "mnist14-newproj": None,
+    "mnist14-5cls": "mnist_offline",
+    "npz-inverted": None,
+    "iris": "iris",
+    "mixed_scales": None,
+    "mnist28": "mnist_offline",
+}
 
-# Hand-designed references, evaluated without meta-training: (model.sgd.optimizer, learning rates).
-HAND_DESIGNED = {"SGD": ("sgd", [0.03, 0.1, 0.3, 1.0]), "Adam": ("adam", [0.001, 0.003, 0.01, 0.03])}
+# Hand-designed references, evaluated without meta-training: (rule, learning rates). 'sgd' / 'adam':
+# online SGD / Adam on configs/sgd.yaml's MLP (model.sgd.optimizer; a fresh network per episode and
+# seed, 10 output units as the fixed-size learners); logistic regression and nearest class mean
+# (bench/online_baselines.py) on the same episodes with the set's own class count. The report gives
+# each rule's best rate per set, chosen on that set itself (an upper bound for the rule).
+HAND_DESIGNED = {
+    "SGD": ("sgd", [0.03, 0.1, 0.3, 1.0]),
+    "Adam": ("adam", [0.001, 0.003, 0.01, 0.03]),
+    "LogReg": ("logistic_regression", list(LR_GRID)),
+    "NCM": ("nearest_class_mean", [None]),
+}
+NUMPY_RULES = ("logistic_regression", "nearest_class_mean")  # no jax model: run on the drawn episodes
 
 # Budgets. 'cpu' is what a 2-core machine affords in ~80 minutes with two cells at once
 # (bench/RESULTS.md, "The paper's claims, measured"); 'paper' is the original's
@@ -131,6 +169,27 @@ def cell_name(learner: str, train_set: str, seed: int) -> str:
 def parse_cell(name: str) -> tuple[str, str, int]:
     learner, train_set, seed = name.split("--")
     return learner, train_set, int(seed.removeprefix("seed"))
+
+
+def test_sets(args) -> list[str]:
+    """Every meta-test set of this run: the matrix's image sets (+ mnist28 with --algorithm), then the tabular."""
+    extra = list(ALGORITHM_TEST_SETS) if getattr(args, "algorithm", None) else []
+    return [*META_TEST_SETS, *extra, *TABULAR_TEST_SETS]
+
+
+def image_sets(args) -> list[str]:
+    return [t for t in test_sets(args) if t not in TABULAR_TEST_SETS]
+
+
+def test_set_source(test_set: str) -> tuple[str, dict]:
+    """``(dataset, data overrides)`` of any meta-test set."""
+    return {**META_TEST_SETS, **ALGORITHM_TEST_SETS, **TABULAR_TEST_SETS}[test_set]
+
+
+def rates_of(rule: str, quick: bool) -> list:
+    """The learning rates a hand-designed rule is meta-tested with (--quick: two of the grid)."""
+    rates = HAND_DESIGNED[rule][1]
+    return rates[1:3] if quick and len(rates) > 2 else rates
 
 
 def scale_of(args) -> dict:

@@ -1,8 +1,17 @@
 """The claims matrix's meta-test (``bench/claims.py``'s worker processes): every set, the same episodes.
 
-A worker meta-tests one group — the finished cells of one meta-learned learner, or one
-hand-designed rule over its learning-rate grid — on every meta-test set, writing one
-``metatest.json`` per cell (per rule, rate and seed).
+A worker meta-tests one group — the finished cells of one meta-learned learner, one
+hand-designed rule over its learning-rate grid, or the algorithm given by ``--algorithm`` — on
+every meta-test set, writing one ``metatest.json`` per cell (per rule, rate and seed; per seed).
+
+Episodes: episode ``i`` of a set has the key ``fold_in(fold_in(PRNGKey(s), 0), i)`` (as
+:func:`vsml.evaluation.make_evaluator`), ``s`` the set's ``evaluation.seed`` in the matrix (every
+seed and learner sees the same episodes; the seeds are meta-training seeds and initial weights) and
+``evaluation.seed + seed`` with ``--algorithm`` (the algorithm is fixed: the seeds are episode
+draws; seed 0 is the matrix's episodes). Every learner and rule of a run sees the same episodes of
+a set in the same order: the jax learners through one sampler and key split
+(:func:`vsml.meta.objective.make_episode`), the NumPy rules on those episodes drawn once
+(:func:`episode_streams`).
 """
 
 from __future__ import annotations
@@ -16,24 +25,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import claims_outer  # noqa: E402
+from bench import claims_algorithm, claims_outer, online_baselines  # noqa: E402
 from bench.claims_matrix import (  # noqa: E402
-    ANY_SIZE_LEARNERS,
     HAND_DESIGNED,
-    META_TEST_SETS,
     NPZ_FILE,
+    NUMPY_RULES,
+    TABULAR_SUBSET,
+    TABULAR_TEST_SETS,
     cell_iterations,
     cell_name,
     cells,
     common_overrides,
     is_finished,
+    rates_of,
     run_dir_of,
     scale_of,
+    test_set_source,
+    test_sets,
 )
 
 
-def make_npz(out: Path) -> Path:
-    """``OUT/data/mnist_inverted.npz``: the MNIST test digits with inverted pixels (a user's ``npz:`` set)."""
+def make_data_files(out: Path) -> None:
+    """The ``npz:`` sets under OUT: the MNIST test digits with inverted pixels, and the tabular sets."""
     from vsml.data.offline_source import load_array_source  # noqa: PLC0415
 
     path = out / NPZ_FILE
@@ -44,47 +57,100 @@ def make_npz(out: Path) -> Path:
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, x=inverted, y=labels, x_test=inverted, y_test=labels)
         tmp.replace(path)
-    return path
+    for name, (dataset, _) in TABULAR_TEST_SETS.items():
+        online_baselines.write_npz(name, out / dataset.removeprefix("npz:"))
 
 
-def test_config(args, learner: str, test_set: str, model: dict | None = None) -> dict:
-    """The configuration a meta-test set is loaded with (and, for a hand-designed rule, its model)."""
+def test_config(args, test_set: str, model: dict | None = None, any_size: bool = False) -> dict:
+    """The configuration a meta-test set is loaded with (and, for a hand-designed rule, its model).
+
+    ``any_size``: a learner that runs on any class count (VSML, the NumPy rules) sees the 5-class
+    set with 5 output units; the others keep their 10 (five never occur as labels).
+    """
     from vsml import api  # noqa: PLC0415
 
-    dataset, data = META_TEST_SETS[test_set]
+    dataset, data = test_set_source(test_set)
     overrides = {**common_overrides(args), **(model or {}), **data}
     if dataset.startswith("npz:"):
         dataset = "npz:" + str(Path(args.out).resolve() / dataset[len("npz:") :])
-    if test_set == "mnist14-5cls" and learner.split("-")[0].removesuffix(claims_outer.METAGRAD) in ANY_SIZE_LEARNERS:
+    if test_set == "mnist14-5cls" and any_size:
         overrides["data.preprocess.pad.output"] = None
     overrides["evaluation.datasets"] = [dataset]
     overrides["training.dataset"] = dataset
     return api.build_config(overrides=overrides)
 
 
-def episode_runner(learner_obj, task, count: int, seed: int):
-    """``run(params) -> (accuracy [E, T], labels [E, T])`` on the episodes ``call: evaluate`` uses.
+def load_set(args, test_set: str, model: dict | None = None, any_size: bool = False):
+    """``(settings, task)`` of a meta-test set: its episodes of the scale's test length, batch 1."""
+    from vsml import evaluation  # noqa: PLC0415
+    from vsml.config import resolve_for_rank  # noqa: PLC0415
+    from vsml.settings import run_settings  # noqa: PLC0415
 
-    The keys are :func:`vsml.evaluation.make_evaluator`'s (evaluation.seed, rank 0, index), so
-    every learner sees exactly the same episodes of a meta-test set.
-    """
+    settings = run_settings(resolve_for_rank(test_config(args, test_set, model, any_size), 0))
+    subset = TABULAR_SUBSET if test_set in TABULAR_TEST_SETS else "test"
+    length = scale_of(args)["test_length"]
+    return settings, evaluation.load_task(settings.training.dataset, subset, settings.data_settings, length, 1)
+
+
+def episode_seed(args, evaluation_seed: int, seed: int) -> int:
+    """The seed of a set's episodes: the matrix's fixed one, or one draw per seed with --algorithm."""
+    return evaluation_seed + seed if args.algorithm else evaluation_seed
+
+
+def _episodes(run, task, count: int):
+    """``f(params, seed) -> run's outputs [E, ...]`` over the ``count`` episodes of ``seed`` (jitted once)."""
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
     from vsml.meta import objective  # noqa: PLC0415
 
-    episode = objective.make_episode(learner_obj.run, task.sampler())
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0), i))(jnp.arange(count))
+    episode = objective.make_episode(run, task.sampler())
 
     @jax.jit
-    def run(params, arrays):
-        def one(key):
-            logits, labels = episode(params, key, arrays)  # [T, 1, C]
-            return objective.step_accuracies(logits, labels)[:, 0], jnp.argmax(labels, -1)[:, 0]
+    def over_episodes(params, arrays, seed):
+        base = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(count))
+        return jax.vmap(lambda key: episode(params, key, arrays))(keys)
 
-        return jax.vmap(one)(keys)
+    return lambda params, seed: over_episodes(params, task.arrays, seed)
 
-    return lambda params: tuple(np.asarray(a) for a in run(params, task.arrays))
+
+def episode_runner(learner_obj, task, count: int):
+    """``run(params, seed) -> (accuracy [E, T], labels [E, T])`` of the learner on the episodes of ``seed``."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from vsml.meta import objective  # noqa: PLC0415
+
+    episodes = _episodes(learner_obj.run, task, count)
+
+    def run(params, seed: int):
+        logits, labels = episodes(params, seed)  # [E, T, 1, C]
+        accuracy = objective.step_accuracies(logits[:, :, 0], labels[:, :, 0])
+        return np.asarray(accuracy), np.asarray(jnp.argmax(labels[:, :, 0], -1))
+
+    return run
+
+
+def episode_streams(task, count: int):
+    """``draw(seed) -> (inputs [E, T, *shape], labels [E, T])``: the episodes every learner of ``seed`` sees."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    episodes = _episodes(lambda params, key, inputs, labels: inputs, task, count)
+
+    def draw(seed: int):
+        inputs, labels = episodes(None, seed)  # [E, T, 1, *shape], [E, T, 1, C]
+        return np.asarray(inputs[:, :, 0]), np.asarray(jnp.argmax(labels[:, :, 0], -1))
+
+    return draw
+
+
+def numpy_rule_accuracy(rule: str, lr, inputs: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """``[E, T]`` 1.0 where a NumPy rule's online prediction was right."""
+    if rule == "logistic_regression":
+        predicted = online_baselines.logistic_regression(inputs, labels, classes, lr)
+    else:
+        predicted = online_baselines.nearest_class_mean(inputs, labels, classes)
+    return (predicted == labels).astype(np.float64)
 
 
 def seen_before(labels: np.ndarray) -> np.ndarray:
@@ -146,69 +212,116 @@ def write_json(path: Path, doc: dict) -> None:
     tmp.replace(path)  # a reader never sees half a file; a stop never leaves one
 
 
+def has_every_set(args, file: Path) -> bool:
+    """Whether a rule's ``metatest.json`` exists with every set of this run (older ones lack the newer sets)."""
+    return file.exists() and set(test_sets(args)) <= set(json.loads(file.read_text())["results"])
+
+
+def hand_designed_group(args, rule: str) -> int:
+    """Worker: one hand-designed rule over its learning-rate grid, every seed, every set."""
+    import jax  # noqa: PLC0415
+
+    from vsml.learners import build_learner  # noqa: PLC0415
+
+    out = Path(args.out)
+    count = scale_of(args)["test_episodes"]
+    kind, _ = HAND_DESIGNED[rule]
+    for lr in rates_of(rule, args.quick):
+        name = rule + (f"--lr{lr:g}" if lr is not None else "")
+        draws = "draw" if args.algorithm else "seed"
+        folders = {seed: out / "hand" / f"{name}--{draws}{seed}" for seed in args.seeds}
+        todo = [seed for seed, folder in folders.items() if not has_every_set(args, folder / "metatest.json")]
+        if not todo:
+            continue
+        results: dict = {seed: {} for seed in todo}
+        for test_set in test_sets(args):  # one compiled program per set, every seed through it
+            if kind in NUMPY_RULES:
+                settings, task = load_set(args, test_set, any_size=True)
+                draw = episode_streams(task, count)
+                for seed in todo:
+                    inputs, labels = draw(episode_seed(args, settings.evaluation.seed, seed))
+                    accuracy = numpy_rule_accuracy(kind, lr, inputs, labels, task.spec.num_classes)
+                    results[seed][test_set] = summarise_episodes(accuracy, labels, task.spec.data_classes)
+                continue
+            model = {"model.type": "SGD", "model.sgd.optimizer": kind, "model.sgd.lr": lr}
+            settings, task = load_set(args, test_set, model)
+            learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
+            runner = episode_runner(learner, task, count)
+            for seed in todo:
+                params = learner.init(jax.random.PRNGKey(seed))
+                accuracy, labels = runner(params, episode_seed(args, settings.evaluation.seed, seed))
+                results[seed][test_set] = summarise_episodes(accuracy, labels, task.spec.data_classes)
+        for seed in todo:
+            folders[seed].mkdir(parents=True, exist_ok=True)
+            doc = {"learner": rule, "lr": lr, "seed": seed, "meta_params": 0, "draws": bool(args.algorithm)}
+            write_json(folders[seed] / "metatest.json", {**doc, "results": results[seed]})
+            print(f"meta-tested {folders[seed].name}", flush=True)
+    return 0
+
+
+def algorithm_results(args, algorithm, runners: dict, seed: int = 0) -> dict:
+    """Per meta-test set, the summary of ``algorithm`` on the episodes of ``seed`` (sets it cannot run: left out).
+
+    ``runners`` caches one compiled runner per set for every algorithm of one learner.
+    """
+    any_size = algorithm.input_shape is None
+    results = {}
+    for test_set in test_sets(args):
+        if test_set not in runners:
+            settings, task = load_set(args, test_set, any_size=any_size)
+            fits = any_size or (
+                tuple(task.spec.input_shape) == tuple(algorithm.input_shape)
+                and task.spec.num_classes == algorithm.num_classes
+            )
+            runner = episode_runner(algorithm.learner, task, count=scale_of(args)["test_episodes"]) if fits else None
+            runners[test_set] = (runner, settings.evaluation.seed, task.spec.data_classes)
+        runner, evaluation_seed, classes = runners[test_set]
+        if runner is None:  # a fixed-size learner on a set of another input size (the tabular sets)
+            continue
+        accuracy, labels = runner(algorithm.params, episode_seed(args, evaluation_seed, seed))
+        results[test_set] = summarise_episodes(accuracy, labels, classes)
+    return results
+
+
+def algorithm_group(args) -> int:
+    """Worker: the algorithm of --algorithm on every set, one episode draw per seed."""
+    folder = claims_algorithm.folder(args)
+    algorithm = claims_algorithm.load(args.algorithm)
+    runners: dict = {}
+    for seed in args.seeds:
+        file = folder / f"seed{seed}" / "metatest.json"
+        if file.exists():
+            continue
+        file.parent.mkdir(parents=True, exist_ok=True)
+        doc = claims_algorithm.describe(args.algorithm, algorithm)
+        write_json(file, {**doc, "seed": seed, "results": algorithm_results(args, algorithm, runners, seed)})
+        print(f"meta-tested {args.algorithm}, episode draw {seed}", flush=True)
+    return 0
+
+
 def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
-    """Worker: meta-tests every finished cell of ``group`` lacking ``metatest.json`` (one compile per set).
+    """Worker: meta-tests ``group`` — a hand-designed rule, the --algorithm, or every finished cell of a
+    learner lacking ``metatest.json`` (one compile per set).
 
     The programs go through the matrix's persistent compilation cache, so the cells of one
     learner after the first load them instead of compiling again.
     """
-    import jax  # noqa: PLC0415
-
-    from vsml import api, evaluation, run_platform  # noqa: PLC0415
-    from vsml.config import resolve_for_rank  # noqa: PLC0415
-    from vsml.learners import build_learner  # noqa: PLC0415
-    from vsml.settings import run_settings  # noqa: PLC0415
+    from vsml import api, run_platform  # noqa: PLC0415
 
     out = Path(args.out)
     run_platform.setup(common_overrides(args)["runtime.compilation_cache"])
-    make_npz(out)
-    scale = scale_of(args)
-    length, count = scale["test_length"], scale["test_episodes"]
-
-    def task_of(settings):
-        return evaluation.load_task(settings.training.dataset, "test", settings.data_settings, length, 1)
-
+    make_data_files(out)
     if group in HAND_DESIGNED:
-        optimizer, rates = HAND_DESIGNED[group]
-        for lr in rates[1:3] if args.quick else rates:  # --quick: two rates of the grid
-            folders = {seed: out / "hand" / f"{group}--lr{lr:g}--seed{seed}" for seed in args.seeds}
-            todo = [seed for seed, folder in folders.items() if not (folder / "metatest.json").exists()]
-            if not todo:
-                continue
-            model = {"model.type": "SGD", "model.sgd.optimizer": optimizer, "model.sgd.lr": lr}
-            results: dict = {seed: {} for seed in todo}
-            for test_set in META_TEST_SETS:  # one compiled program per set, every seed's initial weights through it
-                settings = run_settings(resolve_for_rank(test_config(args, group, test_set, model), 0))
-                task = task_of(settings)
-                learner = build_learner(settings.model, task.spec.input_shape, task.spec.num_classes)
-                runner = episode_runner(learner, task, count, settings.evaluation.seed)
-                for seed in todo:
-                    accuracy, labels = runner(learner.init(jax.random.PRNGKey(seed)))
-                    results[seed][test_set] = summarise_episodes(accuracy, labels, task.spec.data_classes)
-            for seed in todo:
-                folders[seed].mkdir(parents=True, exist_ok=True)
-                write_json(
-                    folders[seed] / "metatest.json",
-                    {"learner": group, "lr": lr, "seed": seed, "meta_params": 0, "results": results[seed]},
-                )
-                print(f"meta-tested {folders[seed].name}", flush=True)
-        return 0
-
+        return hand_designed_group(args, group)
+    if group == claims_algorithm.GROUP:
+        return algorithm_group(args)
+    scale = scale_of(args)
     iterations = cell_iterations(args, group)
     runners: dict = {}  # test set -> compiled runner, shared by every cell of this learner
 
     def meta_test(checkpoint: Path, file: Path, extra: dict) -> None:
         algorithm = api.load(checkpoint)
-        results = {}
-        for test_set in META_TEST_SETS:
-            if test_set not in runners:
-                settings = run_settings(resolve_for_rank(test_config(args, group, test_set), 0))
-                task = task_of(settings)
-                runner = episode_runner(algorithm.learner, task, count, settings.evaluation.seed)
-                runners[test_set] = (runner, task.spec.data_classes)
-            runner, classes = runners[test_set]
-            accuracy, labels = runner(algorithm.params)
-            results[test_set] = summarise_episodes(accuracy, labels, classes)
+        results = algorithm_results(args, algorithm, runners)
         write_json(
             file,
             {

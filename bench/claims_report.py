@@ -6,7 +6,6 @@ Built from whatever ``metatest.json`` files exist, so ``--report-only`` rebuilds
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -17,55 +16,98 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import claims_outer  # noqa: E402
+from bench import claims_algorithm, claims_figures, claims_outer  # noqa: E402
 from bench.claims_matrix import (  # noqa: E402
     COMMON,
     FIRST_STEPS,
     HAND_DESIGNED,
     META_TEST_SETS,
+    TABULAR_TEST_SETS,
     cell_name,
     cells,
+    image_sets,
     run_dir_of,
     scale_of,
+    test_sets,
 )
 from bench.claims_metatest import write_json  # noqa: E402
 
 
 def load_results(args, file_name: str = "metatest.json") -> tuple[list[dict], list[dict]]:
-    """Every ``file_name`` there is: (meta-learned cells of the matrix, hand-designed cells)."""
+    """Every ``file_name`` there is: (meta-learned cells of the matrix or the --algorithm's draws, hand-designed).
+
+    Hand-designed results count when their episodes are this run's: the matrix's fixed ones, or
+    one draw per seed with --algorithm.
+    """
     out = Path(args.out)
-    wanted = {cell_name(*c) for c in cells(args)}
-    learned = [json.loads(p.read_text()) for p in sorted(out.glob(f"runs/*/{file_name}")) if p.parent.name in wanted]
-    hand = [json.loads(p.read_text()) for p in sorted(out.glob("hand/*/metatest.json"))]
-    hand = [h for h in hand if h["seed"] in args.seeds and h["learner"] in args.hand_designed]
+    if args.algorithm:
+        files = sorted(claims_algorithm.folder(args).glob(f"seed*/{file_name}"))
+        learned = [r for r in map(load_json, files) if r["seed"] in args.seeds and r["algorithm"] == args.algorithm]
+    else:
+        wanted = {cell_name(*c) for c in cells(args)}
+        learned = [load_json(p) for p in sorted(out.glob(f"runs/*/{file_name}")) if p.parent.name in wanted]
+    hand = [load_json(p) for p in sorted(out.glob("hand/*/metatest.json"))]
+    hand = [
+        h
+        for h in hand
+        if h["seed"] in args.seeds
+        and h["learner"] in args.hand_designed
+        and h.get("draws", False) == bool(args.algorithm)
+    ]
     return learned, hand
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def spread(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)), "n": len(values)}
 
 
+def learned_row(args, learner: str, train_set: str, members: list[dict]) -> dict:
+    """A meta-learned row: its figures per set (None where it did not run) and what its cells record."""
+    row = {"learner": learner, "train_set": train_set, "seeds": sorted(r["seed"] for r in members)}
+    row["meta_params"] = members[0]["meta_params"]
+    row["results"] = {t: column(members, t) for t in test_sets(args)}
+    if args.algorithm:
+        row["algorithm"] = members[0]["algorithm"]
+        row["generation"] = members[0]["generation"]
+        row["seconds_per_generation"] = None
+        return row
+    speeds = [r["seconds_per_generation"] for r in members if r["seconds_per_generation"]]
+    row["meta_loss_first"] = spread([r["meta_loss"]["first"] for r in members])
+    row["meta_loss_last"] = spread([r["meta_loss"]["last"] for r in members])
+    row["seconds_per_generation"] = spread(speeds) if speeds else None
+    row["cells"] = [
+        {"seed": r["seed"], "run_dir": r["run_dir"], "checkpoint": r["checkpoint"]}
+        for r in sorted(members, key=lambda r: r["seed"])
+    ]
+    row["unseen"] = unseen_summary(members, [t for t in META_TEST_SETS if t != train_set])
+    return row
+
+
+def tabular_mean(row: dict) -> dict | None:
+    """Per seed the mean over the tabular sets (episode mean, last quarter); median and min-max over seeds."""
+    columns = [row["results"].get(t) for t in TABULAR_TEST_SETS]
+    if not all(columns):
+        return None
+    return {
+        key: spread([float(np.mean([c["per_seed"][key][s] for c in columns])) for s in columns[0]["per_seed"][key]])
+        for key in ("episode_mean", "last_quarter")
+    }
+
+
 def table_rows(args, learned: list[dict], hand: list[dict]) -> list[dict]:
-    """One row per learner x training set (and per hand-designed rule, its best rate per column)."""
+    """One row per learner x training set, or the --algorithm's; per hand-designed rule, its best rate per set."""
     rows = []
-    for learner in args.learners:
+    if args.algorithm and learned:
+        rows.append(learned_row(args, learned[0]["learner"], learned[0]["train_set"], learned))
+    for learner in [] if args.algorithm else args.learners:
         for train_set in args.train_sets:
             members = [r for r in learned if r["learner"] == learner and r["train_set"] == train_set]
-            if not members:
-                continue
-            row = {"learner": learner, "train_set": train_set, "seeds": sorted(r["seed"] for r in members)}
-            row["meta_params"] = members[0]["meta_params"]
-            speeds = [r["seconds_per_generation"] for r in members if r["seconds_per_generation"]]
-            row["meta_loss_first"] = spread([r["meta_loss"]["first"] for r in members])
-            row["meta_loss_last"] = spread([r["meta_loss"]["last"] for r in members])
-            row["seconds_per_generation"] = spread(speeds) if speeds else None
-            row["cells"] = [
-                {"seed": r["seed"], "run_dir": r["run_dir"], "checkpoint": r["checkpoint"]}
-                for r in sorted(members, key=lambda r: r["seed"])
-            ]
-            row["results"] = {t: column(members, t) for t in META_TEST_SETS}
-            row["unseen"] = unseen_summary(members, [t for t in META_TEST_SETS if t != train_set])
-            rows.append(row)
+            if members:
+                rows.append(learned_row(args, learner, train_set, members))
     for rule in HAND_DESIGNED:
         members = [h for h in hand if h["learner"] == rule]
         if not members:
@@ -73,23 +115,40 @@ def table_rows(args, learned: list[dict], hand: list[dict]) -> list[dict]:
         row = {"learner": rule, "train_set": "none", "meta_params": 0, "seconds_per_generation": None, "results": {}}
         row["seeds"] = sorted({h["seed"] for h in members})
         row["best_lr"] = {}
-        for test_set in META_TEST_SETS:
-            by_lr = {}
-            for h in members:
-                by_lr.setdefault(h["lr"], []).append(h)
+        by_lr: dict = {}
+        for h in members:
+            by_lr.setdefault(h["lr"], []).append(h)
+        for test_set in test_sets(args):
+            measured = [lr for lr in by_lr if all(test_set in h["results"] for h in by_lr[lr])]
+            if not measured:  # results of an older run, before this set was added
+                row["results"][test_set] = None
+                continue
             best = max(
-                by_lr, key=lambda lr: np.median([np.mean(h["results"][test_set]["episode_mean"]) for h in by_lr[lr]])
+                measured,
+                key=lambda lr: np.median([np.mean(h["results"][test_set]["episode_mean"]) for h in by_lr[lr]]),
             )
             row["best_lr"][test_set] = best
             row["results"][test_set] = column(by_lr[best], test_set)
         rows.append(row)
+    for row in rows:
+        row["tabular"] = tabular_mean(row)
     return rows
 
 
-def column(members: list[dict], test_set: str) -> dict:
-    """Median and min-max over seeds of one meta-test set's figures (each seed: mean over its episodes)."""
+def column(members: list[dict], test_set: str) -> dict | None:
+    """Median and min-max over seeds of one meta-test set's figures (each seed: mean over its episodes).
+
+    None when a member has no results there (a fixed-size learner on a tabular set).
+    """
+    if not all(test_set in m["results"] for m in members):
+        return None
     results = [m["results"][test_set] for m in members]
+    per_seed = {
+        key: {m["seed"]: float(np.mean(r[key])) for m, r in zip(members, results)}
+        for key in ("episode_mean", "last_quarter")
+    }
     return {
+        "per_seed": per_seed,
         "episode_mean": spread([float(np.mean(r["episode_mean"])) for r in results]),
         "first_steps": spread([float(np.mean(r["curve"][:FIRST_STEPS])) for r in results]),
         "last_quarter": spread([float(np.mean(r["last_quarter"])) for r in results]),
@@ -113,7 +172,9 @@ def median_ragged(lists: list[list[float]]) -> list[float]:
     return np.median([x[:length] for x in lists], axis=0).tolist()
 
 
-def pct(s: dict) -> str:
+def pct(s: dict | None) -> str:
+    if s is None:
+        return "–"
     return f"{100 * s['median']:.1f} [{100 * s['min']:.0f}–{100 * s['max']:.0f}]"
 
 
@@ -128,44 +189,73 @@ def describe_machine() -> str:
     )
 
 
-def report_markdown(args, rows: list[dict], status: dict) -> str:
+def chance_of(rows: list[dict], test_set: str) -> float | None:
+    """A set's chance level (1 / its classes), from any row that ran on it."""
+    return next((r["results"][test_set]["chance"] for r in rows if r["results"].get(test_set)), None)
+
+
+def header_lines(args, status: dict) -> list[str]:
     scale = scale_of(args)
-    tests = list(META_TEST_SETS)
-    lines = [
+    episodes = (
+        f"{scale['test_episodes']} episodes of {scale['test_length']} steps per set"
+        + (", a new draw of them per seed" if args.algorithm else ", the same episodes for every learner")
+        + "; the image sets at 14x14x1 (mnist28: 28x28x1), 10 output units; the tabular sets as they are, "
+        "standardised per feature, their own class count."
+    )
+    if args.algorithm:
+        return [
+            f"Algorithm: `{args.algorithm}` (no meta-training here), meta-tested beside the hand-designed rules on "
+            f"{len(args.seeds)} episode draws (seeds {', '.join(map(str, args.seeds))}). Meta-test: {episodes}",
+            f"Machine: {describe_machine()}."
+            + (f" Wall time {status['wall_s'] / 60:.1f} min." if status.get("wall_s") else ""),
+        ]
+    return [
         f"Budget per meta-trained cell (every learner alike): {scale['generations']} ES generations x "
         f"{scale['pairs']} antithetic pairs x {scale['episode_length']}-step episodes "
         f"(scale '{'quick' if args.quick else args.scale}'); ES: centered-rank fitness, lr "
-        f"{COMMON['optimizer.lr']}, noise_std {COMMON['optimizer.noise_std']}. Meta-test: "
-        f"{scale['test_episodes']} episodes of {scale['test_length']} steps per set, the same episodes for every "
-        "learner; every set at 14x14x1, 10 output units.",
+        f"{COMMON['optimizer.lr']}, noise_std {COMMON['optimizer.noise_std']}. Meta-test: {episodes}",
         f"Machine: {describe_machine()}.",
         f"Cells: {status['finished']} of {status['planned']} meta-trained cells meta-tested"
         + (f"; matrix wall time {status['wall_s'] / 60:.1f} min" if status.get("wall_s") else "")
         + ".",
+    ]
+
+
+def report_markdown(args, rows: list[dict], status: dict) -> str:
+    tests = image_sets(args)
+    lines = [
+        *header_lines(args, status),
         "",
         "Accuracy in %: median [min–max] over seeds of each seed's mean over its meta-test episodes. "
-        "SGD / Adam: online, batch 1, a fresh network per episode, the best learning rate of the grid per "
-        "column (chosen on that column itself, so an upper bound). ★: the held-out split of the row's own "
-        "meta-training set.",
+        "SGD / Adam: online, batch 1, a fresh network per episode; LogReg: online logistic regression from zero "
+        "weights; NCM: online nearest class mean (bench/online_baselines.py); each rule at the best learning rate "
+        "of its grid per column (chosen on that column itself, so an upper bound). ★: the held-out split of the "
+        "row's own meta-training set. –: not run (a fixed-size learner on a set of another input size).",
     ]
     for key, title in (("episode_mean", "Episode-mean accuracy"), ("last_quarter", "Last-quarter accuracy")):
         lines += ["", f"**{title}**", ""]
         lines.append("| learner | meta-trained on | " + " | ".join(tests) + " |")
         lines.append("|---|---|" + "---|" * len(tests))
         for row in rows:
-            cells_text = [pct(row["results"][t][key]) + (" ★" if t == row["train_set"] else "") for t in tests]
+            results = row["results"]
+            cells_text = [pct(results[t] and results[t][key]) + (" ★" if t == row["train_set"] else "") for t in tests]
             lines.append(f"| {row['learner']} | {row['train_set']} | " + " | ".join(cells_text) + " |")
-        chance = [f"{100 * rows[0]['results'][t]['chance']:.1f}" for t in tests] if rows else []
+        chance = [f"{100 * c:.1f}" if (c := chance_of(rows, t)) else "–" for t in tests]
         lines.append("| chance | – | " + " | ".join(chance) + " |")
-    lines += [
-        "",
-        "**Own set against unseen sets** (episode-mean / last-quarter accuracy in %; unseen: the mean over "
-        "every meta-test set but the row's own, per seed, then median [min–max] over seeds)",
-        "",
-        "| learner | meta-trained on | own (held out), episode mean | unseen, episode mean | own, last quarter "
-        f"| unseen, last quarter | own, first {FIRST_STEPS} steps |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines += tabular_lines(rows)
+    lines += (
+        []
+        if not any("unseen" in row for row in rows)
+        else [
+            "",
+            "**Own set against unseen sets** (episode-mean / last-quarter accuracy in %; unseen: the mean over "
+            "every image meta-test set of the matrix but the row's own, per seed, then median [min–max] over seeds)",
+            "",
+            "| learner | meta-trained on | own (held out), episode mean | unseen, episode mean | own, last quarter "
+            f"| unseen, last quarter | own, first {FIRST_STEPS} steps |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    )
     for row in rows:
         if "unseen" not in row:
             continue
@@ -187,24 +277,76 @@ def report_markdown(args, rows: list[dict], status: dict) -> str:
         "|---|---|---|" + "---|" * len(seen_ks),
     ]
     for row in rows:
-        for t in shown:
+        for t in [t for t in shown if row["results"][t]]:
             by_seen = row["results"][t]["by_seen"]
             values = [f"{100 * by_seen[k]:.1f}" if k < len(by_seen) else "–" for k in seen_ks]
             lines.append(f"| {row['learner']} | {row['train_set']} | {t} | " + " | ".join(values) + " |")
-    lines += [
+    lines += learner_lines(rows)
+    hand_rows = [r for r in rows if any(v is not None for v in r.get("best_lr", {}).values())]
+    if hand_rows:
+        lines += [
+            "",
+            "Best learning rate per meta-test set: "
+            + "; ".join(
+                f"{r['learner']}: " + ", ".join(f"{t} {v:g}" for t, v in r["best_lr"].items()) for r in hand_rows
+            )
+            + ".",
+        ]
+    if not args.algorithm:
+        lines += ["", "**Run directories** (checkpoint.npz in each)", ""]
+    for row in rows:
+        for c in row.get("cells", []):
+            lines.append(f"- {row['learner']} / {row['train_set']} / seed {c['seed']}: `{c['run_dir']}`")
+    if args.algorithm and rows and "algorithm" in rows[0]:
+        lines.append(claims_algorithm.verdict_markdown(algorithm_verdict(args, rows), rows[0]["learner"]))
+    return "\n".join(lines) + "\n"
+
+
+def tabular_lines(rows: list[dict]) -> list[str]:
+    """The tabular sets' block: per set episode mean and last quarter, and their mean per seed (in %)."""
+    sets = list(TABULAR_TEST_SETS)
+    shown = [r for r in rows if any(r["results"].get(t) for t in sets)]
+    if not shown:
+        return []
+    lines = [
+        "",
+        "**Tabular sets** (in %, as above; their own block, so the image columns and the unseen average below are "
+        "the matrix's as before they were added; mean: per seed the mean over both sets, then median [min–max]; "
+        "only learners that run on any input size)",
+        "",
+        "| learner | meta-trained on | "
+        + " | ".join(f"{t}, episode mean | {t}, last quarter" for t in sets)
+        + " | mean, episode mean | mean, last quarter |",
+        "|---|---|" + "---|---|" * (len(sets) + 1),
+    ]
+    for row in shown:
+        results = row["results"]
+        figures = [pct(results[t] and results[t][k]) for t in sets for k in ("episode_mean", "last_quarter")]
+        mean = row["tabular"] or {}
+        figures += [pct(mean.get("episode_mean")), pct(mean.get("last_quarter"))]
+        lines.append(f"| {row['learner']} | {row['train_set']} | " + " | ".join(figures) + " |")
+    chance = [f"{100 * c:.1f}" if (c := chance_of(rows, t)) else "–" for t in sets for _ in range(2)]
+    lines.append("| chance | – | " + " | ".join(chance) + " | – | – |")
+    return lines
+
+
+def learner_lines(rows: list[dict]) -> list[str]:
+    lines = [
         "",
         "**Learners** (meta-loss: mean of the first / last 10 rows of metrics.jsonl, one every 10th generation; "
         "median [min–max] over seeds; "
         "ln 10 = 2.303 is the plateau of a learner that has not started to learn)",
         "",
         "| learner | meta-trained on | seeds | meta-parameters | s / generation | meta-loss first | meta-loss last |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|---|---|")
     for row in rows:
         speed = row["seconds_per_generation"]
         speed_text = (
             f"{speed['median']:.2f} [{speed['min']:.2f}–{speed['max']:.2f}]" if speed else "– (no meta-training)"
         )
+        if "generation" in row:
+            speed_text = f"– (given: generation {row['generation']})"
         params = f"{row['meta_params']:,}" if row["meta_params"] else "0 (hand-designed)"
         seeds = ", ".join(map(str, row["seeds"]))
         losses = [
@@ -216,114 +358,16 @@ def report_markdown(args, rows: list[dict], status: dict) -> str:
             + " | ".join(losses)
             + " |"
         )
-    hand_rows = [r for r in rows if "best_lr" in r]
-    if hand_rows:
-        lines += [
-            "",
-            "Best learning rate per meta-test set: "
-            + "; ".join(f"{r['learner']}: " + ", ".join(f"{t} {r['best_lr'][t]:g}" for t in tests) for r in hand_rows)
-            + ".",
-        ]
-    lines += ["", "**Run directories** (checkpoint.npz in each)", ""]
-    for row in rows:
-        for c in row.get("cells", []):
-            lines.append(f"- {row['learner']} / {row['train_set']} / seed {c['seed']}: `{c['run_dir']}`")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def finish_panel(ax, rows: list[dict], test_set: str, xlabel: str) -> None:
-    """A figure panel's chance line (that of its meta-test set), title and x label."""
-    if rows:
-        ax.axhline(rows[0]["results"][test_set]["chance"], color="gray", linewidth=0.8, label="chance")
-    ax.set_title(test_set)
-    ax.set_xlabel(xlabel)
-
-
-def plot_figures(args, rows: list[dict]) -> list[Path]:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    out = Path(args.out)
-    tests = list(META_TEST_SETS)
-    paths = []
-
-    # Figure 8-like: median episode-mean accuracy, rows learner x training set, columns meta-test sets.
-    values = np.array([[row["results"][t]["episode_mean"]["median"] for t in tests] for row in rows])
-    fig, ax = plt.subplots(figsize=(1.1 * len(tests) + 3, 0.45 * len(rows) + 2))
-    image = ax.imshow(100 * values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for i, row in enumerate(rows):
-        for j, t in enumerate(tests):
-            ax.text(
-                j, i, f"{100 * values[i, j]:.0f}", ha="center", va="center", color="w" if values[i, j] < 0.6 else "k"
-            )
-            if t == row["train_set"]:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    ax.set_xticks(range(len(tests)), tests, rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), [f"{r['learner']} ← {r['train_set']}" for r in rows])
-    ax.set_xlabel("meta-test set")
-    ax.set_title("Median episode-mean accuracy (%) over seeds; red: own meta-training set (held out)")
-    fig.colorbar(image, ax=ax, label="accuracy (%)")
-    fig.tight_layout()
-    paths.append(out / "heatmap.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    # Learning curves per meta-test set: colour = learner, line style = meta-training set.
-    colors = dict(zip([*args.learners, *HAND_DESIGNED], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    styles = dict(zip([*args.train_sets, "none"], ["-", "--", ":", "-.", (0, (1, 3))]))
-    ncols = 4
-    nrows = math.ceil(len(tests) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
-    window = max(1, scale_of(args)["test_length"] // 20)
-    for ax, t in zip(axes.flat, tests):
-        for row in rows:
-            curve = np.convolve(row["results"][t]["curve"], np.ones(window) / window, mode="valid")
-            ax.plot(
-                curve,
-                color=colors[row["learner"]],
-                linestyle=styles[row["train_set"]],
-                label=f"{row['learner']} ← {row['train_set']}",
-            )
-        finish_panel(ax, rows, t, "step in episode")
-    for ax in axes.flat[len(tests) :]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("accuracy")
-    fig.suptitle(f"Online accuracy per step (median over seeds of the episode mean, {window}-step running mean)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize="small")
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 5), 1, 1))
-    paths.append(out / "learning_curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    # Introspection: accuracy on an example vs labelled examples of its class seen before it, same episodes.
-    shown = [t for t in ("mnist14", "digits", "mnist14-newproj") if t in tests]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.5), squeeze=False, sharey=True)
-    for ax, t in zip(axes[0], shown):
-        for row in rows:
-            if not row["learner"].startswith("VSML") and row["learner"] not in HAND_DESIGNED:
-                continue
-            ys = row["results"][t]["by_seen"]
-            counts = row["results"][t]["by_seen_count"]
-            keep = [k for k in range(len(ys)) if counts[k] >= 20]  # enough steps for a mean
-            ax.plot(
-                keep,
-                [ys[k] for k in keep],
-                marker="o",
-                color=colors[row["learner"]],
-                linestyle=styles[row["train_set"]],
-                label=f"{row['learner']} ← {row['train_set']}",
-            )
-        finish_panel(ax, rows, t, "labelled examples of this class seen before")
-    axes[0, 0].set_ylabel("accuracy (median over seeds)")
-    axes[0, -1].legend(fontsize="small")
-    fig.tight_layout()
-    paths.append(out / "introspection.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
+def algorithm_verdict(args, rows: list[dict]) -> dict:
+    """Issue 29's verdict for the --algorithm row against the SGD and Adam rows."""
+    algorithm = rows[0]
+    rivals = {r["learner"]: r for r in rows if r["learner"] in claims_algorithm.RIVALS}
+    trained_on = algorithm["train_set"].split("+")
+    unseen = claims_algorithm.unseen_sets(test_sets(args), trained_on, args.seen)
+    return claims_algorithm.verdict(algorithm, rivals, unseen, scale_of(args)["test_length"])
 
 
 def build_report(args, status: dict) -> tuple[Path, list[Path]]:
@@ -331,9 +375,12 @@ def build_report(args, status: dict) -> tuple[Path, list[Path]]:
     rows = table_rows(args, learned, hand)
     status = {**status, "finished": len(learned), "planned": len(cells(args))}
     text = report_markdown(args, rows, status)
-    out = Path(args.out)
-    figures = plot_figures(args, rows) if rows else []
+    out = claims_algorithm.folder(args) if args.algorithm else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = claims_figures.plot_figures(args, rows, out) if rows else []
     report = {"rows": rows, "status": status}
+    if args.algorithm and rows and "algorithm" in rows[0]:
+        report["verdict"] = algorithm_verdict(args, rows)
     if any(claims_outer.outer_loop(r["learner"]) == "metagrad" for r in rows):
         equal_time = load_results(args, claims_outer.EQUAL_TIME_FILE)[0]
         es = [r for r in learned if claims_outer.outer_loop(r["learner"]) == "es"]

@@ -50,3 +50,20 @@ def test_accuracies_are_the_episode_mean_and_the_last_quarter():
     predictions = np.zeros((2, 8), dtype=int)
     predictions[:, :4] = 1  # wrong in the first half only
     assert tabular.accuracies(predictions, labels) == (0.5, 1.0)
+
+
+def test_logistic_regression_on_a_stream_worked_by_hand():
+    # x = 1 every step, 2 classes, lr 1. Step 0: logits 0, 0 -> class 0; label 1: softmax error (0.5, -0.5),
+    # so w = b = (-0.5, 0.5). Step 1: logits (-1, 1) -> class 1; label 0: softmax (0.119, 0.881), error
+    # (-0.881, 0.881): w = b = (0.381, -0.381). Step 2: logits (0.762, -0.762) -> class 0.
+    inputs = np.ones((1, 3, 1))
+    labels = np.array([[1, 0, 0]])
+    np.testing.assert_array_equal(online_baselines.logistic_regression(inputs, labels, 2, 1.0), [[0, 1, 0]])
+
+
+def test_nearest_class_mean_on_a_stream_worked_by_hand():
+    # Class 0 near 0, class 1 near 10: no label yet -> 0; only class 0 seen -> 0; then the nearer running mean.
+    inputs = np.array([[[0.0], [10.0], [1.0], [9.0], [4.0], [6.0]]])
+    labels = np.array([[0, 1, 0, 1, 0, 1]])
+    # step 4: means 0.5 and 9.5 -> 0; step 5: means (0 + 1 + 4) / 3 = 1.67 and 9.5 -> 6 is nearer 9.5: 1.
+    np.testing.assert_array_equal(online_baselines.nearest_class_mean(inputs, labels, 2), [[0, 0, 0, 1, 0, 1]])
