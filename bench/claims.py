@@ -209,6 +209,8 @@ def parse_args(argv=None):
             if args.sweep_only
             else claims_algorithm.problem(args.algorithm)
         )
+    if args.algorithm and not args.algorithm.startswith(claims_algorithm.PREFIX):
+        args.algorithm = str(Path(args.algorithm).resolve())  # one spelling for the files that record it
     unknown = [t for t in args.seen if t not in claims_algorithm.SEEN_AS]
     if unknown:
         parser.error(

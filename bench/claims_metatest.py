@@ -290,6 +290,10 @@ def algorithm_group(args) -> int:
     runners: dict = {}
     for seed in args.seeds:
         file = folder / f"seed{seed}" / "metatest.json"
+        if file.exists() and json.loads(file.read_text())["algorithm"] != args.algorithm:
+            sys.exit(
+                f"{file} holds {json.loads(file.read_text())['algorithm']}, not {args.algorithm}; give another --out"
+            )
         if file.exists():
             continue
         file.parent.mkdir(parents=True, exist_ok=True)
