@@ -9,7 +9,8 @@ Each dataset is written as the ``npz:PATH`` a user would give (``x [N, D]``,
 ``data.preprocess.npz_stats`` makes of them. Per seed, the episodes are drawn
 by the project's sampler (``vsml.data.sample_episode``: ``length`` examples
 uniformly with replacement from the split, keys from the seed); every learner
-sees the *same* episodes in the same order:
+sees the *same* episodes in the same order (the hand-designed learners and the
+sets: ``bench/online_baselines.py``):
 
 * ``vsml-digits`` (``vsml.api.pretrained``, meta-trained on 8×8 digits only,
   never on these sets), on the ``per_feature`` stream (the default for
@@ -51,25 +52,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.online_baselines import (  # noqa: E402
+    LR_GRID,
+    SKLEARN_SETS,
+    logistic_regression,
+    nearest_class_mean,
+    write_npz,
+)
+
 ALGORITHM = "vsml-digits"
-LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
-DATASETS = ("iris", "wine", "breast_cancer", "mixed_scales", "digits_images")
-
-
-def dataset_arrays(name: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(x [N, ...], y [N], subset streamed)`` of a benchmark dataset."""
-    from sklearn import datasets  # noqa: PLC0415
-
-    if name == "mixed_scales":
-        x, y = datasets.make_classification(
-            n_samples=1000, n_features=10, n_informative=5, n_redundant=2, n_classes=3, random_state=0
-        )
-        return x * 10.0 ** np.random.default_rng(0).uniform(-2, 3, size=10), y, "train"
-    if name == "digits_images":
-        digits = datasets.load_digits()
-        return digits.images, digits.target, "test"
-    bunch = getattr(datasets, f"load_{name}")()
-    return bunch.data, bunch.target, "train"
+DATASETS = SKLEARN_SETS
 
 
 def episodes(path: Path, subset: str, config: dict, npz_stats: str, seed: int, count: int, length: int):
@@ -91,45 +83,6 @@ def episodes(path: Path, subset: str, config: dict, npz_stats: str, seed: int, c
     return inputs, labels, spec.num_classes
 
 
-def logistic_regression(inputs: np.ndarray, labels: np.ndarray, classes: int, lr: float) -> np.ndarray:
-    """Online softmax regression, one SGD step per example after predicting it.
-
-    ``inputs [E, T, ...]``, ``labels [E, T]`` -> predictions ``[E, T]``.
-    """
-    x = inputs.reshape(*inputs.shape[:2], -1).astype(np.float64)
-    weights = np.zeros((x.shape[0], x.shape[2], classes))
-    bias = np.zeros((x.shape[0], classes))
-    predictions = np.empty(labels.shape, dtype=np.int64)
-    rows = np.arange(x.shape[0])
-    for t in range(x.shape[1]):
-        logits = np.einsum("ed,edc->ec", x[:, t], weights) + bias
-        predictions[:, t] = logits.argmax(-1)
-        probs = np.exp(logits - logits.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
-        error = probs
-        error[rows, labels[:, t]] -= 1.0  # d cross-entropy / d logits
-        weights -= lr * x[:, t, :, None] * error[:, None, :]
-        bias -= lr * error
-    return predictions
-
-
-def nearest_class_mean(inputs: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
-    """Online nearest class mean: ``inputs [E, T, ...]``, ``labels [E, T]`` -> predictions ``[E, T]``."""
-    x = inputs.reshape(*inputs.shape[:2], -1).astype(np.float64)
-    sums = np.zeros((x.shape[0], classes, x.shape[2]))
-    counts = np.zeros((x.shape[0], classes))
-    predictions = np.empty(labels.shape, dtype=np.int64)
-    rows = np.arange(x.shape[0])
-    for t in range(x.shape[1]):
-        means = sums / np.maximum(counts, 1)[..., None]
-        distance = ((x[:, t, None, :] - means) ** 2).sum(-1)
-        distance[counts == 0] = np.inf
-        predictions[:, t] = np.where(counts.any(-1), distance.argmin(-1), 0)
-        sums[rows, labels[:, t]] += x[:, t]
-        counts[rows, labels[:, t]] += 1
-    return predictions
-
-
 def accuracies(predictions: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """``(episode-mean accuracy, last-quarter accuracy)`` over all episodes of ``[E, T]``."""
     right = predictions == labels
@@ -143,9 +96,9 @@ def measure(names, seeds, count: int, length: int, folder: Path) -> dict:
     algorithm = api.pretrained(ALGORITHM)
     results = {}
     for name in names:
-        x, y, subset = dataset_arrays(name)
-        path = folder / f"{name}.npz"
-        np.savez(path, x=x, y=y)
+        path, subset = write_npz(name, folder / f"{name}.npz")
+        with np.load(path) as stored:
+            shape, classes_in_file = list(stored["x"].shape[1:]), int(stored["y"].max()) + 1
         learners: dict[str, list] = {}
         for seed in seeds:
             streams = {
@@ -164,8 +117,8 @@ def measure(names, seeds, count: int, length: int, folder: Path) -> dict:
             )
             print(f"{name} seed {seed} done", file=sys.stderr, flush=True)
         results[name] = {
-            "shape": list(x.shape[1:]),
-            "classes": int(y.max()) + 1,
+            "shape": shape,
+            "classes": classes_in_file,
             "subset": subset,
             "learners": learners,
         }

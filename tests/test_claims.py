@@ -14,19 +14,19 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import claims, claims_outer  # noqa: E402
+from bench import claims, claims_matrix, claims_metatest, claims_outer  # noqa: E402
 
 
 def test_seen_before_counts_earlier_steps_of_the_same_label():
     labels = np.array([[3, 1, 3, 3, 1, 0]])
-    np.testing.assert_array_equal(claims.seen_before(labels), [[0, 0, 1, 2, 1, 0]])
+    np.testing.assert_array_equal(claims_metatest.seen_before(labels), [[0, 0, 1, 2, 1, 0]])
 
 
 def test_summarise_episodes_introspection_groups_steps_by_examples_seen():
     # Right exactly from the second example of a class on: 0% at k = 0, 100% at k >= 1.
     labels = np.array([[0, 1, 0, 1, 1, 2]])
-    accuracy = (claims.seen_before(labels) > 0).astype(float)
-    summary = claims.summarise_episodes(accuracy, labels, 10)
+    accuracy = (claims_metatest.seen_before(labels) > 0).astype(float)
+    summary = claims_metatest.summarise_episodes(accuracy, labels, 10)
     assert summary["by_seen"] == [0.0, 1.0, 1.0]
     assert summary["by_seen_count"] == [3, 2, 1]
     assert summary["episode_mean"] == [pytest.approx(0.5)]
@@ -37,17 +37,17 @@ def test_sweep_file_lists_every_cell_as_a_launch_array_task(tmp_path):
     from vsml.config import build_config
 
     args = claims.parse_args(["--out", str(tmp_path), "--scale", "paper"])
-    sweep = claims.write_sweep(args)
-    matrix = claims.cells(args)
-    assert len(matrix) == len(claims.DEFAULT_LEARNERS) * len(claims.DEFAULT_TRAIN_SETS["paper"]) * 4
+    sweep = claims_matrix.write_sweep(args)
+    matrix = claims_matrix.cells(args)
+    assert len(matrix) == len(claims_matrix.DEFAULT_LEARNERS) * len(claims_matrix.DEFAULT_TRAIN_SETS["paper"]) * 4
     for task in (1, len(matrix)):
         config = build_config([], [], str(sweep), task)
         learner, train_set, seed = matrix[task - 1]
-        assert config["model"]["type"] == claims.LEARNERS[learner]["model.type"]
-        assert config["training"]["dataset"] == claims.TRAIN_SETS[train_set]["training.dataset"]
+        assert config["model"]["type"] == claims_matrix.LEARNERS[learner]["model.type"]
+        assert config["training"]["dataset"] == claims_matrix.TRAIN_SETS[train_set]["training.dataset"]
         assert config["seed"] == seed
-        assert config["training"]["population_size"] == claims.SCALES["paper"]["pairs"]
-        assert Path(config["logging"]["dir"]).name == claims.cell_name(learner, train_set, seed)
+        assert config["training"]["population_size"] == claims_matrix.SCALES["paper"]["pairs"]
+        assert Path(config["logging"]["dir"]).name == claims_matrix.cell_name(learner, train_set, seed)
 
 
 def _parse_table(text: str, title: str) -> list[list[str]]:
@@ -65,7 +65,7 @@ def _parse_table(text: str, title: str) -> list[list[str]]:
     "learners",
     [
         pytest.param(["VSML", "VSML+metagrad"], id="es-and-metagrad", marks=pytest.mark.slow),
-        pytest.param(list(claims.DEFAULT_LEARNERS), id="every-learner", marks=pytest.mark.slow),
+        pytest.param(list(claims_matrix.DEFAULT_LEARNERS), id="every-learner", marks=pytest.mark.slow),
     ],
 )
 def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
@@ -73,25 +73,27 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
     quick = ["--quick", "--out", str(out), "--learners", *learners]
     assert claims.main([*quick, "--jobs", "2"]) == 0
     args = claims.parse_args(quick)
-    tests = list(claims.META_TEST_SETS)
+    tests = list(claims_matrix.META_TEST_SETS)
 
     # Every cell: a real run directory with its checkpoint, meta-tested on every set.
-    for cell in claims.cells(args):
-        folder = out / "runs" / claims.cell_name(*cell)
+    for cell in claims_matrix.cells(args):
+        folder = out / "runs" / claims_matrix.cell_name(*cell)
         result = json.loads((folder / "metatest.json").read_text())
         assert Path(result["checkpoint"]).exists()
         if cell[0].endswith(claims_outer.METAGRAD):  # at ES's episodes: 2 per pair and generation
-            scale = claims.SCALES["quick"]
+            scale = claims_matrix.SCALES["quick"]
             population = yaml.safe_load((ROOT / "configs" / "backprop.yaml").read_text())["training"]["population_size"]
             es_episodes = (scale["generations"] + 1) * 2 * scale["pairs"]  # generations 0..G
             assert result["generation"] == math.ceil(es_episodes / population)  # the fewest steps not short of it
         else:
-            assert result["generation"] == claims.SCALES["quick"]["generations"] + 1
-        assert set(result["results"]) == set(tests)
+            assert result["generation"] == claims_matrix.SCALES["quick"]["generations"] + 1
+        # The tabular sets: only learners that run on any input size (VSML), never the fixed-size ones.
+        any_size = claims_matrix.LEARNERS[claims_outer.base_learner(cell[0])]["model.type"] == "VSMLRNN"
+        assert set(result["results"]) == set(tests) | (set(claims_matrix.TABULAR_TEST_SETS) if any_size else set())
         for summary in result["results"].values():
-            assert len(summary["episode_mean"]) == claims.SCALES["quick"]["test_episodes"]
-            assert len(summary["curve"]) == claims.SCALES["quick"]["test_length"]
-        assert result["results"]["mnist14-5cls"]["classes"] == len(claims.FEW_CLASSES)
+            assert len(summary["episode_mean"]) == claims_matrix.SCALES["quick"]["test_episodes"]
+            assert len(summary["curve"]) == claims_matrix.SCALES["quick"]["test_length"]
+        assert result["results"]["mnist14-5cls"]["classes"] == len(claims_matrix.FEW_CLASSES)
 
     # The table: one row per learner x training set plus the hand-designed rules, and a chance row;
     # each cell's median is the median over the seeds' metatest.json files.
@@ -99,11 +101,11 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
     table = _parse_table(text, "Episode-mean accuracy")
     assert table[0][2:] == tests
     body = {(r[0], r[1]): r[2:] for r in table[2:]}
-    expected_rows = {(lr, "digits") for lr in learners} | {(h, "none") for h in claims.HAND_DESIGNED}
+    expected_rows = {(lr, "digits") for lr in learners} | {(h, "none") for h in claims_matrix.HAND_DESIGNED}
     assert set(body) == expected_rows | {("chance", "–")}
     for learner in learners:
         seeds = [
-            json.loads((out / "runs" / claims.cell_name(learner, "digits", s) / "metatest.json").read_text())
+            json.loads((out / "runs" / claims_matrix.cell_name(learner, "digits", s) / "metatest.json").read_text())
             for s in args.seeds
         ]
         for column, test_set in enumerate(tests):
@@ -121,7 +123,7 @@ def test_quick_pipeline_report_comes_from_the_runs(tmp_path, learners):
         compared = {r[2]: r for r in _parse_table(text, "ES against meta-gradients")[2:]}
         for view, name in (("ES", "VSML"), ("meta-gradients, equal episodes", "VSML+metagrad")):
             seeds = [
-                json.loads((out / "runs" / claims.cell_name(name, "digits", s) / "metatest.json").read_text())
+                json.loads((out / "runs" / claims_matrix.cell_name(name, "digits", s) / "metatest.json").read_text())
                 for s in args.seeds
             ]
             own = [np.mean(s["results"]["digits"]["episode_mean"]) for s in seeds]
