@@ -105,7 +105,7 @@ def test_every_episode_comes_whole_from_one_pool_drawn_with_the_weights():
 
 
 def test_projection_to_the_common_width_is_one_glorot_matrix_per_episode():
-    keys = range(24)
+    keys = range(16)
     _, plain, _ = mixture_episodes(keys, length=80)
     _, projected, _ = mixture_episodes(keys, "data.episode_augment.rand_proj=true", length=80)
     table = pools()

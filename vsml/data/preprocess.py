@@ -212,7 +212,7 @@ def transform(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=None
             images = images.reshape(*lead, -1) @ drawn["projection"]
         if "labels" in drawn:
             labels = drawn["labels"][labels]
-    if spec.width is not None:  # a mixture's dataset without a projection to the common width: zero-padded
+    if spec.width is not None:  # a mixture's dataset: zero-padded to W (a no-op after 5b's projection to W)
         images = pad_to(images.reshape(*lead, -1), (spec.width,))
     images = images.reshape(*lead, *spec.input_shape)
     return images, labels
