@@ -135,6 +135,9 @@ def test_the_same_key_gives_the_same_episode_and_widths_are_checked_before_loadi
             data.check_dataset_available("mixture", settings(*MIX, override), "training.dataset", training=True)
     with pytest.raises(ValueError, match=r"^evaluation.datasets: 'mixture' is meta-training data only"):
         data.check_dataset_available("mixture", settings(*MIX), "evaluation.datasets")
+    with pytest.raises(ValueError, match=r"^data.mixture.datasets: is set but training.dataset is 'digits'; set"):
+        data.check_dataset_available("digits", settings(*MIX), "training.dataset", training=True)
+    data.check_dataset_available("digits", settings(*MIX), "evaluation.datasets")  # meta-tests ignore the mixture
     # with the projection on, a narrower common width is fine
     data.check_dataset_available(
         "mixture", settings(*MIX, "data.mixture.width=32", "data.episode_augment.rand_proj=true"), "x", training=True

@@ -75,6 +75,12 @@ def check_dataset_available(name: str, settings: DataSettings, key: str = "datas
             )
         mixture.check(settings, key, check_dataset_available, input_size)
         return
+    if training and settings.data.mixture.datasets:  # a mixture that would be silently ignored
+        raise SettingError(
+            settings.data.mixture,
+            "datasets",
+            f"is set but {key} is '{name}'; set {key} to {mixture.MIXTURE} to draw from them, or this to []",
+        )
     source = source_of(name, key)
     _check_filter(name, source, settings)
     source.check(name, settings, key)
