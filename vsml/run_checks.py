@@ -66,9 +66,11 @@ def check_config(config: dict, comm: Comm) -> None:
         )
         needed += [(name, key_of(settings.evaluation, "datasets"), False) for name in settings.evaluation.datasets]
         for name, key, training in needed:
-            if (name, settings.data.dir, training) not in checked:
+            # a missing dataset may cost a network probe; the training dataset's check reads data.mixture too
+            seen = (name, settings.data.dir, settings.data.mixture if training else None)
+            if seen not in checked:
                 data.check_dataset_available(name, settings.data_settings, key, training)
-                checked.add((name, settings.data.dir, training))
+                checked.add(seen)
         learner = build_learner(settings.model)
         if settings.call == "train":
             check_truncated_loop(settings, learner)
