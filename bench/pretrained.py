@@ -59,7 +59,10 @@ def meta_test(algorithm, datasets, episodes: int, length: int) -> dict:
 
 def ship(args) -> None:
     source = checkpoint.resolve_path(args.run)
-    dataset = yaml.safe_load(str(checkpoint.load_arrays(source)["config"]))["training"]["dataset"]
+    saved = yaml.safe_load(str(checkpoint.load_arrays(source)["config"]))
+    dataset = saved["training"]["dataset"]
+    if dataset == "mixture":  # training.dataset: mixture draws from data.mixture.datasets
+        dataset = {"mixture": list(saved["data"]["mixture"]["datasets"])}
     training_data = _training_data(dataset, source)  # before anything is copied or evaluated
     target = resources.PRETRAINED_DIR / f"{args.name}.npz"
     shutil.copyfile(source, target)
@@ -103,8 +106,9 @@ def check(args) -> int:
 
 
 def _training_data(dataset, source) -> dict:
-    """Where the meta-training examples come from and on what terms; per dataset under ``mpi_split``."""
-    names = dataset["mpi_split"] if isinstance(dataset, dict) else [dataset]
+    """Where the meta-training examples come from and on what terms; per dataset under ``mpi_split``
+    or a mixture (``{'mpi_split' | 'mixture': [names]}``)."""
+    names = next(iter(dataset.values())) if isinstance(dataset, dict) else [dataset]
     unknown = [name for name in names if name not in offline_source.PROVENANCE]
     if unknown:
         sys.exit(f"{source}: meta-trained on {unknown}; add source and terms to vsml.data.offline_source.PROVENANCE")

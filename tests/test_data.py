@@ -92,7 +92,7 @@ def test_random_is_a_small_memorisation_set_per_episode(config):
 def test_unknown_names_give_clear_errors(config):
     with pytest.raises(
         ValueError,
-        match="unknown dataset 'mnsit' \\(did you mean 'mnist'\\?\\); valid: mnist_offline, digits, random, sum, mnist, fashion_mnist",
+        match="unknown dataset 'mnsit' \\(did you mean 'mnist'\\?\\); valid: mnist_offline, digits, wine, breast_cancer, iris, random, sum, mnist, fashion_mnist",
     ):
         data.load_dataset("mnsit", "train", data_settings(config))
     with pytest.raises(ValueError, match="evaluation.datasets: unknown dataset 'cifar'"):

@@ -157,6 +157,16 @@ def _with(config, preprocess=None, **data_keys):
         ("sum", {"preprocess": {"resize": [6, 6]}}),
         ("npz:VECTORS", {}),
         ("npz:VECTORS", {"preprocess": {"pad": {"input": [9], "output": None}}}),
+        ("breast_cancer", {}),
+        ("mixture", {"mixture": {"datasets": ["wine", "iris"], "weights": None, "width": None}}),
+        ("mixture", {"mixture": {"datasets": ["digits", "iris"], "weights": None, "width": 80}}),
+        (
+            "mixture",
+            {
+                "mixture": {"datasets": ["wine", "sum"], "weights": None, "width": None},
+                "preprocess": {"pad": {"input": None, "output": [12]}},
+            },
+        ),
     ],
 )
 def test_learner_sizes_are_those_of_the_loaded_data(name, keys, config, tmp_path):

@@ -122,3 +122,13 @@ def test_reproducing_the_digits_algorithm_gives_its_meta_parameters(tmp_path):
     else:
         accuracy = again.evaluate("digits", episodes=32, length=100)["accuracy"].mean()
         assert accuracy > card["meta_test"]["results"]["digits"]["accuracy"] - 0.1
+
+
+def test_the_card_of_a_mixture_gives_each_dataset_its_source_and_terms():
+    from bench.pretrained import _training_data  # noqa: PLC0415 - bench/ is not part of the package
+
+    names = ["digits", "wine", "breast_cancer"]
+    entries = _training_data({"mixture": names}, "runs/general")
+    assert entries == {name: offline_source.PROVENANCE[name] for name in names}
+    with pytest.raises(SystemExit, match=r"meta-trained on \['npz:mine.npz'\]; add source and terms"):
+        _training_data({"mixture": ["digits", "npz:mine.npz"]}, "runs/general")

@@ -59,12 +59,18 @@ def check_config(config: dict, comm: Comm) -> None:
             item_slice(settings.training.population_size, 0, comm.size)
         except ValueError as err:
             raise SettingError(settings.training, "population_size", str(err)) from None
-        needed = [(settings.training.dataset, key_of(settings.training, "dataset"))] if settings.call == "train" else []
-        needed += [(name, key_of(settings.evaluation, "datasets")) for name in settings.evaluation.datasets]
-        for name, key in needed:
-            if (name, settings.data.dir) not in checked:
-                data.check_dataset_available(name, settings.data_settings, key)
-                checked.add((name, settings.data.dir))
+        needed = (
+            [(settings.training.dataset, key_of(settings.training, "dataset"), True)]
+            if settings.call == "train"
+            else []
+        )
+        needed += [(name, key_of(settings.evaluation, "datasets"), False) for name in settings.evaluation.datasets]
+        for name, key, training in needed:
+            # a missing dataset may cost a network probe; the training dataset's check reads data.mixture too
+            seen = (name, settings.data.dir, settings.data.mixture if training else None)
+            if seen not in checked:
+                data.check_dataset_available(name, settings.data_settings, key, training)
+                checked.add(seen)
         learner = build_learner(settings.model)
         if settings.call == "train":
             check_truncated_loop(settings, learner)

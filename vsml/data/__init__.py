@@ -7,20 +7,23 @@ shuffle) to pass into jitted functions together with :func:`sample_episode`.
 Every kind of dataset is a source in :mod:`vsml.data.registry` (offline
 arrays, TFDS, procedural ``random`` / ``sum``, few-shot, ``npz:PATH``); this
 module only applies what is common to all of them. Where each preprocessing
-step runs: :mod:`vsml.data.preprocess`.
+step runs: :mod:`vsml.data.preprocess`. The meta-training name ``mixture`` draws
+each episode from one of ``data.mixture.datasets`` (:mod:`vsml.data.mixture`).
 """
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 
-from vsml.data import preprocess
+from vsml.data import mixture, preprocess
 from vsml.data.base import LoadOptions
 from vsml.data.episodes import DataSpec, normalize, sample_episode
 from vsml.data.registry import SOURCES, available_datasets, source_of
 from vsml.data.tfds_source import DatasetUnavailable
-from vsml.settings import DataSettings, SettingError
+from vsml.settings import DataSettings, SettingError, key_of
 
 NORMALIZATION_MODES = ("dataset_standard", "standard", "identity")
 SUBSETS = ("train", "test")
@@ -43,23 +46,41 @@ __all__ = [
 
 def check_dataset_name(name: str, key: str) -> None:
     """Raises ValueError naming config key ``key`` when ``name`` is not a dataset."""
-    source_of(name, key)
+    if not mixture.is_mixture(name):
+        source_of(name, key)
 
 
 def class_count(name: str, settings: DataSettings) -> int | None:
     """How many classes an episode of ``name`` draws from (chance accuracy is 1 / this); None if unknown.
 
     ``data.filter_classes`` and the procedural and few-shot sections decide;
-    ``pad.output`` does not (padded classes never occur).
+    ``pad.output`` does not (padded classes never occur). None for a mixture (it varies per episode).
     """
+    if mixture.is_mixture(name):
+        return None
     return source_of(name).class_count(name, settings)
 
 
-def check_dataset_available(name: str, settings: DataSettings, key: str = "dataset") -> None:
-    """Start-up check (before compiling): ``name`` is known, and a TFDS dataset is prepared or downloadable.
+def check_dataset_available(name: str, settings: DataSettings, key: str = "dataset", training: bool = False) -> None:
+    """Start-up check (before compiling): ``name`` is known, and a TFDS dataset is prepared or downloadable;
+    ``training``: it is the meta-training dataset (the only place a mixture is accepted).
 
     Raises ValueError with one line naming the dataset or key and the fix.
     """
+    if mixture.is_mixture(name):
+        if not training:
+            raise ValueError(
+                f"{key}: '{name}' is meta-training data only; meta-test its datasets one by one "
+                f"(list those of {key_of(settings.data.mixture, 'datasets')})"
+            )
+        mixture.check(settings, key, check_dataset_available, input_size)
+        return
+    if training and settings.data.mixture.datasets:  # a mixture that would be silently ignored
+        raise SettingError(
+            settings.data.mixture,
+            "datasets",
+            f"is set but {key} is '{name}'; set {key} to {mixture.MIXTURE} to draw from them, or this to []",
+        )
     source = source_of(name, key)
     _check_filter(name, source, settings)
     source.check(name, settings, key)
@@ -75,16 +96,29 @@ def learner_sizes(name: str, settings: DataSettings) -> tuple[tuple[int, ...], i
     :func:`load_dataset`'s spec will have them, without loading anything (the sizes a fixed-size learner
     is built for); None when the source cannot say. ValueError (one line) for padding that cannot hold them.
     """
+    if mixture.is_mixture(name):
+        classes = mixture.num_classes(settings, class_count)
+        return None if classes is None else ((mixture.width(settings, input_size),), classes)
     source = source_of(name)
     classes = source.class_count(name, settings)
     if classes is None:
         return None
-    shape = tuple(source.example_shape(name, settings))
+    pad = settings.data.preprocess.pad
+    return _padded(_example_shape(name, settings), pad, "input"), _padded((classes,), pad, "output")[0]
+
+
+def _example_shape(name: str, settings: DataSettings) -> tuple[int, ...]:
+    """One example's shape after ``resize`` (before padding), without loading anything."""
+    shape = tuple(source_of(name).example_shape(name, settings))
     resize = settings.data.preprocess.resize
     if resize is not None and len(shape) == 3:  # vectors cannot be resized: the source's check says so
         shape = (*resize, shape[-1])
-    pad = settings.data.preprocess.pad
-    return _padded(shape, pad, "input"), _padded((classes,), pad, "output")[0]
+    return shape
+
+
+def input_size(name: str, settings: DataSettings) -> int:
+    """D: the size of one flattened example of ``name`` after resize (a mixture's datasets are never padded)."""
+    return math.prod(_example_shape(name, settings))
 
 
 def load_dataset(name: str, subset: str, settings: DataSettings, training: bool = False):
@@ -93,10 +127,13 @@ def load_dataset(name: str, subset: str, settings: DataSettings, training: bool 
     Args:
       settings: the rank's :class:`DataSettings` (``vsml.settings.data_settings``).
       training: whether its episodes are meta-training episodes, the only ones
-        ``data.episode_augment`` transforms (meta-test episodes stay as the data is).
+        ``data.episode_augment`` transforms (meta-test episodes stay as the data is);
+        a mixture's are always meta-training episodes.
     Returns:
       ``(DataSpec, arrays)``.
     """
+    if mixture.is_mixture(name):
+        return mixture.load(subset, settings, load_dataset, input_size)
     source = source_of(name)
     if subset not in SUBSETS:
         raise ValueError(f"subset '{subset}' is not one of {', '.join(SUBSETS)}")  # the config's: validation

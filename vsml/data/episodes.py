@@ -12,6 +12,7 @@ What the arrays hold is up to the dataset's sampler (its source module, see
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 
@@ -47,12 +48,20 @@ class DataSpec:
     rand_proj: bool = False
     # data.episode_augment when any of it is on, for training episodes only (meta-test episodes stay untransformed)
     episode_augment: EpisodeAugmentSettings | None = None
+    # a mixture's common width W (data.mixture.width): the flattened input is projected to [W] by
+    # episode_augment.rand_proj, else zero-padded to it; input_shape is then (W,)
+    width: int | None = None
 
     def __post_init__(self):
         if self.base_shape is None:
             object.__setattr__(self, "base_shape", tuple(self.input_shape))
         if self.data_classes is None:
             object.__setattr__(self, "data_classes", self.num_classes)
+
+    @property
+    def data_dim(self) -> int:
+        """D: the size of one flattened input after padding, before any projection to ``width``."""
+        return math.prod(self.pad_input or self.base_shape)
 
     @property
     def kind(self) -> str:

@@ -106,13 +106,6 @@ def check(name: str, key: str = "dataset") -> NpzData:
         raise NpzError(f"{key}: npz file '{path}': {err}") from None
 
 
-def load(name: str, subset: str) -> tuple[np.ndarray, np.ndarray, NpzData]:
-    """``(images [N, *shape] uint8 or float32, labels [N] int32, data)`` of split ``subset`` ('train' | 'test')."""
-    data = check(name)
-    images, labels = data.split(subset)
-    return _stored(images), labels, data
-
-
 @functools.lru_cache(maxsize=4)
 def _read(path: str, size: int, mtime_ns: int) -> NpzData:
     """The validated dataset of one file version (``size`` and ``mtime_ns`` make a changed file a new entry)."""
@@ -122,6 +115,12 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
             arrays = {name: npz_file[name] for name in npz_file.files if name in ("x", "y", "x_test", "y_test")}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise NpzError(f"cannot be read as a NumPy .npz file ({type(err).__name__}: {err})") from None
+    return validated(arrays, Path(path))
+
+
+def validated(arrays: dict[str, np.ndarray], origin: Path) -> NpzData:
+    """The checked, split dataset of arrays ``x``, ``y`` (and optionally ``x_test``, ``y_test``) as an npz
+    file holds them; ``origin`` names where they came from. Raises :class:`NpzError` naming the problem."""
     missing = [name for name in ("x", "y") if name not in arrays]
     if missing:
         raise NpzError(
@@ -161,7 +160,7 @@ def _read(path: str, size: int, mtime_ns: int) -> NpzData:
     if not std > 0:
         raise NpzError(f"every value of the training inputs is {mean:g}; nothing to learn from")
     return NpzData(
-        path=Path(path),
+        path=origin,
         train_images=train_x,
         train_labels=train_y.astype(np.int32),
         test_images=x_test,
@@ -193,6 +192,21 @@ def per_feature(data: NpzData, settings: DataSettings) -> bool:
 def standardized(images: np.ndarray, data: NpzData) -> np.ndarray:
     """``images [N, *shape]`` (as in the file) -> float32 ``(images * scale - feature_mean) / feature_std``."""
     return ((images.astype(np.float64) * data.scale - data.feature_mean) / data.feature_std).astype(np.float32)
+
+
+def split_stats(data: NpzData, settings: DataSettings) -> tuple[float, float]:
+    """``(mean, std)`` that step 2 of §7.2 uses: the training split's, or 0/1 when standardised per feature."""
+    if per_feature(data, settings):
+        return 0.0, 1.0  # standardised at load (:func:`loaded`)
+    return data.mean, data.std
+
+
+def loaded(name: str, data: NpzData, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
+    """Split ``subset`` of ``data``, standardised per feature when :func:`per_feature` says so."""
+    images, labels = data.split(subset)
+    if per_feature(data, settings):
+        return stored.loaded_split(name, standardized(images, data), labels, data.num_classes, 1.0, options)
+    return stored.loaded_split(name, _stored(images), labels, data.num_classes, data.scale, options)
 
 
 def _examples(x: np.ndarray, name: str) -> np.ndarray:
@@ -264,18 +278,10 @@ class NpzSource:
         return tuple(check(name).train_images.shape[1:])  # [N, H, W] files gained their channel in _examples
 
     def stats(self, name: str, settings: DataSettings) -> tuple[float, float]:
-        data = check(name)  # from the file's training split
-        if per_feature(data, settings):
-            return 0.0, 1.0  # standardised at load (:meth:`load`)
-        return data.mean, data.std
+        return split_stats(check(name), settings)
 
     def load(self, name: str, subset: str, settings: DataSettings, options: LoadOptions) -> Loaded:
-        data = check(name)
-        if per_feature(data, settings):
-            images, labels = data.split(subset)
-            return stored.loaded_split(name, standardized(images, data), labels, data.num_classes, 1.0, options)
-        images, labels, data = load(name, subset)
-        return stored.loaded_split(name, images, labels, data.num_classes, data.scale, options)
+        return loaded(name, check(name), subset, settings, options)
 
     def status(self, directory) -> tuple[str, list[tuple[str, str, str]]]:
         return "your own data", [

@@ -64,6 +64,26 @@ PROVENANCE = {
         "terms": "shipped inside scikit-learn under its BSD-3-Clause license; the UCI repository gives"
         " the dataset under CC BY 4.0 (attribution: Alpaydin and Kaynak)",
     },
+    # The tables of vsml.data.tabular_source (scikit-learn's copies of UCI datasets).
+    "wine": {
+        "source": "scikit-learn's wine_data.csv: its copy of the UCI Wine data (178 wines of 3 cultivars,"
+        " 13 chemical measurements) by M. Forina et al., PARVUS, 1988 (archive.ics.uci.edu/dataset/109)",
+        "terms": "shipped inside scikit-learn under its BSD-3-Clause license; the UCI repository gives"
+        " the dataset under CC BY 4.0 (attribution: Aeberhard and Forina)",
+    },
+    "breast_cancer": {
+        "source": "scikit-learn's breast_cancer.csv: its copy of the UCI Breast Cancer Wisconsin (Diagnostic)"
+        " data (569 tumours, 30 features of cell nuclei, benign or malignant) by W. H. Wolberg, W. N. Street"
+        " and O. L. Mangasarian, 1995 (archive.ics.uci.edu/dataset/17)",
+        "terms": "shipped inside scikit-learn under its BSD-3-Clause license; the UCI repository gives"
+        " the dataset under CC BY 4.0 (attribution: Wolberg, Mangasarian, Street and Street)",
+    },
+    "iris": {
+        "source": "scikit-learn's iris.csv: its copy of R. A. Fisher's Iris data (150 flowers of 3 species,"
+        " 4 measurements), 1936, as in the UCI repository (archive.ics.uci.edu/dataset/53)",
+        "terms": "shipped inside scikit-learn under its BSD-3-Clause license; the UCI repository gives"
+        " the dataset under CC BY 4.0 (attribution: R. A. Fisher)",
+    },
 }
 
 

@@ -16,7 +16,8 @@ this order (the order of the original VSML release):
 4. ``shuffle``: one fixed pixel permutation of the flattened (padded) input;
 5. ``rand_proj``: flattened input times one fixed Glorot-uniform [D, D] matrix;
 5a. ``episode_augment.shuffle``: a pixel permutation drawn for this episode;
-5b. ``episode_augment.rand_proj``: a Glorot-uniform [D, D] matrix drawn for this episode;
+5b. ``episode_augment.rand_proj``: a Glorot-uniform [D, D] matrix drawn for this episode
+    ([D, W] to a mixture's common width W, else the flattened input zero-padded to W);
 6. ``episode_augment.permute_labels``: a permutation of the data's classes
    drawn for this episode; labels one-hot with width ``pad.output`` (>= the
    number of classes).
@@ -103,9 +104,10 @@ def resize_images(images: np.ndarray, size: tuple[int, int], scale: float, chunk
     return out
 
 
-def projection_limit(dim: int) -> float:
-    """Glorot-uniform bound of a ``[dim, dim]`` projection: entries are U(-limit, +limit), limit = sqrt(6 / (2 dim))."""
-    return math.sqrt(6.0 / (2 * dim))
+def projection_limit(dim: int, width: int | None = None) -> float:
+    """Glorot-uniform bound of a ``[dim, width]`` projection (``width`` None: ``dim``): entries are
+    U(-limit, +limit), limit = sqrt(6 / (dim + width))."""
+    return math.sqrt(6.0 / (dim + (dim if width is None else width)))
 
 
 def projection_matrix(dim: int, seed: int) -> np.ndarray:
@@ -147,15 +149,16 @@ def resize_on_device(images: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(images, shape, "bilinear")
 
 
-def episode_transforms(key, augment, dim: int, classes: int) -> dict:
+def episode_transforms(key, augment, dim: int, classes: int, width: int | None = None) -> dict:
     """The per-episode transforms that ``augment`` (``data.episode_augment``) turns on, drawn from ``key``.
 
     Args:
       key: the episode's data key (both members of an ES pair share it).
       dim: flattened (padded) input size D.
       classes: the data's class count (padded classes never occur, so they are not permuted).
+      width: the projection's output width W (a mixture's common width; None: D).
     Returns:
-      a dict with ``'permutation' [D]`` int32 (shuffle), ``'projection' [D, D]`` float32
+      a dict with ``'permutation' [D]`` int32 (shuffle), ``'projection' [D, W]`` float32
       (rand_proj, Glorot-uniform as :func:`projection_matrix`) and ``'labels' [classes]`` int32
       (permute_labels: class c becomes ``labels[c]``), each present only when on. Each transform has
       its own sub-key, so turning one on never changes another.
@@ -165,15 +168,23 @@ def episode_transforms(key, augment, dim: int, classes: int) -> dict:
     if augment.shuffle:
         out["permutation"] = jax.random.permutation(jax.random.fold_in(key, 0), dim).astype(jnp.int32)
     if augment.rand_proj:
-        limit = projection_limit(dim)
-        out["projection"] = jax.random.uniform(jax.random.fold_in(key, 1), (dim, dim), jnp.float32, -limit, limit)
+        shape = (dim, dim if width is None else width)
+        limit = projection_limit(*shape)
+        out["projection"] = jax.random.uniform(jax.random.fold_in(key, 1), shape, jnp.float32, -limit, limit)
     if augment.permute_labels:
         out["labels"] = jax.random.permutation(jax.random.fold_in(key, 2), classes).astype(jnp.int32)
     return out
 
 
 def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=None):
-    """Stored examples -> the learner's episode (steps 1-6 of the module docstring).
+    """Stored examples -> the learner's episode (steps 1-6 of the module docstring): :func:`transform`,
+    then ``labels`` one-hot ``[T, B, spec.num_classes]``."""
+    images, labels = transform(images, labels, spec, arrays, key)
+    return images, jax.nn.one_hot(labels, spec.num_classes)
+
+
+def transform(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=None):
+    """Stored examples -> the learner's inputs and class indices (steps 1-6 but the one-hot).
 
     Args:
       images: ``[T, B, *spec.base_shape]`` as stored (uint8 or float32).
@@ -182,7 +193,7 @@ def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=No
         [D, D]`` when shuffle / rand_proj are on.
       key: the episode's data key; read only when ``spec.episode_augment`` is set.
     Returns:
-      ``inputs [T, B, *spec.input_shape]`` float32 and one-hot ``labels [T, B, spec.num_classes]``.
+      ``inputs [T, B, *spec.input_shape]`` float32 and ``labels [T, B]`` int class indices.
     """
     images = images.astype(jnp.float32) * spec.scale
     images = normalize(images, spec)
@@ -194,13 +205,14 @@ def postprocess(images: jax.Array, labels: jax.Array, spec, arrays: dict, key=No
     if spec.rand_proj:
         images = images.reshape(*lead, -1) @ arrays["projection"]
     if spec.episode_augment is not None:
-        dim = math.prod(spec.input_shape)
-        drawn = episode_transforms(key, spec.episode_augment, dim, spec.data_classes)
+        drawn = episode_transforms(key, spec.episode_augment, spec.data_dim, spec.data_classes, spec.width)
         if "permutation" in drawn:
             images = images.reshape(*lead, -1)[..., drawn["permutation"]]
         if "projection" in drawn:
             images = images.reshape(*lead, -1) @ drawn["projection"]
         if "labels" in drawn:
             labels = drawn["labels"][labels]
+    if spec.width is not None:  # a mixture's dataset: zero-padded to W (a no-op after 5b's projection to W)
+        images = pad_to(images.reshape(*lead, -1), (spec.width,))
     images = images.reshape(*lead, *spec.input_shape)
-    return images, jax.nn.one_hot(labels, spec.num_classes)
+    return images, labels

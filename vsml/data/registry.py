@@ -1,7 +1,8 @@
 """The dataset-source registry (docs/DESIGN.md §7.1): the only place a dataset name is mapped to code.
 
 Registered: offline arrays shipped in installed packages
-(:mod:`vsml.data.offline_source`), the procedural ``random`` and ``sum`` tasks
+(:mod:`vsml.data.offline_source`), scikit-learn's tables
+(:mod:`vsml.data.tabular_source`), the procedural ``random`` and ``sum`` tasks
 (:mod:`vsml.data.procedural_source`), the paper's TFDS datasets
 (:mod:`vsml.data.tfds_source`), N-way few-shot episodes
 (:mod:`vsml.data.fewshot_source`) and a user's ``npz:PATH``
@@ -12,12 +13,13 @@ Registered: offline arrays shipped in installed packages
 from __future__ import annotations
 
 from vsml import suggest
-from vsml.data import fewshot_source, npz_source, offline_source, procedural_source, tfds_source
+from vsml.data import fewshot_source, npz_source, offline_source, procedural_source, tabular_source, tfds_source
 from vsml.data.base import DataSource
 
 # The order is the order of names in messages and of rows in ``python3 -m vsml.data status``.
 SOURCES: tuple[DataSource, ...] = (
     offline_source.SOURCE,
+    tabular_source.SOURCE,
     procedural_source.RANDOM,
     procedural_source.SUM,
     tfds_source.SOURCE,

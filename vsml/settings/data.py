@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from vsml.settings.fields import (
+    NAME_LIST,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
     POSITIVE_NUMBER,
@@ -26,6 +27,10 @@ from vsml.settings.fields import (
 _DATASET_STATS = Rule(
     lambda v: isinstance(v, Mapping) and _is_number(v.get("mean")) and POSITIVE_NUMBER.check(v.get("std")),
     "{mean: number, std: positive number}",
+)
+_WEIGHTS = Rule(
+    lambda v: isinstance(v, (list, tuple)) and bool(v) and all(POSITIVE_NUMBER.check(w) for w in v),
+    "a list of positive numbers, one per dataset",
 )
 _CLASS_LIST = Rule(
     lambda v: (
@@ -86,7 +91,7 @@ class PreprocessSettings:
     )
     npz_stats: str = setting(
         "auto",
-        "what dataset_standard uses for npz:PATH data, from its training split: per_feature (each input's own "
+        "what dataset_standard uses for npz:PATH data and the tables (wine, breast_cancer, iris), from the training split: per_feature (each input's own "
         "mean and std; a constant input is only centred), global (one mean and std of every value, as for the "
         "shipped image sets) or auto (per_feature for vectors [N, D], global for images: features of a table "
         "have their own units, pixels share one; docs/datasets.md)",
@@ -122,6 +127,23 @@ class EpisodeAugmentSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MixtureSettings:
+    """``data.mixture``: the datasets of ``training.dataset: mixture``, one drawn per training episode (§7.2)."""
+
+    datasets: tuple[str, ...] = setting(
+        (), "the datasets meta-training draws from (configs/general.yaml: [digits, wine, breast_cancer])", NAME_LIST
+    )
+    weights: tuple[float, ...] | None = setting(
+        None, "each dataset's relative chance per episode, in the order of datasets (null: equal)", _WEIGHTS,
+        lambda v: None if v is None else tuple(float(w) for w in v),
+    )  # fmt: skip
+    width: int | None = setting(
+        None, "the common input width D the datasets' flattened inputs are projected (episode_augment.rand_proj) "
+        "or zero-padded to (null: the widest dataset's)", POSITIVE_INT,
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSection:
     """``data``: where datasets live, which classes, how they are preprocessed."""
 
@@ -134,6 +156,7 @@ class DataSection:
     dir: str | None = setting(None, "where TFDS datasets live (else $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     preprocess: PreprocessSettings = section(PreprocessSettings)
     episode_augment: EpisodeAugmentSettings = section(EpisodeAugmentSettings)
+    mixture: MixtureSettings = section(MixtureSettings)
 
 
 @dataclasses.dataclass(frozen=True)
