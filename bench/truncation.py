@@ -189,6 +189,7 @@ def launch(setting: Setting, run: Run, run_dir: Path, episode_length: int, datas
     _, generations = method_iterations(setting, run.method, episode_length)
     step = checkpoint_step(run_dir)
     if step is not None and step >= generations + 1:
+        print(f"{run.name}: finished before", flush=True)
         return {"run": run.name, "returncode": 0, "action": "finished before"}
     log = run_dir.parent / f"{run_dir.name}.log"
     if step is not None:
