@@ -32,7 +32,9 @@ full-episode ES's final meta-loss of the same seed (linear interpolation between
 
 **Step sizes**: ES runs the setting's own (tuned) outer step; each truncated method is swept over
 ``--sweep-lrs`` on seed 0 alone and runs its best (lowest final meta-loss) on every seed
-(``--lr METHOD=VALUE`` fixes one instead); seed 0's sweep run is its seed-0 run.
+(``--lr METHOD=VALUE`` fixes one instead); seed 0's sweep run is its seed-0 run. ``--methods es es-raw
+--lr es-raw=0.1`` adds a control: full-episode ES with the raw fitness PES and NRES need (the quick start's
+ES ranks its fitness), which tells the effect of the shaping from that of truncating the episodes.
 """
 
 from __future__ import annotations
@@ -56,9 +58,13 @@ sys.path.insert(0, str(ROOT))
 from bench.claims_outer import spread, total_time  # noqa: E402
 from bench.plateau import last_quarter_accuracy  # noqa: E402
 
-METHODS = ("es", "pes", "nres")
-METHOD_CONFIGS = {"es": [], "pes": ["configs/pes.yaml"], "nres": ["configs/nres.yaml"]}
-NAMES = {"es": "ES (full episodes)", "pes": "PES", "nres": "NRES"}
+# es-raw, a control (not run by default): full-episode ES with PES's raw fitness, to tell the effect of the
+# shaping (PES and NRES need raw to be unbiased; the quick start's ES uses centered ranks) from that of truncation
+METHODS = ("es", "pes", "nres", "es-raw")
+FULL_EPISODE = ("es", "es-raw")
+METHOD_CONFIGS = {"es": [], "pes": ["configs/pes.yaml"], "nres": ["configs/nres.yaml"], "es-raw": []}
+METHOD_OVERRIDES = {"es-raw": ["optimizer.fitness_shaping=raw"]}
+NAMES = {"es": "ES (full episodes)", "pes": "PES", "nres": "NRES", "es-raw": "ES, raw fitness (control)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +110,7 @@ SETTINGS = {
 
 def method_iterations(setting: Setting, method: str, episode_length: int) -> tuple[int, int]:
     """(generations between meta-tests, generations in all) of ``method``: equal synapse updates at each."""
-    per_es = 1 if method == "es" else episode_length // setting.truncation_steps
+    per_es = 1 if method in FULL_EPISODE else episode_length // setting.truncation_steps
     every = setting.es_generations // setting.checkpoints * per_es
     return every, setting.es_generations * per_es
 
@@ -113,7 +119,7 @@ def synapse_updates_per_generation(method: str, config: dict, synapses: int, tru
     """Synapse updates one generation runs: 2P members x steps (T for ES, K for PES/NRES) x batch x synapses
     x micro ticks."""
     training = config["training"]
-    steps = training["episode_length"] if method == "es" else truncation_steps
+    steps = training["episode_length"] if method in FULL_EPISODE else truncation_steps
     ticks = config["model"]["vsml_rnn"]["num_micro_ticks"]
     return 2 * training["population_size"] * steps * training["batch_size"] * synapses * ticks
 
@@ -160,7 +166,8 @@ def run_config(setting: Setting, run: Run, episode_length: int, dataset: str) ->
     files = [str(ROOT / f) for f in (*setting.config_files, *METHOD_CONFIGS[run.method])]
     overrides = [
         *setting.overrides,
-        *([] if run.method == "es" else [f"optimizer.pes_truncation_steps={setting.truncation_steps}"]),
+        *([] if run.method in FULL_EPISODE else [f"optimizer.pes_truncation_steps={setting.truncation_steps}"]),
+        *METHOD_OVERRIDES.get(run.method, []),
         f"optimizer.lr={run.lr}",
         f"seed={run.seed}",
         f"training.iterations={generations + 1}",  # generations 0..G: theta_G is meta-tested too
@@ -382,7 +389,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--setting", choices=[s for s in SETTINGS if s != "quick"], default="quickstart")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS[:3]))
     parser.add_argument("--sweep-lrs", type=float, nargs="+", default=[0.1, 0.03])
     parser.add_argument("--lr", nargs="*", default=[], metavar="METHOD=LR", help="fix a method's lr (no sweep)")
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")

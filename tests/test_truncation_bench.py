@@ -34,12 +34,14 @@ def test_a_truncation_costs_k_of_t_steps_of_a_generation():
     assert es == 32 * 2 * 50 * 3 * 640 * 2
     assert pes == 32 * 2 * 10 * 3 * 640 * 2
     assert truncation.synapse_updates_per_generation("nres", config, 640, truncation_steps=10) == pes
+    assert truncation.synapse_updates_per_generation("es-raw", config, 640, truncation_steps=10) == es
 
 
 def test_every_method_is_meta_tested_at_the_same_synapse_updates():
     setting = truncation.SETTINGS["quickstart"]  # G = 750 ES generations, 30 meta-tests, K = 10 of T = 50
     assert truncation.method_iterations(setting, "es", 50) == (25, 750)
     assert truncation.method_iterations(setting, "pes", 50) == (125, 3750)
+    assert truncation.method_iterations(setting, "es-raw", 50) == (25, 750)
     config = quickstart_config()
     es = truncation.synapse_updates_per_generation("es", config, 640, setting.truncation_steps)
     pes = truncation.synapse_updates_per_generation("pes", config, 640, setting.truncation_steps)
