@@ -191,16 +191,23 @@ def checkpoint_step(run_dir: Path) -> int | None:
         return int(saved["step"])
 
 
+def say(line: str) -> None:
+    """One whole line to stdout (runs finish in threads; ``print`` may interleave their lines)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def launch(setting: Setting, run: Run, run_dir: Path, episode_length: int, dataset: str) -> dict:
     """Runs (or continues, or skips) one run in a ``launch.py`` process; returns its status."""
     _, generations = method_iterations(setting, run.method, episode_length)
     step = checkpoint_step(run_dir)
     if step is not None and step >= generations + 1:
-        print(f"{run.name}: finished before", flush=True)
+        say(f"{run.name}: finished before")
         return {"run": run.name, "returncode": 0, "action": "finished before"}
     log = run_dir.parent / f"{run_dir.name}.log"
     if step is not None:
         command = [sys.executable, str(ROOT / "launch.py"), "--resume", str(run_dir)]
+        command += ["--config", f"training.iterations={generations + 1}"]  # the budget, whatever the run was given
         action = f"resumed at generation {step}"
     else:
         if run_dir.exists():  # died before its first checkpoint: keep it aside, start again
@@ -210,10 +217,10 @@ def launch(setting: Setting, run: Run, run_dir: Path, episode_length: int, datas
         command = [sys.executable, str(ROOT / "launch.py"), "--run_dir", str(run_dir)]
         command += ["--config_files", *files, "--config", *overrides]
         action = "started"
-    print(f"{run.name}: {action}", flush=True)
+    say(f"{run.name}: {action}")
     with open(log, "a") as out:
         proc = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    print(f"{run.name}: exit {proc.returncode}", flush=True)
+    say(f"{run.name}: exit {proc.returncode}")
     return {"run": run.name, "returncode": proc.returncode, "action": action, "log": str(log)}
 
 

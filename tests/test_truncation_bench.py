@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import truncation
@@ -105,16 +107,29 @@ def test_an_unfinished_run_is_not_reported_as_not_reached():
     assert truncation.fmt_reach(summary["pes"]["reach"][0]).startswith("not yet (0.50 run)")
 
 
-# ~1-3 min of meta-training on 2 shared cores: the benchmark's own pipeline, kept out of the default run.
+# ~2-4 min of meta-training on 2 shared cores: the benchmark's own pipeline, kept out of the default run.
 @pytest.mark.slow
-def test_quick_run_reports_and_then_skips_finished_runs(tmp_path):
+def test_quick_run_reports_skips_finished_runs_and_resumes_a_partial_one_exactly(tmp_path):
     command = [sys.executable, str(ROOT / "bench" / "truncation.py"), "--quick", "--jobs", "2"]
     command += ["--runs_dir", str(tmp_path)]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (tmp_path / "quick" / "report.md").exists() and "Synapse updates to first reach" in first.stdout
+    run_dir = tmp_path / "quick" / "es-lr0.1-seed0"
+    with np.load(run_dir / "checkpoint.npz") as saved:
+        uninterrupted = {k: saved[k] for k in saved.files if k.startswith(("params/", "opt_state/"))}
+    # the same run stopped after 5 of its 9 generations (what a killed bench leaves, checkpointed)
+    shutil.rmtree(run_dir)
+    files, overrides = truncation.run_config(truncation.SETTINGS["quick"], truncation.Run("es", 0, 0.1), 10, "digits")
+    overrides = [o for o in overrides if not o.startswith("training.iterations=")] + ["training.iterations=5"]
+    partial = [sys.executable, str(ROOT / "launch.py"), "--run_dir", str(run_dir), "--config_files", *files]
+    subprocess.run([*partial, "--config", *overrides], cwd=ROOT, capture_output=True, check=True, timeout=300)
+
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert (
-        "started" not in again.stdout and again.stdout.count("finished before") == 8
-    )  # seed 0: ES + 2 lrs x 2; seed 1: 3
+    assert "es-lr0.1-seed0: resumed at generation 5" in again.stdout
+    assert "started" not in again.stdout and again.stdout.count("finished before") == 7  # seed 0: 5 runs, seed 1: 3
+    with np.load(run_dir / "checkpoint.npz") as saved:
+        assert int(saved["step"]) == 9
+        for key, value in uninterrupted.items():
+            np.testing.assert_array_equal(saved[key], value, err_msg=key)
