@@ -257,7 +257,9 @@ def summarise(curves: dict[str, dict[int, dict]], budget: int) -> dict:
 
     ``curves[method][seed]`` is :func:`curve`'s dict; ``budget`` ES's synapse updates.
     """
-    es_final = {seed: c["loss"][-1] for seed, c in curves.get("es", {}).items() if c["loss"]}
+    es_final = {  # targets only from finished ES runs
+        seed: c["loss"][-1] for seed, c in curves.get("es", {}).items() if c["updates"] and c["updates"][-1] == budget
+    }
     out = {}
     for method, by_seed in curves.items():
         complete = {s: c for s, c in by_seed.items() if c["updates"] and c["updates"][-1] == budget}
@@ -277,7 +279,17 @@ def summarise(curves: dict[str, dict[int, dict]], budget: int) -> dict:
                 "finished": finished,
             }
         fractions = [r["fraction"] for r in reach.values()]
-        summary = {"seeds": sorted(complete), "at": at, "reach": reach}
+        common = float(np.median(list(es_final.values()))) if es_final else None  # one target for every seed
+        finished = {s: c for s, c in by_seed.items() if c["updates"] and c["updates"][-1] == budget}
+        if common is not None and finished:
+            reached = [updates_to_reach(c["updates"], c["loss"], common) for c in finished.values()]
+            summary_common = sorted(math.inf if u is None else u / budget for u in reached)
+        else:
+            summary_common = []
+        summary = {"seeds": sorted(complete), "at": at, "reach": reach, "common_target": common}
+        if summary_common:
+            summary["common_fractions"] = summary_common
+            summary["common_median"] = float(np.median(summary_common))
         if complete:
             finals = list(complete.values())
             summary.update(
@@ -303,6 +315,8 @@ def fmt_spread(s: dict | None, spec: str = ".3f", scale: float = 1.0) -> str:
 def fmt_reach(r: dict) -> str:
     if r["fraction"] is not None:
         return f"{r['fraction']:.2f}"
+    if r["best"] is None:
+        return "not started"
     state = "not reached" if r["finished"] else f"not yet ({r['spent']:.2f} run)"
     return f"{state}: best {r['best']:.4f} vs {r['target']:.4f} (+{r['best'] - r['target']:.4f})"
 
@@ -318,7 +332,8 @@ def report(summary: dict, budget: int, header: list[str], lrs: dict, sweep: dict
         "|---|" + "---|" * len(methods),
     ]
     points = sorted({u for m in methods for u in summary[m]["at"]})
-    shown = [u for u in points if any(abs(u / budget - f) < 1e-9 for f in (0, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1))]
+    shown = points[:: max(1, len(points) // 10)]
+    shown += [] if not points or shown[-1] == points[-1] else [points[-1]]
     for u in shown:
         lines.append(f"| {u / budget:.3f} | " + " | ".join(fmt_spread(summary[m]["at"].get(u)) for m in methods) + " |")
     lines += [
@@ -352,6 +367,19 @@ def report(summary: dict, budget: int, header: list[str], lrs: dict, sweep: dict
         lines.append(
             f"| {NAMES[m]} | " + " | ".join(fmt_reach(reach[s]) if s in reach else "–" for s in seeds) + f" | {med} |"
         )
+    common = [m for m in methods if "common_fractions" in summary[m]]
+    if common:
+        target = summary[common[0]]["common_target"]
+        lines += [
+            "",
+            f"The same against one target for every seed, the median of ES's final meta-losses ({target:.4f}): "
+            "fractions of ES's budget, sorted (inf: not reached), and their median:",
+            "",
+        ]
+        for m in common:
+            values = ", ".join("inf" if math.isinf(f) else f"{f:.2f}" for f in summary[m]["common_fractions"])
+            median = summary[m]["common_median"]
+            lines.append(f"- {NAMES[m]}: {values}; median {'not reached' if math.isinf(median) else f'{median:.2f}'}")
     if sweep:
         lines += ["", "Step-size sweep (seed 0, full budget): final meta-loss per lr", ""]
         for m, by_lr in sweep.items():

@@ -91,6 +91,12 @@ def test_report_on_fake_curves():
     assert math.isinf(summary["nres"]["reach_median"])  # one of two seeds not reached: the median is too
     assert summary["es"]["final_loss"] == {"median": pytest.approx(1.6), "min": 1.4, "max": 1.8, "n": 2}
     assert summary["pes"]["at"][budget // 2]["median"] == pytest.approx(1.5)
+    # one target for every seed, the median of ES's finals (1.6): PES seed 0 crosses it between 0 (2.3) and 1/4
+    # (1.5), seed 1 meets it at 3/4; NRES seed 1 meets it at 3/4, seed 0 never
+    assert summary["es"]["common_target"] == pytest.approx(1.6)
+    assert summary["pes"]["common_fractions"] == pytest.approx([0.25 * (2.3 - 1.6) / (2.3 - 1.5), 0.75])
+    assert summary["nres"]["common_fractions"][0] == pytest.approx(0.75)
+    assert math.isinf(summary["nres"]["common_fractions"][1]) and math.isinf(summary["nres"]["common_median"])
 
     text = truncation.report(summary, budget, ["header"], {"es": 0.1, "pes": 0.03, "nres": 0.1}, {})
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
@@ -105,6 +111,17 @@ def test_an_unfinished_run_is_not_reported_as_not_reached():
     summary = truncation.summarise(curves, budget)
     assert summary["pes"]["seeds"] == [] and "reach_median" not in summary["pes"]
     assert truncation.fmt_reach(summary["pes"]["reach"][0]).startswith("not yet (0.50 run)")
+    # an unfinished ES run sets no target; a run not started yet is said so
+    curves["es"][1] = fake_curve([2.3, 2.0], budget // 2)
+    not_started = {"generation": [], "updates": [], "loss": [], "accuracy": [], "last_quarter": [], "wall_s": None}
+    curves["pes"][1] = not_started
+    curves["pes"][2] = not_started
+    curves["es"][2] = fake_curve([2.3, 2.0, 1.5], budget)
+    summary = truncation.summarise(curves, budget)
+    assert (
+        sorted(summary["pes"]["reach"]) == [0, 2] and truncation.fmt_reach(summary["pes"]["reach"][2]) == "not started"
+    )
+    truncation.report(summary, budget, ["header"], {"es": 0.1, "pes": 0.1}, {})
 
 
 # ~2-4 min of meta-training on 2 shared cores: the benchmark's own pipeline, kept out of the default run.
