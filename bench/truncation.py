@@ -82,7 +82,7 @@ SETTINGS = {
     # 1500 generations: the meta-loss is near its end of the shipped run's fall by then (bench/RESULTS.md).
     "quickstart": Setting(("configs/quickstart.yaml",), (), 750, 10, 30, 64),
     # configs/mnist14.yaml at the paper's 500-step training episodes, with the quick start's small sub-RNN
-    # (the paper's 16-unit one is ~4x the compute per step, beyond this CPU budget).
+    # (the paper's 16-unit one costs more per step: its quick start takes about twice the time).
     "mnist14-500": Setting(
         ("configs/mnist14.yaml",),
         (
