@@ -31,6 +31,7 @@ from bench.claims_matrix import (  # noqa: E402
     test_sets,
 )
 from bench.claims_metatest import write_json  # noqa: E402
+from bench.claims_outer import spread  # noqa: E402
 
 
 def load_results(args, file_name: str = "metatest.json") -> tuple[list[dict], list[dict]]:
@@ -59,10 +60,6 @@ def load_results(args, file_name: str = "metatest.json") -> tuple[list[dict], li
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)), "n": len(values)}
 
 
 def learned_row(args, learner: str, train_set: str, members: list[dict]) -> dict:
