@@ -332,7 +332,7 @@ def meta_test_group(args, group: str, only_cell: str | None = None) -> int:
                 "learner": group,
                 "train_set": cell[1],
                 "seed": cell[2],
-                "run_dir": str(run_dir),
+                "run_dir": str(run_dir.resolve()),  # read again by the report, maybe from another folder
                 "checkpoint": str(checkpoint),
                 "generation": algorithm.step,
                 "meta_params": count_params(algorithm.params),
